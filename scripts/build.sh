@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Configures and builds gdn (Release) into ${GDN_BUILD_DIR:-build}.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+build=${GDN_BUILD_DIR:-build}
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release "$@" >/dev/null
+cmake --build "$build" -j "$(nproc)"
