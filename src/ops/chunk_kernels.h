@@ -1,0 +1,44 @@
+// Small dense kernels of the chunkwise form (fp32, AVX2 + FMA): a register-blocked matrix
+// product for the chunk-sized operands (C x K, K x V, C x C, all L1/L2 resident), a
+// vectorised exp, transposes. The chunk form calls these from inside its own OpenMP
+// regions, where a threaded BLAS would oversubscribe; on these sizes they also beat
+// OpenBLAS's per-call packing (measured by the timing harness in tests/test_chunk.cpp).
+#pragma once
+
+#include <cstddef>
+
+namespace gdn::detail::chunk {
+
+// Zero structure of op(A) that the product may skip. Entries outside the triangle must
+// be zero in memory (the skip works on 6-row blocks, so some of them are still read).
+enum class Tri {
+  full,
+  lower,  // op(A)(i, p) == 0 for p > i
+  upper,  // op(A)(i, p) == 0 for p < i
+};
+
+// C = alpha * op(A) * B, or C += alpha * op(A) * B when `accumulate`.
+// op(A) is m x k: A row-major with leading dimension lda, or its transpose when `trans_a`
+// (element (i, p) at a[p * lda + i]). B is k x n row-major (ldb), C is m x n row-major (ldc).
+// With `lower_c`, column blocks of C entirely above the diagonal are left unwritten.
+void gemm(int m, int n, int k, float alpha, const float* a, std::ptrdiff_t lda, bool trans_a,
+          const float* b, std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc, bool accumulate,
+          Tri tri = Tri::full, bool lower_c = false);
+
+// dst[j * ld_dst + i] = src[i * ld_src + j] for i < rows, j < cols.
+void transpose(int rows, int cols, const float* src, std::ptrdiff_t ld_src, float* dst,
+               std::ptrdiff_t ld_dst);
+
+// y[i] = exp(x[i]); exact to a few ulp, 0 below -87.3 (no denormals), x must be <= 88.
+void exp_array(int n, const float* x, float* y);
+
+// y[i] = x[i] * exp(a[i] - b[i]) over n elements (the gated operands of the chunk form).
+void mul_exp_diff(int n, const float* x, const float* a, const float* b, float* y);
+
+// sum_i x[i] * y[i] * exp(a[i] - b[i])
+float dot_exp_diff(int n, const float* x, const float* y, const float* a, const float* b);
+
+// x[i] += s * y[i] * exp(a[i] - b[i])
+void axpy_exp_diff(int n, float s, const float* y, const float* a, const float* b, float* x);
+
+}  // namespace gdn::detail::chunk
