@@ -60,34 +60,6 @@ void gated_lower(int L, int K, const float* x, const float* y, const float* gam,
   }
 }
 
-// Backward of gated_lower: dx += d out / d x, dy += d out / d y (dout lower, ld `ldo`).
-void gated_lower_backward(int L, int K, const float* x, const float* y, const float* gam, bool diag,
-                          const float* dout, int ldo, float* dx, float* dy, float* xr, float* yr,
-                          float* dxr, float* dyr) {
-  for (int i0 = 0; i0 < L; i0 += kSubChunk) {
-    const int ni = std::min(kSubChunk, L - i0);
-    const float* ref = gam + i0 * K;
-    if (i0 > 0) {
-      for (int i = 0; i < ni; ++i) chunk::mul_exp_diff(K, x + (i0 + i) * K, gam + (i0 + i) * K, ref, xr + i * K);
-      for (int j = 0; j < i0; ++j) chunk::mul_exp_diff(K, y + j * K, ref, gam + j * K, yr + j * K);
-      gemm(ni, K, i0, 1.f, dout + i0 * ldo, ldo, false, yr, K, dxr, K, false);
-      gemm(i0, K, ni, 1.f, dout + i0 * ldo, ldo, true, xr, K, dyr, K, false);
-      for (int i = 0; i < ni; ++i)
-        chunk::axpy_exp_diff(K, 1.f, dxr + i * K, gam + (i0 + i) * K, ref, dx + (i0 + i) * K);
-      for (int j = 0; j < i0; ++j) chunk::axpy_exp_diff(K, 1.f, dyr + j * K, ref, gam + j * K, dy + j * K);
-    }
-    for (int i = i0; i < i0 + ni; ++i) {
-      const int jend = diag ? i + 1 : i;
-      for (int j = i0; j < jend; ++j) {
-        const float s = dout[i * ldo + j];
-        if (s == 0.f) continue;
-        chunk::axpy_exp_diff(K, s, y + j * K, gam + i * K, gam + j * K, dx + i * K);
-        chunk::axpy_exp_diff(K, s, x + i * K, gam + i * K, gam + j * K, dy + j * K);
-      }
-    }
-  }
-}
-
 // Scratch for one chunk of one (sequence, value head); one per thread, reused.
 struct ChunkWork {
   int C, K, V;
@@ -99,27 +71,26 @@ struct ChunkWork {
   std::vector<float> kt;                                // k^T, K x C
   std::vector<float> n, a, p;                           // C x C
   std::vector<float> xw, xu, w, u;                      // C x K, C x V, C x K, C x V (u -> V')
-  std::vector<float> sub0, sub1, sub2, sub3;            // C x max(K, V) sub-chunk scratch
+  std::vector<float> sub0, sub1, sub2;                  // C x max(K, V) scratch
   std::vector<float> ob;                                // C x V output rows
   // Backward.
   std::vector<float> dob, dvp, dp, dqe, dkl, dgl, st, dst, vpt, dw, da, ada, dm, xwt, xut, dxw, dxu, at;
-  std::vector<float> dq, dk, dv, dgam, dbeta, ds_new, dk_part, dk_col;
+  std::vector<float> dq, dk, dv, dg, dbeta, ds_new;
   std::vector<float> state, dstate, zeros;  // K x V running state and its gradient; K zeros
 
   ChunkWork(int C_, int K_, int V_) : C(C_), K(K_), V(V_) {
     const size_t CK = size_t(C) * K, CV = size_t(C) * V, CC = size_t(C) * C, KV = size_t(K) * V;
     const size_t CM = size_t(C) * std::max(K, V);
-    for (auto* b : {&q, &k, &qe, &ke, &kl, &xw, &w, &kt, &dqe, &dkl, &dw, &xwt, &dxw, &dq, &dk,
-                    &dk_part, &dk_col})
+    for (auto* b : {&q, &k, &qe, &ke, &kl, &xw, &w, &kt, &dqe, &dkl, &dw, &xwt, &dxw, &dq, &dk})
       b->resize(CK);
     for (auto* b : {&v, &xu, &u, &ob, &dob, &dvp, &vpt, &xut, &dxu, &dv}) b->resize(CV);
     for (auto* b : {&n, &a, &p, &gmat, &dp, &da, &ada, &dm, &at}) b->resize(CC);
-    for (auto* b : {&sub0, &sub1, &sub2, &sub3}) b->resize(CM);
+    for (auto* b : {&sub0, &sub1, &sub2}) b->resize(CM);
     for (auto* b : {&st, &dst, &ds_new, &state, &dstate}) b->resize(KV);
     zeros.assign(K, 0.f);
     for (auto* b : {&beta, &e, &el, &dbeta}) b->resize(C);
     gam.resize(CK);
-    dgam.resize(CK);
+    dg.resize(CK);
     decay.resize(K);
     dgl.resize(K);
   }
@@ -337,41 +308,44 @@ struct ChunkForm {
       dv = w.dv.data();
     }
 
-    // Through the gated products P and N.
+    // Through the gated products P and N, then qe = q.E, ke = k.E, kl = k.El and
+    // decay = e^gamma_L. The gate gradient is summed without cancellation: g_t scales
+    // exactly the terms that cross the boundary before token t,
+    //   dg_t = sum_{i>=t} (dqe.qe + dke.ke)_i + sum_{i<t} (dkl.kl)_i + ddecay.decay
+    //        + sum_{i>=t>j} (dP_ij P_ij + dN_ij N_ij)     (per dimension for vector gates),
+    // so at g = -30 every summand is tiny and dg is accurate relative to itself.
     float* dq = w.dq.data();
     float* dk = w.dk.data();
-    float* dgam = w.dgam.data();
+    float* dg = w.dg.data();  // L (scalar) or L x K (vector)
+    const float* dke = w.dxw.data();
     if constexpr (G == GateKind::vector) {
       std::fill(dq, dq + L * K, 0.f);
       std::fill(dk, dk + L * K, 0.f);
-      gated_lower_backward(L, K, w.q.data(), w.k.data(), w.gam.data(), true, w.dp.data(), C, dq, dk,
-                           w.sub0.data(), w.sub1.data(), w.sub2.data(), w.sub3.data());
-      for (int i = 0; i < L * K; ++i) dgam[i] = w.q[i] * dq[i] - w.k[i] * dk[i];
-      if constexpr (kDelta) {
-        float* dkr = w.dk_part.data();
-        float* dkc = w.dk_col.data();
-        std::fill(dkr, dkr + L * K, 0.f);
-        std::fill(dkc, dkc + L * K, 0.f);
-        gated_lower_backward(L, K, w.k.data(), w.k.data(), w.gam.data(), false, dm, C, dkr, dkc,
-                             w.sub0.data(), w.sub1.data(), w.sub2.data(), w.sub3.data());
-        for (int i = 0; i < L * K; ++i) {
-          dk[i] += dkr[i] + dkc[i];
-          dgam[i] += w.k[i] * (dkr[i] - dkc[i]);
+      std::fill(dg, dg + L * K, 0.f);
+      float* run = w.sub0.data();
+      for (int i = 0; i < L; ++i) {
+        std::fill(run, run + K, 0.f);
+        for (int j = 0; j <= i; ++j) {
+          const float sp = w.dp[i * C + j], sn = kDelta && j < i ? dm[i * C + j] : 0.f;
+          chunk::gated_pair_backward(K, sp, sn, &w.q[i * K], &w.k[i * K], &w.k[j * K], &w.gam[i * K],
+                                     &w.gam[j * K], dq + i * K, dk + i * K, dk + j * K, j < i ? run : nullptr);
+          if (j < i) chunk::add(K, run, dg + (j + 1) * K);
         }
       }
     } else {
       if constexpr (G == GateKind::scalar) {
-        // d gamma_i: sum over row i minus column i of dP.P + dN.N (P, N gated).
-        std::fill(dgam, dgam + L, 0.f);
-        for (int i = 0; i < L; ++i)
-          for (int j = 0; j <= i; ++j) {
-            float x = w.dp[i * C + j] * w.p[i * C + j];
-            if (kDelta && j < i) x += dm[i * C + j] * w.n[i * C + j];
-            dgam[i] += x;
-            dgam[j] -= x;
-            w.dp[i * C + j] *= w.gmat[i * C + j];
-            if (kDelta && j < i) dm[i * C + j] *= w.gmat[i * C + j];
+        std::fill(dg, dg + L, 0.f);
+        for (int i = 0; i < L; ++i) {
+          float run = 0.f;
+          for (int j = 0; j < i; ++j) {
+            run += w.dp[i * C + j] * w.p[i * C + j] + (kDelta ? dm[i * C + j] * w.n[i * C + j] : 0.f);
+            dg[j + 1] += run;
           }
+          for (int j = 0; j <= i; ++j) {
+            w.dp[i * C + j] *= w.gmat[i * C + j];
+            if (kDelta) dm[i * C + j] *= w.gmat[i * C + j];
+          }
+        }
       }
       gemm(L, K, L, 1.f, w.dp.data(), C, false, w.k.data(), K, dq, K, false, Tri::lower);
       gemm(L, K, L, 1.f, w.dp.data(), C, true, w.q.data(), K, dk, K, false, Tri::upper);
@@ -380,31 +354,29 @@ struct ChunkForm {
         gemm(L, K, L, 1.f, dm, C, true, w.k.data(), K, dk, K, true, Tri::upper);
       }
     }
-
-    // Through qe = q.E, ke = k.E, kl = k.El, decay = e^gamma_L; then gamma = cumsum(g).
-    const float* dke = w.dxw.data();
     if constexpr (G == GateKind::none) {
       for (int i = 0; i < L * K; ++i) {
         dq[i] += w.dqe[i];
         dk[i] += w.dkl[i] + (kDelta ? dke[i] : 0.f);
       }
     } else {
-      const bool vec = G == GateKind::vector;
-      float* dlast = w.dgl.data();  // becomes d gamma_L (vector) or its sum (scalar)
-      for (int d = 0; d < K; ++d) dlast[d] *= w.decay[vec ? d : 0];
-      for (int i = 0; i < L; ++i) {
-        float gsum = 0.f;
+      constexpr bool vec = G == GateKind::vector;
+      constexpr int gw = vec ? 1 : 0;  // stride of dg per dimension
+      // Suffix sums of the E terms, prefix sums of the El terms, the decay term everywhere.
+      float* acc = w.sub1.data();
+      std::fill(acc, acc + K, 0.f);
+      for (int i = L - 1; i >= 0; --i)
         for (int d = 0; d < K; ++d) {
           const int x = i * K + d;
-          float dg = w.dqe[x] * qe_[x] - w.dkl[x] * kl_[x];
-          dlast[d] += w.dkl[x] * kl_[x];
-          if (kDelta) dg += dke[x] * ke_[x];
-          if (vec) dgam[x] += dg;
-          else gsum += dg;
+          acc[d] += w.dqe[x] * qe_[x] + (kDelta ? dke[x] * ke_[x] : 0.f);
+          dg[(vec ? i * K : i) + d * gw] += acc[d];
         }
-        if (!vec) dgam[i] += gsum;
-      }
-      // dq += dqe.E, dk += dke.E + dkl.El, with E = qe/q etc. taken from the exps directly.
+      std::fill(acc, acc + K, 0.f);
+      for (int i = 0; i < L; ++i)
+        for (int d = 0; d < K; ++d) {
+          dg[(vec ? i * K : i) + d * gw] += acc[d] + w.dgl[d] * w.decay[vec ? d : 0];
+          acc[d] += w.dkl[i * K + d] * kl_[i * K + d];
+        }
       if constexpr (G == GateKind::scalar) {
         for (int i = 0; i < L; ++i)
           for (int d = 0; d < K; ++d) {
@@ -412,9 +384,6 @@ struct ChunkForm {
             dq[x] += w.dqe[x] * w.e[i];
             dk[x] += w.dkl[x] * w.el[i] + (kDelta ? dke[x] * w.e[i] : 0.f);
           }
-        float s = 0.f;
-        for (int d = 0; d < K; ++d) s += dlast[d];
-        dgam[L - 1] += s;
       } else {
         const float* zero = w.zeros.data();
         const float* last = &w.gam[(L - 1) * K];
@@ -424,11 +393,10 @@ struct ChunkForm {
           chunk::axpy_exp_diff(K, 1.f, &w.dkl[i * K], last, gi, dk + i * K);
           if (kDelta) chunk::axpy_exp_diff(K, 1.f, dke + i * K, gi, zero, dk + i * K);
         }
-        for (int d = 0; d < K; ++d) dgam[(L - 1) * K + d] += dlast[d];
       }
     }
 
-    // Write this chunk's gradients (per value head); dg is the reverse cumsum of d gamma.
+    // Write this chunk's gradients (per value head).
     const int gw = G == GateKind::vector ? K : 1;
     for (int i = L - 1; i >= 0; --i) {
       const size_t r = row(t0 + i);
@@ -438,12 +406,7 @@ struct ChunkForm {
       }
       std::memcpy(grads.dv + r * V, dv + i * V, V * sizeof(float));
       if constexpr (kDelta) grads.dbeta[r] = w.dbeta[i];
-      if constexpr (G != GateKind::none) {
-        for (int d = 0; d < gw; ++d) {
-          if (i < L - 1) dgam[i * gw + d] += dgam[(i + 1) * gw + d];
-          grads.dg[r * gw + d] = dgam[i * gw + d];
-        }
-      }
+      if constexpr (G != GateKind::none) std::memcpy(grads.dg + r * gw, dg + i * gw, gw * sizeof(float));
     }
     std::memcpy(ds, dsn, size_t(K) * V * sizeof(float));
   }

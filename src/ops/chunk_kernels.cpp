@@ -180,4 +180,24 @@ void axpy_exp_diff(int n, float s, const float* y, const float* a, const float* 
   }
 }
 
+void gated_pair_backward(int n, float sp, float sn, const float* q_i, const float* k_i, const float* k_j,
+                         const float* gam_i, const float* gam_j, float* dq_i, float* dk_i, float* dk_j,
+                         float* cross) {
+  const __m256 vsp = _mm256_set1_ps(sp), vsn = _mm256_set1_ps(sn);
+  for (int d = 0; d < n; d += 8) {
+    const __m256 e = exp8(_mm256_sub_ps(load_n(gam_i, d, n), load_n(gam_j, d, n)));
+    const __m256 kje = _mm256_mul_ps(load_n(k_j, d, n), e);
+    const __m256 ki = load_n(k_i, d, n);
+    const __m256 src = _mm256_fmadd_ps(vsp, load_n(q_i, d, n), _mm256_mul_ps(vsn, ki));  // sp q_i + sn k_i
+    store_n(dq_i, d, n, _mm256_fmadd_ps(vsp, kje, load_n(dq_i, d, n)));
+    store_n(dk_i, d, n, _mm256_fmadd_ps(vsn, kje, load_n(dk_i, d, n)));
+    store_n(dk_j, d, n, _mm256_fmadd_ps(src, e, load_n(dk_j, d, n)));
+    if (cross) store_n(cross, d, n, _mm256_fmadd_ps(src, kje, load_n(cross, d, n)));
+  }
+}
+
+void add(int n, const float* x, float* y) {
+  for (int i = 0; i < n; i += 8) store_n(y, i, n, _mm256_add_ps(load_n(x, i, n), load_n(y, i, n)));
+}
+
 }  // namespace gdn::detail::chunk

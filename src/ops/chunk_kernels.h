@@ -41,4 +41,14 @@ float dot_exp_diff(int n, const float* x, const float* y, const float* a, const 
 // x[i] += s * y[i] * exp(a[i] - b[i])
 void axpy_exp_diff(int n, float s, const float* y, const float* a, const float* b, float* x);
 
+// One pair (i, j <= i) of the vector-gated products' backward, e = exp(gam_i - gam_j):
+// dq_i += sp k_j e;  dk_j += (sp q_i + sn k_i) e;  dk_i += sn k_j e;  and when `cross` is
+// given, cross += (sp q_i + sn k_i) k_j e (the pair's d gamma_i, summed over boundaries).
+void gated_pair_backward(int n, float sp, float sn, const float* q_i, const float* k_i, const float* k_j,
+                         const float* gam_i, const float* gam_j, float* dq_i, float* dk_i, float* dk_j,
+                         float* cross);
+
+// y[i] += x[i]
+void add(int n, const float* x, float* y);
+
 }  // namespace gdn::detail::chunk
