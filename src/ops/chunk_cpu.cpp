@@ -20,6 +20,8 @@
 //
 // Work is split over (sequence, value head) with OpenMP; each task keeps its chunk's
 // operands in L1/L2 and calls the small kernels of chunk_kernels.h.
+#include <omp.h>
+
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -39,11 +41,11 @@ constexpr int kSubChunk = 16;  // vector-gate sub-chunk (exponent reference span
 // out (ld `ldo`, L x L) = the gated lower products of x and y: for j < i (or j <= i with
 // `diag`), out_ij = sum_d x_id y_jd e^(gam_id - gam_jd); zero elsewhere. x, y, gam: L x K.
 // xr, yr, yrt: scratch of C x K floats each.
-void gated_lower(int L, int K, const float* x, const float* y, const float* gam, bool diag,
+void gated_lower(int L, int K, const float* x, const float* y, const double* gam, bool diag,
                  float* out, int ldo, float* xr, float* yr, float* yrt) {
   for (int i0 = 0; i0 < L; i0 += kSubChunk) {
     const int ni = std::min(kSubChunk, L - i0);
-    const float* ref = gam + i0 * K;
+    const double* ref = gam + i0 * K;
     if (i0 > 0) {
       for (int i = 0; i < ni; ++i) chunk::mul_exp_diff(K, x + (i0 + i) * K, gam + (i0 + i) * K, ref, xr + i * K);
       for (int j = 0; j < i0; ++j) chunk::mul_exp_diff(K, y + j * K, ref, gam + j * K, yr + j * K);
@@ -65,7 +67,8 @@ struct ChunkWork {
   int C, K, V;
   int L = 0;  // tokens in the current chunk
   // Gathered inputs: q (times scale), k, v, beta, gamma (L, or L x K for vector gates).
-  std::vector<float> q, k, v, beta, gam;
+  std::vector<float> q, k, v, beta;
+  std::vector<double> gam, zeros, rep;  // cumulative log gate (see chunk_kernels.h); scratch
   // Gated operands: qe = q.E, ke = k.E, kl = k.El; decay = e^gamma_L (1 or K).
   std::vector<float> qe, ke, kl, e, el, decay, gmat;  // gmat: e^(gamma_i - gamma_j), scalar gate
   std::vector<float> kt;                                // k^T, K x C
@@ -76,7 +79,6 @@ struct ChunkWork {
   // Backward.
   std::vector<float> dob, dvp, dp, dqe, dkl, dgl, st, dst, vpt, dw, dm, wt, ut, dxw, dxu;
   std::vector<float> dq, dk, dv, dg, dbeta, ds_new;
-  std::vector<float> state, dstate, zeros;  // K x V running state and its gradient; K zeros
 
   ChunkWork(int C_, int K_, int V_) : C(C_), K(K_), V(V_) {
     const size_t CK = size_t(C) * K, CV = size_t(C) * V, CC = size_t(C) * C, KV = size_t(K) * V;
@@ -86,8 +88,9 @@ struct ChunkWork {
     for (auto* b : {&v, &xu, &u, &ob, &dob, &dvp, &vpt, &ut, &dxu, &dv}) b->resize(CV);
     for (auto* b : {&n, &a, &lm, &p, &gmat, &dp, &dm}) b->resize(CC);
     for (auto* b : {&sub0, &sub1, &sub2}) b->resize(CM);
-    for (auto* b : {&st, &dst, &ds_new, &state, &dstate}) b->resize(KV);
-    zeros.assign(K, 0.f);
+    for (auto* b : {&st, &dst, &ds_new}) b->resize(KV);
+    zeros.assign(std::max(K, C), 0.0);
+    rep.resize(C);
     for (auto* b : {&beta, &e, &el, &dbeta}) b->resize(C);
     gam.resize(CK);
     dg.resize(CK);
@@ -136,21 +139,21 @@ struct ChunkForm {
       std::memcpy(&w.k[i * K], p.k + qk_row * K, K * sizeof(float));
       std::memcpy(&w.v[i * V], p.v + r * V, V * sizeof(float));
       if constexpr (kDelta) w.beta[i] = p.beta[r];
-      if constexpr (G == GateKind::scalar) w.gam[i] = (i ? w.gam[i - 1] : 0.f) + p.g[r];
+      if constexpr (G == GateKind::scalar) w.gam[i] = (i ? w.gam[i - 1] : 0.0) + p.g[r];
       if constexpr (G == GateKind::vector)
-        for (int d = 0; d < K; ++d) w.gam[i * K + d] = (i ? w.gam[(i - 1) * K + d] : 0.f) + p.g[r * K + d];
+        for (int d = 0; d < K; ++d) w.gam[i * K + d] = (i ? w.gam[(i - 1) * K + d] : 0.0) + p.g[r * K + d];
     }
     chunk::transpose(L, K, w.k.data(), K, w.kt.data(), L);
     if constexpr (G == GateKind::scalar) {
-      const float last = w.gam[L - 1];
-      chunk::exp_array(L, w.gam.data(), w.e.data());
-      for (int i = 0; i < L; ++i) w.el[i] = last - w.gam[i];
-      chunk::exp_array(L, w.el.data(), w.el.data());
+      const double* gam = w.gam.data();
+      double* rep = w.rep.data();  // one gamma repeated
+      chunk::exp_diff(L, gam, w.zeros.data(), w.e.data());
+      std::fill(rep, rep + L, gam[L - 1]);
+      chunk::exp_diff(L, rep, gam, w.el.data());
       w.decay[0] = w.e[L - 1];
       for (int i = 0; i < L; ++i) {
-        float* gr = &w.gmat[i * w.C];
-        for (int j = 0; j <= i; ++j) gr[j] = w.gam[i] - w.gam[j];
-        chunk::exp_array(i + 1, gr, gr);
+        std::fill(rep, rep + i + 1, gam[i]);
+        chunk::exp_diff(i + 1, rep, gam, &w.gmat[i * w.C]);
         for (int d = 0; d < K; ++d) {
           w.qe[i * K + d] = w.q[i * K + d] * w.e[i];
           w.ke[i * K + d] = w.k[i * K + d] * w.e[i];
@@ -159,10 +162,10 @@ struct ChunkForm {
       }
     }
     if constexpr (G == GateKind::vector) {
-      const float* last = &w.gam[(L - 1) * K];
-      chunk::exp_array(K, last, w.decay.data());
+      const double* last = &w.gam[(L - 1) * K];
+      chunk::exp_diff(K, last, w.zeros.data(), w.decay.data());
       for (int i = 0; i < L; ++i) {
-        const float* gi = &w.gam[i * K];
+        const double* gi = &w.gam[i * K];
         chunk::mul_exp_diff(K, &w.q[i * K], gi, w.zeros.data(), &w.qe[i * K]);
         chunk::mul_exp_diff(K, &w.k[i * K], gi, w.zeros.data(), &w.ke[i * K]);
         chunk::mul_exp_diff(K, &w.k[i * K], last, gi, &w.kl[i * K]);
@@ -257,22 +260,18 @@ struct ChunkForm {
     gemm(K, V, L, 1.f, kl(), K, true, vnew, V, S, V, true);
   }
 
-  void forward(int bos, int eos, const float* h0, float* S, float* o) {
-    const size_t KV = size_t(w.K) * w.V;
-    if (h0) std::memcpy(S, h0, KV * sizeof(float));
-    else std::fill(S, S + KV, 0.f);
-    for (int t0 = bos; t0 < eos; t0 += w.C) {
-      load(t0, std::min(w.C, eos - t0));
-      prefetch(t0 + w.C, std::min(eos, t0 + 2 * w.C), nullptr, o);
-      const float* vnew = w.v.data();
-      if constexpr (kDelta) {
-        intra();
-        new_values(S, w.u.data());
-        vnew = w.u.data();
-      }
-      output(t0, S, vnew, o);
-      advance(S, vnew);
+  // One chunk of the forward: tokens [t0, t0 + L), S the state entering and leaving it.
+  void forward_chunk(int t0, int L, int eos, float* S, float* o) {
+    load(t0, L);
+    prefetch(t0 + w.C, std::min(eos, t0 + 2 * w.C), nullptr, o);
+    const float* vnew = w.v.data();
+    if constexpr (kDelta) {
+      intra();
+      new_values(S, w.u.data());
+      vnew = w.u.data();
     }
+    output(t0, S, vnew, o);
+    advance(S, vnew);
   }
 
   // Backward of one chunk (loaded, with N, A, W recomputed): S is the entering state, vnew
@@ -296,11 +295,7 @@ struct ChunkForm {
     chunk::transpose(K, V, ds, V, w.dst.data(), K);
     gemm(L, K, V, 1.f, vnew, V, false, w.dst.data(), K, w.dkl.data(), K, false);
     if constexpr (G != GateKind::none) {
-      for (int d = 0; d < K; ++d) {
-        float s = 0.f;
-        for (int c = 0; c < V; ++c) s += S[d * V + c] * ds[d * V + c];
-        w.dgl[d] = s;
-      }
+      for (int d = 0; d < K; ++d) w.dgl[d] = chunk::dot(V, S + d * V, ds + d * V);
     }
     float* dsn = w.ds_new.data();
     gemm(K, V, L, 1.f, qe_, K, true, dob, V, dsn, V, false);
@@ -333,8 +328,7 @@ struct ChunkForm {
           dmi[j] *= w.beta[i];  // dN
         }
         std::fill(dmi + i, dmi + L, 0.f);
-        for (int d = 0; d < K; ++d) db += w.dxw[i * K + d] * ke_[i * K + d];
-        for (int c = 0; c < V; ++c) db += w.dxu[i * V + c] * w.v[i * V + c];
+        db += chunk::dot(K, &w.dxw[i * K], ke_ + i * K) + chunk::dot(V, &w.dxu[i * V], &w.v[i * V]);
         w.dbeta[i] = db;
         for (int d = 0; d < K; ++d) w.dxw[i * K + d] *= w.beta[i];  // dKe
         for (int c = 0; c < V; ++c) w.dv[i * V + c] = w.beta[i] * w.dxu[i * V + c];
@@ -431,10 +425,10 @@ struct ChunkForm {
             dgv[i * K + d] += acc[d];
             acc[d] += dkl[i * K + d] * kl_[i * K + d];
           }
-        const float* zero = w.zeros.data();
-        const float* last = &w.gam[(L - 1) * K];
+        const double* zero = w.zeros.data();
+        const double* last = &w.gam[(L - 1) * K];
         for (int i = 0; i < L; ++i) {
-          const float* gi = &w.gam[i * K];
+          const double* gi = &w.gam[i * K];
           chunk::axpy_exp_diff(K, 1.f, &w.dqe[i * K], gi, zero, dq + i * K);
           chunk::axpy_exp_diff(K, 1.f, &w.dkl[i * K], last, gi, dk + i * K);
           if (kDelta) chunk::axpy_exp_diff(K, 1.f, dke + i * K, gi, zero, dk + i * K);
@@ -457,46 +451,28 @@ struct ChunkForm {
     std::memcpy(ds, dsn, size_t(K) * V * sizeof(float));
   }
 
-  // states: (chunks) x K x V entering states; vnews: len x V (delta rule).
-  void backward(int bos, int eos, const float* h0, const float* dht, float* dh0, std::vector<float>& states,
-                std::vector<float>& vnews, const CoreGradOutputs<float>& dout, const CoreGrads<float>& grads) {
-    const int C = w.C;
-    const size_t KV = size_t(w.K) * w.V;
-    const int nchunks = (eos - bos + C - 1) / C;
-    states.resize(std::max<size_t>(1, nchunks * KV));
-    if (kDelta) vnews.resize(std::max<size_t>(1, size_t(eos - bos) * w.V));
-    std::vector<float>& S = w.state;
-    if (h0) std::memcpy(S.data(), h0, KV * sizeof(float));
-    else std::fill(S.begin(), S.end(), 0.f);
-    for (int c = 0; c < nchunks; ++c) {
-      const int t0 = bos + c * C;
-      std::memcpy(&states[c * KV], S.data(), KV * sizeof(float));
-      load(t0, std::min(C, eos - t0));
-      prefetch(t0 + C, std::min(eos, t0 + 2 * C));
-      const float* vnew = w.v.data();
-      if constexpr (kDelta) {
-        intra();
-        float* vn = &vnews[size_t(t0 - bos) * w.V];
-        new_values(S.data(), vn);
-        vnew = vn;
-      }
-      advance(S.data(), vnew);
+  // The backward's forward pass over one chunk: records the entering state S and (delta
+  // rule) V' in `vnew`, then advances S.
+  void record_chunk(int t0, int L, int eos, float* S, float* state_out, float* vnew_out) {
+    std::memcpy(state_out, S, size_t(w.K) * w.V * sizeof(float));
+    load(t0, L);
+    prefetch(t0 + w.C, std::min(eos, t0 + 2 * w.C));
+    const float* vnew = w.v.data();
+    if constexpr (kDelta) {
+      intra();
+      new_values(S, vnew_out);
+      vnew = vnew_out;
     }
-    std::vector<float>& dstate = w.dstate;
-    if (dht) std::memcpy(dstate.data(), dht, KV * sizeof(float));
-    else std::fill(dstate.begin(), dstate.end(), 0.f);
-    for (int c = nchunks - 1; c >= 0; --c) {
-      const int t0 = bos + c * C;
-      load(t0, std::min(C, eos - t0));
-      if (c > 0) prefetch(t0 - C, t0, dout.d_o);
-      const float* vnew = w.v.data();
-      if constexpr (kDelta) {
-        intra();
-        vnew = &vnews[size_t(t0 - bos) * w.V];
-      }
-      backward_chunk(t0, &states[c * KV], vnew, dstate.data(), dout, grads);
-    }
-    if (dh0) std::memcpy(dh0, dstate.data(), KV * sizeof(float));
+    advance(S, vnew);
+  }
+
+  // The backward over one chunk, given what record_chunk stored; ds as in backward_chunk.
+  void gradient_chunk(int t0, int L, int bos, const float* state, const float* vnew, float* ds,
+                      const CoreGradOutputs<float>& dout, const CoreGrads<float>& grads) {
+    load(t0, L);
+    prefetch(t0 - w.C, t0 > bos ? t0 : bos, dout.d_o);
+    if constexpr (kDelta) intra();
+    backward_chunk(t0, state, kDelta ? vnew : w.v.data(), ds, dout, grads);
   }
 };
 
@@ -505,6 +481,16 @@ void check_problem(const CoreProblem<float>& p) {
             "chunk form: chunk_size must be 16, 32 or 64, got ", p.chunk_size);
   GDN_CHECK(p.gate != GateKind::fixed, "chunk form: fixed gates must be prepared into g");
   GDN_CHECK(p.H > 0 && p.HV % p.H == 0, "chunk form: HV (", p.HV, ") must be a multiple of H (", p.H, ")");
+}
+
+// Value heads a task walks in lockstep, chunk by chunk: the rows of neighbouring heads of
+// one token are adjacent in memory, so a group reads whole pages instead of one row per
+// page. Groups stay small enough to leave a task per thread.
+int head_group(const CoreProblem<float>& p) {
+  const int threads = omp_get_max_threads();
+  int g = 8;
+  while (g > 1 && p.N * ((p.HV + g - 1) / g) < threads) g /= 2;
+  return g;
 }
 
 template <class Fn>
@@ -526,19 +512,30 @@ void dispatch(const CoreProblem<float>& p, Fn&& fn) {
 void chunk_core_forward(const CoreProblem<float>& p, const CoreOutputs<float>& out) {
   check_problem(p);
   const size_t KV = size_t(p.K) * p.V;
-  const int tasks = p.N * p.HV;
+  const int G = head_group(p), groups = (p.HV + G - 1) / G, tasks = p.N * groups;
   dispatch(p, [&](auto gate, auto delta) {
 #pragma omp parallel
     {
       ChunkWork work(p.chunk_size, p.K, p.V);
+      std::vector<float> states(G * KV);
 #pragma omp for schedule(dynamic, 1)
       for (int task = 0; task < tasks; ++task) {
-        const int n = task / p.HV, hv = task % p.HV;
+        const int n = task / groups, hv0 = task % groups * G, hv1 = std::min(p.HV, hv0 + G);
         const SeqSpan span = seq_span(p, n);
-        ChunkForm<decltype(gate)::value, decltype(delta)::value> form{p, work, span.b, hv / p.group(), hv};
-        const size_t sidx = (size_t(n) * p.HV + hv) * KV;
-        form.forward(span.bos, span.eos, p.h0 ? p.h0 + sidx : nullptr, work.state.data(), out.o);
-        if (out.ht) std::memcpy(out.ht + sidx, work.state.data(), KV * sizeof(float));
+        for (int hv = hv0; hv < hv1; ++hv) {
+          float* S = &states[(hv - hv0) * KV];
+          const float* h0 = p.h0 ? p.h0 + (size_t(n) * p.HV + hv) * KV : nullptr;
+          if (h0) std::memcpy(S, h0, KV * sizeof(float));
+          else std::fill(S, S + KV, 0.f);
+        }
+        for (int t0 = span.bos; t0 < span.eos; t0 += p.chunk_size)
+          for (int hv = hv0; hv < hv1; ++hv) {
+            ChunkForm<decltype(gate)::value, decltype(delta)::value> form{p, work, span.b, hv / p.group(), hv};
+            form.forward_chunk(t0, std::min(p.chunk_size, span.eos - t0), span.eos, &states[(hv - hv0) * KV], out.o);
+          }
+        if (out.ht)
+          for (int hv = hv0; hv < hv1; ++hv)
+            std::memcpy(out.ht + (size_t(n) * p.HV + hv) * KV, &states[(hv - hv0) * KV], KV * sizeof(float));
       }
     }
   });
@@ -548,20 +545,51 @@ void chunk_core_backward(const CoreProblem<float>& p, const CoreGradOutputs<floa
                          const CoreGrads<float>& grads) {
   check_problem(p);
   const size_t KV = size_t(p.K) * p.V;
-  const int tasks = p.N * p.HV;
+  const int C = p.chunk_size, G = head_group(p), groups = (p.HV + G - 1) / G, tasks = p.N * groups;
   dispatch(p, [&](auto gate, auto delta) {
+    using Form = ChunkForm<decltype(gate)::value, decltype(delta)::value>;
 #pragma omp parallel
     {
-      ChunkWork work(p.chunk_size, p.K, p.V);
-      std::vector<float> states, vnews;
+      ChunkWork work(C, p.K, p.V);
+      // Per head of the group: the running state / its gradient, and the tape of entering
+      // states (chunks x K x V) and V' (tokens x V).
+      std::vector<float> running(G * KV), states, vnews;
 #pragma omp for schedule(dynamic, 1)
       for (int task = 0; task < tasks; ++task) {
-        const int n = task / p.HV, hv = task % p.HV;
+        const int n = task / groups, hv0 = task % groups * G, hv1 = std::min(p.HV, hv0 + G);
         const SeqSpan span = seq_span(p, n);
-        ChunkForm<decltype(gate)::value, decltype(delta)::value> form{p, work, span.b, hv / p.group(), hv};
-        const size_t sidx = (size_t(n) * p.HV + hv) * KV;
-        form.backward(span.bos, span.eos, p.h0 ? p.h0 + sidx : nullptr, dout.dht ? dout.dht + sidx : nullptr,
-                      grads.dh0 ? grads.dh0 + sidx : nullptr, states, vnews, dout, grads);
+        const int len = span.len(), nchunks = (len + C - 1) / C;
+        const size_t head_states = nchunks * KV, head_vnews = delta ? size_t(len) * p.V : 0;
+        states.resize(std::max<size_t>(1, G * head_states));
+        vnews.resize(std::max<size_t>(1, G * head_vnews));
+        auto index = [&](int hv) { return (size_t(n) * p.HV + hv) * KV; };
+        for (int hv = hv0; hv < hv1; ++hv) {
+          float* S = &running[(hv - hv0) * KV];
+          if (p.h0) std::memcpy(S, p.h0 + index(hv), KV * sizeof(float));
+          else std::fill(S, S + KV, 0.f);
+        }
+        for (int c = 0; c < nchunks; ++c)
+          for (int hv = hv0; hv < hv1; ++hv) {
+            const int j = hv - hv0, t0 = span.bos + c * C;
+            Form form{p, work, span.b, hv / p.group(), hv};
+            form.record_chunk(t0, std::min(C, span.eos - t0), span.eos, &running[j * KV],
+                              &states[j * head_states + c * KV], &vnews[j * head_vnews + size_t(c) * C * p.V]);
+          }
+        for (int hv = hv0; hv < hv1; ++hv) {
+          float* dS = &running[(hv - hv0) * KV];
+          if (dout.dht) std::memcpy(dS, dout.dht + index(hv), KV * sizeof(float));
+          else std::fill(dS, dS + KV, 0.f);
+        }
+        for (int c = nchunks - 1; c >= 0; --c)
+          for (int hv = hv0; hv < hv1; ++hv) {
+            const int j = hv - hv0, t0 = span.bos + c * C;
+            Form form{p, work, span.b, hv / p.group(), hv};
+            form.gradient_chunk(t0, std::min(C, span.eos - t0), span.bos, &states[j * head_states + c * KV],
+                                &vnews[j * head_vnews + size_t(c) * C * p.V], &running[j * KV], dout, grads);
+          }
+        if (grads.dh0)
+          for (int hv = hv0; hv < hv1; ++hv)
+            std::memcpy(grads.dh0 + index(hv), &running[(hv - hv0) * KV], KV * sizeof(float));
       }
     }
   });

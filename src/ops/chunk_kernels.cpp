@@ -147,6 +147,18 @@ inline void store_n(float* p, int i, int n, __m256 v) {
   else _mm256_maskstore_ps(p + i, tail_mask(n - i), v);
 }
 
+// a[i..i+8) - b[i..i+8) rounded to float; lanes at or past n are 0.
+inline __m256 diff8(const double* a, const double* b, int i, int n) {
+  if (i + 8 <= n) {
+    const __m128 lo = _mm256_cvtpd_ps(_mm256_sub_pd(_mm256_loadu_pd(a + i), _mm256_loadu_pd(b + i)));
+    const __m128 hi = _mm256_cvtpd_ps(_mm256_sub_pd(_mm256_loadu_pd(a + i + 4), _mm256_loadu_pd(b + i + 4)));
+    return _mm256_set_m128(hi, lo);
+  }
+  alignas(32) float d[8] = {};
+  for (int j = i; j < n; ++j) d[j - i] = float(a[j] - b[j]);
+  return _mm256_load_ps(d);
+}
+
 inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -199,40 +211,40 @@ void transpose(int rows, int cols, const float* src, std::ptrdiff_t ld_src, floa
     for (int j = i < r8 ? c8 : 0; j < cols; ++j) dst[j * ld_dst + i] = src[i * ld_src + j];
 }
 
-void exp_array(int n, const float* x, float* y) {
-  for (int i = 0; i < n; i += 8) store_n(y, i, n, exp8(load_n(x, i, n)));
+void exp_diff(int n, const double* a, const double* b, float* y) {
+  for (int i = 0; i < n; i += 8) store_n(y, i, n, exp8(diff8(a, b, i, n)));
 }
 
-void mul_exp_diff(int n, const float* x, const float* a, const float* b, float* y) {
+void mul_exp_diff(int n, const float* x, const double* a, const double* b, float* y) {
   for (int i = 0; i < n; i += 8) {
-    const __m256 e = exp8(_mm256_sub_ps(load_n(a, i, n), load_n(b, i, n)));
+    const __m256 e = exp8(diff8(a, b, i, n));
     store_n(y, i, n, _mm256_mul_ps(load_n(x, i, n), e));
   }
 }
 
-float dot_exp_diff(int n, const float* x, const float* y, const float* a, const float* b) {
+float dot_exp_diff(int n, const float* x, const float* y, const double* a, const double* b) {
   __m256 acc = _mm256_setzero_ps();
   for (int i = 0; i < n; i += 8) {
-    const __m256 e = exp8(_mm256_sub_ps(load_n(a, i, n), load_n(b, i, n)));
+    const __m256 e = exp8(diff8(a, b, i, n));
     acc = _mm256_fmadd_ps(_mm256_mul_ps(load_n(x, i, n), load_n(y, i, n)), e, acc);
   }
   return hsum(acc);
 }
 
-void axpy_exp_diff(int n, float s, const float* y, const float* a, const float* b, float* x) {
+void axpy_exp_diff(int n, float s, const float* y, const double* a, const double* b, float* x) {
   const __m256 vs = _mm256_set1_ps(s);
   for (int i = 0; i < n; i += 8) {
-    const __m256 e = exp8(_mm256_sub_ps(load_n(a, i, n), load_n(b, i, n)));
+    const __m256 e = exp8(diff8(a, b, i, n));
     store_n(x, i, n, _mm256_fmadd_ps(_mm256_mul_ps(vs, load_n(y, i, n)), e, load_n(x, i, n)));
   }
 }
 
 void gated_pair_backward(int n, float sp, float sn, const float* q_i, const float* k_i, const float* k_j,
-                         const float* gam_i, const float* gam_j, float* dq_i, float* dk_i, float* dk_j,
+                         const double* gam_i, const double* gam_j, float* dq_i, float* dk_i, float* dk_j,
                          float* cross) {
   const __m256 vsp = _mm256_set1_ps(sp), vsn = _mm256_set1_ps(sn);
   for (int d = 0; d < n; d += 8) {
-    const __m256 e = exp8(_mm256_sub_ps(load_n(gam_i, d, n), load_n(gam_j, d, n)));
+    const __m256 e = exp8(diff8(gam_i, gam_j, d, n));
     const __m256 kje = _mm256_mul_ps(load_n(k_j, d, n), e);
     const __m256 ki = load_n(k_i, d, n);
     const __m256 src = _mm256_fmadd_ps(vsp, load_n(q_i, d, n), _mm256_mul_ps(vsn, ki));  // sp q_i + sn k_i

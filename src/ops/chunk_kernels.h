@@ -29,23 +29,27 @@ void gemm(int m, int n, int k, float alpha, const float* a, std::ptrdiff_t lda, 
 void transpose(int rows, int cols, const float* src, std::ptrdiff_t ld_src, float* dst,
                std::ptrdiff_t ld_dst);
 
-// y[i] = exp(x[i]); exact to a few ulp, 0 below -87.3 (no denormals), x must be <= 88.
-void exp_array(int n, const float* x, float* y);
+// The gated operands of the chunk form take exp(a - b) of cumulative log gates a, b kept
+// in double: at g = -30 per token they reach -1900 within a chunk, where an fp32 value
+// is only good to 1e-4 absolute, and so would be exp of a short difference.
 
-// y[i] = x[i] * exp(a[i] - b[i]) over n elements (the gated operands of the chunk form).
-void mul_exp_diff(int n, const float* x, const float* a, const float* b, float* y);
+// y[i] = x[i] * exp(a[i] - b[i]) over n elements.
+void mul_exp_diff(int n, const float* x, const double* a, const double* b, float* y);
 
 // sum_i x[i] * y[i] * exp(a[i] - b[i])
-float dot_exp_diff(int n, const float* x, const float* y, const float* a, const float* b);
+float dot_exp_diff(int n, const float* x, const float* y, const double* a, const double* b);
 
 // x[i] += s * y[i] * exp(a[i] - b[i])
-void axpy_exp_diff(int n, float s, const float* y, const float* a, const float* b, float* x);
+void axpy_exp_diff(int n, float s, const float* y, const double* a, const double* b, float* x);
+
+// y[i] = exp(a[i] - b[i])
+void exp_diff(int n, const double* a, const double* b, float* y);
 
 // One pair (i, j <= i) of the vector-gated products' backward, e = exp(gam_i - gam_j):
 // dq_i += sp k_j e;  dk_j += (sp q_i + sn k_i) e;  dk_i += sn k_j e;  and when `cross` is
 // given, cross += (sp q_i + sn k_i) k_j e (the pair's d gamma_i, summed over boundaries).
 void gated_pair_backward(int n, float sp, float sn, const float* q_i, const float* k_i, const float* k_j,
-                         const float* gam_i, const float* gam_j, float* dq_i, float* dk_i, float* dk_j,
+                         const double* gam_i, const double* gam_j, float* dq_i, float* dk_i, float* dk_j,
                          float* cross);
 
 // y[i] += x[i]
