@@ -24,6 +24,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "gdn/common.h"
@@ -99,14 +100,46 @@ struct ChunkWork {
   }
 };
 
+// Per-thread scratch kept across calls (OpenMP's threads persist): the chunk buffers and
+// the backward's tape, which grow to the largest problem seen instead of being allocated
+// and page-faulted on every call.
+struct ThreadScratch {
+  std::unique_ptr<ChunkWork> work;
+  std::vector<float> running, states, vnews;
+
+  ChunkWork& chunk_work(int C, int K, int V) {
+    if (!work || work->C != C || work->K != K || work->V != V) work = std::make_unique<ChunkWork>(C, K, V);
+    return *work;
+  }
+  static float* grown(std::vector<float>& v, size_t n) {
+    if (v.size() < n) v.resize(n);
+    return v.data();
+  }
+};
+
+ThreadScratch& thread_scratch() {
+  thread_local ThreadScratch scratch;
+  return scratch;
+}
+
 template <GateKind G, bool kDelta>
 struct ChunkForm {
   const CoreProblem<float>& p;
   ChunkWork& w;
   int b, h, hv;  // batch row, q/k head, value head
 
+  // q.E and k.E: formed by load for vector gates, by scaled_qk for the scalar gate's
+  // backward (its forward scales rows inside the products instead).
   const float* qe() const { return G == GateKind::none ? w.q.data() : w.qe.data(); }
   const float* ke() const { return G == GateKind::none ? w.k.data() : w.ke.data(); }
+  void scaled_qk() {
+    if constexpr (G == GateKind::scalar)
+      for (int i = 0; i < w.L; ++i)
+        for (int d = 0; d < w.K; ++d) {
+          w.qe[i * w.K + d] = w.q[i * w.K + d] * w.e[i];
+          w.ke[i * w.K + d] = w.k[i * w.K + d] * w.e[i];
+        }
+  }
   const float* kl() const { return G == GateKind::none ? w.k.data() : w.kl.data(); }
   size_t row(int t) const { return (size_t(b) * p.T + t) * p.HV + hv; }  // value-head row of token t
 
@@ -154,11 +187,7 @@ struct ChunkForm {
       for (int i = 0; i < L; ++i) {
         std::fill(rep, rep + i + 1, gam[i]);
         chunk::exp_diff(i + 1, rep, gam, &w.gmat[i * w.C]);
-        for (int d = 0; d < K; ++d) {
-          w.qe[i * K + d] = w.q[i * K + d] * w.e[i];
-          w.ke[i * K + d] = w.k[i * K + d] * w.e[i];
-          w.kl[i * K + d] = w.k[i * K + d] * w.el[i];
-        }
+        for (int d = 0; d < K; ++d) w.kl[i * K + d] = w.k[i * K + d] * w.el[i];
       }
     }
     if constexpr (G == GateKind::vector) {
@@ -224,9 +253,11 @@ struct ChunkForm {
     const int L = w.L, K = w.K, V = w.V, C = w.C;
     gated_products(w.k.data(), false, w.n.data());
     invert();
-    const float* kee = ke();
+    // Xw = Diag(beta) (K.E): the scalar gate folds e_i into the row factor.
+    const float* kx = G == GateKind::vector ? w.ke.data() : w.k.data();
     for (int i = 0; i < L; ++i) {
-      for (int d = 0; d < K; ++d) w.xw[i * K + d] = w.beta[i] * kee[i * K + d];
+      const float f = G == GateKind::scalar ? w.beta[i] * w.e[i] : w.beta[i];
+      for (int d = 0; d < K; ++d) w.xw[i * K + d] = f * kx[i * K + d];
       for (int d = 0; d < V; ++d) w.xu[i * V + d] = w.beta[i] * w.v[i * V + d];
     }
     gemm(L, K, L, 1.f, w.a.data(), C, false, w.xw.data(), K, w.w.data(), K, false, Tri::lower);
@@ -244,7 +275,10 @@ struct ChunkForm {
   void output(int t0, const float* S, const float* vnew, float* o) {
     const int L = w.L, K = w.K, V = w.V, C = w.C;
     gated_products(w.q.data(), true, w.p.data());
-    gemm(L, V, K, 1.f, qe(), K, false, S, V, w.ob.data(), V, false);
+    if constexpr (G == GateKind::scalar)
+      gemm(L, V, K, 1.f, w.q.data(), K, false, S, V, w.ob.data(), V, false, Tri::full, false, w.e.data());
+    else
+      gemm(L, V, K, 1.f, qe(), K, false, S, V, w.ob.data(), V, false);
     gemm(L, V, L, 1.f, w.p.data(), C, false, vnew, V, w.ob.data(), V, true, Tri::lower);
     for (int i = 0; i < L; ++i) std::memcpy(o + row(t0 + i) * V, &w.ob[i * V], V * sizeof(float));
   }
@@ -252,8 +286,10 @@ struct ChunkForm {
   // S <- Diag(e^gamma_L) S + (K.El)^T V'
   void advance(float* S, const float* vnew) {
     const int L = w.L, K = w.K, V = w.V;
-    if constexpr (G == GateKind::scalar)
-      for (int i = 0; i < K * V; ++i) S[i] *= w.decay[0];
+    if constexpr (G == GateKind::scalar) {
+      const float f = w.decay[0];
+      for (int i = 0; i < K * V; ++i) S[i] *= f;
+    }
     if constexpr (G == GateKind::vector)
       for (int d = 0; d < K; ++d)
         for (int c = 0; c < V; ++c) S[d * V + c] *= w.decay[d];
@@ -279,6 +315,7 @@ struct ChunkForm {
   void backward_chunk(int t0, const float* S, const float* vnew, float* ds, const CoreGradOutputs<float>& dout,
                       const CoreGrads<float>& grads) {
     const int L = w.L, K = w.K, V = w.V, C = w.C;
+    scaled_qk();
     const float *qe_ = qe(), *ke_ = ke(), *kl_ = kl();
     gated_products(w.q.data(), true, w.p.data());
     for (int i = 0; i < L; ++i) std::memcpy(&w.dob[i * V], dout.d_o + row(t0 + i) * V, V * sizeof(float));
@@ -516,8 +553,9 @@ void chunk_core_forward(const CoreProblem<float>& p, const CoreOutputs<float>& o
   dispatch(p, [&](auto gate, auto delta) {
 #pragma omp parallel
     {
-      ChunkWork work(p.chunk_size, p.K, p.V);
-      std::vector<float> states(G * KV);
+      ThreadScratch& scratch = thread_scratch();
+      ChunkWork& work = scratch.chunk_work(p.chunk_size, p.K, p.V);
+      float* states = ThreadScratch::grown(scratch.running, G * KV);
 #pragma omp for schedule(dynamic, 1)
       for (int task = 0; task < tasks; ++task) {
         const int n = task / groups, hv0 = task % groups * G, hv1 = std::min(p.HV, hv0 + G);
@@ -550,19 +588,21 @@ void chunk_core_backward(const CoreProblem<float>& p, const CoreGradOutputs<floa
     using Form = ChunkForm<decltype(gate)::value, decltype(delta)::value>;
 #pragma omp parallel
     {
-      ChunkWork work(C, p.K, p.V);
+      ThreadScratch& scratch = thread_scratch();
+      ChunkWork& work = scratch.chunk_work(C, p.K, p.V);
       // Per head of the group: the running state / its gradient, and the tape of entering
       // states (chunks x K x V) and V' (tokens x V).
-      std::vector<float> running(G * KV), states, vnews;
+      float* running = ThreadScratch::grown(scratch.running, G * KV);
 #pragma omp for schedule(dynamic, 1)
       for (int task = 0; task < tasks; ++task) {
         const int n = task / groups, hv0 = task % groups * G, hv1 = std::min(p.HV, hv0 + G);
         const SeqSpan span = seq_span(p, n);
         const int len = span.len(), nchunks = (len + C - 1) / C;
         const size_t head_states = nchunks * KV, head_vnews = delta ? size_t(len) * p.V : 0;
-        states.resize(std::max<size_t>(1, G * head_states));
-        vnews.resize(std::max<size_t>(1, G * head_vnews));
+        float* states = ThreadScratch::grown(scratch.states, G * head_states);
+        float* vnews = ThreadScratch::grown(scratch.vnews, G * head_vnews);
         auto index = [&](int hv) { return (size_t(n) * p.HV + hv) * KV; };
+        auto vnew_at = [&](int j, int c) { return delta ? vnews + j * head_vnews + size_t(c) * C * p.V : nullptr; };
         for (int hv = hv0; hv < hv1; ++hv) {
           float* S = &running[(hv - hv0) * KV];
           if (p.h0) std::memcpy(S, p.h0 + index(hv), KV * sizeof(float));
@@ -573,7 +613,7 @@ void chunk_core_backward(const CoreProblem<float>& p, const CoreGradOutputs<floa
             const int j = hv - hv0, t0 = span.bos + c * C;
             Form form{p, work, span.b, hv / p.group(), hv};
             form.record_chunk(t0, std::min(C, span.eos - t0), span.eos, &running[j * KV],
-                              &states[j * head_states + c * KV], &vnews[j * head_vnews + size_t(c) * C * p.V]);
+                              &states[j * head_states + c * KV], vnew_at(j, c));
           }
         for (int hv = hv0; hv < hv1; ++hv) {
           float* dS = &running[(hv - hv0) * KV];
@@ -585,7 +625,7 @@ void chunk_core_backward(const CoreProblem<float>& p, const CoreGradOutputs<floa
             const int j = hv - hv0, t0 = span.bos + c * C;
             Form form{p, work, span.b, hv / p.group(), hv};
             form.gradient_chunk(t0, std::min(C, span.eos - t0), span.bos, &states[j * head_states + c * KV],
-                                &vnews[j * head_vnews + size_t(c) * C * p.V], &running[j * KV], dout, grads);
+                                vnew_at(j, c), &running[j * KV], dout, grads);
           }
         if (grads.dh0)
           for (int hv = hv0; hv < hv1; ++hv)

@@ -21,8 +21,8 @@ inline __m256i tail_mask(int lanes) {  // first `lanes` (may be <= 0 or >= 8) la
 // every iteration.
 template <int MR, bool kTrans, bool kFull>
 inline void block(int p0, int p1, const float* a, std::ptrdiff_t lda, const float* b,
-                  std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc, __m256 alpha, bool accumulate,
-                  __m256i m0, __m256i m1) {
+                  std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc, __m256 alpha, const float* row_scale,
+                  bool accumulate, __m256i m0, __m256i m1) {
   __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
   __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
   const std::ptrdiff_t rs = kTrans ? 1 : lda, cs = kTrans ? lda : 1;
@@ -54,8 +54,10 @@ inline void block(int p0, int p1, const float* a, std::ptrdiff_t lda, const floa
       c50 = _mm256_fmadd_ps(av, b0, c50), c51 = _mm256_fmadd_ps(av, b1, c51);
     }
   }
-  auto store = [&](float* cr, __m256 v0, __m256 v1) {
-    v0 = _mm256_mul_ps(alpha, v0), v1 = _mm256_mul_ps(alpha, v1);
+  auto store = [&](int r, __m256 v0, __m256 v1) {
+    float* cr = c + r * ldc;
+    const __m256 f = row_scale ? _mm256_mul_ps(alpha, _mm256_broadcast_ss(row_scale + r)) : alpha;
+    v0 = _mm256_mul_ps(f, v0), v1 = _mm256_mul_ps(f, v1);
     if (kFull) {
       if (accumulate) {
         v0 = _mm256_add_ps(v0, _mm256_loadu_ps(cr));
@@ -72,32 +74,32 @@ inline void block(int p0, int p1, const float* a, std::ptrdiff_t lda, const floa
       _mm256_maskstore_ps(cr + 8, m1, v1);
     }
   };
-  store(c, c00, c01);
-  if constexpr (MR > 1) store(c + ldc, c10, c11);
-  if constexpr (MR > 2) store(c + 2 * ldc, c20, c21);
-  if constexpr (MR > 3) store(c + 3 * ldc, c30, c31);
-  if constexpr (MR > 4) store(c + 4 * ldc, c40, c41);
-  if constexpr (MR > 5) store(c + 5 * ldc, c50, c51);
+  store(0, c00, c01);
+  if constexpr (MR > 1) store(1, c10, c11);
+  if constexpr (MR > 2) store(2, c20, c21);
+  if constexpr (MR > 3) store(3, c30, c31);
+  if constexpr (MR > 4) store(4, c40, c41);
+  if constexpr (MR > 5) store(5, c50, c51);
 }
 
 template <bool kTrans, bool kFull>
 inline void block_rows(int mr, int p0, int p1, const float* a, std::ptrdiff_t lda, const float* b,
-                       std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc, __m256 alpha,
+                       std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc, __m256 alpha, const float* rs,
                        bool accumulate, __m256i m0, __m256i m1) {
   switch (mr) {
-    case 6: return block<6, kTrans, kFull>(p0, p1, a, lda, b, ldb, c, ldc, alpha, accumulate, m0, m1);
-    case 5: return block<5, kTrans, kFull>(p0, p1, a, lda, b, ldb, c, ldc, alpha, accumulate, m0, m1);
-    case 4: return block<4, kTrans, kFull>(p0, p1, a, lda, b, ldb, c, ldc, alpha, accumulate, m0, m1);
-    case 3: return block<3, kTrans, kFull>(p0, p1, a, lda, b, ldb, c, ldc, alpha, accumulate, m0, m1);
-    case 2: return block<2, kTrans, kFull>(p0, p1, a, lda, b, ldb, c, ldc, alpha, accumulate, m0, m1);
-    default: return block<1, kTrans, kFull>(p0, p1, a, lda, b, ldb, c, ldc, alpha, accumulate, m0, m1);
+    case 6: return block<6, kTrans, kFull>(p0, p1, a, lda, b, ldb, c, ldc, alpha, rs, accumulate, m0, m1);
+    case 5: return block<5, kTrans, kFull>(p0, p1, a, lda, b, ldb, c, ldc, alpha, rs, accumulate, m0, m1);
+    case 4: return block<4, kTrans, kFull>(p0, p1, a, lda, b, ldb, c, ldc, alpha, rs, accumulate, m0, m1);
+    case 3: return block<3, kTrans, kFull>(p0, p1, a, lda, b, ldb, c, ldc, alpha, rs, accumulate, m0, m1);
+    case 2: return block<2, kTrans, kFull>(p0, p1, a, lda, b, ldb, c, ldc, alpha, rs, accumulate, m0, m1);
+    default: return block<1, kTrans, kFull>(p0, p1, a, lda, b, ldb, c, ldc, alpha, rs, accumulate, m0, m1);
   }
 }
 
 template <bool kTrans>
 void gemm_impl(int m, int n, int k, float alpha, const float* a, std::ptrdiff_t lda,
                const float* b, std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc, bool accumulate,
-               Tri tri, bool lower_c) {
+               Tri tri, bool lower_c, const float* row_scale) {
   const __m256 valpha = _mm256_set1_ps(alpha);
   for (int j0 = 0; j0 < n; j0 += kNR) {
     const int nr = std::min(kNR, n - j0);
@@ -110,10 +112,11 @@ void gemm_impl(int m, int n, int k, float alpha, const float* a, std::ptrdiff_t 
       if (tri == Tri::upper) p0 = std::min(k, i0);
       const float* ab = kTrans ? a + i0 : a + i0 * lda;
       float* cb = c + i0 * ldc + j0;
+      const float* rs = row_scale ? row_scale + i0 : nullptr;
       if (nr == kNR)
-        block_rows<kTrans, true>(mr, p0, p1, ab, lda, b + j0, ldb, cb, ldc, valpha, accumulate, m0, m1);
+        block_rows<kTrans, true>(mr, p0, p1, ab, lda, b + j0, ldb, cb, ldc, valpha, rs, accumulate, m0, m1);
       else
-        block_rows<kTrans, false>(mr, p0, p1, ab, lda, b + j0, ldb, cb, ldc, valpha, accumulate, m0, m1);
+        block_rows<kTrans, false>(mr, p0, p1, ab, lda, b + j0, ldb, cb, ldc, valpha, rs, accumulate, m0, m1);
     }
   }
 }
@@ -170,12 +173,12 @@ inline float hsum(__m256 v) {
 
 void gemm(int m, int n, int k, float alpha, const float* a, std::ptrdiff_t lda, bool trans_a,
           const float* b, std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc, bool accumulate,
-          Tri tri, bool lower_c) {
+          Tri tri, bool lower_c, const float* row_scale) {
   if (m <= 0 || n <= 0) return;
   if (trans_a)
-    gemm_impl<true>(m, n, k, alpha, a, lda, b, ldb, c, ldc, accumulate, tri, lower_c);
+    gemm_impl<true>(m, n, k, alpha, a, lda, b, ldb, c, ldc, accumulate, tri, lower_c, row_scale);
   else
-    gemm_impl<false>(m, n, k, alpha, a, lda, b, ldb, c, ldc, accumulate, tri, lower_c);
+    gemm_impl<false>(m, n, k, alpha, a, lda, b, ldb, c, ldc, accumulate, tri, lower_c, row_scale);
 }
 
 namespace {

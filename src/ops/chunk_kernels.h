@@ -21,9 +21,10 @@ enum class Tri {
 // op(A) is m x k: A row-major with leading dimension lda, or its transpose when `trans_a`
 // (element (i, p) at a[p * lda + i]). B is k x n row-major (ldb), C is m x n row-major (ldc).
 // With `lower_c`, column blocks of C entirely above the diagonal are left unwritten.
+// With `row_scale`, row i of the product is multiplied by row_scale[i] (before accumulating).
 void gemm(int m, int n, int k, float alpha, const float* a, std::ptrdiff_t lda, bool trans_a,
           const float* b, std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc, bool accumulate,
-          Tri tri = Tri::full, bool lower_c = false);
+          Tri tri = Tri::full, bool lower_c = false, const float* row_scale = nullptr);
 
 // dst[j * ld_dst + i] = src[i * ld_src + j] for i < rows, j < cols.
 void transpose(int rows, int cols, const float* src, std::ptrdiff_t ld_src, float* dst,
