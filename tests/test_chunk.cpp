@@ -14,6 +14,7 @@
 #include <cblas.h>
 
 #include "gdn/flops.h"
+#include "ops/core.h"
 #include "op_test_util.h"
 
 namespace gdn::test {
@@ -154,6 +155,17 @@ TEST(DISABLED_ChunkTiming, GatedDeltaNetT4096) {
   const Timing bwd = median_seconds(repeats, threads, [&] {
     backward(Form::chunk, c, in, {d_o.data(), nullptr}, {dq.data(), dk.data(), dv.data(), dg.data(), dbeta.data()});
   });
+  // The core alone, on the same tensors taken as already prepared (no validation, L2 norm
+  // or GVA reduction around it): what the chunk form itself costs.
+  detail::CoreProblem<float> core;
+  core.B = c.B, core.T = c.T, core.H = c.H, core.HV = c.HV, core.K = c.K, core.V = c.V, core.N = c.num_seqs();
+  core.gate = GateKind::scalar, core.delta = true, core.scale = c.effective_scale(), core.chunk_size = c.chunk_size;
+  core.q = q.data(), core.k = k.data(), core.v = v.data(), core.g = g.data(), core.beta = beta.data();
+  const Timing core_fwd = median_seconds(repeats, threads, [&] { detail::chunk_core_forward(core, {o.data(), nullptr}); });
+  const Timing core_bwd = median_seconds(repeats, threads, [&] {
+    detail::chunk_core_backward(core, {d_o.data(), nullptr},
+                                {dq.data(), dk.data(), dv.data(), dg.data(), dbeta.data(), nullptr});
+  });
   const Timing rec = median_seconds(std::max(1, repeats / 2), threads,
                                     [&] { forward(Form::recurrent, c, in, {o.data(), nullptr}); });
   const double fwd_flops = chunk_forward_flops(c), bwd_flops = chunk_backward_flops(c);
@@ -168,6 +180,10 @@ TEST(DISABLED_ChunkTiming, GatedDeltaNetT4096) {
   line("chunk fwd", fwd_flops, fwd.wall, fwd.cpu, sgemm.wall, sgemm.cpu);
   line("chunk bwd", bwd_flops, bwd.wall, bwd.cpu, sgemm.wall, sgemm.cpu);
   line("chunk fwd+bwd", fwd_flops + bwd_flops, fwd.wall + bwd.wall, fwd.cpu + bwd.cpu, sgemm.wall, sgemm.cpu);
+  line("core fwd", fwd_flops, core_fwd.wall, core_fwd.cpu, sgemm.wall, sgemm.cpu);
+  line("core bwd", bwd_flops, core_bwd.wall, core_bwd.cpu, sgemm.wall, sgemm.cpu);
+  line("core fwd+bwd", fwd_flops + bwd_flops, core_fwd.wall + core_bwd.wall, core_fwd.cpu + core_bwd.cpu,
+       sgemm.wall, sgemm.cpu);
   std::printf("recurrent fwd   %8.1f ms (chunk forward is %.2fx faster) | CPU time %.1f ms\n", rec.wall * 1e3,
               rec.wall / fwd.wall, rec.cpu * 1e3);
 }

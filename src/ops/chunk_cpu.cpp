@@ -523,9 +523,9 @@ void check_problem(const CoreProblem<float>& p) {
 // Value heads a task walks in lockstep, chunk by chunk: the rows of neighbouring heads of
 // one token are adjacent in memory, so a group reads whole pages instead of one row per
 // page. Groups stay small enough to leave a task per thread.
-int head_group(const CoreProblem<float>& p) {
+int head_group(const CoreProblem<float>& p, int most = 8) {
   const int threads = omp_get_max_threads();
-  int g = 8;
+  int g = most;
   while (g > 1 && p.N * ((p.HV + g - 1) / g) < threads) g /= 2;
   return g;
 }
