@@ -80,6 +80,79 @@ INSTANTIATE_TEST_SUITE_P(Chunk, ChunkVsReference,
                                            Variant::longhorn),
                          variant_name);
 
+// The core itself (what dispatch calls): every output element written, dq and dk per value
+// head under GVA, on outputs poisoned with NaN, against the fp64 reference core.
+template <class T>
+struct CoreRun {
+  std::vector<T> q, k, v, g, beta, h0, d_o, dht;           // inputs
+  std::vector<T> o, ht, dq, dk, dv, dg, dbeta, dh0;        // outputs
+  detail::CoreProblem<T> problem;
+
+  CoreRun(const Problem& p, bool fixed_as_scalar = true) {
+    const OpConfig& c = p.cfg;
+    auto conv = [](const std::vector<double>& x, double f = 1) {
+      std::vector<T> y(x.size());
+      for (size_t i = 0; i < x.size(); ++i) y[i] = T(f * x[i]);
+      return y;
+    };
+    const double unit = 1 / std::sqrt(double(c.K));  // keys and queries of norm ~1
+    q = conv(p.q, unit), k = conv(p.k, unit), v = conv(p.v), g = conv(p.g), beta = conv(p.beta);
+    h0 = conv(p.h0), d_o = conv(p.d_o), dht = conv(p.dht);
+    const size_t per_head = size_t(c.B) * c.T * c.HV * c.K;
+    o.assign(p.v_numel(), NAN), ht.assign(p.state_numel(), NAN);
+    dq.assign(per_head, NAN), dk.assign(per_head, NAN), dv.assign(p.v_numel(), NAN);
+    dg.assign(g.size(), NAN), dbeta.assign(beta.size(), NAN), dh0.assign(h0.size(), NAN);
+    detail::CoreProblem<T>& cp = problem;
+    cp.B = c.B, cp.T = c.T, cp.H = c.H, cp.HV = c.HV, cp.K = c.K, cp.V = c.V, cp.N = c.num_seqs();
+    cp.cu_seqlens = c.cu_seqlens.empty() ? nullptr : c.cu_seqlens.data();
+    cp.gate = c.info().gate == GateKind::fixed && fixed_as_scalar ? GateKind::scalar : c.info().gate;
+    cp.delta = c.info().delta, cp.scale = T(c.effective_scale()), cp.chunk_size = c.chunk_size;
+    cp.q = q.data(), cp.k = k.data(), cp.v = v.data();
+    cp.g = g.empty() ? nullptr : g.data(), cp.beta = beta.empty() ? nullptr : beta.data();
+    cp.h0 = h0.empty() ? nullptr : h0.data();
+  }
+  detail::CoreOutputs<T> outputs() { return {o.data(), ht.data()}; }
+  detail::CoreGradOutputs<T> grad_outputs() const { return {d_o.data(), dht.empty() ? nullptr : dht.data()}; }
+  detail::CoreGrads<T> grads() {
+    return {dq.data(), dk.data(), dv.data(), dg.empty() ? nullptr : dg.data(),
+            dbeta.empty() ? nullptr : dbeta.data(), dh0.empty() ? nullptr : dh0.data()};
+  }
+  Result result() const {
+    auto d = [](const std::vector<T>& x) { return std::vector<double>(x.begin(), x.end()); };
+    return {d(o), d(ht), d(dq), d(dk), d(dv), d(dg), d(dbeta), d(dh0)};
+  }
+};
+
+TEST(ChunkCore, WritesEveryOutputAgainstReferenceCore) {
+  const uint64_t seed = fresh_seed();
+  struct Case {
+    Variant variant;
+    Shape shape;
+    int chunk;
+  };
+  const std::vector<Case> cases = {
+      {Variant::gated_deltanet, {1, 70, 2, 8, 100, 24, {}}, 32},                 // GVA 4x, K = 100
+      {Variant::kda, {1, 45, 1, 2, 40, 16, {0, 1, 17, 18, 45}}, 16},            // varlen, vector gate
+      {Variant::gla, {2, 33, 2, 4, 24, 40, {}}, 64},                            // additive, vector gate
+      {Variant::mamba2, {1, 90, 1, 1, 32, 32, {0, 64, 65, 90}}, 64},            // a sequence of one full chunk
+      {Variant::deltanet, {2, 19, 1, 2, 16, 8, {}}, 16},
+      {Variant::linear_attention, {1, 5, 1, 1, 8, 8, {}}, 16},
+  };
+  for (const Case& cs : cases) {
+    OpConfig c = config(cs.variant, cs.shape.B, cs.shape.T, cs.shape.H, cs.shape.HV, cs.shape.K, cs.shape.V);
+    c.cu_seqlens = cs.shape.cu_seqlens;
+    c.chunk_size = cs.chunk;
+    const Problem p = make_problem(c, seed + cs.shape.T, GateMode::mixed);
+    CoreRun<float> chunk(p);
+    CoreRun<double> ref(p);
+    detail::chunk_core_forward(chunk.problem, chunk.outputs());
+    detail::chunk_core_backward(chunk.problem, chunk.grad_outputs(), chunk.grads());
+    detail::reference_core_forward(ref.problem, ref.outputs());
+    detail::reference_core_backward(ref.problem, ref.grad_outputs(), ref.grads());
+    expect_close(chunk.result(), ref.result(), 1e-5, 1e-4, "core: " + describe(p, seed, GateMode::mixed));
+  }
+}
+
 // The brief's accuracy bar at the benchmark's length: chunk vs recurrent at T = 4096.
 TEST(ChunkVsRecurrent, GatedDeltaNetT4096) {
   const uint64_t seed = fresh_seed();
