@@ -39,8 +39,8 @@ struct DTypeEntry {
   size_t size;
 };
 constexpr DTypeEntry kDTypes[] = {
-    {DType::F64, "F64", 8}, {DType::F32, "F32", 4}, {DType::F16, "F16", 2},  {DType::BF16, "BF16", 2},
-    {DType::I64, "I64", 8}, {DType::I32, "I32", 4}, {DType::I16, "I16", 2},  {DType::I8, "I8", 1},
+    {DType::F64, "F64", 8}, {DType::F32, "F32", 4},   {DType::F16, "F16", 2}, {DType::BF16, "BF16", 2},
+    {DType::I64, "I64", 8}, {DType::I32, "I32", 4},   {DType::I16, "I16", 2}, {DType::I8, "I8", 1},
     {DType::U8, "U8", 1},   {DType::BOOL, "BOOL", 1},
 };
 
@@ -169,8 +169,8 @@ SafeTensorsFile SafeTensorsFile::load(const std::string& path) {
       GDN_CHECK(entry.contains(field), where, ": missing field ", field);
     TensorInfo info;
     const json& dt = entry["dtype"];
-    GDN_CHECK(dt.is_string() && parse_dtype(dt.get<std::string>(), &info.dtype), where, ": unknown dtype ",
-              dt.dump(), " (known: F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL)");
+    GDN_CHECK(dt.is_string() && parse_dtype(dt.get<std::string>(), &info.dtype), where, ": unknown dtype ", dt.dump(),
+              " (known: F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL)");
     info.shape = parse_shape(where, entry["shape"]);
     const json& off = entry["data_offsets"];
     GDN_CHECK(off.is_array() && off.size() == 2 && off[0].is_number_unsigned() && off[1].is_number_unsigned(), where,
@@ -178,8 +178,8 @@ SafeTensorsFile SafeTensorsFile::load(const std::string& path) {
     const uint64_t begin = off[0].get<uint64_t>(), end = off[1].get<uint64_t>();
     GDN_CHECK(begin <= end, where, ": data_offsets [", begin, ", ", end, "] end before they begin");
     size_t expected = 0;
-    GDN_CHECK(checked_nbytes(info.shape, dtype_size(info.dtype), &expected), where, ": shape ",
-              shape_str(info.shape), " overflows");
+    GDN_CHECK(checked_nbytes(info.shape, dtype_size(info.dtype), &expected), where, ": shape ", shape_str(info.shape),
+              " overflows");
     GDN_CHECK(end - begin == expected, where, ": data_offsets [", begin, ", ", end, "] hold ", end - begin,
               " bytes, but ", dtype_name(info.dtype), " ", shape_str(info.shape), " needs ", expected);
     info.offset = size_t(begin);
@@ -190,9 +190,8 @@ SafeTensorsFile SafeTensorsFile::load(const std::string& path) {
 
   // The tensors must tile [0, data size) exactly.
   const size_t data_size = bytes.size() - 8 - size_t(header_size);
-  std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) {
-    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
-  });
+  std::sort(spans.begin(), spans.end(),
+            [](const Span& a, const Span& b) { return a.begin != b.begin ? a.begin < b.begin : a.end < b.end; });
   size_t at = 0;
   for (const auto& s : spans) {
     GDN_CHECK(s.begin == at, "safetensors file ", P, ": tensor ", s.name, ": data_offsets begin at ", s.begin,
@@ -224,8 +223,8 @@ const uint8_t* SafeTensorsFile::raw(const std::string& name) const { return data
 namespace {
 
 template <class Out>
-std::vector<Out> convert_float(const std::string& path, const std::string& name, const TensorInfo& ti,
-                               const uint8_t* p, const char* want) {
+std::vector<Out> convert_float(const std::string& path, const std::string& name, const TensorInfo& ti, const uint8_t* p,
+                               const char* want) {
   const size_t n = size_t(ti.numel());
   std::vector<Out> out(n);
   auto load = [&](auto tag) {
@@ -240,11 +239,18 @@ std::vector<Out> convert_float(const std::string& path, const std::string& name,
     }
   };
   switch (ti.dtype) {
-    case DType::F64: load(double{}); break;
-    case DType::F32: load(float{}); break;
+    case DType::F64:
+      load(double{});
+      break;
+    case DType::F32:
+      load(float{});
+      break;
     case DType::F16:
-    case DType::BF16: load(uint16_t{}); break;
-    default: fail("tensor ", name, " in ", path, ": expected a floating-point dtype (", want, "), got ", dtype_name(ti.dtype));
+    case DType::BF16:
+      load(uint16_t{});
+      break;
+    default:
+      fail("tensor ", name, " in ", path, ": expected a floating-point dtype (", want, "), got ", dtype_name(ti.dtype));
   }
   return out;
 }
@@ -279,8 +285,8 @@ std::vector<int32_t> SafeTensorsFile::get_i32(const std::string& name) const {
     for (size_t i = 0; i < n; ++i) {
       int64_t x;
       std::memcpy(&x, p + i * 8, 8);
-      GDN_CHECK(x >= std::numeric_limits<int32_t>::min() && x <= std::numeric_limits<int32_t>::max(), "tensor ",
-                name, " in ", path_, ": element ", i, " = ", x, " does not fit in int32");
+      GDN_CHECK(x >= std::numeric_limits<int32_t>::min() && x <= std::numeric_limits<int32_t>::max(), "tensor ", name,
+                " in ", path_, ": element ", i, " = ", x, " does not fit in int32");
       out[i] = int32_t(x);
     }
   } else {
@@ -291,13 +297,12 @@ std::vector<int32_t> SafeTensorsFile::get_i32(const std::string& name) const {
 
 // ---------------------------------------------------------------------------- writing
 
-void SafeTensorsWriter::add(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
-                            const void* data) {
+void SafeTensorsWriter::add(const std::string& name, DType dtype, const std::vector<int64_t>& shape, const void* data) {
   GDN_CHECK(!name.empty() && name != "__metadata__", "safetensors writer: invalid tensor name '", name, "'");
   for (const auto& e : entries_) GDN_CHECK(e.name != name, "safetensors writer: tensor ", name, " added twice");
   size_t nbytes = 0;
-  GDN_CHECK(checked_nbytes(shape, dtype_size(dtype), &nbytes), "safetensors writer: tensor ", name,
-            ": invalid shape ", shape_str(shape));
+  GDN_CHECK(checked_nbytes(shape, dtype_size(dtype), &nbytes), "safetensors writer: tensor ", name, ": invalid shape ",
+            shape_str(shape));
   GDN_CHECK(nbytes == 0 || data, "safetensors writer: tensor ", name, ": null data");
   Entry e{name, dtype, shape, std::vector<uint8_t>(nbytes)};
   if (nbytes) std::memcpy(e.bytes.data(), data, nbytes);
@@ -328,7 +333,8 @@ void SafeTensorsWriter::write(const std::string& path) const {
   if (!metadata_.empty()) header["__metadata__"] = metadata_;
   size_t offset = 0;
   for (const Entry* e : order) {
-    header[e->name] = {{"dtype", dtype_name(e->dtype)}, {"shape", e->shape}, {"data_offsets", {offset, offset + e->bytes.size()}}};
+    header[e->name] = {
+        {"dtype", dtype_name(e->dtype)}, {"shape", e->shape}, {"data_offsets", {offset, offset + e->bytes.size()}}};
     offset += e->bytes.size();
   }
   std::string text = header.dump();
@@ -396,7 +402,7 @@ uint16_t f32_to_f16(float x) {
   const uint32_t abs = u & 0x7fffffffu;
   if (abs >= 0x7f800000u)  // inf or nan (quiet, keeping the top payload bits)
     return uint16_t(sign | 0x7c00u | (abs > 0x7f800000u ? 0x200u | ((abs >> 13) & 0x3ffu) : 0u));
-  const int exp = int(abs >> 23) - 127;  // unbiased
+  const int exp = int(abs >> 23) - 127;            // unbiased
   if (exp >= 16) return uint16_t(sign | 0x7c00u);  // overflow
   if (exp >= -14) {
     // Normal: keep 10 mantissa bits, round to nearest even on the 13 dropped ones; a
