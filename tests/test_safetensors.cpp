@@ -269,6 +269,7 @@ TEST(SafeTensors, RejectsMalformedFiles) {
     std::ofstream(path, std::ios::binary) << "abc";
     expect_error([&] { gdn::SafeTensorsFile::load(path); }, {path, "truncated"});
     expect_error([&] { gdn::SafeTensorsFile::load(dir.file("absent")); }, {dir.file("absent"), "cannot open"});
+    expect_error([&] { gdn::SafeTensorsFile::load(dir.file("")); }, {dir.file("")});
     const std::string big = write_raw(dir, "{" + ok_a + "}", 8, 1000);
     expect_error([&] { gdn::SafeTensorsFile::load(big); }, {big, "larger than the file"});
     const std::string huge = write_raw(dir, "{" + ok_a + "}", 8, uint64_t(1) << 62);

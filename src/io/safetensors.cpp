@@ -15,6 +15,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -71,12 +72,10 @@ bool checked_nbytes(const std::vector<int64_t>& shape, size_t elem, size_t* out)
   return true;
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  GDN_CHECK(f, "safetensors file ", path, ": cannot open (", std::strerror(errno), ")");
-  std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  GDN_CHECK(!f.bad(), "safetensors file ", path, ": read error");
-  return bytes;
+// Reads n bytes at the stream's position; false when the file ends first.
+bool read_exact(std::ifstream& f, void* out, size_t n) {
+  f.read(static_cast<char*>(out), std::streamsize(n));
+  return size_t(f.gcount()) == n;
 }
 
 // Parses the header, recording the top-level keys so that duplicates (which a JSON
@@ -133,17 +132,22 @@ std::string shape_str(const std::vector<int64_t>& shape) {
 // ---------------------------------------------------------------------------- reading
 
 SafeTensorsFile SafeTensorsFile::load(const std::string& path) {
-  const std::string bytes = read_file(path);
   const std::string& P = path;
-  GDN_CHECK(bytes.size() >= 8, "safetensors file ", P, ": truncated (", bytes.size(),
-            " bytes, less than the 8-byte header size)");
+  std::ifstream in(path, std::ios::binary);
+  GDN_CHECK(in, "safetensors file ", P, ": cannot open (", std::strerror(errno), ")");
+  std::error_code ec;
+  GDN_CHECK(std::filesystem::is_regular_file(path, ec), "safetensors file ", P, ": not a regular file");
+  const uint64_t file_size = std::filesystem::file_size(path, ec);
+  GDN_CHECK(!ec, "safetensors file ", P, ": cannot stat (", ec.message(), ")");
   uint64_t header_size = 0;
-  std::memcpy(&header_size, bytes.data(), 8);
+  GDN_CHECK(file_size >= 8 && read_exact(in, &header_size, 8), "safetensors file ", P, ": truncated (", file_size,
+            " bytes, less than the 8-byte header size)");
   GDN_CHECK(header_size <= kMaxHeaderSize, "safetensors file ", P, ": header size ", header_size,
             " exceeds the 100 MB limit");
-  GDN_CHECK(header_size <= bytes.size() - 8, "safetensors file ", P, ": header size ", header_size,
-            " is larger than the file (", bytes.size(), " bytes): truncated or not safetensors");
-  const std::string text = bytes.substr(8, header_size);
+  GDN_CHECK(header_size <= file_size - 8, "safetensors file ", P, ": header size ", header_size,
+            " is larger than the file (", file_size, " bytes): truncated or not safetensors");
+  std::string text(header_size, '\0');
+  GDN_CHECK(read_exact(in, text.data(), text.size()), "safetensors file ", P, ": read error in the header");
   GDN_CHECK(!text.empty() && text[0] == '{', "safetensors file ", P, ": header does not start with '{'");
 
   json header = parse_header(P, text);
@@ -189,7 +193,7 @@ SafeTensorsFile SafeTensorsFile::load(const std::string& path) {
   }
 
   // The tensors must tile [0, data size) exactly.
-  const size_t data_size = bytes.size() - 8 - size_t(header_size);
+  const size_t data_size = size_t(file_size - 8 - header_size);
   std::sort(spans.begin(), spans.end(),
             [](const Span& a, const Span& b) { return a.begin != b.begin ? a.begin < b.begin : a.end < b.end; });
   size_t at = 0;
@@ -202,7 +206,8 @@ SafeTensorsFile SafeTensorsFile::load(const std::string& path) {
   }
   GDN_CHECK(at == data_size, "safetensors file ", P, ": the tensors cover ", at, " bytes of the ", data_size,
             "-byte data section (trailing bytes)");
-  f.data_.assign(bytes.begin() + 8 + std::ptrdiff_t(header_size), bytes.end());
+  f.data_.resize(data_size);
+  GDN_CHECK(read_exact(in, f.data_.data(), data_size), "safetensors file ", P, ": read error in the data section");
   return f;
 }
 
