@@ -139,6 +139,10 @@ TEST(OpIo, InfersShapes) {
   EXPECT_EQ(d.g, p.t.at("g").data);
   EXPECT_EQ(d.h0, p.t.at("h0").data);
   EXPECT_EQ(d.dht, p.t.at("dht").data);
+  // Expected results may ride along in the input file.
+  Problem with_o = p;
+  with_o.add("o", {B, T, HV, V});
+  EXPECT_NO_THROW(gdn::load_op_data<float>(gdn::SafeTensorsFile::load(with_o.write(dir)), options()));
   const auto in = d.inputs();
   EXPECT_EQ(in.beta, d.beta.data());
   // Without --backward, do and dht are not read.
@@ -184,6 +188,7 @@ TEST(OpIo, RejectsWrongShapesAndMissingTensors) {
   };
   expect_load_error(with([](Problem& p) { p.t.erase("q"); }), opt, {"missing tensor q"});
   expect_load_error(with([](Problem& p) { p.t.erase("v"); }), opt, {"missing tensor v"});
+  expect_load_error(with([](Problem& p) { p.add("H0", {2, 4, 8, 5}); }), opt, {"unknown tensor H0"});
   expect_load_error(with([](Problem& p) { p.add("q", {2, 7, 16}); }), opt, {"tensor q", "[B,T,H,K]", "[2, 7, 16]"});
   expect_load_error(with([](Problem& p) { p.add("q", {2, 0, 2, 8}); }), opt, {"tensor q", "positive"});
   expect_load_error(with([](Problem& p) {

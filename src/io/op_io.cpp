@@ -4,6 +4,7 @@
 #include <cmath>
 #include <iomanip>
 #include <limits>
+#include <set>
 
 #include "gdn/common.h"
 
@@ -65,6 +66,14 @@ OpData<Real> load_op_data(const SafeTensorsFile& f, const OpRunOptions& opt) {
   const std::string& P = f.path();
   for (const char* name : {"q", "k", "v"})
     GDN_CHECK(f.has(name), "file ", P, ": missing tensor ", name, " (need q, k [B,T,H,K] and v [B,T,HV,V])");
+  // A misspelt optional tensor ("H0") would otherwise be silently left out. Output names
+  // are allowed (and ignored) so that a file can carry expected results too.
+  for (const auto& name : f.names()) {
+    static const std::set<std::string> known{"q", "k",  "v",  "g",  "beta", "h0", "cu_seqlens", "do", "dht",
+                                             "o", "ht", "dq", "dk", "dv",   "dg", "dbeta",      "dh0"};
+    GDN_CHECK(known.count(name), "file ", P, ": unknown tensor ", name,
+              " (inputs: q, k, v, g, beta, h0, cu_seqlens, do, dht)");
+  }
   const auto& qs = f.info("q").shape;
   const auto& vs = f.info("v").shape;
   GDN_CHECK(qs.size() == 4, "tensor q in ", P, ": expected 4 dims [B,T,H,K], got ", shape_str(qs));
