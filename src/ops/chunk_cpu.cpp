@@ -6,20 +6,25 @@
 //
 //   N  = gated K K^T, strictly lower:  N_ij = sum_d k_id k_jd e^(gamma_id - gamma_jd)
 //   P  = gated Q K^T, lower incl. diagonal (same form)
-//   A  = (I + Diag(beta) N)^-1                       (forward substitution)
+//   A  = (I + Diag(beta) N)^-1                       (blocked forward substitution)
 //   W  = A Diag(beta) (K . E),  U = A Diag(beta) V   (delta rule; additive: V' = V)
 //   V' = U - W S
 //   O  = (Q . E) S + P V'
 //   S <- Diag(e^gamma_L) S + (K . El)^T V'
 //
-// Vector gates never form e^(+gamma) alone: the products are taken per 16-token sub-chunk
+// Numerics: gamma is accumulated in double and only differences are exponentiated (no
+// e^(+gamma) is ever formed). Vector gates take the products per 16-token sub-chunk
 // relative to the sub-chunk's first token (both factors <= 1), and inside the diagonal
-// sub-chunks with one exp per element. The backward stores each chunk's entering state
-// and V' in a forward pass, then walks the chunks backwards, differentiating the lines
-// above in reverse (dM = -A^T dA A^T for the inverse).
+// sub-chunks with one exp per element.
 //
-// Work is split over (sequence, value head) with OpenMP; each task keeps its chunk's
-// operands in L1/L2 and calls the small kernels of chunk_kernels.h.
+// The backward stores each chunk's entering state and V' in a forward pass, then walks
+// the chunks backwards through the lines above in reverse. The inverse needs no A^T dA A^T:
+// dM = -A^T (dW Xw^T + dU Xu^T) A^T = -(dXw W^T + dXu U^T). The gate gradient is summed
+// over the terms that cross each token boundary, so it has no cancellation at g = -30.
+//
+// Work: OpenMP tasks are (sequence, group of up to 8 value heads); a task walks its heads
+// in lockstep chunk by chunk, so it reads neighbouring rows of q/k/v, and keeps a chunk's
+// operands in L1/L2 for the small kernels of chunk_kernels.h.
 #include <omp.h>
 
 #include <algorithm>
@@ -310,7 +315,7 @@ struct ChunkForm {
     advance(S, vnew);
   }
 
-  // Backward of one chunk (loaded, with N, A, W recomputed): S is the entering state, vnew
+  // Backward of one chunk (loaded, with N, A, W, U recomputed): S is the entering state, vnew
   // its V', ds the gradient of the leaving state on entry and of the entering one on return.
   void backward_chunk(int t0, const float* S, const float* vnew, float* ds, const CoreGradOutputs<float>& dout,
                       const CoreGrads<float>& grads) {
