@@ -530,7 +530,7 @@ void check_problem(const CoreProblem<float>& p) {
 // page. Groups stay small enough to leave a task per thread.
 int head_group(const CoreProblem<float>& p, int most = 8) {
   const int threads = omp_get_max_threads();
-  int g = most;
+  int g = std::min(most, p.HV);
   while (g > 1 && p.N * ((p.HV + g - 1) / g) < threads) g /= 2;
   return g;
 }
