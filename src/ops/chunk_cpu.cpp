@@ -588,7 +588,16 @@ void chunk_core_backward(const CoreProblem<float>& p, const CoreGradOutputs<floa
                          const CoreGrads<float>& grads) {
   check_problem(p);
   const size_t KV = size_t(p.K) * p.V;
-  const int C = p.chunk_size, G = head_group(p), groups = (p.HV + G - 1) / G, tasks = p.N * groups;
+  const int C = p.chunk_size;
+  // The tape holds a group's entering states and V'; lockstep groups shrink for long
+  // sequences so that a task's tape stays within kTapeBytes (it is kept between calls).
+  constexpr double kTapeBytes = 64.0 * (1 << 20);
+  int longest = 0;
+  for (int n = 0; n < p.N; ++n) longest = std::max(longest, seq_span(p, n).len());
+  const double head_tape = 4.0 * ((longest + C - 1) / C * double(KV) + (p.delta ? double(longest) * p.V : 0));
+  int G = head_group(p);
+  while (G > 1 && G * head_tape > kTapeBytes) G /= 2;
+  const int groups = (p.HV + G - 1) / G, tasks = p.N * groups;
   dispatch(p, [&](auto gate, auto delta) {
     using Form = ChunkForm<decltype(gate)::value, decltype(delta)::value>;
 #pragma omp parallel
