@@ -28,6 +28,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <memory>
 #include <vector>
@@ -46,25 +47,36 @@ constexpr int kSubChunk = 16;  // vector-gate sub-chunk (exponent reference span
 
 // out (ld `ldo`, L x L) = the gated lower products of x and y: for j < i (or j <= i with
 // `diag`), out_ij = sum_d x_id y_jd e^(gam_id - gam_jd); zero elsewhere. x, y, gam: L x K.
+// Per 16-row block I with reference r = gam of its first row, x_i e^(gam_i - r) <= 1 and,
+// for the rows j before I, y_j e^(r - gam_j) <= 1: one product. Inside the diagonal block
+// the second factor is >= 1; it is used when the block's gates span under
+// kFactorSpan nats (no overflow or underflow), else each element takes its own exps.
 // xr, yr, yrt: scratch of C x K floats each.
 void gated_lower(int L, int K, const float* x, const float* y, const double* gam, bool diag,
                  float* out, int ldo, float* xr, float* yr, float* yrt) {
+  constexpr double kFactorSpan = 60;
   for (int i0 = 0; i0 < L; i0 += kSubChunk) {
     const int ni = std::min(kSubChunk, L - i0);
     const double* ref = gam + i0 * K;
+    for (int i = 0; i < ni; ++i) chunk::mul_exp_diff(K, x + (i0 + i) * K, gam + (i0 + i) * K, ref, xr + i * K);
     if (i0 > 0) {
-      for (int i = 0; i < ni; ++i) chunk::mul_exp_diff(K, x + (i0 + i) * K, gam + (i0 + i) * K, ref, xr + i * K);
       for (int j = 0; j < i0; ++j) chunk::mul_exp_diff(K, y + j * K, ref, gam + j * K, yr + j * K);
       chunk::transpose(i0, K, yr, K, yrt, i0);
       gemm(ni, i0, K, 1.f, xr, K, false, yrt, i0, out + i0 * ldo, ldo, false);
     }
-    for (int i = i0; i < i0 + ni; ++i) {
-      float* row = out + i * ldo;
-      const int jend = diag ? i + 1 : i;
-      for (int j = i0; j < jend; ++j)
-        row[j] = chunk::dot_exp_diff(K, x + i * K, y + j * K, gam + i * K, gam + j * K);
-      std::fill(row + jend, row + L, 0.f);
+    double span = 0;
+    for (int i = i0; i < i0 + ni; ++i)
+      for (int d = 0; d < K; ++d) span = std::max(span, std::abs(gam[i * K + d] - ref[d]));
+    if (span < kFactorSpan) {
+      for (int j = 0; j < ni; ++j) chunk::mul_exp_diff(K, y + (i0 + j) * K, ref, gam + (i0 + j) * K, yr + j * K);
+      chunk::transpose(ni, K, yr, K, yrt, ni);
+      gemm(ni, ni, K, 1.f, xr, K, false, yrt, ni, out + i0 * ldo + i0, ldo, false);
+    } else {
+      for (int i = i0; i < i0 + ni; ++i)
+        for (int j = i0; j <= i; ++j)
+          out[i * ldo + j] = chunk::dot_exp_diff(K, x + i * K, y + j * K, gam + i * K, gam + j * K);
     }
+    for (int i = i0; i < i0 + ni; ++i) std::fill(out + i * ldo + (diag ? i + 1 : i), out + i * ldo + L, 0.f);
   }
 }
 
