@@ -18,29 +18,6 @@ constexpr int kThreads = 256;
 constexpr int kStateCols = 32;  // value columns per block of the state pass
 constexpr int kOutCols = 64;    // value columns per block of the output pass
 
-// Inclusive cumulative sum of g over the chunk's tokens (0 beyond len) and beta (0 beyond
-// len), into smem; one warp.
-__device__ void load_gate_beta(float* gam, float* bet, const float* g, const float* beta, int start, int len,
-                               int HV, int hv) {
-  if (threadIdx.x >= 32) return;
-  const int lane = threadIdx.x;
-  const int r0 = 2 * lane, r1 = r0 + 1;
-  const float x0 = r0 < len ? g[long(start + r0) * HV + hv] : 0.f;
-  const float x1 = r1 < len ? g[long(start + r1) * HV + hv] : 0.f;
-  float s = x0 + x1;
-#pragma unroll
-  for (int o = 1; o < 32; o <<= 1) {
-    const float y = __shfl_up_sync(0xffffffffu, s, o);
-    if (lane >= o) s += y;
-  }
-  gam[r0] = s - x1;
-  gam[r1] = s;
-  if (bet) {
-    bet[r0] = r0 < len ? beta[long(start + r0) * HV + hv] : 0.f;
-    bet[r1] = r1 < len ? beta[long(start + r1) * HV + hv] : 0.f;
-  }
-}
-
 template <class T>
 __global__ void __launch_bounds__(kThreads) prepare_kernel(ChunkParams<T> p, ForwardWorkspace ws) {
   constexpr bool kExact = std::is_same_v<T, float>;
@@ -72,28 +49,9 @@ __global__ void __launch_bounds__(kThreads) prepare_kernel(ChunkParams<T> p, For
   }
   __syncthreads();
 
-  // A = (I + L)⁻¹ by forward substitution: row j of A is final once rows < j have been
-  // subtracted from it. Thread (rows rset + 4m, column col) keeps its 16 entries in registers.
-  {
-    const int col = tid % kChunk, rset = tid / kChunk;
-    float a[16];
-#pragma unroll
-    for (int m = 0; m < 16; ++m) a[m] = (rset + 4 * m == col) ? 1.f : 0.f;
-    if (rset == 0) as[col] = col == 0 ? 1.f : 0.f;
-    for (int j = 0; j < kChunk - 1; ++j) {
-      __syncthreads();
-      const float ajc = as[j * kLdC + col];
-#pragma unroll
-      for (int m = 0; m < 16; ++m) {
-        const int i = rset + 4 * m;
-        if (i > j) a[m] -= ls[i * kLdC + j] * ajc;
-        if (i == j + 1) as[i * kLdC + col] = a[m];
-      }
-    }
-    __syncthreads();
-    // A diag(β) in place; k rows scaled by e^γ for W.
-#pragma unroll
-    for (int m = 0; m < 16; ++m) as[(rset + 4 * m) * kLdC + col] *= bet[col];
+  invert_unit_lower(as, ls, nullptr);
+  {  // A diag(β) in place; k rows scaled by e^γ for W.
+    for (int i = tid; i < kChunk * kChunk; i += kThreads) as[(i / kChunk) * kLdC + i % kChunk] *= bet[i % kChunk];
     for (int i = tid; i < kChunk * kDim; i += kThreads) {
       const int r = i / kDim;
       ks[r * kLd + i % kDim] *= __expf(gam[r]);

@@ -173,6 +173,51 @@ __device__ __forceinline__ void load_rows(float* dst, const T* src, long stride,
   }
 }
 
+// Loads rows [0, rows) and `cols` columns (a multiple of 4) of a bf16/fp32 tensor (row r at
+// src + r * stride) into an fp32 tile with row stride ld, zero-filling rows [rows, rows_tile).
+template <class T>
+__device__ __forceinline__ void load_cols(float* dst, int ld, const T* src, long stride, int rows, int rows_tile,
+                                          int cols) {
+  const int c4 = cols / 4;
+  for (int i = threadIdx.x; i < rows_tile * c4; i += blockDim.x) {
+    const int r = i / c4, c = 4 * (i % c4);
+    float4 x = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (r < rows) {
+      const T* p = src + r * stride + c;
+      if constexpr (sizeof(T) == 4) {
+        x = *reinterpret_cast<const float4*>(p);
+      } else {
+        uint2 v = *reinterpret_cast<const uint2*>(p);
+        float2 a = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162*>(&v.x));
+        float2 b = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162*>(&v.y));
+        x = make_float4(a.x, a.y, b.x, b.y);
+      }
+    }
+    *reinterpret_cast<float4*>(dst + r * ld + c) = x;
+  }
+}
+
+// Adds, for every row the lane holds, the sum of f(row, col, value) over its elements to
+// dst[row] (shared memory). The 4 lanes of a row group reduce first; one atomic per row.
+template <int MT, int NT, class F>
+__device__ __forceinline__ void add_row_sums(float (&acc)[MT][NT][4], int m0, int n0, float* dst, F&& f) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int row = m0 + 16 * mt + g + 8 * half;
+      float s = 0.f;
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) s += f(row, n0 + 8 * nt + 2 * t + e, acc[mt][nt][2 * half + e]);
+      s += __shfl_xor_sync(0xffffffffu, s, 1);
+      s += __shfl_xor_sync(0xffffffffu, s, 2);
+      if (t == 0) atomicAdd(dst + row, s);
+    }
+}
+
 // Loads an fp32 [rows, cols] block (row stride `stride`) into smem with row stride ld.
 __device__ __forceinline__ void load_f32(float* dst, int ld, const float* src, long stride, int rows, int cols) {
   const int c4 = cols / 4;
