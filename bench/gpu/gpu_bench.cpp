@@ -104,8 +104,7 @@ nlohmann::json bench_decode(int seqs, double copy_bw, std::mt19937& rng) {
   DeviceBuffer pool(size_t(seqs) * state * 4), idx(size_t(seqs) * 4), o(size_t(seqs) * HV * 128 * 2);
   {
     std::vector<float> h(size_t(seqs) * state);
-    std::normal_distribution<float> normal(0.f, 0.1f);
-    for (auto& e : h) e = normal(rng);
+    gdn::gpu::fill_uniform(h, rng(), 0.1f);
     cuda_check(cudaMemcpy(pool.ptr, h.data(), pool.bytes, cudaMemcpyHostToDevice), "pool");
     std::vector<int32_t> perm(seqs);
     std::iota(perm.begin(), perm.end(), 0);

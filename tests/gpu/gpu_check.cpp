@@ -131,7 +131,7 @@ TEST(GpuChunkSmall, Fp32) { check_chunk(DType::f32, 1e-4, "varlen_mixed_gates");
 TEST(GpuChunkSmall, Bf16) { check_chunk(DType::bf16, 1e-2, "gva_h0_dht"); }
 
 // Decode: `seqs` sequences in a pool of seqs + 3 states addressed through a random
-// permutation; the reference runs the same tokens from the same states. At most 128
+// permutation; the reference runs the same tokens from the same states. At most 64
 // sequences are compared with the reference (evenly spread); every pool slot that no
 // sequence addresses must come back bit for bit.
 void check_decode(int seqs, int tokens, DType t, double tol) {
@@ -154,7 +154,7 @@ void check_decode(int seqs, int tokens, DType t, double tol) {
   for (auto& e : g) e = float(std::log(0.7 + 0.29 * unif(rng)));
   for (auto& e : beta) e = float(2 * unif(rng));
   std::vector<float> pool_host(size_t(pool) * state);
-  for (auto& e : pool_host) e = 0.5f * normal(rng);
+  fill_uniform(pool_host, rng(), 1.f);
   std::vector<int32_t> idx(pool);
   std::iota(idx.begin(), idx.end(), 0);
   std::shuffle(idx.begin(), idx.end(), rng);
@@ -185,7 +185,7 @@ void check_decode(int seqs, int tokens, DType t, double tol) {
           << "decode wrote pool slot " << slot << " that no sequence addresses";
 
   // The reference on an evenly spread subset of the sequences.
-  const int checked = std::min(seqs, 128), stride = seqs / checked;
+  const int checked = std::min(seqs, 64), stride = seqs / checked;
   OpConfig cfg = gdn::test::config(Variant::gated_deltanet, checked, tokens, H, HV, D, D);
   std::vector<double> sq, sk, sv, sg, sb, sh0, so, sho, ro, rht;
   for (int j = 0; j < checked; ++j) {

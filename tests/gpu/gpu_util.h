@@ -36,6 +36,19 @@ inline float bf16_value(uint16_t b) {
 }
 inline double round_bf16(double x) { return bf16_value(bf16_bits(float(x))); }
 
+// Uniform values in [-scale, scale) from a splitmix64 stream: fast enough for the
+// gigabyte-sized state pools of the decode check and benchmark.
+inline void fill_uniform(std::vector<float>& x, uint64_t seed, float scale) {
+  uint64_t s = seed;
+  for (auto& e : x) {
+    uint64_t z = (s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    e = scale * (float(z >> 40) * (2.f / 16777216.f) - 1.f);
+  }
+}
+
 // A device allocation; poisoned with 0xFF bytes (NaN in fp32 and bf16) on request.
 struct DeviceBuffer {
   void* ptr = nullptr;

@@ -7,7 +7,7 @@
 //                    + Kd dS_next, and dS = e^{γ_L} dS_next + scale Qgᵀ dO − Wᵀ dV' (→ dh0)
 //   3. state_grad    per (chunk, value head): the products with the states: dQ = scale e^γ dO Sᵀ,
 //                    dW = −dV' Sᵀ, dK = e^{γ_L−γ} V' dS_nextᵀ, and e^{γ_L} Σ dS_next ⊙ S
-//   4. intra_grad    per (chunk, value head): P, dP, A and its gradient, dQ, dK, dV, dβ, dg
+//   4. intra_grad    per (chunk, value head): P, dP, the gradient through A, dQ, dK, dV, dβ, dg
 //   5. qk_finish     per (token, q/k head): sums over grouped value heads, L2-norm backward
 #include <type_traits>
 
@@ -54,9 +54,9 @@ __global__ void __launch_bounds__(kThreads) intra_dv_kernel(BackwardParams<T> bp
   const int c = blockIdx.x, hv = blockIdx.y, v0 = blockIdx.z * kHalf, h = hv / (p.HV / p.H);
   const ChunkRef ch = chunk_ref(ws.fwd.seqs, ws.fwd.chunk_seq, c);
   const int warp = threadIdx.x >> 5, tid = threadIdx.x;
-  load_rows(qs, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, kChunk, p.l2norm);
-  load_rows(ks, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, kChunk, p.l2norm);
-  load_cols(dos, kLdH, bp.d_o + (long(ch.start) * p.HV + hv) * kDim + v0, long(p.HV) * kDim, ch.len, kChunk, kHalf);
+  load_rows(qs, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
+  load_rows(ks, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
+  load_cols<kHalf>(dos, kLdH, bp.d_o + (long(ch.start) * p.HV + hv) * kDim + v0, long(p.HV) * kDim, ch.len);
   if (tid < kChunk) gam[tid] = ws.fwd.gam[(long(c) * p.HV + hv) * kChunk + tid];
   __syncthreads();
   const int m0 = (warp % 4) * 16, n0 = (warp / 4) * 32;
@@ -105,12 +105,12 @@ __global__ void __launch_bounds__(kThreads) state_bwd_kernel(BackwardParams<T> b
     __syncthreads();
     load_f32(wsm, kLd, ws.fwd.w + base, kDim, kChunk, kDim);
     load_f32(dvt, kLdS, ws.dvp + base + v0, kDim, kChunk, kStateCols);
-    load_rows(qg, p.q + (long(start) * p.H + h) * kDim, long(p.H) * kDim, len, kChunk, p.l2norm);
-    load_rows(kd, p.k + (long(start) * p.H + h) * kDim, long(p.H) * kDim, len, kChunk, p.l2norm);
-    load_cols(dot, kLdS, bp.d_o + (long(start) * p.HV + hv) * kDim + v0, long(p.HV) * kDim, len, kChunk,
-              kStateCols);
+    load_rows(qg, p.q + (long(start) * p.H + h) * kDim, long(p.H) * kDim, len, p.l2norm);
+    load_rows(kd, p.k + (long(start) * p.H + h) * kDim, long(p.H) * kDim, len, p.l2norm);
+    load_cols<kStateCols>(dot, kLdS, bp.d_o + (long(start) * p.HV + hv) * kDim + v0, long(p.HV) * kDim, len);
     if (tid < kChunk) gam[tid] = ws.fwd.gam[(long(c) * p.HV + hv) * kChunk + tid];
     store_f32(ws.dh + (long(c) * p.HV + hv) * kDim * kDim + v0, kDim, ds, kLdS, kDim, kStateCols);
+    wait_async();
     __syncthreads();
     const float gl = gam[len - 1];
     for (int i = tid; i < kChunk * kDim; i += kThreads) {
@@ -166,9 +166,10 @@ __global__ void __launch_bounds__(kThreads) state_grad_kernel(BackwardParams<T> 
   const long base = (long(c) * p.HV + hv) * kChunk * kDim;
   const long sbase = (long(c) * p.HV + hv) * kDim * kDim;
   load_f32(sb, kLd, ws.fwd.h + sbase, kDim, kDim, kDim);
-  load_rows(x0, bp.d_o + (long(ch.start) * p.HV + hv) * kDim, long(p.HV) * kDim, ch.len, kChunk, false);
   load_f32(x1, kLd, ws.dvp + base, kDim, kChunk, kDim);
+  load_rows(x0, bp.d_o + (long(ch.start) * p.HV + hv) * kDim, long(p.HV) * kDim, ch.len, false);
   if (tid < kChunk) gam[tid] = ws.fwd.gam[(long(c) * p.HV + hv) * kChunk + tid];
+  wait_async();
   __syncthreads();
   const float gl = gam[ch.len - 1];
   const int m0 = (warp % 2) * 32, n0 = (warp / 2) * 32;
@@ -193,6 +194,7 @@ __global__ void __launch_bounds__(kThreads) state_grad_kernel(BackwardParams<T> 
   {  // e^{γ_L} Σ dS_next ⊙ S
     const float* dsn = ws.dh + sbase;
     float s = 0.f;
+#pragma unroll 16
     for (int i = tid; i < kDim * kDim; i += kThreads) s += dsn[i] * sb[(i / kDim) * kLd + i % kDim];
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
@@ -206,6 +208,7 @@ __global__ void __launch_bounds__(kThreads) state_grad_kernel(BackwardParams<T> 
   }
   load_f32(sb, kLd, ws.dh + sbase, kDim, kDim, kDim);
   load_f32(x0, kLd, ws.fwd.u + base, kDim, kChunk, kDim);
+  wait_async();
   __syncthreads();
   float acc[2][4][4];
   zero(acc);
@@ -227,7 +230,7 @@ __global__ void __launch_bounds__(kThreads, 1) intra_grad_kernel(BackwardParams<
   float* y0 = x3 + kChunk * kLd;                 // [64][kLdC] P, then dA, then F
   float* y1 = y0 + kChunk * kLdC;                // [64][kLdC] dP ⊙ Γ, then dA Aᵀ
   float* y2 = y1 + kChunk * kLdC;                // [64][kLdC] StrictLower(K Kᵀ ⊙ Γ)
-  float* y3 = y2 + kChunk * kLdC;                // [64][kLdC] A
+  float* y3 = y2 + kChunk * kLdC;                // [64][kLdC] A (from the forward pass)
   float* gam = y3 + kChunk * kLdC;               // [64]
   float* bet = gam + kChunk;                     // [64]
   float* dgam = bet + kChunk;                    // [64] gradient of the cumulative gate
@@ -242,12 +245,14 @@ __global__ void __launch_bounds__(kThreads, 1) intra_grad_kernel(BackwardParams<
   float* dq_rows = ws.dq_hat + (long(ch.start) * p.HV + hv) * kDim;
   float* dk_rows = ws.dk_hat + (long(ch.start) * p.HV + hv) * kDim;
 
-  load_rows(x0, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, kChunk, p.l2norm);
-  load_rows(x1, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, kChunk, p.l2norm);
-  load_rows(x2, bp.d_o + (long(ch.start) * p.HV + hv) * kDim, row_stride, ch.len, kChunk, false);
   load_f32(x3, kLd, ws.fwd.u + base, kDim, kChunk, kDim);
+  load_f32(y3, kLdC, ws.fwd.a + (long(c) * p.HV + hv) * kChunk * kChunk, kChunk, kChunk, kChunk);
+  load_rows(x0, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
+  load_rows(x1, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
+  load_rows(x2, bp.d_o + (long(ch.start) * p.HV + hv) * kDim, row_stride, ch.len, false);
   load_gate_beta(gam, bet, p.g, p.beta, ch.start, ch.len, p.HV, hv);
   if (tid < kChunk) dgam[tid] = dbet[tid] = kdsum[tid] = 0.f;
+  wait_async();
   __syncthreads();
 
   // 64x128 products: warp tile 32x32. 64x64 products: warp tile 16x32.
@@ -290,11 +295,12 @@ __global__ void __launch_bounds__(kThreads, 1) intra_grad_kernel(BackwardParams<
   __syncthreads();
   warp_mma<kExact>(dq, RowMajorK{y1, kLdC}, ColMajorK{x1, kLd}, m0, n0, kChunk);  // dQ += (dP ⊙ Γ) K
   warp_mma<kExact>(dk, ColMajorK{y1, kLdC}, ColMajorK{x0, kLd}, m0, n0, kChunk);  // dK += (dP ⊙ Γ)ᵀ Q
-  invert_unit_lower(y3, y2, bet);  // A; ends with a barrier
+  __syncthreads();
 
   load_f32(x0, kLd, ws.dvp + base, kDim, kChunk, kDim);
-  load_rows(x2, p.v + (long(ch.start) * p.HV + hv) * kDim, row_stride, ch.len, kChunk, false);
   load_f32(x3, kLd, ws.fwd.w + base, kDim, kChunk, kDim);
+  load_rows(x2, p.v + (long(ch.start) * p.HV + hv) * kDim, row_stride, ch.len, false);
+  wait_async();
   __syncthreads();
   {  // dA = (dW Kᵀ diag(e^γ) + dV' Vᵀ) diag(β)
     float acc[1][4][4], acc2[1][4][4];

@@ -1,6 +1,6 @@
 // Chunkwise Gated DeltaNet forward (shared/DESIGN.md §2, chunk size 64), three kernels:
 //   1. prepare   per (chunk, value head): cumulative gate, A = (I + StrictLower(diag(β) KKᵀ ⊙ Γ))⁻¹
-//                by forward substitution, W = A diag(β e^γ) K, U = A diag(β) V.
+//                by forward substitution (stored for the backward pass), W = A diag(β e^γ) K, U = A diag(β) V.
 //   2. states    per (sequence, value head, 32 value columns), sequential over chunks: stores
 //                the state entering each chunk, V' = U − W S (over U), S ← e^{γ_L} S + Kdᵀ V'.
 //   3. output    per (chunk, value head, 64 value columns): O = scale (e^γ ⊙ Q S + P V'),
@@ -33,8 +33,8 @@ __global__ void __launch_bounds__(kThreads) prepare_kernel(ChunkParams<T> p, For
   const ChunkRef ch = chunk_ref(ws.seqs, ws.chunk_seq, c);
   const int warp = threadIdx.x >> 5, tid = threadIdx.x;
 
-  load_rows(ks, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, kChunk, p.l2norm);
-  load_rows(vs, p.v + (long(ch.start) * p.HV + hv) * kDim, long(p.HV) * kDim, ch.len, kChunk, false);
+  load_rows(ks, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
+  load_rows(vs, p.v + (long(ch.start) * p.HV + hv) * kDim, long(p.HV) * kDim, ch.len, false);
   load_gate_beta(gam, bet, p.g, p.beta, ch.start, ch.len, p.HV, hv);
   __syncthreads();
 
@@ -49,9 +49,14 @@ __global__ void __launch_bounds__(kThreads) prepare_kernel(ChunkParams<T> p, For
   }
   __syncthreads();
 
-  invert_unit_lower(as, ls, nullptr);
-  {  // A diag(β) in place; k rows scaled by e^γ for W.
-    for (int i = tid; i < kChunk * kChunk; i += kThreads) as[(i / kChunk) * kLdC + i % kChunk] *= bet[i % kChunk];
+  invert_unit_lower(as, ls);
+  {  // A (kept for the backward pass), then A diag(β) in place; k rows scaled by e^γ for W.
+    float* a_out = ws.a + (long(c) * p.HV + hv) * kChunk * kChunk;
+    for (int i = tid; i < kChunk * kChunk; i += kThreads) {
+      float& x = as[(i / kChunk) * kLdC + i % kChunk];
+      a_out[i] = x;
+      x *= bet[i % kChunk];
+    }
     for (int i = tid; i < kChunk * kDim; i += kThreads) {
       const int r = i / kDim;
       ks[r * kLd + i % kDim] *= __expf(gam[r]);
@@ -104,9 +109,10 @@ __global__ void __launch_bounds__(kThreads) state_kernel(ChunkParams<T> p, Forwa
     __syncthreads();  // previous chunk done with every buffer
     load_f32(wsm, kLd, ws.w + base, kDim, kChunk, kDim);
     load_f32(up, kLdS, ws.u + base + v0, kDim, kChunk, kStateCols);
-    load_rows(kd, p.k + (long(start) * p.H + h) * kDim, long(p.H) * kDim, len, kChunk, p.l2norm);
+    load_rows(kd, p.k + (long(start) * p.H + h) * kDim, long(p.H) * kDim, len, p.l2norm);
     if (tid < kChunk) gam[tid] = ws.gam[(long(c) * p.HV + hv) * kChunk + tid];
     store_f32(ws.h + (long(c) * p.HV + hv) * kDim * kDim + v0, kDim, s, kLdS, kDim, kStateCols);
+    wait_async();
     __syncthreads();
     const float gl = gam[len - 1];
     for (int i = tid; i < kChunk * kDim; i += kThreads) {
@@ -155,11 +161,12 @@ __global__ void __launch_bounds__(kThreads) output_kernel(ChunkParams<T> p, Forw
   const int warp = threadIdx.x >> 5, tid = threadIdx.x;
   const long base = (long(c) * p.HV + hv) * kChunk * kDim;
 
-  load_rows(qs, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, kChunk, p.l2norm);
-  load_rows(ks, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, kChunk, p.l2norm);
   load_f32(s, kLdO, ws.h + (long(c) * p.HV + hv) * kDim * kDim + v0, kDim, kDim, kOutCols);
   load_f32(vp, kLdO, ws.u + base + v0, kDim, kChunk, kOutCols);
+  load_rows(qs, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
+  load_rows(ks, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
   if (tid < kChunk) gam[tid] = ws.gam[(long(c) * p.HV + hv) * kChunk + tid];
+  wait_async();
   __syncthreads();
 
   const int m0 = (warp % 4) * 16, n0 = (warp / 4) * 32;
@@ -197,6 +204,7 @@ ForwardWorkspace carve_forward(Carve& cv, const ChunkPlan& plan, int HV) {
   ws.chunk_seq = cv.take<int>(plan.NC);
   const size_t heads = size_t(plan.NC) * HV;
   ws.gam = cv.take<float>(heads * kChunk);
+  ws.a = cv.take<float>(heads * kChunk * kChunk);
   ws.w = cv.take<float>(heads * kChunk * kDim);
   ws.u = cv.take<float>(heads * kChunk * kDim);
   ws.h = cv.take<float>(heads * kDim * kDim);

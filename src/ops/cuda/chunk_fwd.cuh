@@ -14,12 +14,12 @@ struct ChunkParams {
   bool l2norm;
 };
 
-// Per (chunk, value head) buffers, all fp32: cumulative gate [NC,HV,64], W and U [NC,HV,64,128]
-// (U holds V' after the state pass), chunk-entry states h [NC,HV,128,128].
+// Per (chunk, value head) buffers, all fp32: cumulative gate [NC,HV,64], A [NC,HV,64,64],
+// W and U [NC,HV,64,128] (U holds V' after the state pass), chunk-entry states h [NC,HV,128,128].
 struct ForwardWorkspace {
   SeqInfo* seqs;
   int* chunk_seq;
-  float *gam, *w, *u, *h;
+  float *gam, *a, *w, *u, *h;
 };
 
 // Inclusive cumulative sum of g over the chunk's tokens (0 beyond len) and beta (0 beyond
@@ -45,11 +45,11 @@ __device__ inline void load_gate_beta(float* gam, float* bet, const float* g, co
   }
 }
 
-// as = (I + diag(row_scale) ls)⁻¹ for ls strictly lower triangular ([64][kLdC] each, no
-// aliasing; row_scale null means 1), by forward substitution: row j of A is final once the
-// rows above it have been subtracted. Needs 256 threads; thread (rows rset + 4m, column col)
-// keeps its 16 entries in registers. Ends with a barrier.
-__device__ inline void invert_unit_lower(float* as, const float* ls, const float* row_scale) {
+// as = (I + ls)⁻¹ for ls strictly lower triangular ([64][kLdC] each, no aliasing), by forward
+// substitution: row j of A is final once the rows above it have been subtracted. Needs 256
+// threads; thread (rows rset + 4m, column col) keeps its 16 entries in registers. Ends with a
+// barrier.
+__device__ inline void invert_unit_lower(float* as, const float* ls) {
   const int col = threadIdx.x % kChunk, rset = threadIdx.x / kChunk;
   float a[16];
 #pragma unroll
@@ -61,7 +61,7 @@ __device__ inline void invert_unit_lower(float* as, const float* ls, const float
 #pragma unroll
     for (int m = 0; m < 16; ++m) {
       const int i = rset + 4 * m;
-      if (i > j) a[m] -= (row_scale ? row_scale[i] : 1.f) * ls[i * kLdC + j] * ajc;
+      if (i > j) a[m] -= ls[i * kLdC + j] * ajc;
       if (i == j + 1) as[i * kLdC + col] = a[m];
     }
   }

@@ -1,7 +1,8 @@
 // Recurrent decode: a few tokens per sequence, states updated in place in a pool.
 // Memory-bound: each state [K, V] fp32 is read once and written once. A block owns 32 value
 // columns of one (sequence, value head); columns are independent in the delta rule, so the
-// only communication is the two sums over K per token (Sᵀk and Sᵀq).
+// only communication is the two sums over K per token (Sᵀk and Sᵀq). States are read and
+// written with streaming (evict-first) hints: each is touched once per call.
 #include <cmath>
 
 #include "chunk_plan.cuh"
@@ -52,7 +53,7 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(DecodeShape sh, Decode
   float4 s[kRowsPerThread];
 #pragma unroll
   for (int m = 0; m < kRowsPerThread; ++m)
-    s[m] = valid ? *reinterpret_cast<const float4*>(state + (row0 + 32 * m) * kDim) : make_float4(0, 0, 0, 0);
+    s[m] = valid ? __ldcs(reinterpret_cast<const float4*>(state + (row0 + 32 * m) * kDim)) : make_float4(0, 0, 0, 0);
 
   for (int t = 0; t < sh.tokens; ++t) {
     const long tok = long(seq) * sh.tokens + t;
@@ -109,7 +110,7 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(DecodeShape sh, Decode
   }
   if (valid) {
 #pragma unroll
-    for (int m = 0; m < kRowsPerThread; ++m) *reinterpret_cast<float4*>(state + (row0 + 32 * m) * kDim) = s[m];
+    for (int m = 0; m < kRowsPerThread; ++m) __stcs(reinterpret_cast<float4*>(state + (row0 + 32 * m) * kDim), s[m]);
   }
 }
 

@@ -140,60 +140,70 @@ __device__ __forceinline__ void for_each(float (&acc)[MT][NT][4], int m0, int n0
         f(m0 + 16 * mt + g + 8 * (i >> 1), n0 + 8 * nt + 2 * t + (i & 1), acc[mt][nt][i]);
 }
 
-// Loads rows [0, rows) of a [*, 128] tensor (row r at src + r * stride) into an fp32 tile
-// with row stride kLd, zero-filling rows [rows, 64). With `l2norm`, each row is divided by
-// sqrt(sum of squares + 1e-6). One warp per row; 4 elements per lane.
+// Global -> shared copies of 16 bytes that bypass registers (cp.async), so that a thread
+// has all of its loads in flight at once. wait_async() waits for the thread's copies; a
+// barrier after it publishes them to the block.
+__device__ __forceinline__ void cp_async16(float* dst, const float* src) {
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src));
+}
+__device__ __forceinline__ void wait_async() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+
+// Four consecutive elements as fp32.
 template <class T>
-__device__ __forceinline__ void load_rows(float* dst, const T* src, long stride, int rows, int nrows_tile,
-                                          bool l2norm) {
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nwarps = blockDim.x >> 5;
-  for (int r = warp; r < nrows_tile; r += nwarps) {
-    float x[4] = {0.f, 0.f, 0.f, 0.f};
-    if (r < rows) {
-      const T* p = src + r * stride + 4 * lane;
-      if constexpr (sizeof(T) == 4) {
-        float4 v = *reinterpret_cast<const float4*>(p);
-        x[0] = v.x, x[1] = v.y, x[2] = v.z, x[3] = v.w;
-      } else {
-        uint2 v = *reinterpret_cast<const uint2*>(p);
-        float2 a = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162*>(&v.x));
-        float2 b = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162*>(&v.y));
-        x[0] = a.x, x[1] = a.y, x[2] = b.x, x[3] = b.y;
-      }
-      if (l2norm) {
-        float ss = x[0] * x[0] + x[1] * x[1] + x[2] * x[2] + x[3] * x[3];
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-        const float rn = rsqrtf(ss + 1e-6f);
-#pragma unroll
-        for (int i = 0; i < 4; ++i) x[i] *= rn;
-      }
-    }
-    *reinterpret_cast<float4*>(dst + r * kLd + 4 * lane) = make_float4(x[0], x[1], x[2], x[3]);
+__device__ __forceinline__ float4 load4(const T* p) {
+  if constexpr (sizeof(T) == 4) {
+    return *reinterpret_cast<const float4*>(p);
+  } else {
+    uint2 v = *reinterpret_cast<const uint2*>(p);
+    float2 a = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162*>(&v.x));
+    float2 b = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162*>(&v.y));
+    return make_float4(a.x, a.y, b.x, b.y);
   }
 }
 
-// Loads rows [0, rows) and `cols` columns (a multiple of 4) of a bf16/fp32 tensor (row r at
-// src + r * stride) into an fp32 tile with row stride ld, zero-filling rows [rows, rows_tile).
+// Loads rows [0, rows) of a [*, 128] tensor (row r at src + r * stride) into a [64][kLd]
+// fp32 tile, zero-filling rows [rows, 64). With `l2norm`, each row is divided by
+// sqrt(sum of squares + 1e-6). 256 threads: warp w owns rows w, w + 8, ...; every load is
+// issued before the first use.
 template <class T>
-__device__ __forceinline__ void load_cols(float* dst, int ld, const T* src, long stride, int rows, int rows_tile,
-                                          int cols) {
-  const int c4 = cols / 4;
-  for (int i = threadIdx.x; i < rows_tile * c4; i += blockDim.x) {
-    const int r = i / c4, c = 4 * (i % c4);
-    float4 x = make_float4(0.f, 0.f, 0.f, 0.f);
-    if (r < rows) {
-      const T* p = src + r * stride + c;
-      if constexpr (sizeof(T) == 4) {
-        x = *reinterpret_cast<const float4*>(p);
-      } else {
-        uint2 v = *reinterpret_cast<const uint2*>(p);
-        float2 a = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162*>(&v.x));
-        float2 b = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162*>(&v.y));
-        x = make_float4(a.x, a.y, b.x, b.y);
-      }
+__device__ __forceinline__ void load_rows(float* dst, const T* src, long stride, int rows, bool l2norm) {
+  constexpr int kRows = kChunk / 8;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  float4 x[kRows];
+#pragma unroll
+  for (int i = 0; i < kRows; ++i) {
+    const int r = warp + 8 * i;
+    x[i] = r < rows ? load4(src + r * stride + 4 * lane) : make_float4(0.f, 0.f, 0.f, 0.f);
+  }
+#pragma unroll
+  for (int i = 0; i < kRows; ++i) {
+    if (l2norm) {
+      float ss = x[i].x * x[i].x + x[i].y * x[i].y + x[i].z * x[i].z + x[i].w * x[i].w;
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+      const float rn = rsqrtf(ss + 1e-6f);
+      x[i].x *= rn, x[i].y *= rn, x[i].z *= rn, x[i].w *= rn;
     }
-    *reinterpret_cast<float4*>(dst + r * ld + c) = x;
+    *reinterpret_cast<float4*>(dst + (warp + 8 * i) * kLd + 4 * lane) = x[i];
+  }
+}
+
+// Loads rows [0, rows) and Cols columns of a bf16/fp32 tensor (row r at src + r * stride)
+// into a [64][ld] fp32 tile, zero-filling rows [rows, 64). 256 threads.
+template <int Cols, class T>
+__device__ __forceinline__ void load_cols(float* dst, int ld, const T* src, long stride, int rows) {
+  constexpr int kC4 = Cols / 4, kPer = kChunk * kC4 / 256;
+  float4 x[kPer];
+#pragma unroll
+  for (int e = 0; e < kPer; ++e) {
+    const int i = threadIdx.x + 256 * e, r = i / kC4, c = 4 * (i % kC4);
+    x[e] = r < rows ? load4(src + r * stride + c) : make_float4(0.f, 0.f, 0.f, 0.f);
+  }
+#pragma unroll
+  for (int e = 0; e < kPer; ++e) {
+    const int i = threadIdx.x + 256 * e, r = i / kC4, c = 4 * (i % kC4);
+    *reinterpret_cast<float4*>(dst + r * ld + c) = x[e];
   }
 }
 
@@ -218,12 +228,13 @@ __device__ __forceinline__ void add_row_sums(float (&acc)[MT][NT][4], int m0, in
     }
 }
 
-// Loads an fp32 [rows, cols] block (row stride `stride`) into smem with row stride ld.
+// Starts copying an fp32 [rows, cols] block (row stride `stride`) into smem with row stride
+// ld (cp.async: call wait_async() and a barrier before reading it).
 __device__ __forceinline__ void load_f32(float* dst, int ld, const float* src, long stride, int rows, int cols) {
   const int c4 = cols / 4;
   for (int i = threadIdx.x; i < rows * c4; i += blockDim.x) {
     const int r = i / c4, c = 4 * (i % c4);
-    *reinterpret_cast<float4*>(dst + r * ld + c) = *reinterpret_cast<const float4*>(src + r * stride + c);
+    cp_async16(dst + r * ld + c, src + r * stride + c);
   }
 }
 __device__ __forceinline__ void store_f32(float* dst, long stride, const float* src, int ld, int rows, int cols) {
