@@ -1,7 +1,7 @@
 // gdn_gpu_bench: times the CUDA kernels (CUDA-event medians after warm-up) and the device's
 // copy bandwidth in the same run, and writes them as JSON (bench/gpu/run.sh merges them with
 // FLA's timings, taken by fla_bench.py on the same machine).
-//   gdn_gpu_bench OUT.json [--quick]
+//   gdn_gpu_bench OUT.json [--quick | --profile]
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -71,6 +71,7 @@ double copy_bandwidth() {
   return 2.0 * bytes / (ms * 1e-3);  // bytes read + written per second
 }
 
+// reps == 0: one forward and one backward, untimed (for a profiler).
 nlohmann::json bench_chunk(int B, int T, int H, int HV, std::mt19937& rng, int reps) {
   gdn::cuda::ChunkShape s;
   s.B = B, s.T = T, s.H = H, s.HV = HV, s.num_seqs = B, s.dtype = DType::bf16, s.l2norm_qk = true;
@@ -84,11 +85,17 @@ nlohmann::json bench_chunk(int B, int T, int H, int HV, std::mt19937& rng, int r
   gdn::cuda::ChunkBackwardArgs ba;
   ba.q = q.ptr, ba.k = k.ptr, ba.v = v.ptr, ba.g = g.as<float>(), ba.beta = beta.as<float>(), ba.d_o = d_o.ptr;
   ba.dq = dq.ptr, ba.dk = dk.ptr, ba.dv = dv.ptr, ba.dg = dg.as<float>(), ba.dbeta = dbeta.as<float>();
+  ba.workspace_has_forward = true;  // a training step: the backward uses the forward's intermediates
   auto fwd = [&] { status_check(gdn::cuda::chunk_forward(s, fa, ws.ptr, ws.bytes, nullptr)); };
   auto fwdbwd = [&] {
     fwd();
     status_check(gdn::cuda::chunk_backward(s, ba, ws.ptr, ws.bytes, nullptr));
   };
+  if (reps == 0) {
+    fwdbwd();
+    cuda_check(cudaDeviceSynchronize(), "profile run");
+    return {};
+  }
   const double f = median_ms(fwd, 3, reps), fb = median_ms(fwdbwd, 3, reps);
   std::printf("chunk B=%d T=%d H=%d HV=%d: fwd %.3f ms, fwd+bwd %.3f ms\n", B, T, H, HV, f, fb);
   return {{"B", B}, {"T", T}, {"H", H}, {"HV", HV}, {"D", 128}, {"fwd_ms", f}, {"fwdbwd_ms", fb}};
@@ -127,14 +134,20 @@ nlohmann::json bench_decode(int seqs, double copy_bw, std::mt19937& rng) {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: gdn_gpu_bench OUT.json [--quick]\n");
+    std::fprintf(stderr, "usage: gdn_gpu_bench OUT.json [--quick | --profile]\n");
     return 2;
   }
-  const bool quick = argc > 2 && std::string(argv[2]) == "--quick";
+  const std::string mode = argc > 2 ? argv[2] : "";
+  const bool quick = mode == "--quick";
   try {
     cudaDeviceProp prop;
     cuda_check(cudaGetDeviceProperties(&prop, 0), "device");
     std::mt19937 rng(std::random_device{}());
+    if (mode == "--profile") {  // one pass of each kernel on two shapes, for ncu
+      bench_chunk(8, 2048, 16, 16, rng, 0);
+      bench_chunk(2, 8192, 16, 16, rng, 0);
+      return 0;
+    }
     nlohmann::json out;
     out["gpu"] = prop.name;
     const double bw = copy_bandwidth();

@@ -50,9 +50,14 @@ struct ChunkBackwardArgs {
   void *dq = nullptr, *dk = nullptr, *dv = nullptr;  // required, [B,T,H,K] / [B,T,HV,V]
   float *dg = nullptr, *dbeta = nullptr;             // required
   float* dh0 = nullptr;                              // written when h0 is given
+  // True when the workspace already holds chunk_forward's intermediates for these same
+  // inputs (chunk_forward ran on it, sized by chunk_backward_workspace_bytes): the backward
+  // then skips recomputing them, as a training step does. They stay valid afterwards.
+  bool workspace_has_forward = false;
 };
 
-// Scratch the chunk kernels need (device memory, at least 256-byte aligned).
+// Scratch the chunk kernels need (device memory, at least 256-byte aligned). The backward's
+// workspace starts with the forward's, so one buffer of the backward's size serves both.
 size_t chunk_forward_workspace_bytes(const ChunkShape& s);
 size_t chunk_backward_workspace_bytes(const ChunkShape& s);
 

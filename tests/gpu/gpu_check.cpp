@@ -43,7 +43,9 @@ Problem as_kernel_inputs(const Problem& p, DType t) {
 
 DeviceBuffer upload_f32(const std::vector<double>& x) { return upload(x, DType::f32); }
 
-Result run_gpu(const Problem& p, DType t) {
+// reuse: the backward runs on the forward's workspace (workspace_has_forward) instead of
+// recomputing the forward stages on a poisoned one.
+Result run_gpu(const Problem& p, DType t, bool reuse) {
   const OpConfig& c = p.cfg;
   gdn::cuda::ChunkShape s;
   s.B = c.B, s.T = c.T, s.H = c.H, s.HV = c.HV, s.K = c.K, s.V = c.V;
@@ -69,8 +71,9 @@ Result run_gpu(const Problem& p, DType t) {
   status_check(gdn::cuda::chunk_forward(s, fa, ws.ptr, ws.bytes, nullptr));
   cuda_check(cudaDeviceSynchronize(), "chunk_forward");
 
-  ws.poison();
+  if (!reuse) ws.poison();
   gdn::cuda::ChunkBackwardArgs ba;
+  ba.workspace_has_forward = reuse;
   ba.q = q.ptr, ba.k = k.ptr, ba.v = v.ptr, ba.g = g.as<float>(), ba.beta = beta.as<float>();
   ba.h0 = h0.as<float>(), ba.d_o = d_o.ptr, ba.dht = dht.as<float>();
   ba.dq = dq.ptr, ba.dk = dk.ptr, ba.dv = dv.ptr, ba.dg = dg.as<float>(), ba.dbeta = dbeta.as<float>();
@@ -114,14 +117,17 @@ void check_chunk(DType t, double tol, const std::string& filter = "") {
     cfg.cu_seqlens = cs.cu_seqlens;
     const Problem p = as_kernel_inputs(gdn::test::make_problem(cfg, seed, cs.gates, cs.h0, cs.dht), t);
     const Result want = gdn::test::run_reference(p);
-    const Result got = run_gpu(p, t);
-    const std::string what = gdn::cat(cs.name, " ", t == DType::f32 ? "fp32" : "bf16", " seed=", seed);
-    gdn::test::expect_close(got, want, tol, tol, what);
-    auto e = [&](const std::vector<double>& a, const std::vector<double>& b) { return gdn::test::rel_error(a, b); };
-    std::printf("%-22s %s  o %.2e ht %.2e dq %.2e dk %.2e dv %.2e dg %.2e dbeta %.2e dh0 %.2e\n", cs.name,
-                t == DType::f32 ? "fp32" : "bf16", e(got.o, want.o), e(got.ht, want.ht), e(got.dq, want.dq),
-                e(got.dk, want.dk), e(got.dv, want.dv), e(got.dg, want.dg), e(got.dbeta, want.dbeta),
-                want.dh0.empty() ? 0.0 : e(got.dh0, want.dh0));
+    for (bool reuse : {false, true}) {
+      const Result got = run_gpu(p, t, reuse);
+      const std::string what = gdn::cat(cs.name, " ", t == DType::f32 ? "fp32" : "bf16",
+                                        reuse ? " reusing the forward" : "", " seed=", seed);
+      gdn::test::expect_close(got, want, tol, tol, what);
+      auto e = [&](const std::vector<double>& a, const std::vector<double>& b) { return gdn::test::rel_error(a, b); };
+      std::printf("%-22s %s %s  o %.2e ht %.2e dq %.2e dk %.2e dv %.2e dg %.2e dbeta %.2e dh0 %.2e\n", cs.name,
+                  t == DType::f32 ? "fp32" : "bf16", reuse ? "reuse" : "recmp", e(got.o, want.o), e(got.ht, want.ht),
+                  e(got.dq, want.dq), e(got.dk, want.dk), e(got.dv, want.dv), e(got.dg, want.dg),
+                  e(got.dbeta, want.dbeta), want.dh0.empty() ? 0.0 : e(got.dh0, want.dh0));
+    }
   }
 }
 

@@ -1,7 +1,8 @@
-// Chunkwise Gated DeltaNet backward. After recomputing the forward stages 1–2 (W, V', the
-// chunk-entry states h), five kernels; the math is bench/gpu/chunk_math_check.py, checked
+// Chunkwise Gated DeltaNet backward. After the forward stages 1–2 (W, V', the chunk-entry
+// states h; recomputed unless the workspace still holds them), five kernels; the math is bench/gpu/chunk_math_check.py, checked
 // there against autograd of the recurrence in fp64:
-//   1. intra_dv      per (chunk, value head, 64 columns): dV'_intra = scale Pᵀ dO
+//   1. intra_dv      per (chunk, value head, 64 columns): dV'_intra = scale Pᵀ dO, and the
+//                    state pass's recurrence-free term scale Qgᵀ dO (Qg = Q e^γ)
 //   2. state_bwd     per (sequence, value head, 32 columns), chunks in reverse: stores dS_next
 //                    (the gradient of the state leaving each chunk), completes dV' = dV'_intra
 //                    + Kd dS_next, and dS = e^{γ_L} dS_next + scale Qgᵀ dO − Wᵀ dV' (→ dh0)
@@ -23,7 +24,8 @@ constexpr int kHalf = 64;
 constexpr int kLdH = kHalf + kPad;
 
 struct BackwardWorkspace {
-  ForwardWorkspace fwd;  // w is overwritten with dW by state_grad
+  ForwardWorkspace fwd;  // left as the forward pass wrote it
+  float* dw;             // [NC,HV,64,128]  dW
   float* dh;             // [NC,HV,128,128] gradient of the state leaving each chunk
   float* dvp;            // [NC,HV,64,128]  dV'
   float* dgl;            // [NC,HV]         e^{γ_L} Σ dS_next ⊙ S
@@ -51,7 +53,9 @@ __global__ void __launch_bounds__(kThreads) intra_dv_kernel(BackwardParams<T> bp
   float* pm = dos + kChunk * kLdH;               // [64][kLdC]
   float* gam = pm + kChunk * kLdC;               // [64]
 
-  const int c = blockIdx.x, hv = blockIdx.y, v0 = blockIdx.z * kHalf, h = hv / (p.HV / p.H);
+  constexpr int kTiles = kDim / kHalf;
+  const int c = blockIdx.x / (p.HV * kTiles), hv = blockIdx.x / kTiles % p.HV, h = hv / (p.HV / p.H);
+  const int v0 = blockIdx.x % kTiles * kHalf;
   const ChunkRef ch = chunk_ref(ws.fwd.seqs, ws.fwd.chunk_seq, c);
   const int warp = threadIdx.x >> 5, tid = threadIdx.x;
   load_rows(qs, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
@@ -70,11 +74,25 @@ __global__ void __launch_bounds__(kThreads) intra_dv_kernel(BackwardParams<T> bp
     });
   }
   __syncthreads();
-  float acc[1][4][4];
+  {
+    float acc[1][4][4];
+    zero(acc);
+    warp_mma<kExact>(acc, ColMajorK{pm, kLdC}, ColMajorK{dos, kLdH}, m0, n0, kChunk);
+    float* out = ws.dvp + (long(c) * p.HV + hv) * kChunk * kDim + v0;
+    for_each(acc, m0, n0, [&](int i, int j, float x) { out[i * kDim + j] = x; });
+  }
+  // The state pass's recurrence-free term scale (Q e^γ)ᵀ dO, parked in dh[c] (which the
+  // state pass reads, then overwrites with dS_next).
+  for (int i = tid; i < kChunk * kDim; i += kThreads) {
+    const int r = i / kDim;
+    qs[r * kLd + i % kDim] *= p.scale * __expf(gam[r]);
+  }
+  __syncthreads();
+  float acc[1][8][4];
   zero(acc);
-  warp_mma<kExact>(acc, ColMajorK{pm, kLdC}, ColMajorK{dos, kLdH}, m0, n0, kChunk);
-  float* out = ws.dvp + (long(c) * p.HV + hv) * kChunk * kDim + v0;
-  for_each(acc, m0, n0, [&](int i, int j, float x) { out[i * kDim + j] = x; });
+  warp_mma<kExact>(acc, ColMajorK{qs, kLd}, ColMajorK{dos, kLdH}, warp * 16, 0, kChunk);
+  float* out = ws.dh + (long(c) * p.HV + hv) * kDim * kDim + v0;
+  for_each(acc, warp * 16, 0, [&](int i, int j, float x) { out[i * kDim + j] = x; });
 }
 
 template <class T>
@@ -82,15 +100,15 @@ __global__ void __launch_bounds__(kThreads) state_bwd_kernel(BackwardParams<T> b
   constexpr bool kExact = std::is_same_v<T, float>;
   const ChunkParams<T>& p = bp.p;
   extern __shared__ float4 smem4[];
-  float* qg = reinterpret_cast<float*>(smem4);  // [64][kLd] scale q e^γ
-  float* kd = qg + kChunk * kLd;                 // [64][kLd] k e^{γ_L − γ}
+  float* kd = reinterpret_cast<float*>(smem4);  // [64][kLd] k e^{γ_L − γ}
   float* wsm = kd + kChunk * kLd;                // [64][kLd]
   float* ds = wsm + kChunk * kLd;                // [128][kLdS]
-  float* dot = ds + kDim * kLdS;                 // [64][kLdS] dO columns
-  float* dvt = dot + kChunk * kLdS;              // [64][kLdS] dV' columns
+  float* dvt = ds + kDim * kLdS;                 // [64][kLdS] dV' columns
   float* gam = dvt + kChunk * kLdS;              // [64]
 
-  const int n = blockIdx.x, hv = blockIdx.y, v0 = blockIdx.z * kStateCols, h = hv / (p.HV / p.H);
+  constexpr int kTiles = kDim / kStateCols;
+  const int n = blockIdx.x / (p.HV * kTiles), hv = blockIdx.x / kTiles % p.HV, h = hv / (p.HV / p.H);
+  const int v0 = blockIdx.x % kTiles * kStateCols;
   const int warp = threadIdx.x >> 5, tid = threadIdx.x;
   const SeqInfo seq = ws.fwd.seqs[n];
   const long state_base = (long(n) * p.HV + hv) * kDim * kDim + v0;
@@ -99,50 +117,49 @@ __global__ void __launch_bounds__(kThreads) state_bwd_kernel(BackwardParams<T> b
     ds[r * kLdS + cc] = bp.dht ? bp.dht[state_base + r * kDim + cc] : 0.f;
   }
   const int chunks = (seq.eos - seq.bos + kChunk - 1) / kChunk;
+  const int m0 = warp * 16;  // dS rows of this warp
   for (int ci = chunks - 1; ci >= 0; --ci) {
     const int c = seq.first_chunk + ci, start = seq.bos + ci * kChunk, len = min(kChunk, seq.eos - start);
     const long base = (long(c) * p.HV + hv) * kChunk * kDim;
+    float* dh_c = ws.dh + (long(c) * p.HV + hv) * kDim * kDim + v0;
     __syncthreads();
     load_f32(wsm, kLd, ws.fwd.w + base, kDim, kChunk, kDim);
     load_f32(dvt, kLdS, ws.dvp + base + v0, kDim, kChunk, kStateCols);
-    load_rows(qg, p.q + (long(start) * p.H + h) * kDim, long(p.H) * kDim, len, p.l2norm);
+    float acc[1][4][4];  // scale (Q e^γ)ᵀ dO from intra_dv, then dS
+    for_each(acc, m0, 0, [&](int i, int j, float& x) { x = dh_c[i * kDim + j]; });
     load_rows(kd, p.k + (long(start) * p.H + h) * kDim, long(p.H) * kDim, len, p.l2norm);
-    load_cols<kStateCols>(dot, kLdS, bp.d_o + (long(start) * p.HV + hv) * kDim + v0, long(p.HV) * kDim, len);
     if (tid < kChunk) gam[tid] = ws.fwd.gam[(long(c) * p.HV + hv) * kChunk + tid];
-    store_f32(ws.dh + (long(c) * p.HV + hv) * kDim * kDim + v0, kDim, ds, kLdS, kDim, kStateCols);
     wait_async();
-    __syncthreads();
+    __syncthreads();  // also orders the reads of dh[c] above before its overwrite below
+    store_f32(dh_c, kDim, ds, kLdS, kDim, kStateCols);
     const float gl = gam[len - 1];
     for (int i = tid; i < kChunk * kDim; i += kThreads) {
-      const int r = i / kDim, cc = i % kDim;
-      qg[r * kLd + cc] *= p.scale * __expf(gam[r]);
-      kd[r * kLd + cc] *= __expf(gl - gam[r]);
+      const int r = i / kDim;
+      kd[r * kLd + i % kDim] *= __expf(gl - gam[r]);
     }
     __syncthreads();
     {  // dV' = dV'_intra + Kd dS_next
-      float acc[1][2][4];
-      const int m0 = (warp % 4) * 16, n0 = (warp / 4) * 16;
-      for_each(acc, m0, n0, [&](int i, int j, float& x) { x = dvt[i * kLdS + j]; });
-      warp_mma<kExact>(acc, RowMajorK{kd, kLd}, ColMajorK{ds, kLdS}, m0, n0, kDim);
-      for_each(acc, m0, n0, [&](int i, int j, float x) {
+      float dacc[1][2][4];
+      const int r0 = (warp % 4) * 16, n0 = (warp / 4) * 16;
+      for_each(dacc, r0, n0, [&](int i, int j, float& x) { x = dvt[i * kLdS + j]; });
+      warp_mma<kExact>(dacc, RowMajorK{kd, kLd}, ColMajorK{ds, kLdS}, r0, n0, kDim);
+      for_each(dacc, r0, n0, [&](int i, int j, float x) {
         dvt[i * kLdS + j] = x;
         ws.dvp[base + i * kDim + v0 + j] = x;
       });
     }
     __syncthreads();
-    {  // dS = e^{γ_L} dS_next + Qgᵀ dO − Wᵀ dV'
-      float acc[1][4][4], accw[1][4][4];
-      const int m0 = warp * 16, n0 = 0;
+    {  // dS = e^{γ_L} dS_next + scale (Q e^γ)ᵀ dO − Wᵀ dV'
+      float accw[1][4][4];
       const float decay = __expf(gl);
-      for_each(acc, m0, n0, [&](int i, int j, float& x) { x = decay * ds[i * kLdS + j]; });
+      for_each(acc, m0, 0, [&](int i, int j, float& x) { x += decay * ds[i * kLdS + j]; });
       zero(accw);
-      warp_mma<kExact>(acc, ColMajorK{qg, kLd}, ColMajorK{dot, kLdS}, m0, n0, kChunk);
-      warp_mma<kExact>(accw, ColMajorK{wsm, kLd}, ColMajorK{dvt, kLdS}, m0, n0, kChunk);
+      warp_mma<kExact>(accw, ColMajorK{wsm, kLd}, ColMajorK{dvt, kLdS}, m0, 0, kChunk);
 #pragma unroll
       for (int nt = 0; nt < 4; ++nt)
 #pragma unroll
         for (int e = 0; e < 4; ++e) acc[0][nt][e] -= accw[0][nt][e];
-      for_each(acc, m0, n0, [&](int i, int j, float x) { ds[i * kLdS + j] = x; });
+      for_each(acc, m0, 0, [&](int i, int j, float x) { ds[i * kLdS + j] = x; });
     }
   }
   __syncthreads();
@@ -160,7 +177,7 @@ __global__ void __launch_bounds__(kThreads) state_grad_kernel(BackwardParams<T> 
   float* gam = x1 + kChunk * kLd;                // [64]
   float* red = gam + kChunk;                     // [8]
 
-  const int c = blockIdx.x, hv = blockIdx.y;
+  const int c = blockIdx.x / p.HV, hv = blockIdx.x % p.HV;
   const ChunkRef ch = chunk_ref(ws.fwd.seqs, ws.fwd.chunk_seq, c);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, tid = threadIdx.x;
   const long base = (long(c) * p.HV + hv) * kChunk * kDim;
@@ -189,7 +206,7 @@ __global__ void __launch_bounds__(kThreads) state_grad_kernel(BackwardParams<T> 
     float acc[2][4][4];
     zero(acc);
     warp_mma<kExact>(acc, RowMajorK{x1, kLd}, RowMajorK{sb, kLd}, m0, n0, kDim);
-    for_each(acc, m0, n0, [&](int i, int j, float x) { ws.fwd.w[base + i * kDim + j] = -x; });
+    for_each(acc, m0, n0, [&](int i, int j, float x) { ws.dw[base + i * kDim + j] = -x; });
   }
   {  // e^{γ_L} Σ dS_next ⊙ S
     const float* dsn = ws.dh + sbase;
@@ -237,7 +254,7 @@ __global__ void __launch_bounds__(kThreads, 1) intra_grad_kernel(BackwardParams<
   float* dbet = dgam + kChunk;                   // [64]
   float* kdsum = dbet + kChunk;                  // [64] Σ_k K ⊙ dK_state per row
 
-  const int c = blockIdx.x, hv = blockIdx.y, h = hv / (p.HV / p.H);
+  const int c = blockIdx.x / p.HV, hv = blockIdx.x % p.HV, h = hv / (p.HV / p.H);
   const ChunkRef ch = chunk_ref(ws.fwd.seqs, ws.fwd.chunk_seq, c);
   const int warp = threadIdx.x >> 5, tid = threadIdx.x;
   const long base = (long(c) * p.HV + hv) * kChunk * kDim;
@@ -298,7 +315,7 @@ __global__ void __launch_bounds__(kThreads, 1) intra_grad_kernel(BackwardParams<
   __syncthreads();
 
   load_f32(x0, kLd, ws.dvp + base, kDim, kChunk, kDim);
-  load_f32(x3, kLd, ws.fwd.w + base, kDim, kChunk, kDim);
+  load_f32(x3, kLd, ws.dw + base, kDim, kChunk, kDim);
   load_rows(x2, p.v + (long(ch.start) * p.HV + hv) * kDim, row_stride, ch.len, false);
   wait_async();
   __syncthreads();
@@ -444,7 +461,7 @@ __global__ void qk_finish_kernel(BackwardParams<T> bp, BackwardWorkspace ws) {
 }
 
 constexpr size_t kIntraDvSmem = (2 * kChunk * kLd + kChunk * kLdH + kChunk * kLdC + kChunk) * sizeof(float);
-constexpr size_t kStateBwdSmem = (3 * kChunk * kLd + (kDim + 2 * kChunk) * kLdS + kChunk) * sizeof(float);
+constexpr size_t kStateBwdSmem = (2 * kChunk * kLd + (kDim + kChunk) * kLdS + kChunk) * sizeof(float);
 constexpr size_t kStateGradSmem = ((kDim + 2 * kChunk) * kLd + kChunk + 8) * sizeof(float);
 constexpr size_t kIntraGradSmem = (4 * kChunk * kLd + 4 * kChunk * kLdC + 5 * kChunk) * sizeof(float);
 
@@ -452,6 +469,7 @@ BackwardWorkspace carve_backward(Carve& cv, const ChunkPlan& plan, const ChunkSh
   BackwardWorkspace ws;
   ws.fwd = carve_forward(cv, plan, s.HV);
   const size_t heads = size_t(plan.NC) * s.HV;
+  ws.dw = cv.take<float>(heads * kChunk * kDim);
   ws.dh = cv.take<float>(heads * kDim * kDim);
   ws.dvp = cv.take<float>(heads * kChunk * kDim);
   ws.dgl = cv.take<float>(heads);
@@ -488,22 +506,24 @@ Status backward_typed(const ChunkShape& s, const ChunkBackwardArgs& a, void* wor
   bp.dg = a.dg, bp.dbeta = a.dbeta, bp.dh0 = a.h0 ? a.dh0 : nullptr;
   bp.tokens = s.B * s.T;
 
-  if (Status st = upload_plan(plan, ws.fwd, stream); !st.ok()) return st;
-  if (Status st = forward_states(plan, bp.p, ws.fwd, a.h0, nullptr, stream); !st.ok()) return st;
+  if (!a.workspace_has_forward) {
+    if (Status st = upload_plan(plan, ws.fwd, stream); !st.ok()) return st;
+    if (Status st = forward_states(plan, bp.p, ws.fwd, a.h0, nullptr, stream); !st.ok()) return st;
+  }
   for (Status st : {allow_smem(intra_dv_kernel<T>, kIntraDvSmem), allow_smem(state_bwd_kernel<T>, kStateBwdSmem),
                     allow_smem(state_grad_kernel<T>, kStateGradSmem),
                     allow_smem(intra_grad_kernel<T>, kIntraGradSmem)})
     if (!st.ok()) return st;
   if (plan.NC > 0) {
-    intra_dv_kernel<T><<<dim3(plan.NC, s.HV, kDim / kHalf), kThreads, kIntraDvSmem, stream>>>(bp, ws);
+    intra_dv_kernel<T><<<unsigned(plan.NC * s.HV * (kDim / kHalf)), kThreads, kIntraDvSmem, stream>>>(bp, ws);
     GDN_CUDA_LAUNCHED("gdn::cuda intra_dv_kernel");
   }
-  state_bwd_kernel<T><<<dim3(plan.N, s.HV, kDim / kStateCols), kThreads, kStateBwdSmem, stream>>>(bp, ws);
+  state_bwd_kernel<T><<<unsigned(plan.N * s.HV * (kDim / kStateCols)), kThreads, kStateBwdSmem, stream>>>(bp, ws);
   GDN_CUDA_LAUNCHED("gdn::cuda state_bwd_kernel");
   if (plan.NC > 0) {
-    state_grad_kernel<T><<<dim3(plan.NC, s.HV), kThreads, kStateGradSmem, stream>>>(bp, ws);
+    state_grad_kernel<T><<<unsigned(plan.NC * s.HV), kThreads, kStateGradSmem, stream>>>(bp, ws);
     GDN_CUDA_LAUNCHED("gdn::cuda state_grad_kernel");
-    intra_grad_kernel<T><<<dim3(plan.NC, s.HV), kThreads, kIntraGradSmem, stream>>>(bp, ws);
+    intra_grad_kernel<T><<<unsigned(plan.NC * s.HV), kThreads, kIntraGradSmem, stream>>>(bp, ws);
     GDN_CUDA_LAUNCHED("gdn::cuda intra_grad_kernel");
     const long rows = long(bp.tokens) * s.H;
     qk_finish_kernel<T><<<unsigned((rows + 7) / 8), kThreads, 0, stream>>>(bp, ws);

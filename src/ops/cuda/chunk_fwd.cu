@@ -24,12 +24,12 @@ __global__ void __launch_bounds__(kThreads) prepare_kernel(ChunkParams<T> p, For
   extern __shared__ float4 smem4[];
   float* ks = reinterpret_cast<float*>(smem4);  // [64][kLd]  k, then k ⊙ e^γ
   float* vs = ks + kChunk * kLd;                 // [64][kLd]
-  float* ls = vs + kChunk * kLd;                 // [64][kLdC] strict lower part of M
-  float* as = ls + kChunk * kLdC;                // [64][kLdC] A, then A diag(β)
+  float* ls = vs + kChunk * kLd;                 // [64][kLdL] strict lower part of M
+  float* as = ls + kChunk * kLdL;                // [64][kLdC] A, then A diag(β)
   float* gam = as + kChunk * kLdC;               // [64]
   float* bet = gam + kChunk;                     // [64]
 
-  const int c = blockIdx.x, hv = blockIdx.y, h = hv / (p.HV / p.H);
+  const int c = blockIdx.x / p.HV, hv = blockIdx.x % p.HV, h = hv / (p.HV / p.H);
   const ChunkRef ch = chunk_ref(ws.seqs, ws.chunk_seq, c);
   const int warp = threadIdx.x >> 5, tid = threadIdx.x;
 
@@ -44,7 +44,7 @@ __global__ void __launch_bounds__(kThreads) prepare_kernel(ChunkParams<T> p, For
     const int m0 = (warp % 4) * 16, n0 = (warp / 4) * 32;
     warp_mma<kExact>(acc, RowMajorK{ks, kLd}, RowMajorK{ks, kLd}, m0, n0, kDim);
     for_each(acc, m0, n0, [&](int i, int j, float x) {
-      ls[i * kLdC + j] = i > j ? bet[i] * x * __expf(gam[i] - gam[j]) : 0.f;
+      ls[i * kLdL + j] = i > j ? bet[i] * x * __expf(gam[i] - gam[j]) : 0.f;
     });
   }
   __syncthreads();
@@ -93,7 +93,9 @@ __global__ void __launch_bounds__(kThreads) state_kernel(ChunkParams<T> p, Forwa
   float* up = s + kDim * kLdS;                    // [64][kLdS]  U, then V'
   float* gam = up + kChunk * kLdS;                // [64]
 
-  const int n = blockIdx.x, hv = blockIdx.y, v0 = blockIdx.z * kStateCols, h = hv / (p.HV / p.H);
+  constexpr int kTiles = kDim / kStateCols;
+  const int n = blockIdx.x / (p.HV * kTiles), hv = blockIdx.x / kTiles % p.HV, h = hv / (p.HV / p.H);
+  const int v0 = blockIdx.x % kTiles * kStateCols;
   const int warp = threadIdx.x >> 5, tid = threadIdx.x;
   const SeqInfo seq = ws.seqs[n];
   const long state_base = (long(n) * p.HV + hv) * kDim * kDim + v0;
@@ -156,7 +158,9 @@ __global__ void __launch_bounds__(kThreads) output_kernel(ChunkParams<T> p, Forw
   float* pm = vp + kChunk * kLdO;                // [64][kLdC]
   float* gam = pm + kChunk * kLdC;               // [64]
 
-  const int c = blockIdx.x, hv = blockIdx.y, v0 = blockIdx.z * kOutCols, h = hv / (p.HV / p.H);
+  constexpr int kTiles = kDim / kOutCols;
+  const int c = blockIdx.x / (p.HV * kTiles), hv = blockIdx.x / kTiles % p.HV, h = hv / (p.HV / p.H);
+  const int v0 = blockIdx.x % kTiles * kOutCols;
   const ChunkRef ch = chunk_ref(ws.seqs, ws.chunk_seq, c);
   const int warp = threadIdx.x >> 5, tid = threadIdx.x;
   const long base = (long(c) * p.HV + hv) * kChunk * kDim;
@@ -190,7 +194,7 @@ __global__ void __launch_bounds__(kThreads) output_kernel(ChunkParams<T> p, Forw
   });
 }
 
-constexpr size_t kPrepareSmem = (2 * kChunk * kLd + 2 * kChunk * kLdC + 2 * kChunk) * sizeof(float);
+constexpr size_t kPrepareSmem = (2 * kChunk * kLd + kChunk * (kLdL + kLdC) + 2 * kChunk) * sizeof(float);
 constexpr size_t kStateSmem =
     (2 * kChunk * kLd + (kDim + kChunk) * (kStateCols + kPad) + kChunk) * sizeof(float);
 constexpr size_t kOutputSmem =
@@ -229,10 +233,10 @@ Status forward_states(const ChunkPlan& plan, const ChunkParams<T>& p, const Forw
   GDN_CUDA_TRY(cudaFuncSetAttribute(state_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     int(kStateSmem)));
   if (plan.NC > 0) {
-    prepare_kernel<T><<<dim3(plan.NC, p.HV), kThreads, kPrepareSmem, stream>>>(p, ws);
+    prepare_kernel<T><<<unsigned(plan.NC * p.HV), kThreads, kPrepareSmem, stream>>>(p, ws);
     GDN_CUDA_LAUNCHED("gdn::cuda prepare_kernel");
   }
-  state_kernel<T><<<dim3(plan.N, p.HV, kDim / kStateCols), kThreads, kStateSmem, stream>>>(p, ws, h0, ht);
+  state_kernel<T><<<unsigned(plan.N * p.HV * (kDim / kStateCols)), kThreads, kStateSmem, stream>>>(p, ws, h0, ht);
   GDN_CUDA_LAUNCHED("gdn::cuda state_kernel");
   return {};
 }
@@ -243,7 +247,7 @@ Status forward_output(const ChunkPlan& plan, const ChunkParams<T>& p, const Forw
   if (plan.NC == 0) return {};
   GDN_CUDA_TRY(cudaFuncSetAttribute(output_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     int(kOutputSmem)));
-  output_kernel<T><<<dim3(plan.NC, p.HV, kDim / kOutCols), kThreads, kOutputSmem, stream>>>(p, ws, o);
+  output_kernel<T><<<unsigned(plan.NC * p.HV * (kDim / kOutCols)), kThreads, kOutputSmem, stream>>>(p, ws, o);
   GDN_CUDA_LAUNCHED("gdn::cuda output_kernel");
   return {};
 }

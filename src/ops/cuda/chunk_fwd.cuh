@@ -45,25 +45,36 @@ __device__ inline void load_gate_beta(float* gam, float* bet, const float* g, co
   }
 }
 
-// as = (I + ls)⁻¹ for ls strictly lower triangular ([64][kLdC] each, no aliasing), by forward
-// substitution: row j of A is final once the rows above it have been subtracted. Needs 256
-// threads; thread (rows rset + 4m, column col) keeps its 16 entries in registers. Ends with a
-// barrier.
+// Row stride of the strictly lower matrix that invert_unit_lower reads: odd, so that a warp
+// reading one column (32 rows) hits 32 banks.
+constexpr int kLdL = kChunk + 1;
+
+// as = (I + ls)⁻¹ ([64][kLdC]) for ls ([64][kLdL]) strictly lower triangular, zero on and above
+// the diagonal. Columns are independent: warp w solves columns 8w..8w+7 by forward
+// substitution, lane l holding rows l and l + 32; row j of a column is final once rows < j
+// have been subtracted from it, and is then broadcast by a shuffle. No block barrier inside;
+// 256 threads; ends with a barrier.
 __device__ inline void invert_unit_lower(float* as, const float* ls) {
-  const int col = threadIdx.x % kChunk, rset = threadIdx.x / kChunk;
-  float a[16];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, c0 = 8 * warp;
+  float a[8][2];
 #pragma unroll
-  for (int m = 0; m < 16; ++m) a[m] = (rset + 4 * m == col) ? 1.f : 0.f;
-  if (rset == 0) as[col] = col == 0 ? 1.f : 0.f;
+  for (int cc = 0; cc < 8; ++cc) {
+    a[cc][0] = lane == c0 + cc ? 1.f : 0.f;
+    a[cc][1] = lane + 32 == c0 + cc ? 1.f : 0.f;
+  }
   for (int j = 0; j < kChunk - 1; ++j) {
-    __syncthreads();
-    const float ajc = as[j * kLdC + col];
+    const float l_lo = ls[lane * kLdL + j], l_hi = ls[(lane + 32) * kLdL + j];
 #pragma unroll
-    for (int m = 0; m < 16; ++m) {
-      const int i = rset + 4 * m;
-      if (i > j) a[m] -= ls[i * kLdC + j] * ajc;
-      if (i == j + 1) as[i * kLdC + col] = a[m];
+    for (int cc = 0; cc < 8; ++cc) {
+      const float aj = __shfl_sync(0xffffffffu, j < 32 ? a[cc][0] : a[cc][1], j & 31);
+      a[cc][0] -= l_lo * aj;
+      a[cc][1] -= l_hi * aj;
     }
+  }
+#pragma unroll
+  for (int cc = 0; cc < 8; ++cc) {
+    as[lane * kLdC + c0 + cc] = a[cc][0];
+    as[(lane + 32) * kLdC + c0 + cc] = a[cc][1];
   }
   __syncthreads();
 }
