@@ -46,8 +46,10 @@ if [ -z "$no_fla" ]; then
   PYTHONUNBUFFERED=1 python3 bench/gpu/fla_bench.py --fla "$fla" --out "$tmp/fla.json" $quick || failed+=(fla)
 fi
 if [ -f "$tmp/gdn.json" ]; then
+  checks="gdn_gpu_check and memcheck passed."
+  [[ " ${failed[*]} " == *" check "* || " ${failed[*]} " == *" memcheck "* ]] && checks="CHECKS FAILED: ${failed[*]} (see the log)."
   python3 bench/gpu/report.py "$tmp/gdn.json" "$tmp/fla.json" "$results" \
-    "FLA's guard for its gated backward on Triton 3.4-3.7.1 (FLA issue #640) was turned off in the timed copy." \
+    "$checks FLA's guard for its gated backward on Triton 3.4-3.7.1 (FLA issue #640) was turned off in the timed copy." \
     || failed+=(report)
 fi
 if [ ${#failed[@]} -gt 0 ]; then echo "run.sh: FAILED: ${failed[*]}"; exit 1; fi

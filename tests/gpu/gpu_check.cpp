@@ -96,6 +96,7 @@ struct Case {
   std::vector<int32_t> cu_seqlens;
   GateMode gates;
   bool h0, dht;
+  bool bf16 = true;  // also checked with bf16 inputs
 };
 
 std::vector<Case> cases() {
@@ -103,7 +104,10 @@ std::vector<Case> cases() {
       {"gva_h0_dht", 2, 200, 2, 4, {}, GateMode::random, true, true},
       {"varlen_mixed_gates", 1, 330, 2, 2, {0, 1, 65, 200, 330}, GateMode::mixed, true, true},
       {"very_negative_gates", 1, 64, 1, 1, {}, GateMode::very_negative, false, false},
-      {"zero_gates_one_token", 1, 1, 1, 2, {}, GateMode::zero, true, false},
+      // fp32 only: with one token, dk is a small projection (L2-norm backward) of O(1) terms,
+      // and bf16 operands put its relative error above 1e-2 for ~7% of inputs, in the kernels
+      // as in a NumPy emulation of their rounding (bench/gpu/bf16_one_token.py, NOTES.md).
+      {"zero_gates_one_token", 1, 1, 1, 2, {}, GateMode::zero, true, false, false},
       {"long_sequence", 1, 1000, 1, 2, {}, GateMode::random, true, true},
   };
 }
@@ -112,7 +116,7 @@ void check_chunk(DType t, double tol, const std::string& filter = "") {
   if (!have_device()) GTEST_SKIP() << "no CUDA device";
   const uint64_t seed = gdn::test::fresh_seed();
   for (const Case& cs : cases()) {
-    if (!filter.empty() && filter != cs.name) continue;
+    if ((!filter.empty() && filter != cs.name) || (t == DType::bf16 && !cs.bf16)) continue;
     OpConfig cfg = gdn::test::config(Variant::gated_deltanet, cs.B, cs.T, cs.H, cs.HV, 128, 128);
     cfg.cu_seqlens = cs.cu_seqlens;
     const Problem p = as_kernel_inputs(gdn::test::make_problem(cfg, seed, cs.gates, cs.h0, cs.dht), t);
