@@ -1,3 +1,10 @@
+"""The chunkwise decomposition the CUDA kernels implement (src/ops/cuda/chunk_fwd.cu and
+chunk_bwd.cu), written out in fp64 PyTorch for one sequence and head, and checked against
+autograd of the plain recurrence: forward (prepare / state pass / output) and backward
+(intra dV, reverse state pass, state products, intra-chunk gradients), with T not a multiple
+of the chunk, gates of -30 and 0, beta in [0, 2), h0 and dht. Prints relative errors (~1e-15).
+    python3 bench/gpu/chunk_math_check.py      (Debian's python3-torch is enough)
+"""
 import torch
 torch.manual_seed(0)
 D=torch.float64
