@@ -16,15 +16,8 @@
 #include <vector>
 
 #include "gdn/common.h"
-
-// The chunk form and its FLOP counts come together from the chunk branch; a build
-// without them still measures sgemm and the recurrent form and reports chunk figures as null.
-#if __has_include("gdn/flops.h")
 #include "gdn/flops.h"
-#define GDN_BENCH_HAVE_FLOPS 1
-#else
-#define GDN_BENCH_HAVE_FLOPS 0
-#endif
+
 
 namespace gdn::bench {
 
@@ -238,15 +231,8 @@ json run_ops_bench(const OpsBenchOptions& opt, const std::function<void(const st
         "chunk_fwdbwd_vs_sgemm", "chunk_speedup_fwd", "chunk_speedup_fwdbwd", "chunk_vs_recurrent_rel_err"})
     r[key] = nullptr;
   Buffers chk(c, p);
-  try {
-    forward(Form::chunk, c, in, chk.outputs());
-  } catch (const Error& e) {
-    r["chunk_error"] = e.what();
-    progress(cat("chunk form unavailable: ", e.what()));
-    return r;
-  }
+  forward(Form::chunk, c, in, chk.outputs());
   r["chunk_vs_recurrent_rel_err"] = rel_err(chk.o, rec.o);
-#if GDN_BENCH_HAVE_FLOPS
   const double fwd_flops = chunk_forward_flops(c), bwd_flops = chunk_backward_flops(c);
   r["chunk_fwd_flops"] = fwd_flops;
   r["chunk_bwd_flops"] = bwd_flops;
@@ -274,9 +260,6 @@ json run_ops_bench(const OpsBenchOptions& opt, const std::function<void(const st
       r["chunk_speedup_fwdbwd"] = r["recurrent_fwdbwd_ms"].get<double>() / tb.median_ms;
     progress(cat("  ", tb.median_ms, " ms, ", r["chunk_fwdbwd_gflops"].get<double>(), " GFLOP/s"));
   }
-#else
-  r["chunk_error"] = "this build has the chunk form but no gdn/flops.h to count its FLOPs";
-#endif
   return r;
 }
 
@@ -317,7 +300,6 @@ std::string format_ops_bench(const json& r) {
                 ? std::string("n/a")
                 : cat(std::scientific, std::setprecision(2), r["chunk_vs_recurrent_rel_err"].get<double>())),
            "\n");
-  if (r.contains("chunk_error")) s += cat("  chunk form: ", r["chunk_error"].get<std::string>(), "\n");
   return s;
 }
 
