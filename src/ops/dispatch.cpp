@@ -24,7 +24,7 @@ CoreGradOutputs<T> core_grad_outputs(const OpGradOutputs<T>& dout) {
 }  // namespace
 
 void forward(Form form, const OpConfig& cfg, const OpInputs<float>& in, const OpOutputs<float>& out) {
-  const Prepared<float> prep = prepare(cfg, in);
+  const Prepared<float>& prep = prepare(cfg, in);
   switch (form) {
     case Form::recurrent: return recurrent_core_forward(prep.core, core_outputs(out));
     case Form::chunk: return chunk_core_forward(prep.core, core_outputs(out));
@@ -35,8 +35,8 @@ void forward(Form form, const OpConfig& cfg, const OpInputs<float>& in, const Op
 
 void backward(Form form, const OpConfig& cfg, const OpInputs<float>& in,
               const OpGradOutputs<float>& dout, const OpGrads<float>& grads) {
-  const Prepared<float> prep = prepare(cfg, in);
-  CoreGradBuffers<float> buf = core_grad_buffers(cfg, prep, grads);
+  const Prepared<float>& prep = prepare(cfg, in);
+  CoreGradBuffers<float>& buf = core_grad_buffers(cfg, prep, grads);
   switch (form) {
     case Form::recurrent: recurrent_core_backward(prep.core, core_grad_outputs(dout), buf.grads); break;
     case Form::chunk: chunk_core_backward(prep.core, core_grad_outputs(dout), buf.grads); break;
@@ -51,8 +51,8 @@ void reference_forward(const OpConfig& cfg, const OpInputs<double>& in, const Op
 
 void reference_backward(const OpConfig& cfg, const OpInputs<double>& in,
                         const OpGradOutputs<double>& dout, const OpGrads<double>& grads) {
-  const Prepared<double> prep = prepare(cfg, in);
-  CoreGradBuffers<double> buf = core_grad_buffers(cfg, prep, grads);
+  const Prepared<double>& prep = prepare(cfg, in);
+  CoreGradBuffers<double>& buf = core_grad_buffers(cfg, prep, grads);
   reference_core_backward(prep.core, core_grad_outputs(dout), buf.grads);
   finish_backward(cfg, in, prep, buf.grads, grads);
 }

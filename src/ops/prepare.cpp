@@ -10,11 +10,20 @@ namespace {
 
 constexpr double kL2NormEps = 1e-6;  // added to the sum of squares, as transformers does
 
+// Index of the first element failing `ok`, or n; scanned in parallel (inputs are large).
+template <class T, class Ok>
+size_t first_failing(const T* x, size_t n, Ok ok) {
+  size_t first = n;
+#pragma omp parallel for reduction(min : first) schedule(static)
+  for (size_t i = 0; i < n; ++i)
+    if (!ok(x[i]) && i < first) first = i;
+  return first;
+}
+
 template <class T>
 void check_finite(const char* name, const T* x, size_t n, const char* shape) {
-  for (size_t i = 0; i < n; ++i)
-    GDN_CHECK(std::isfinite(x[i]), "tensor ", name, " ", shape, ": non-finite value ", x[i],
-              " at flat index ", i);
+  const size_t i = first_failing(x, n, [](T e) { return std::isfinite(e); });
+  GDN_CHECK(i == n, "tensor ", name, " ", shape, ": non-finite value ", x[i], " at flat index ", i);
 }
 
 }  // namespace
@@ -56,17 +65,16 @@ void validate(const OpConfig& c, const OpInputs<T>& in) {
                                     ? cat("[B,T,HV,K]=[", c.B, ",", c.T, ",", c.HV, ",", c.K, "]")
                                     : bt_shape;
     check_finite("g", in.g, n, g_shape.c_str());
-    for (size_t i = 0; i < n; ++i)
-      GDN_CHECK(in.g[i] <= 0, "tensor g ", g_shape, ": log-gates must be <= 0, got ", in.g[i],
-                " at flat index ", i);
+    const size_t i = first_failing(in.g, n, [](T e) { return e <= 0; });
+    GDN_CHECK(i == n, "tensor g ", g_shape, ": log-gates must be <= 0, got ", in.g[i], " at flat index ", i);
   }
   if (info.delta) {
     GDN_CHECK(in.beta, "tensor beta: variant ", info.name, " needs beta of shape [B,T,HV]");
     check_finite("beta", in.beta, BT * c.HV, bt_shape.c_str());
-    if (info.longhorn)
-      for (size_t i = 0; i < BT * c.HV; ++i)
-        GDN_CHECK(in.beta[i] >= 0, "tensor beta: longhorn needs beta >= 0, got ", in.beta[i],
-                  " at flat index ", i);
+    if (info.longhorn) {
+      const size_t i = first_failing(in.beta, BT * c.HV, [](T e) { return e >= 0; });
+      GDN_CHECK(i == BT * c.HV, "tensor beta: longhorn needs beta >= 0, got ", in.beta[i], " at flat index ", i);
+    }
   }
   if (in.h0)
     check_finite("h0", in.h0, size_t(c.num_seqs()) * c.HV * c.K * c.V,
@@ -113,11 +121,13 @@ T squared_norm(const T* x, int K) {
 }  // namespace
 
 template <class T>
-Prepared<T> prepare(const OpConfig& c, const OpInputs<T>& in) {
+const Prepared<T>& prepare(const OpConfig& c, const OpInputs<T>& in) {
   validate(c, in);
   const VariantInfo& info = c.info();
   const size_t BT = size_t(c.B) * c.T;
-  Prepared<T> p;
+  thread_local Prepared<T> p;  // reused across calls: no fresh pages to fault in each time
+  for (auto* buf : {&p.q, &p.k, &p.q_rnorm, &p.k_rnorm, &p.beta, &p.g}) buf->clear();
+  p.core = {};
   CoreProblem<T>& core = p.core;
   core.B = c.B, core.T = c.T, core.H = c.H, core.HV = c.HV, core.K = c.K, core.V = c.V;
   core.N = c.num_seqs();
@@ -169,11 +179,13 @@ Prepared<T> prepare(const OpConfig& c, const OpInputs<T>& in) {
 }
 
 template <class T>
-CoreGradBuffers<T> core_grad_buffers(const OpConfig& c, const Prepared<T>& prep, const OpGrads<T>& grads) {
+CoreGradBuffers<T>& core_grad_buffers(const OpConfig& c, const Prepared<T>& prep, const OpGrads<T>& grads) {
   GDN_CHECK(grads.dq && grads.dk && grads.dv, "op gradients: dq, dk and dv are required");
   const CoreProblem<T>& core = prep.core;
   const size_t BT = size_t(c.B) * c.T;
-  CoreGradBuffers<T> b;
+  thread_local CoreGradBuffers<T> b;  // reused across calls, like prepare's workspace
+  for (auto* buf : {&b.dq, &b.dk, &b.dbeta, &b.dg}) buf->clear();
+  b.grads = {};
   b.dq.resize(BT * c.HV * c.K);
   b.dk.resize(BT * c.HV * c.K);
   b.grads.dq = b.dq.data();
@@ -253,8 +265,8 @@ void finish_backward(const OpConfig& c, const OpInputs<T>& in, const Prepared<T>
 }
 
 #define GDN_INSTANTIATE(T)                                                                    \
-  template Prepared<T> prepare(const OpConfig&, const OpInputs<T>&);                          \
-  template CoreGradBuffers<T> core_grad_buffers(const OpConfig&, const Prepared<T>&,          \
+  template const Prepared<T>& prepare(const OpConfig&, const OpInputs<T>&);                   \
+  template CoreGradBuffers<T>& core_grad_buffers(const OpConfig&, const Prepared<T>&,          \
                                                 const OpGrads<T>&);                           \
   template void finish_backward(const OpConfig&, const OpInputs<T>&, const Prepared<T>&,      \
                                 const CoreGrads<T>&, const OpGrads<T>&);

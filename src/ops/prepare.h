@@ -19,8 +19,10 @@ struct Prepared {
   CoreProblem<T> core;
 };
 
+// Validates and prepares. Returns the calling thread's workspace, reused by its next call
+// (buffers keep their capacity, so repeated calls touch no fresh memory).
 template <class T>
-Prepared<T> prepare(const OpConfig& cfg, const OpInputs<T>& in);
+const Prepared<T>& prepare(const OpConfig& cfg, const OpInputs<T>& in);
 
 // Turns the core's gradients (dq, dk per value head; gradient of the effective beta)
 // into the op's gradients. `core` is what the core backward wrote.
@@ -28,14 +30,15 @@ template <class T>
 void finish_backward(const OpConfig& cfg, const OpInputs<T>& in, const Prepared<T>& prep,
                      const CoreGrads<T>& core, const OpGrads<T>& grads);
 
-// Scratch the core backward writes into, shaped for `cfg`; grads that the op's caller
-// gave are written in place where no post-processing is needed (dv, dg, dh0).
+// Scratch the core backward writes into, shaped for `cfg` (the calling thread's, reused);
+// grads that the op's caller gave are written in place where no post-processing is
+// needed (dv, dg, dh0).
 template <class T>
 struct CoreGradBuffers {
   std::vector<T> dq, dk, dbeta, dg;
   CoreGrads<T> grads;
 };
 template <class T>
-CoreGradBuffers<T> core_grad_buffers(const OpConfig& cfg, const Prepared<T>& prep, const OpGrads<T>& grads);
+CoreGradBuffers<T>& core_grad_buffers(const OpConfig& cfg, const Prepared<T>& prep, const OpGrads<T>& grads);
 
 }  // namespace gdn::detail
