@@ -15,46 +15,46 @@
 
 namespace gdn::detail {
 
-template <class T>
+template <class Real>
 struct CoreProblem {
   int B = 1, T = 0, H = 0, HV = 0, K = 0, V = 0;
   int N = 0;                         // number of sequences
   const int32_t* cu_seqlens = nullptr;  // N + 1 offsets, or null (fixed length)
   GateKind gate = GateKind::none;    // none, scalar or vector (never fixed)
   bool delta = true;                 // delta rule; false: additive (beta is null)
-  T scale = 1;
+  Real scale = 1;
   int chunk_size = 64;
-  const T* q = nullptr;     // [B,T,H,K], normalised when the op asks for it
-  const T* k = nullptr;     // [B,T,H,K]
-  const T* v = nullptr;     // [B,T,HV,V]
-  const T* g = nullptr;     // [B,T,HV] (scalar) or [B,T,HV,K] (vector); null iff gate none
-  const T* beta = nullptr;  // [B,T,HV] effective beta; null iff !delta
-  const T* h0 = nullptr;    // [N,HV,K,V] or null
+  const Real* q = nullptr;     // [B,T,H,K], normalised when the op asks for it
+  const Real* k = nullptr;     // [B,T,H,K]
+  const Real* v = nullptr;     // [B,T,HV,V]
+  const Real* g = nullptr;     // [B,T,HV] (scalar) or [B,T,HV,K] (vector); null iff gate none
+  const Real* beta = nullptr;  // [B,T,HV] effective beta; null iff !delta
+  const Real* h0 = nullptr;    // [N,HV,K,V] or null
 
   int group() const { return HV / H; }  // value heads per q/k head
 };
 
-template <class T>
+template <class Real>
 struct CoreOutputs {
-  T* o = nullptr;   // [B,T,HV,V], always written
-  T* ht = nullptr;  // [N,HV,K,V] or null
+  Real* o = nullptr;   // [B,T,HV,V], always written
+  Real* ht = nullptr;  // [N,HV,K,V] or null
 };
 
-template <class T>
+template <class Real>
 struct CoreGradOutputs {
-  const T* d_o = nullptr;  // [B,T,HV,V]
-  const T* dht = nullptr;  // [N,HV,K,V] or null
+  const Real* d_o = nullptr;  // [B,T,HV,V]
+  const Real* dht = nullptr;  // [N,HV,K,V] or null
 };
 
 // Every non-null pointer is fully written (no accumulation into caller memory).
-template <class T>
+template <class Real>
 struct CoreGrads {
-  T* dq = nullptr;     // [B,T,HV,K]: per value head; the caller sums over GVA groups
-  T* dk = nullptr;     // [B,T,HV,K]
-  T* dv = nullptr;     // [B,T,HV,V]
-  T* dg = nullptr;     // like g; null iff g is null
-  T* dbeta = nullptr;  // [B,T,HV]; null iff !delta
-  T* dh0 = nullptr;    // [N,HV,K,V]; null iff h0 is null
+  Real* dq = nullptr;     // [B,T,HV,K]: per value head; the caller sums over GVA groups
+  Real* dk = nullptr;     // [B,T,HV,K]
+  Real* dv = nullptr;     // [B,T,HV,V]
+  Real* dg = nullptr;     // like g; null iff g is null
+  Real* dbeta = nullptr;  // [B,T,HV]; null iff !delta
+  Real* dh0 = nullptr;    // [N,HV,K,V]; null iff h0 is null
 };
 
 // Sequence n occupies tokens [bos, eos) of batch row b; token t of row b is the flat
@@ -64,8 +64,8 @@ struct SeqSpan {
   int len() const { return eos - bos; }
 };
 
-template <class T>
-inline SeqSpan seq_span(const CoreProblem<T>& p, int n) {
+template <class Real>
+inline SeqSpan seq_span(const CoreProblem<Real>& p, int n) {
   if (p.cu_seqlens) return {0, p.cu_seqlens[n], p.cu_seqlens[n + 1]};
   return {n, 0, p.T};
 }
