@@ -225,3 +225,47 @@ TEST_P(LayerCheck, AttentionWindowIsRespected) {
 INSTANTIATE_TEST_SUITE_P(Seeds, LayerCheck, ::testing::Values(uint64_t(1), uint64_t(20261125), gdn::test::fresh_seed()));
 
 }  // namespace
+
+namespace {
+
+// Every member of the family in the shared layer shell, differentiated through the op's
+// fp64 reference; with grouped value heads and negative eigenvalues where they apply.
+struct MixerCheck : ::testing::TestWithParam<std::tuple<std::string, uint64_t>> {};
+
+TEST_P(MixerCheck, Gradients) {
+  const auto& [name, seed] = GetParam();
+  Rng rng(seed);
+  for (int v_heads : {2, 4}) {
+    ModelConfig cfg;
+    cfg.d_model = 8;
+    cfg.heads = 2;
+    cfg.v_heads = v_heads;
+    cfg.head_dim = 4;
+    cfg.expand_v = 1.5;
+    cfg.allow_neg_eigval = v_heads == 4;
+    DeltaMixer<double> mixer(cfg, parse_variant(name), rng, 0.5);
+    // Larger weights than the init, so that every path carries a visible gradient.
+    ParamList<double> ps;
+    mixer.collect("attn", ps);
+    for (auto& [n, p] : ps)
+      if (n.find("proj") != std::string::npos) p->normal(rng, 0.4);
+    const int B = 2, T = 5;
+    auto x = randn(rng, size_t(B) * T * 8);
+    check_layer(cat(name, " v_heads ", v_heads), x, x.size(), ps,
+                [&](std::vector<double>& y) { mixer.forward(x.data(), B, T, y.data()); },
+                [&](const std::vector<double>& dy, std::vector<double>& dx) { mixer.backward(dy.data(), dx.data()); },
+                rng);
+  }
+}
+
+std::vector<std::string> family_names() {
+  std::vector<std::string> names;
+  for (const auto& v : all_variants()) names.push_back(v.name);
+  return names;
+}
+
+INSTANTIATE_TEST_SUITE_P(Family, MixerCheck,
+                         ::testing::Combine(::testing::ValuesIn(family_names()),
+                                            ::testing::Values(uint64_t(7), gdn::test::fresh_seed())));
+
+}  // namespace
