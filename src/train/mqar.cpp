@@ -4,6 +4,7 @@
 #include <numeric>
 
 #include "gdn/common.h"
+#include "gdn/nn/loss.h"
 #include "gdn/train/data.h"
 
 namespace gdn::train {
