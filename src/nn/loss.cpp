@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "gdn/common.h"
+#include "gdn/nn/activations.h"
 #include "nn/blas.h"
 
 namespace gdn::nn {
@@ -37,12 +38,13 @@ LossStats LMHeadLoss<T>::forward(const T* h, const int32_t* labels, int n, int d
     T* p = probs_.data() + size_t(r) * vocab_;
     const int best = int(std::max_element(p, p + vocab_) - p);
     const T mx = p[best];
-    double sum = 0;
-    for (int j = 0; j < vocab_; ++j) sum += std::exp(double(p[j] - mx));
-    const double logz = double(mx) + std::log(sum);
-    row_loss[r] = logz - double(p[targets_[r]]);
+    const T target_logit = p[targets_[r]];
+    T sum = 0;
+    for (int j = 0; j < vocab_; ++j) sum += (p[j] = exp_t(p[j] - mx));
+    row_loss[r] = double(mx) + std::log(double(sum)) - double(target_logit);
     row_hit[r] = best == targets_[r];
-    for (int j = 0; j < vocab_; ++j) p[j] = T(std::exp(double(p[j]) - logz));
+    const T inv = T(1) / sum;
+    for (int j = 0; j < vocab_; ++j) p[j] *= inv;
   }
   for (int r = 0; r < m; ++r) {
     st.loss += row_loss[r];
