@@ -11,6 +11,7 @@
 
 #include "gdn/common.h"
 #include "gdn/nn/loss.h"
+#include "gdn/safetensors.h"
 #include "gdn/train/trainer.h"
 #include "gradcheck.h"
 
@@ -232,6 +233,32 @@ TEST(Trainer, CorruptedCheckpoints) {
   auto m = load_model(good);
   const Dataset eval = small_mqar(16, 4);
   EXPECT_EQ(evaluate(*m, eval, 8).loss, evaluate(t.model(), eval, 8).loss);
+}
+
+// User data: int32 inputs/labels [N, L] round-trip; bad files give errors naming them.
+TEST(Data, TokenFiles) {
+  const Dataset d = small_mqar(5, 9);
+  const std::string path = temp_path("user.safetensors");
+  save_token_file(d, path);
+  const Dataset back = load_token_file(path);
+  EXPECT_EQ(back.n, d.n);
+  EXPECT_EQ(back.len, d.len);
+  EXPECT_EQ(back.inputs, d.inputs);
+  EXPECT_EQ(back.labels, d.labels);
+  SafeTensorsWriter w;
+  w.add_i32("inputs", {d.n, d.len}, d.inputs.data());
+  const std::string no_labels = temp_path("no_labels.safetensors");
+  w.write(no_labels);
+  try {
+    load_token_file(no_labels);
+    ADD_FAILURE() << "accepted a file without labels";
+  } catch (const gdn::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("labels"), std::string::npos) << e.what();
+  }
+  Dataset bad = d;
+  bad.labels[3] = -5;
+  save_token_file(bad, path);
+  EXPECT_THROW(load_token_file(path), gdn::Error);
 }
 
 // A small MQAR problem (4 pairs in 32 tokens, vocabulary 64) that a 2-layer Gated
