@@ -1,0 +1,55 @@
+// Pointwise functions and their derivatives, written to stay finite for any finite input.
+#pragma once
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+
+namespace gdn::nn {
+
+// exp for fp32 that the compiler can vectorise (no branch, no errno): Cody-Waite range
+// reduction and Cephes' degree-6 polynomial, relative error < 2e-7; saturates below
+// e^-87 and above e^88 instead of returning 0 / inf. fp64 keeps std::exp (the checks).
+inline float exp_fast(float x) {
+  x = std::min(std::max(x, -87.0f), 88.0f);
+  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
+  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3333452301e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  return p * std::bit_cast<float>((int32_t(n) + 127) << 23);
+}
+inline float exp_t(float x) { return exp_fast(x); }
+inline double exp_t(double x) { return std::exp(x); }
+
+template <class T>
+inline T sigmoid(T x) {
+  return T(1) / (T(1) + exp_t(-x));
+}
+template <class T>
+inline T silu(T x) {
+  return x * sigmoid(x);
+}
+// d silu / dx = s (1 + x (1 - s)), s = sigmoid(x)
+template <class T>
+inline T silu_grad(T x) {
+  const T s = sigmoid(x);
+  return s * (T(1) + x * (T(1) - s));
+}
+// softplus(x) = log(1 + e^x); its derivative is sigmoid(x). PyTorch's threshold (20).
+template <class T>
+inline T softplus(T x) {
+  return x > T(20) ? x : std::log1p(std::exp(x));
+}
+// log sigmoid(x) = -softplus(-x); derivative sigmoid(-x).
+template <class T>
+inline T log_sigmoid(T x) {
+  return -softplus(-x);
+}
+
+}  // namespace gdn::nn

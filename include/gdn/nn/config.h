@@ -1,0 +1,65 @@
+// Model configuration, read from JSON. Unknown keys are errors (a typo must not silently
+// train a different model). Mixer names: the op variants (gated_deltanet, deltanet,
+// linear_attention, retnet, mamba2, gla, kda, longhorn) and "attention" (full causal
+// softmax attention) / "swa" (sliding window of `window` tokens).
+#pragma once
+
+#include <nlohmann/json_fwd.hpp>
+#include <string>
+#include <vector>
+
+#include "gdn/ops.h"
+
+namespace gdn::nn {
+
+struct ModelConfig {
+  int vocab_size = 8192;
+  int d_model = 64;
+  int layers = 2;
+  // Mixer of layer i is mixers[i % mixers.size()]: ["gated_deltanet", "swa"] is H1,
+  // ["mamba2", "gated_deltanet", "swa"] is H2.
+  std::vector<std::string> mixers = {"gated_deltanet"};
+
+  // Delta-family mixers (FLA GatedDeltaNet naming).
+  int heads = 2;          // q/k heads (FLA num_heads)
+  int v_heads = 0;        // value heads, 0: = heads (FLA num_v_heads, GVA when larger)
+  int head_dim = 32;      // K (FLA head_dim)
+  double expand_v = 1.0;  // V = head_dim * expand_v (FLA default 2)
+  int conv_size = 4;
+  bool use_short_conv = true;
+  bool allow_neg_eigval = false;  // beta in (0, 2)
+  Form form = Form::recurrent;    // the op's form for fp32 training (chunk once it lands)
+  int chunk_size = 64;
+
+  // Softmax attention mixers (attention, swa).
+  int attn_heads = 0;     // 0: = heads
+  int attn_kv_heads = 0;  // 0: = attn_heads (GQA when fewer)
+  int attn_head_dim = 0;  // 0: d_model / attn_heads
+  int window = 2048;      // swa window in tokens (the query's own token included)
+  double rope_theta = 10000.0;
+
+  // SwiGLU MLP after every mixer; 0: FLA's size, 256 * ceil(8 d_model / 3 / 256); -1: none.
+  int mlp_hidden = 0;
+  bool tie_embeddings = false;
+  double norm_eps = 1e-6;
+  double init_std = 0.02;
+
+  static ModelConfig from_json(const nlohmann::json& j);  // throws gdn::Error
+  static ModelConfig load(const std::string& path);       // throws gdn::Error naming the file
+  nlohmann::json to_json() const;
+  void validate() const;  // throws gdn::Error naming the field
+
+  int num_v_heads() const { return v_heads > 0 ? v_heads : heads; }
+  int v_dim() const { return int(head_dim * expand_v); }
+  int num_attn_heads() const { return attn_heads > 0 ? attn_heads : heads; }
+  int num_attn_kv_heads() const { return attn_kv_heads > 0 ? attn_kv_heads : num_attn_heads(); }
+  int attn_dim() const { return attn_head_dim > 0 ? attn_head_dim : d_model / num_attn_heads(); }
+  int mlp_size() const;
+  const std::string& mixer(int layer) const { return mixers[size_t(layer) % mixers.size()]; }
+};
+
+bool is_attention_mixer(const std::string& name);
+// Every accepted mixer name, for error messages and help.
+std::vector<std::string> mixer_names();
+
+}  // namespace gdn::nn

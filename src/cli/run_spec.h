@@ -1,0 +1,31 @@
+// What `gdn train`, `gdn eval` and `gdn demo` share: a run description from a JSON file
+// ({"model": {...}, "train": {...}, "data": {...}}) with command-line overrides.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "gdn/nn/config.h"
+#include "gdn/train/data.h"
+#include "gdn/train/trainer.h"
+
+namespace gdn::cli {
+
+struct RunSpec {
+  nn::ModelConfig model;
+  train::TrainConfig train;
+  nlohmann::json data = {{"task", "mqar"}};  // a task spec, or {"train_file":..., "eval_file":...}
+  int64_t train_examples = 20000, eval_examples = 1000;
+  uint64_t data_seed = 0;
+
+  // Reads FILE (empty: defaults). Throws gdn::Error naming the file and the field.
+  static RunSpec load(const std::string& path);
+  // Training and evaluation sets (generated, or loaded from the files).
+  train::Dataset train_set() const;
+  train::Dataset eval_set() const;
+};
+
+// Sets the OpenMP and OpenBLAS thread counts (0: leave the defaults).
+void set_threads(int n);
+
+}  // namespace gdn::cli

@@ -1,0 +1,110 @@
+#include "gdn/nn/model.h"
+
+#include <cmath>
+
+#include "gdn/common.h"
+
+namespace gdn::nn {
+
+template <class T>
+Model<T>::Model(const ModelConfig& cfg, uint64_t seed) : cfg_(cfg) {
+  cfg_.validate();
+  Rng rng(seed);
+  const int D = cfg_.d_model;
+  // Residual-branch outputs (o_proj, down_proj) scaled by 1/sqrt(2 layers), as FLA does.
+  const double out_std = cfg_.init_std / std::sqrt(2.0 * cfg_.layers);
+  embeddings.init(cfg_.vocab_size, D, rng, cfg_.init_std);
+  layers.resize(cfg_.layers);
+  for (int i = 0; i < cfg_.layers; ++i) {
+    Block<T>& b = layers[i];
+    b.attn_norm.init(D, cfg_.norm_eps);
+    b.attn = make_mixer<T>(cfg_, i, rng, out_std);
+    b.has_mlp = cfg_.mlp_hidden != -1;
+    if (b.has_mlp) {
+      b.mlp_norm.init(D, cfg_.norm_eps);
+      b.mlp.init(D, cfg_.mlp_size(), rng, cfg_.init_std, out_std);
+    }
+  }
+  norm.init(D, cfg_.norm_eps);
+  if (!cfg_.tie_embeddings) {
+    lm_head.init({cfg_.vocab_size, D}, true);
+    lm_head.normal(rng, cfg_.init_std);
+  }
+
+  embeddings.collect("model.embeddings", params_);
+  for (int i = 0; i < cfg_.layers; ++i) {
+    const std::string p = cat("model.layers.", i);
+    layers[i].attn_norm.collect(p + ".attn_norm", params_);
+    layers[i].attn->collect(p + ".attn", params_);
+    if (layers[i].has_mlp) {
+      layers[i].mlp_norm.collect(p + ".mlp_norm", params_);
+      layers[i].mlp.collect(p + ".mlp", params_);
+    }
+  }
+  norm.collect("model.norm", params_);
+  if (!cfg_.tie_embeddings) params_.push_back({"lm_head.weight", &lm_head});
+}
+
+template <class T>
+Param<T>* Model<T>::find(const std::string& name) const {
+  for (const auto& [n, p] : params_)
+    if (n == name) return p;
+  return nullptr;
+}
+
+template <class T>
+size_t Model<T>::num_params() const {
+  size_t n = 0;
+  for (const auto& [name, p] : params_) n += p->numel();
+  return n;
+}
+
+template <class T>
+void Model<T>::zero_grad() {
+  for (auto& [name, p] : params_) std::fill(p->grad.begin(), p->grad.end(), T(0));
+}
+
+template <class T>
+LossStats Model<T>::forward(const int32_t* ids, const int32_t* labels, int B, int Tn) {
+  GDN_CHECK(B > 0 && Tn > 0, "model: batch and sequence length must be positive, got B=", B, " T=", Tn);
+  B_ = B;
+  T_ = Tn;
+  const int N = B * Tn, D = cfg_.d_model;
+  std::vector<T> x(size_t(N) * D), h(x.size()), m(x.size());
+  embeddings.forward(ids, N, x.data());
+  for (auto& b : layers) {
+    b.attn_norm.forward(x.data(), N, h.data());
+    b.attn->forward(h.data(), B, Tn, m.data());
+    for (size_t i = 0; i < x.size(); ++i) x[i] += m[i];
+    if (b.has_mlp) {
+      b.mlp_norm.forward(x.data(), N, h.data());
+      b.mlp.forward(h.data(), N, m.data());
+      for (size_t i = 0; i < x.size(); ++i) x[i] += m[i];
+    }
+  }
+  norm.forward(x.data(), N, h.data());
+  return loss_.forward(h.data(), labels, N, D, head());
+}
+
+template <class T>
+void Model<T>::backward() {
+  const int N = B_ * T_, D = cfg_.d_model;
+  std::vector<T> dx(size_t(N) * D), dh(dx.size()), dm(dx.size());
+  loss_.backward(dh.data(), head());
+  norm.backward(dh.data(), dx.data(), false);
+  for (int l = cfg_.layers - 1; l >= 0; --l) {
+    Block<T>& b = layers[l];
+    if (b.has_mlp) {
+      b.mlp.backward(dx.data(), dh.data());
+      b.mlp_norm.backward(dh.data(), dx.data(), true);
+    }
+    b.attn->backward(dx.data(), dh.data());
+    b.attn_norm.backward(dh.data(), dx.data(), true);
+  }
+  embeddings.backward(dx.data());
+}
+
+template class Model<float>;
+template class Model<double>;
+
+}  // namespace gdn::nn

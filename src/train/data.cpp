@@ -1,0 +1,108 @@
+#include <nlohmann/json.hpp>
+
+#include "gdn/common.h"
+#include "gdn/nn/loss.h"
+#include "gdn/safetensors.h"
+#include "gdn/train/data.h"
+
+namespace gdn::train {
+
+int64_t Dataset::labelled() const {
+  int64_t n_lab = 0;
+  for (int32_t l : labels) n_lab += l != nn::kIgnoreIndex;
+  return n_lab;
+}
+
+void Dataset::validate(const std::string& what) const {
+  GDN_CHECK(n > 0 && len > 0, what, ": empty (", n, " sequences of ", len, " tokens)");
+  GDN_CHECK(inputs.size() == size_t(n) * len && labels.size() == inputs.size(), what, ": inputs/labels hold ",
+            inputs.size(), "/", labels.size(), " values, expected ", n, " x ", len);
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    GDN_CHECK(inputs[i] >= 0 && inputs[i] < vocab, what, ": input id ", inputs[i], " at sequence ", i / len,
+              " position ", i % len, " is outside [0, ", vocab, ")");
+    GDN_CHECK(labels[i] == nn::kIgnoreIndex || (labels[i] >= 0 && labels[i] < vocab), what, ": label ", labels[i],
+              " at sequence ", i / len, " position ", i % len, " is outside [0, ", vocab, ") and not -100");
+  }
+  GDN_CHECK(labelled() > 0, what, ": no position carries a label");
+}
+
+Dataset load_token_file(const std::string& path) {
+  const SafeTensorsFile f = SafeTensorsFile::load(path);
+  for (const char* name : {"inputs", "labels"})
+    GDN_CHECK(f.has(name), path, ": tensor \"", name, "\" is missing (expected int32 inputs and labels [N, L])");
+  const auto& shape = f.info("inputs").shape;
+  GDN_CHECK(shape.size() == 2, path, ": inputs must be [N, L], got ", shape_str(shape));
+  GDN_CHECK(f.info("labels").shape == shape, path, ": labels ", shape_str(f.info("labels").shape),
+            " must have the shape of inputs ", shape_str(shape));
+  Dataset d;
+  d.n = shape[0];
+  d.len = int(shape[1]);
+  d.inputs = f.get_i32("inputs");
+  d.labels = f.get_i32("labels");
+  int32_t mx = 0;
+  for (int32_t x : d.inputs) mx = std::max(mx, x);
+  for (int32_t x : d.labels) mx = std::max(mx, x);
+  d.vocab = mx + 1;
+  auto it = f.metadata().find("vocab_size");
+  if (it != f.metadata().end()) {
+    try {
+      d.vocab = std::stoi(it->second);
+    } catch (const std::exception&) {
+      fail(path, ": metadata vocab_size \"", it->second, "\" is not an integer");
+    }
+  }
+  d.validate(path);
+  return d;
+}
+
+void save_token_file(const Dataset& d, const std::string& path) {
+  SafeTensorsWriter w;
+  w.add_i32("inputs", {d.n, d.len}, d.inputs.data());
+  w.add_i32("labels", {d.n, d.len}, d.labels.data());
+  w.set_metadata("vocab_size", std::to_string(d.vocab));
+  w.write(path);
+}
+
+std::vector<std::string> task_names() { return {"mqar"}; }
+
+namespace {
+template <class V>
+void read(const nlohmann::json& j, const char* key, V& out) {
+  if (!j.contains(key)) return;
+  try {
+    out = j.at(key).get<V>();
+  } catch (const nlohmann::json::exception& e) {
+    fail("task config: field \"", key, "\" has the wrong type (", j.at(key).dump(), ")");
+  }
+}
+
+void check_fields(const nlohmann::json& j, std::initializer_list<const char*> known) {
+  for (const auto& [key, value] : j.items()) {
+    bool ok = key == "task" || key == "train_examples" || key == "eval_examples" || key == "seed";
+    for (const char* k : known) ok = ok || key == k;
+    GDN_CHECK(ok, "task ", j.value("task", std::string("?")), ": unknown field \"", key, "\"");
+  }
+}
+}  // namespace
+
+Dataset make_task(const nlohmann::json& spec, int64_t num_examples, uint64_t seed, bool eval_split) {
+  GDN_CHECK(spec.is_object() && spec.contains("task"), "data config: expected {\"task\": NAME, ...}, got ", spec.dump());
+  const std::string task = spec["task"].get<std::string>();
+  // Independent streams for the two splits, as Zoology draws train and test with two seeds.
+  const uint64_t s = seed * 2 + (eval_split ? 1 : 0) + 0x5eed;
+  if (task == "mqar") {
+    check_fields(spec, {"vocab_size", "seq_len", "num_kv_pairs", "power_a", "random_non_queries"});
+    MqarConfig c;
+    read(spec, "vocab_size", c.vocab_size);
+    read(spec, "seq_len", c.seq_len);
+    read(spec, "num_kv_pairs", c.num_kv_pairs);
+    read(spec, "power_a", c.power_a);
+    read(spec, "random_non_queries", c.random_non_queries);
+    return make_mqar(c, num_examples, s);
+  }
+  std::string known;
+  for (const auto& n : task_names()) known += (known.empty() ? "" : ", ") + n;
+  fail("data config: unknown task \"", task, "\" (known: ", known, ")");
+}
+
+}  // namespace gdn::train

@@ -1,0 +1,261 @@
+#include "gdn/train/trainer.h"
+
+#include <cblas.h>
+#include <omp.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <numeric>
+
+#include "gdn/common.h"
+#include "gdn/safetensors.h"
+
+namespace gdn::train {
+
+namespace {
+constexpr const char* kFormat = "gdn-checkpoint-1";
+
+template <class V>
+void read(const nlohmann::json& j, const char* key, V& out) {
+  if (!j.contains(key)) return;
+  try {
+    out = j.at(key).get<V>();
+  } catch (const nlohmann::json::exception& e) {
+    fail("train config: field \"", key, "\" has the wrong type (", j.at(key).dump(), ")");
+  }
+}
+
+std::string format_seconds(double s) {
+  if (!std::isfinite(s) || s < 0) return "?";
+  const int t = int(s + 0.5);
+  if (t >= 3600) return cat(t / 3600, "h", (t / 60) % 60, "m");
+  if (t >= 60) return cat(t / 60, "m", t % 60, "s");
+  return cat(t, "s");
+}
+}  // namespace
+
+TrainConfig TrainConfig::from_json(const nlohmann::json& j) {
+  GDN_CHECK(j.is_object(), "train config: expected a JSON object");
+  static const char* known[] = {"steps", "epochs", "batch", "lr", "beta1", "beta2", "eps", "weight_decay",
+                                "warmup", "min_lr_ratio", "clip", "seed", "eval_every", "checkpoint",
+                                "checkpoint_every", "progress"};
+  for (const auto& [key, value] : j.items()) {
+    bool ok = false;
+    for (const char* k : known) ok = ok || key == k;
+    GDN_CHECK(ok, "train config: unknown field \"", key, "\"");
+  }
+  TrainConfig c;
+  read(j, "steps", c.steps);
+  read(j, "epochs", c.epochs);
+  read(j, "batch", c.batch);
+  read(j, "lr", c.adam.lr);
+  read(j, "beta1", c.adam.beta1);
+  read(j, "beta2", c.adam.beta2);
+  read(j, "eps", c.adam.eps);
+  read(j, "weight_decay", c.adam.weight_decay);
+  read(j, "warmup", c.warmup);
+  read(j, "min_lr_ratio", c.min_lr_ratio);
+  read(j, "clip", c.clip);
+  read(j, "seed", c.seed);
+  read(j, "eval_every", c.eval_every);
+  read(j, "checkpoint", c.checkpoint);
+  read(j, "checkpoint_every", c.checkpoint_every);
+  read(j, "progress", c.progress);
+  GDN_CHECK(c.batch > 0, "train config: batch must be > 0, got ", c.batch);
+  GDN_CHECK(c.adam.lr > 0 && std::isfinite(c.adam.lr), "train config: lr must be > 0, got ", c.adam.lr);
+  GDN_CHECK(c.steps >= 0 && c.epochs >= 0, "train config: steps and epochs must be >= 0");
+  return c;
+}
+
+nlohmann::json TrainConfig::to_json() const {
+  return {{"steps", steps}, {"epochs", epochs}, {"batch", batch}, {"lr", adam.lr}, {"beta1", adam.beta1},
+          {"beta2", adam.beta2}, {"eps", adam.eps}, {"weight_decay", adam.weight_decay}, {"warmup", warmup},
+          {"min_lr_ratio", min_lr_ratio}, {"clip", clip}, {"seed", seed}, {"eval_every", eval_every},
+          {"checkpoint", checkpoint}, {"checkpoint_every", checkpoint_every}};
+}
+
+int64_t TrainConfig::total_steps(int64_t train_examples) const {
+  if (steps > 0) return steps;
+  const int64_t per_epoch = std::max<int64_t>(1, train_examples / batch);
+  return std::max<int64_t>(1, int64_t(std::ceil((epochs > 0 ? epochs : 1.0) * per_epoch)));
+}
+
+EvalResult evaluate(nn::Model<float>& model, const Dataset& data, int batch) {
+  EvalResult r;
+  double loss_sum = 0;
+  int64_t correct = 0;
+  for (int64_t i = 0; i < data.n; i += batch) {
+    const int b = int(std::min<int64_t>(batch, data.n - i));
+    const nn::LossStats st = model.forward(data.input_row(i), data.label_row(i), b, data.len);
+    loss_sum += st.loss * double(st.count);
+    r.count += st.count;
+    correct += st.correct;
+  }
+  if (r.count > 0) {
+    r.loss = loss_sum / double(r.count);
+    r.accuracy = double(correct) / double(r.count);
+  }
+  return r;
+}
+
+Trainer::Trainer(const nn::ModelConfig& model_cfg, const TrainConfig& cfg, const Dataset& train, const Dataset* eval)
+    : model_cfg_(model_cfg), cfg_(cfg), train_(train), eval_(eval) {
+  train_.validate("training data");
+  if (eval_) eval_->validate("evaluation data");
+  GDN_CHECK(train_.vocab <= model_cfg_.vocab_size, "training data uses token ids up to ", train_.vocab - 1,
+            " but the model's vocab_size is ", model_cfg_.vocab_size);
+  GDN_CHECK(train_.n >= cfg_.batch, "training data has ", train_.n, " sequences, fewer than one batch (", cfg_.batch, ")");
+  model_ = std::make_unique<nn::Model<float>>(model_cfg_, cfg_.seed);
+  opt_ = std::make_unique<AdamW>(model_->params(), cfg_.adam);
+  total_ = cfg_.total_steps(train_.n);
+}
+
+// Batch `step` is a slice of a permutation drawn per epoch from (seed, epoch): a function
+// of the step alone, so a resumed run sees the same batches.
+void Trainer::fill_batch(int64_t step, std::vector<int32_t>& ids, std::vector<int32_t>& labels) {
+  const int64_t per_epoch = train_.n / cfg_.batch;
+  const int64_t epoch = step / per_epoch, slot = step % per_epoch;
+  if (epoch != order_epoch_) {
+    order_.resize(train_.n);
+    std::iota(order_.begin(), order_.end(), 0);
+    nn::Rng rng(cfg_.seed * 0x9e3779b97f4a7c15ull + uint64_t(epoch) + 1);
+    for (int64_t i = train_.n - 1; i > 0; --i) std::swap(order_[i], order_[rng.below(uint64_t(i + 1))]);
+    order_epoch_ = epoch;
+  }
+  const int L = train_.len;
+  ids.resize(size_t(cfg_.batch) * L);
+  labels.resize(ids.size());
+  for (int b = 0; b < cfg_.batch; ++b) {
+    const int64_t row = order_[slot * cfg_.batch + b];
+    std::copy_n(train_.input_row(row), L, ids.data() + size_t(b) * L);
+    std::copy_n(train_.label_row(row), L, labels.data() + size_t(b) * L);
+  }
+}
+
+EvalResult Trainer::run() {
+  std::vector<int32_t> ids, labels;
+  const int64_t warmup = cfg_.warmup < 1 ? int64_t(cfg_.warmup * double(total_)) : int64_t(cfg_.warmup);
+  const auto t0 = std::chrono::steady_clock::now();
+  const int64_t first = step_;
+  EvalResult last_eval;
+  double ema_loss = NAN;
+  auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+  for (; step_ < total_;) {
+    fill_batch(step_, ids, labels);
+    model_->zero_grad();
+    const nn::LossStats st = model_->forward(ids.data(), labels.data(), cfg_.batch, train_.len);
+    GDN_CHECK(std::isfinite(st.loss), "training: the loss is not finite at step ", step_);
+    model_->backward();
+    StepLog rec;
+    rec.step = step_;
+    rec.loss = st.loss;
+    rec.accuracy = st.count ? double(st.correct) / double(st.count) : 0;
+    rec.grad_norm = clip_grad_norm(model_->params(), cfg_.clip);
+    rec.lr = lr_at(step_, total_, warmup, cfg_.adam.lr, cfg_.min_lr_ratio);
+    opt_->step(rec.lr);
+    ++step_;
+    log_.push_back(rec);
+    if (on_step) on_step(rec);
+    ema_loss = std::isnan(ema_loss) ? rec.loss : 0.9 * ema_loss + 0.1 * rec.loss;
+    const double secs = elapsed();
+    tokens_per_s_ = double(step_ - first) * cfg_.batch * train_.len / std::max(secs, 1e-9);
+    if (!cfg_.checkpoint.empty() && cfg_.checkpoint_every > 0 && step_ % cfg_.checkpoint_every == 0 && step_ < total_)
+      save(cfg_.checkpoint);
+    const bool eval_now = eval_ && cfg_.eval_every > 0 && step_ % cfg_.eval_every == 0 && step_ < total_;
+    if (eval_now) last_eval = evaluate(*model_, *eval_, cfg_.batch);
+    if (cfg_.progress) {
+      const int width = 24, filled = int(double(step_) / double(total_) * width);
+      const double eta = secs / double(step_ - first) * double(total_ - step_);
+      std::string bar(size_t(filled), '#');
+      bar.resize(width, '.');
+      std::fprintf(stderr, "\r[%s] %lld/%lld loss %.4f acc %.3f %s%.0f tok/s ETA %s   ", bar.c_str(),
+                   (long long)step_, (long long)total_, ema_loss, rec.accuracy,
+                   eval_now ? cat("eval_acc ", last_eval.accuracy, " ").c_str() : "", tokens_per_s_,
+                   format_seconds(eta).c_str());
+      if (eval_now || step_ == total_) std::fprintf(stderr, "\n");
+    }
+  }
+  if (!cfg_.checkpoint.empty()) save(cfg_.checkpoint);
+  if (eval_) last_eval = evaluate(*model_, *eval_, cfg_.batch);
+  return last_eval;
+}
+
+void Trainer::save(const std::string& path) const {
+  SafeTensorsWriter w;
+  const auto& params = model_->params();
+  for (size_t i = 0; i < params.size(); ++i) {
+    const auto& [name, p] = params[i];
+    w.add_f32(name, p->shape, p->value.data());
+  }
+  for (size_t i = 0; i < params.size(); ++i) {
+    const auto& [name, p] = params[i];
+    w.add_f32("optimizer.exp_avg." + name, p->shape, const_cast<AdamW&>(*opt_).exp_avg(i).data());
+    w.add_f32("optimizer.exp_avg_sq." + name, p->shape, const_cast<AdamW&>(*opt_).exp_avg_sq(i).data());
+  }
+  w.set_metadata("format", kFormat);
+  w.set_metadata("model_config", model_cfg_.to_json().dump());
+  w.set_metadata("train_config", cfg_.to_json().dump());
+  w.set_metadata("step", std::to_string(step_));
+  w.write(path);
+}
+
+namespace {
+const std::string& meta(const SafeTensorsFile& f, const std::string& key) {
+  auto it = f.metadata().find(key);
+  GDN_CHECK(it != f.metadata().end(), "checkpoint ", f.path(), ": metadata \"", key,
+            "\" is missing (not a gdn checkpoint?)");
+  return it->second;
+}
+
+nn::ModelConfig checkpoint_model_config(const SafeTensorsFile& f) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(meta(f, "model_config"));
+  } catch (const nlohmann::json::exception& e) {
+    fail("checkpoint ", f.path(), ": model_config metadata is not valid JSON");
+  }
+  return nn::ModelConfig::from_json(j);
+}
+
+void load_params(const SafeTensorsFile& f, const nn::ParamList<float>& params, const std::string& prefix = "") {
+  for (const auto& [name, p] : params) {
+    const std::string key = prefix + name;
+    GDN_CHECK(f.has(key), "checkpoint ", f.path(), ": tensor ", key, " is missing");
+    p->value = f.get_f32(key, p->shape);
+    for (float x : p->value)
+      GDN_CHECK(std::isfinite(x), "checkpoint ", f.path(), ": tensor ", key, " holds a non-finite value");
+  }
+}
+}  // namespace
+
+void Trainer::resume(const std::string& path) {
+  const SafeTensorsFile f = SafeTensorsFile::load(path);
+  GDN_CHECK(meta(f, "format") == kFormat, "checkpoint ", path, ": format \"", meta(f, "format"), "\", expected ", kFormat);
+  const nn::ModelConfig saved = checkpoint_model_config(f);
+  GDN_CHECK(saved.to_json() == model_cfg_.to_json(), "checkpoint ", path,
+            ": its model config differs from this run's:\n  checkpoint ", saved.to_json().dump(), "\n  this run   ",
+            model_cfg_.to_json().dump());
+  load_params(f, model_->params());
+  const auto& params = model_->params();
+  for (size_t i = 0; i < params.size(); ++i) {
+    opt_->exp_avg(i) = f.get_f32("optimizer.exp_avg." + params[i].first, params[i].second->shape);
+    opt_->exp_avg_sq(i) = f.get_f32("optimizer.exp_avg_sq." + params[i].first, params[i].second->shape);
+  }
+  try {
+    step_ = std::stoll(meta(f, "step"));
+  } catch (const std::exception&) {
+    fail("checkpoint ", path, ": step metadata \"", meta(f, "step"), "\" is not an integer");
+  }
+  GDN_CHECK(step_ >= 0 && step_ <= total_, "checkpoint ", path, ": step ", step_, " is outside this run's 0..", total_);
+  opt_->set_steps(step_);
+}
+
+std::unique_ptr<nn::Model<float>> load_model(const std::string& path) {
+  const SafeTensorsFile f = SafeTensorsFile::load(path);
+  auto model = std::make_unique<nn::Model<float>>(checkpoint_model_config(f), 0);
+  load_params(f, model->params());
+  return model;
+}
+
+}  // namespace gdn::train

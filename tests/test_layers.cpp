@@ -1,0 +1,271 @@
+// fp64 finite-difference checks of every layer's backward (loss = <y, r>, r random).
+#include <gtest/gtest.h>
+
+#include "gdn/common.h"
+#include "gdn/nn/activations.h"
+#include "gdn/nn/conv.h"
+#include "gdn/nn/embedding.h"
+#include "gdn/nn/linear.h"
+#include "gdn/nn/loss.h"
+#include "gdn/nn/mixer.h"
+#include "gdn/nn/mlp.h"
+#include "gdn/nn/norm.h"
+#include "gradcheck.h"
+
+using namespace gdn;
+using namespace gdn::nn;
+using gdn::test::dot;
+using gdn::test::expect_grad;
+using gdn::test::randn;
+
+namespace {
+
+struct LayerCheck : ::testing::TestWithParam<uint64_t> {
+  Rng rng{GetParam()};
+  void SetUp() override { RecordProperty("seed", std::to_string(GetParam())); }
+};
+
+// Runs forward/backward once for the analytic gradients, then checks dx and every param.
+template <class Fwd, class Bwd>
+void check_layer(const std::string& name, std::vector<double>& x, size_t ny, ParamList<double> params, Fwd fwd,
+                 Bwd bwd, Rng& rng, double tol = 1e-6) {
+  std::vector<double> y(ny), r = randn(rng, ny), dx(x.size());
+  for (auto& [n, p] : params) std::fill(p->grad.begin(), p->grad.end(), 0.0);
+  fwd(y);
+  bwd(r, dx);
+  auto loss = [&] {
+    fwd(y);
+    return dot(y, r);
+  };
+  if (!x.empty()) expect_grad(name + " dx", x, dx, loss, rng, 24, tol);
+  for (auto& [n, p] : params) {
+    const std::vector<double> g = p->grad;
+    expect_grad(name + " " + n, p->value, g, loss, rng, 24, tol);
+  }
+}
+
+TEST_P(LayerCheck, Linear) {
+  Linear<double> lin;
+  lin.init(7, 5, rng, 0.5);
+  const int n = 6;
+  auto x = randn(rng, size_t(n) * 7);
+  ParamList<double> ps;
+  lin.collect("lin", ps);
+  check_layer("linear", x, size_t(n) * 5, ps, [&](std::vector<double>& y) { lin.forward(x.data(), n, y.data()); },
+              [&](const std::vector<double>& dy, std::vector<double>& dx) {
+                lin.backward(x.data(), dy.data(), n, dx.data(), false);
+              },
+              rng);
+}
+
+TEST_P(LayerCheck, RMSNorm) {
+  RMSNorm<double> norm;
+  norm.init(9, 1e-6);
+  norm.weight.normal(rng, 1.0);
+  const int n = 5;
+  auto x = randn(rng, size_t(n) * 9);
+  ParamList<double> ps;
+  norm.collect("norm", ps);
+  check_layer("rmsnorm", x, x.size(), ps, [&](std::vector<double>& y) { norm.forward(x.data(), n, y.data()); },
+              [&](const std::vector<double>& dy, std::vector<double>& dx) { norm.backward(dy.data(), dx.data(), false); },
+              rng);
+}
+
+TEST_P(LayerCheck, GatedRMSNorm) {
+  GatedRMSNorm<double> norm;
+  norm.init(8, 1e-6);
+  norm.weight.normal(rng, 1.0);
+  const int rows = 6;
+  auto x = randn(rng, size_t(rows) * 8), z = randn(rng, size_t(rows) * 8, 2.0);
+  ParamList<double> ps;
+  norm.collect("o_norm", ps);
+  std::vector<double> dz(z.size());
+  auto fwd = [&](std::vector<double>& y) { norm.forward(x.data(), z.data(), rows, y.data()); };
+  check_layer("gated_rmsnorm", x, x.size(), ps, fwd,
+              [&](const std::vector<double>& dy, std::vector<double>& dx) { norm.backward(dy.data(), dx.data(), dz.data()); },
+              rng);
+  // dz separately: the same loss, perturbing z
+  std::vector<double> y(x.size()), r = randn(rng, x.size()), dx(x.size());
+  fwd(y);
+  norm.backward(r.data(), dx.data(), dz.data());
+  expect_grad("gated_rmsnorm dz", z, dz, [&] { fwd(y); return dot(y, r); }, rng);
+}
+
+TEST_P(LayerCheck, ShortConv) {
+  for (bool act : {true, false}) {
+    ShortConv<double> conv;
+    conv.init(5, 4, rng);
+    conv.activation = act;
+    const int B = 2, T = 7;
+    auto x = randn(rng, size_t(B) * T * 5);
+    ParamList<double> ps;
+    conv.collect("conv", ps);
+    check_layer(act ? "conv+silu" : "conv", x, x.size(), ps,
+                [&](std::vector<double>& y) { conv.forward(x.data(), B, T, y.data()); },
+                [&](const std::vector<double>& dy, std::vector<double>& dx) { conv.backward(dy.data(), dx.data()); }, rng);
+  }
+}
+
+// The convolution is causal and per sequence: changing token t of row b changes only
+// outputs t .. t + width - 1 of that row.
+TEST_P(LayerCheck, ShortConvIsCausal) {
+  ShortConv<double> conv;
+  conv.init(3, 4, rng);
+  const int B = 2, T = 9;
+  auto x = randn(rng, size_t(B) * T * 3);
+  std::vector<double> y0(x.size()), y1(x.size());
+  conv.forward(x.data(), B, T, y0.data());
+  const int t = 3;
+  x[(size_t(1) * T + t) * 3 + 1] += 1.0;
+  conv.forward(x.data(), B, T, y1.data());
+  for (int b = 0; b < B; ++b)
+    for (int s = 0; s < T; ++s)
+      for (int c = 0; c < 3; ++c) {
+        const size_t i = (size_t(b) * T + s) * 3 + c;
+        const bool may_change = b == 1 && c == 1 && s >= t && s < t + 4;
+        if (!may_change) EXPECT_EQ(y0[i], y1[i]) << "b=" << b << " s=" << s << " c=" << c;
+      }
+}
+
+TEST_P(LayerCheck, Embedding) {
+  Embedding<double> emb;
+  emb.init(11, 4, rng, 1.0);
+  std::vector<int32_t> ids = {3, 0, 10, 3, 7};
+  std::vector<double> none;
+  ParamList<double> ps;
+  emb.collect("emb", ps);
+  check_layer("embedding", none, ids.size() * 4, ps,
+              [&](std::vector<double>& y) { emb.forward(ids.data(), int(ids.size()), y.data()); },
+              [&](const std::vector<double>& dy, std::vector<double>&) { emb.backward(dy.data()); }, rng);
+  ids[2] = 11;
+  std::vector<double> y(ids.size() * 4);
+  EXPECT_THROW(emb.forward(ids.data(), int(ids.size()), y.data()), gdn::Error);
+}
+
+TEST_P(LayerCheck, SwiGLU) {
+  SwiGLU<double> mlp;
+  mlp.init(6, 10, rng, 0.5, 0.5);
+  const int n = 5;
+  auto x = randn(rng, size_t(n) * 6);
+  ParamList<double> ps;
+  mlp.collect("mlp", ps);
+  check_layer("swiglu", x, x.size(), ps, [&](std::vector<double>& y) { mlp.forward(x.data(), n, y.data()); },
+              [&](const std::vector<double>& dy, std::vector<double>& dx) { mlp.backward(dy.data(), dx.data()); }, rng);
+}
+
+TEST_P(LayerCheck, LMHeadLoss) {
+  const int n = 7, D = 5, vocab = 13;
+  Param<double> head;
+  head.init({vocab, D}, true);
+  head.normal(rng, 1.0);
+  auto h = randn(rng, size_t(n) * D);
+  std::vector<int32_t> labels = {kIgnoreIndex, 4, 12, kIgnoreIndex, 0, 4, kIgnoreIndex};
+  LMHeadLoss<double> ce;
+  auto loss = [&] { return ce.forward(h.data(), labels.data(), n, D, head).loss; };
+  const LossStats st = ce.forward(h.data(), labels.data(), n, D, head);
+  EXPECT_EQ(st.count, 4);
+  std::vector<double> dh(h.size(), 7.0);
+  ce.backward(dh.data(), head);
+  for (int i : {0, 3, 6})
+    for (int d = 0; d < D; ++d) EXPECT_EQ(dh[size_t(i) * D + d], 0.0) << "unlabelled row " << i;
+  expect_grad("ce dh", h, dh, loss, rng);
+  const std::vector<double> g = head.grad;
+  expect_grad("ce head", head.value, g, loss, rng);
+  labels[1] = vocab;
+  EXPECT_THROW(ce.forward(h.data(), labels.data(), n, D, head), gdn::Error);
+}
+
+TEST_P(LayerCheck, Attention) {
+  struct Case {
+    int heads, kv_heads, window;
+  };
+  for (Case c : {Case{2, 2, 0}, Case{4, 2, 3}, Case{2, 1, 1}}) {
+    ModelConfig cfg;
+    cfg.d_model = 8;
+    cfg.attn_heads = c.heads;
+    cfg.attn_kv_heads = c.kv_heads;
+    cfg.attn_head_dim = 4;
+    Attention<double> attn(cfg, c.window, rng, 0.5);
+    for (Linear<double>* l : {&attn.q_proj, &attn.k_proj, &attn.v_proj}) l->weight.normal(rng, 0.5);
+    const int B = 2, T = 6;
+    auto x = randn(rng, size_t(B) * T * 8);
+    ParamList<double> ps;
+    attn.collect("attn", ps);
+    check_layer(cat("attention h", c.heads, " kv", c.kv_heads, " w", c.window), x, x.size(), ps,
+                [&](std::vector<double>& y) { attn.forward(x.data(), B, T, y.data()); },
+                [&](const std::vector<double>& dy, std::vector<double>& dx) { attn.backward(dy.data(), dx.data()); },
+                rng);
+  }
+}
+
+// Sliding window: token i must not see tokens <= i - window.
+TEST_P(LayerCheck, AttentionWindowIsRespected) {
+  ModelConfig cfg;
+  cfg.d_model = 8;
+  cfg.attn_heads = 2;
+  cfg.attn_head_dim = 4;
+  Attention<double> attn(cfg, 3, rng, 0.5);
+  const int T = 8;
+  auto x = randn(rng, size_t(T) * 8);
+  std::vector<double> y0(x.size()), y1(x.size());
+  attn.forward(x.data(), 1, T, y0.data());
+  x[1 * 8 + 2] += 1.0;  // token 1 is visible to 1, 2, 3 only
+  attn.forward(x.data(), 1, T, y1.data());
+  for (int t = 0; t < T; ++t) {
+    double diff = 0;
+    for (int d = 0; d < 8; ++d) diff += std::abs(y0[t * 8 + d] - y1[t * 8 + d]);
+    if (t >= 1 && t <= 3) {
+      EXPECT_GT(diff, 0) << "t=" << t;
+    } else {
+      EXPECT_EQ(diff, 0) << "t=" << t;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Seeds, LayerCheck, ::testing::Values(uint64_t(1), uint64_t(20261125), gdn::test::fresh_seed()));
+
+}  // namespace
+
+namespace {
+
+// Every member of the family in the shared layer shell, differentiated through the op's
+// fp64 reference; with grouped value heads and negative eigenvalues where they apply.
+struct MixerCheck : ::testing::TestWithParam<std::tuple<std::string, uint64_t>> {};
+
+TEST_P(MixerCheck, Gradients) {
+  const auto& [name, seed] = GetParam();
+  Rng rng(seed);
+  for (int v_heads : {2, 4}) {
+    ModelConfig cfg;
+    cfg.d_model = 8;
+    cfg.heads = 2;
+    cfg.v_heads = v_heads;
+    cfg.head_dim = 4;
+    cfg.expand_v = 1.5;
+    cfg.allow_neg_eigval = v_heads == 4;
+    DeltaMixer<double> mixer(cfg, parse_variant(name), rng, 0.5);
+    // Larger weights than the init, so that every path carries a visible gradient.
+    ParamList<double> ps;
+    mixer.collect("attn", ps);
+    for (auto& [n, p] : ps)
+      if (n.find("proj") != std::string::npos) p->normal(rng, 0.4);
+    const int B = 2, T = 5;
+    auto x = randn(rng, size_t(B) * T * 8);
+    check_layer(cat(name, " v_heads ", v_heads), x, x.size(), ps,
+                [&](std::vector<double>& y) { mixer.forward(x.data(), B, T, y.data()); },
+                [&](const std::vector<double>& dy, std::vector<double>& dx) { mixer.backward(dy.data(), dx.data()); },
+                rng);
+  }
+}
+
+std::vector<std::string> family_names() {
+  std::vector<std::string> names;
+  for (const auto& v : all_variants()) names.push_back(v.name);
+  return names;
+}
+
+INSTANTIATE_TEST_SUITE_P(Family, MixerCheck,
+                         ::testing::Combine(::testing::ValuesIn(family_names()),
+                                            ::testing::Values(uint64_t(7), gdn::test::fresh_seed())));
+
+}  // namespace
