@@ -1,0 +1,522 @@
+// The fp32 chunkwise (WY / UT) form on the CPU, forward and backward (shared/DESIGN.md §2).
+//
+// Per (sequence, value head) and chunk of L <= C tokens, with gamma the cumulative log
+// gate inside the chunk (a vector over K for GLA/KDA, a scalar otherwise), E = e^gamma,
+// El = e^(gamma_L - gamma), Q already multiplied by the scale, S the entering state:
+//
+//   N  = gated K K^T, strictly lower:  N_ij = sum_d k_id k_jd e^(gamma_id - gamma_jd)
+//   P  = gated Q K^T, lower incl. diagonal (same form)
+//   A  = (I + Diag(beta) N)^-1                       (forward substitution)
+//   W  = A Diag(beta) (K . E),  U = A Diag(beta) V   (delta rule; additive: V' = V)
+//   V' = U - W S
+//   O  = (Q . E) S + P V'
+//   S <- Diag(e^gamma_L) S + (K . El)^T V'
+//
+// Vector gates never form e^(+gamma) alone: the products are taken per 16-token sub-chunk
+// relative to the sub-chunk's first token (both factors <= 1), and inside the diagonal
+// sub-chunks with one exp per element. The backward stores each chunk's entering state
+// and V' in a forward pass, then walks the chunks backwards, differentiating the lines
+// above in reverse (dM = -A^T dA A^T for the inverse).
+//
+// Work is split over (sequence, value head) with OpenMP; each task keeps its chunk's
+// operands in L1/L2 and calls the small kernels of chunk_kernels.h.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "gdn/common.h"
+#include "ops/chunk_kernels.h"
+#include "ops/core.h"
+
+namespace gdn::detail {
+namespace {
+
+using chunk::gemm;
+using chunk::Tri;
+
+constexpr int kSubChunk = 16;  // vector-gate sub-chunk (exponent reference span)
+
+// out (ld `ldo`, L x L) = the gated lower products of x and y: for j < i (or j <= i with
+// `diag`), out_ij = sum_d x_id y_jd e^(gam_id - gam_jd); zero elsewhere. x, y, gam: L x K.
+// xr, yr, yrt: scratch of C x K floats each.
+void gated_lower(int L, int K, const float* x, const float* y, const float* gam, bool diag,
+                 float* out, int ldo, float* xr, float* yr, float* yrt) {
+  for (int i0 = 0; i0 < L; i0 += kSubChunk) {
+    const int ni = std::min(kSubChunk, L - i0);
+    const float* ref = gam + i0 * K;
+    if (i0 > 0) {
+      for (int i = 0; i < ni; ++i) chunk::mul_exp_diff(K, x + (i0 + i) * K, gam + (i0 + i) * K, ref, xr + i * K);
+      for (int j = 0; j < i0; ++j) chunk::mul_exp_diff(K, y + j * K, ref, gam + j * K, yr + j * K);
+      chunk::transpose(i0, K, yr, K, yrt, i0);
+      gemm(ni, i0, K, 1.f, xr, K, false, yrt, i0, out + i0 * ldo, ldo, false);
+    }
+    for (int i = i0; i < i0 + ni; ++i) {
+      float* row = out + i * ldo;
+      const int jend = diag ? i + 1 : i;
+      for (int j = i0; j < jend; ++j)
+        row[j] = chunk::dot_exp_diff(K, x + i * K, y + j * K, gam + i * K, gam + j * K);
+      std::fill(row + jend, row + L, 0.f);
+    }
+  }
+}
+
+// Scratch for one chunk of one (sequence, value head); one per thread, reused.
+struct ChunkWork {
+  int C, K, V;
+  int L = 0;  // tokens in the current chunk
+  // Gathered inputs: q (times scale), k, v, beta, gamma (L, or L x K for vector gates).
+  std::vector<float> q, k, v, beta, gam;
+  // Gated operands: qe = q.E, ke = k.E, kl = k.El; decay = e^gamma_L (1 or K).
+  std::vector<float> qe, ke, kl, e, el, decay, gmat;  // gmat: e^(gamma_i - gamma_j), scalar gate
+  std::vector<float> kt;                                // k^T, K x C
+  std::vector<float> n, a, p;                           // C x C
+  std::vector<float> xw, xu, w, u;                      // C x K, C x V, C x K, C x V (u -> V')
+  std::vector<float> sub0, sub1, sub2;                  // C x max(K, V) scratch
+  std::vector<float> ob;                                // C x V output rows
+  // Backward.
+  std::vector<float> dob, dvp, dp, dqe, dkl, dgl, st, dst, vpt, dw, da, ada, dm, xwt, xut, dxw, dxu, at;
+  std::vector<float> dq, dk, dv, dg, dbeta, ds_new;
+  std::vector<float> state, dstate, zeros;  // K x V running state and its gradient; K zeros
+
+  ChunkWork(int C_, int K_, int V_) : C(C_), K(K_), V(V_) {
+    const size_t CK = size_t(C) * K, CV = size_t(C) * V, CC = size_t(C) * C, KV = size_t(K) * V;
+    const size_t CM = size_t(C) * std::max(K, V);
+    for (auto* b : {&q, &k, &qe, &ke, &kl, &xw, &w, &kt, &dqe, &dkl, &dw, &xwt, &dxw, &dq, &dk})
+      b->resize(CK);
+    for (auto* b : {&v, &xu, &u, &ob, &dob, &dvp, &vpt, &xut, &dxu, &dv}) b->resize(CV);
+    for (auto* b : {&n, &a, &p, &gmat, &dp, &da, &ada, &dm, &at}) b->resize(CC);
+    for (auto* b : {&sub0, &sub1, &sub2}) b->resize(CM);
+    for (auto* b : {&st, &dst, &ds_new, &state, &dstate}) b->resize(KV);
+    zeros.assign(K, 0.f);
+    for (auto* b : {&beta, &e, &el, &dbeta}) b->resize(C);
+    gam.resize(CK);
+    dg.resize(CK);
+    decay.resize(K);
+    dgl.resize(K);
+  }
+};
+
+template <GateKind G, bool kDelta>
+struct ChunkForm {
+  const CoreProblem<float>& p;
+  ChunkWork& w;
+  int b, h, hv;  // batch row, q/k head, value head
+
+  const float* qe() const { return G == GateKind::none ? w.q.data() : w.qe.data(); }
+  const float* ke() const { return G == GateKind::none ? w.k.data() : w.ke.data(); }
+  const float* kl() const { return G == GateKind::none ? w.k.data() : w.kl.data(); }
+  size_t row(int t) const { return (size_t(b) * p.T + t) * p.HV + hv; }  // value-head row of token t
+
+  // Gathers the chunk of tokens [t0, t0 + L) and forms its gated operands.
+  void load(int t0, int L) {
+    const int K = w.K, V = w.V;
+    w.L = L;
+    for (int i = 0; i < L; ++i) {
+      const size_t qk_row = (size_t(b) * p.T + t0 + i) * p.H + h, r = row(t0 + i);
+      const float* qs = p.q + qk_row * K;
+      for (int d = 0; d < K; ++d) w.q[i * K + d] = p.scale * qs[d];
+      std::memcpy(&w.k[i * K], p.k + qk_row * K, K * sizeof(float));
+      std::memcpy(&w.v[i * V], p.v + r * V, V * sizeof(float));
+      if constexpr (kDelta) w.beta[i] = p.beta[r];
+      if constexpr (G == GateKind::scalar) w.gam[i] = (i ? w.gam[i - 1] : 0.f) + p.g[r];
+      if constexpr (G == GateKind::vector)
+        for (int d = 0; d < K; ++d) w.gam[i * K + d] = (i ? w.gam[(i - 1) * K + d] : 0.f) + p.g[r * K + d];
+    }
+    chunk::transpose(L, K, w.k.data(), K, w.kt.data(), L);
+    if constexpr (G == GateKind::scalar) {
+      const float last = w.gam[L - 1];
+      chunk::exp_array(L, w.gam.data(), w.e.data());
+      for (int i = 0; i < L; ++i) w.el[i] = last - w.gam[i];
+      chunk::exp_array(L, w.el.data(), w.el.data());
+      w.decay[0] = w.e[L - 1];
+      for (int i = 0; i < L; ++i) {
+        float* gr = &w.gmat[i * w.C];
+        for (int j = 0; j <= i; ++j) gr[j] = w.gam[i] - w.gam[j];
+        chunk::exp_array(i + 1, gr, gr);
+        for (int d = 0; d < K; ++d) {
+          w.qe[i * K + d] = w.q[i * K + d] * w.e[i];
+          w.ke[i * K + d] = w.k[i * K + d] * w.e[i];
+          w.kl[i * K + d] = w.k[i * K + d] * w.el[i];
+        }
+      }
+    }
+    if constexpr (G == GateKind::vector) {
+      const float* last = &w.gam[(L - 1) * K];
+      chunk::exp_array(K, last, w.decay.data());
+      for (int i = 0; i < L; ++i) {
+        const float* gi = &w.gam[i * K];
+        chunk::mul_exp_diff(K, &w.q[i * K], gi, w.zeros.data(), &w.qe[i * K]);
+        chunk::mul_exp_diff(K, &w.k[i * K], gi, w.zeros.data(), &w.ke[i * K]);
+        chunk::mul_exp_diff(K, &w.k[i * K], last, gi, &w.kl[i * K]);
+      }
+    }
+  }
+
+  // Gated lower products of x with k into out (C x C): P (diag) or N (strict).
+  void gated_products(const float* x, bool diag, float* out) {
+    const int L = w.L, K = w.K, C = w.C;
+    if constexpr (G == GateKind::vector) {
+      gated_lower(L, K, x, w.k.data(), w.gam.data(), diag, out, C, w.sub0.data(), w.sub1.data(),
+                  w.sub2.data());
+    } else {
+      gemm(L, L, K, 1.f, x, K, false, w.kt.data(), L, out, C, false, Tri::full, true);
+      for (int i = 0; i < L; ++i) {
+        float* r = out + i * C;
+        const int jend = diag ? i + 1 : i;
+        if constexpr (G == GateKind::scalar)
+          for (int j = 0; j < jend; ++j) r[j] *= w.gmat[i * C + j];
+        std::fill(r + jend, r + L, 0.f);
+      }
+    }
+  }
+
+  // Delta rule: N, A = (I + Diag(beta) N)^-1, W = A Xw and (with `with_u`) U = A Xu.
+  void intra(bool with_u) {
+    const int L = w.L, K = w.K, V = w.V, C = w.C;
+    gated_products(w.k.data(), false, w.n.data());
+    float* a = w.a.data();
+    for (int i = 0; i < L; ++i) {
+      float* ai = a + i * C;
+      std::fill(ai, ai + L, 0.f);
+      ai[i] = 1.f;
+      for (int j = 0; j < i; ++j) {
+        const float c = -w.beta[i] * w.n[i * C + j];
+        const float* aj = a + j * C;
+        for (int m = 0; m <= j; ++m) ai[m] += c * aj[m];
+      }
+    }
+    const float* kee = ke();
+    for (int i = 0; i < L; ++i) {
+      for (int d = 0; d < K; ++d) w.xw[i * K + d] = w.beta[i] * kee[i * K + d];
+      for (int d = 0; d < V; ++d) w.xu[i * V + d] = w.beta[i] * w.v[i * V + d];
+    }
+    gemm(L, K, L, 1.f, a, C, false, w.xw.data(), K, w.w.data(), K, false, Tri::lower);
+    if (with_u) gemm(L, V, L, 1.f, a, C, false, w.xu.data(), V, w.u.data(), V, false, Tri::lower);
+  }
+
+  // V' = U - W S into `vnew` (which may be w.u).
+  void new_values(const float* S, float* vnew) {
+    const int L = w.L, K = w.K, V = w.V;
+    if (vnew != w.u.data()) std::memcpy(vnew, w.u.data(), size_t(L) * V * sizeof(float));
+    gemm(L, V, K, -1.f, w.w.data(), K, false, S, V, vnew, V, true);
+  }
+
+  // O = (Q.E) S + P V', written to the output rows of tokens [t0, t0 + L).
+  void output(int t0, const float* S, const float* vnew, float* o) {
+    const int L = w.L, K = w.K, V = w.V, C = w.C;
+    gated_products(w.q.data(), true, w.p.data());
+    gemm(L, V, K, 1.f, qe(), K, false, S, V, w.ob.data(), V, false);
+    gemm(L, V, L, 1.f, w.p.data(), C, false, vnew, V, w.ob.data(), V, true, Tri::lower);
+    for (int i = 0; i < L; ++i) std::memcpy(o + row(t0 + i) * V, &w.ob[i * V], V * sizeof(float));
+  }
+
+  // S <- Diag(e^gamma_L) S + (K.El)^T V'
+  void advance(float* S, const float* vnew) {
+    const int L = w.L, K = w.K, V = w.V;
+    if constexpr (G == GateKind::scalar)
+      for (int i = 0; i < K * V; ++i) S[i] *= w.decay[0];
+    if constexpr (G == GateKind::vector)
+      for (int d = 0; d < K; ++d)
+        for (int c = 0; c < V; ++c) S[d * V + c] *= w.decay[d];
+    gemm(K, V, L, 1.f, kl(), K, true, vnew, V, S, V, true);
+  }
+
+  void forward(int bos, int eos, const float* h0, float* S, float* o) {
+    const size_t KV = size_t(w.K) * w.V;
+    if (h0) std::memcpy(S, h0, KV * sizeof(float));
+    else std::fill(S, S + KV, 0.f);
+    for (int t0 = bos; t0 < eos; t0 += w.C) {
+      load(t0, std::min(w.C, eos - t0));
+      const float* vnew = w.v.data();
+      if constexpr (kDelta) {
+        intra(true);
+        new_values(S, w.u.data());
+        vnew = w.u.data();
+      }
+      output(t0, S, vnew, o);
+      advance(S, vnew);
+    }
+  }
+
+  // Backward of one chunk (loaded, with N, A, W recomputed): S is the entering state, vnew
+  // its V', ds the gradient of the leaving state on entry and of the entering one on return.
+  void backward_chunk(int t0, const float* S, const float* vnew, float* ds, const CoreGradOutputs<float>& dout,
+                      const CoreGrads<float>& grads) {
+    const int L = w.L, K = w.K, V = w.V, C = w.C;
+    const float *qe_ = qe(), *ke_ = ke(), *kl_ = kl();
+    gated_products(w.q.data(), true, w.p.data());
+    for (int i = 0; i < L; ++i) std::memcpy(&w.dob[i * V], dout.d_o + row(t0 + i) * V, V * sizeof(float));
+    const float* dob = w.dob.data();
+
+    // Through O = (Q.E) S + P V' and the state update.
+    gemm(L, V, L, 1.f, w.p.data(), C, true, dob, V, w.dvp.data(), V, false, Tri::upper);
+    gemm(L, V, K, 1.f, kl_, K, false, ds, V, w.dvp.data(), V, true);
+    chunk::transpose(L, V, vnew, V, w.vpt.data(), L);
+    gemm(L, L, V, 1.f, dob, V, false, w.vpt.data(), L, w.dp.data(), C, false, Tri::full, true);
+    for (int i = 0; i < L; ++i) std::fill(&w.dp[i * C + i + 1], &w.dp[i * C + L], 0.f);
+    chunk::transpose(K, V, S, V, w.st.data(), K);
+    gemm(L, K, V, 1.f, dob, V, false, w.st.data(), K, w.dqe.data(), K, false);
+    chunk::transpose(K, V, ds, V, w.dst.data(), K);
+    gemm(L, K, V, 1.f, vnew, V, false, w.dst.data(), K, w.dkl.data(), K, false);
+    if constexpr (G != GateKind::none) {
+      for (int d = 0; d < K; ++d) {
+        float s = 0.f;
+        for (int c = 0; c < V; ++c) s += S[d * V + c] * ds[d * V + c];
+        w.dgl[d] = s;
+      }
+    }
+    float* dsn = w.ds_new.data();
+    gemm(K, V, L, 1.f, qe_, K, true, dob, V, dsn, V, false);
+    if constexpr (kDelta) gemm(K, V, L, -1.f, w.w.data(), K, true, w.dvp.data(), V, dsn, V, true);
+    if constexpr (G == GateKind::none)
+      for (int i = 0; i < K * V; ++i) dsn[i] += ds[i];
+    else
+      for (int d = 0; d < K; ++d) {
+        const float f = w.decay[G == GateKind::scalar ? 0 : d];
+        for (int c = 0; c < V; ++c) dsn[d * V + c] += f * ds[d * V + c];
+      }
+
+    // Through V' = A Diag(beta) (V - (K.E) S) = U - W S and A = (I + Diag(beta) N)^-1.
+    float* dm = w.dm.data();  // dM, then dN
+    const float* dv = w.dvp.data();
+    if constexpr (kDelta) {
+      gemm(L, K, V, -1.f, w.dvp.data(), V, false, w.st.data(), K, w.dw.data(), K, false);
+      chunk::transpose(L, K, w.xw.data(), K, w.xwt.data(), L);
+      chunk::transpose(L, V, w.xu.data(), V, w.xut.data(), L);
+      gemm(L, L, K, 1.f, w.dw.data(), K, false, w.xwt.data(), L, w.da.data(), C, false, Tri::full, true);
+      gemm(L, L, V, 1.f, w.dvp.data(), V, false, w.xut.data(), L, w.da.data(), C, true, Tri::full, true);
+      for (int i = 0; i < L; ++i) std::fill(&w.da[i * C + i], &w.da[i * C + L], 0.f);
+      gemm(L, K, L, 1.f, w.a.data(), C, true, w.dw.data(), K, w.dxw.data(), K, false, Tri::upper);
+      gemm(L, V, L, 1.f, w.a.data(), C, true, w.dvp.data(), V, w.dxu.data(), V, false, Tri::upper);
+      gemm(L, L, L, 1.f, w.a.data(), C, true, w.da.data(), C, w.ada.data(), C, false, Tri::upper);
+      chunk::transpose(L, L, w.a.data(), C, w.at.data(), C);
+      gemm(L, L, L, -1.f, w.ada.data(), C, false, w.at.data(), C, dm, C, false, Tri::full, true);
+      for (int i = 0; i < L; ++i) {
+        float* dmi = dm + i * C;
+        float db = 0.f;
+        for (int j = 0; j < i; ++j) {
+          db += dmi[j] * w.n[i * C + j];
+          dmi[j] *= w.beta[i];  // dN
+        }
+        std::fill(dmi + i, dmi + L, 0.f);
+        for (int d = 0; d < K; ++d) db += w.dxw[i * K + d] * ke_[i * K + d];
+        for (int c = 0; c < V; ++c) db += w.dxu[i * V + c] * w.v[i * V + c];
+        w.dbeta[i] = db;
+        for (int d = 0; d < K; ++d) w.dxw[i * K + d] *= w.beta[i];  // dKe
+        for (int c = 0; c < V; ++c) w.dv[i * V + c] = w.beta[i] * w.dxu[i * V + c];
+      }
+      dv = w.dv.data();
+    }
+
+    // Through the gated products P and N, then qe = q.E, ke = k.E, kl = k.El and
+    // decay = e^gamma_L. The gate gradient is summed without cancellation: g_t scales
+    // exactly the terms that cross the boundary before token t,
+    //   dg_t = sum_{i>=t} (dqe.qe + dke.ke)_i + sum_{i<t} (dkl.kl)_i + ddecay.decay
+    //        + sum_{i>=t>j} (dP_ij P_ij + dN_ij N_ij)     (per dimension for vector gates),
+    // so at g = -30 every summand is tiny and dg is accurate relative to itself.
+    float* dq = w.dq.data();
+    float* dk = w.dk.data();
+    float* dg = w.dg.data();  // L (scalar) or L x K (vector)
+    const float* dke = w.dxw.data();
+    if constexpr (G == GateKind::vector) {
+      std::fill(dq, dq + L * K, 0.f);
+      std::fill(dk, dk + L * K, 0.f);
+      std::fill(dg, dg + L * K, 0.f);
+      float* run = w.sub0.data();
+      for (int i = 0; i < L; ++i) {
+        std::fill(run, run + K, 0.f);
+        for (int j = 0; j <= i; ++j) {
+          const float sp = w.dp[i * C + j], sn = kDelta && j < i ? dm[i * C + j] : 0.f;
+          chunk::gated_pair_backward(K, sp, sn, &w.q[i * K], &w.k[i * K], &w.k[j * K], &w.gam[i * K],
+                                     &w.gam[j * K], dq + i * K, dk + i * K, dk + j * K, j < i ? run : nullptr);
+          if (j < i) chunk::add(K, run, dg + (j + 1) * K);
+        }
+      }
+    } else {
+      if constexpr (G == GateKind::scalar) {
+        std::fill(dg, dg + L, 0.f);
+        for (int i = 0; i < L; ++i) {
+          float run = 0.f;
+          for (int j = 0; j < i; ++j) {
+            run += w.dp[i * C + j] * w.p[i * C + j] + (kDelta ? dm[i * C + j] * w.n[i * C + j] : 0.f);
+            dg[j + 1] += run;
+          }
+          for (int j = 0; j <= i; ++j) {
+            w.dp[i * C + j] *= w.gmat[i * C + j];
+            if (kDelta) dm[i * C + j] *= w.gmat[i * C + j];
+          }
+        }
+      }
+      gemm(L, K, L, 1.f, w.dp.data(), C, false, w.k.data(), K, dq, K, false, Tri::lower);
+      gemm(L, K, L, 1.f, w.dp.data(), C, true, w.q.data(), K, dk, K, false, Tri::upper);
+      if constexpr (kDelta) {
+        gemm(L, K, L, 1.f, dm, C, false, w.k.data(), K, dk, K, true, Tri::lower);
+        gemm(L, K, L, 1.f, dm, C, true, w.k.data(), K, dk, K, true, Tri::upper);
+      }
+    }
+    if constexpr (G == GateKind::none) {
+      for (int i = 0; i < L * K; ++i) {
+        dq[i] += w.dqe[i];
+        dk[i] += w.dkl[i] + (kDelta ? dke[i] : 0.f);
+      }
+    } else {
+      constexpr bool vec = G == GateKind::vector;
+      constexpr int gw = vec ? 1 : 0;  // stride of dg per dimension
+      // Suffix sums of the E terms, prefix sums of the El terms, the decay term everywhere.
+      float* acc = w.sub1.data();
+      std::fill(acc, acc + K, 0.f);
+      for (int i = L - 1; i >= 0; --i)
+        for (int d = 0; d < K; ++d) {
+          const int x = i * K + d;
+          acc[d] += w.dqe[x] * qe_[x] + (kDelta ? dke[x] * ke_[x] : 0.f);
+          dg[(vec ? i * K : i) + d * gw] += acc[d];
+        }
+      std::fill(acc, acc + K, 0.f);
+      for (int i = 0; i < L; ++i)
+        for (int d = 0; d < K; ++d) {
+          dg[(vec ? i * K : i) + d * gw] += acc[d] + w.dgl[d] * w.decay[vec ? d : 0];
+          acc[d] += w.dkl[i * K + d] * kl_[i * K + d];
+        }
+      if constexpr (G == GateKind::scalar) {
+        for (int i = 0; i < L; ++i)
+          for (int d = 0; d < K; ++d) {
+            const int x = i * K + d;
+            dq[x] += w.dqe[x] * w.e[i];
+            dk[x] += w.dkl[x] * w.el[i] + (kDelta ? dke[x] * w.e[i] : 0.f);
+          }
+      } else {
+        const float* zero = w.zeros.data();
+        const float* last = &w.gam[(L - 1) * K];
+        for (int i = 0; i < L; ++i) {
+          const float* gi = &w.gam[i * K];
+          chunk::axpy_exp_diff(K, 1.f, &w.dqe[i * K], gi, zero, dq + i * K);
+          chunk::axpy_exp_diff(K, 1.f, &w.dkl[i * K], last, gi, dk + i * K);
+          if (kDelta) chunk::axpy_exp_diff(K, 1.f, dke + i * K, gi, zero, dk + i * K);
+        }
+      }
+    }
+
+    // Write this chunk's gradients (per value head).
+    const int gw = G == GateKind::vector ? K : 1;
+    for (int i = L - 1; i >= 0; --i) {
+      const size_t r = row(t0 + i);
+      for (int d = 0; d < K; ++d) {
+        grads.dq[r * K + d] = p.scale * dq[i * K + d];
+        grads.dk[r * K + d] = dk[i * K + d];
+      }
+      std::memcpy(grads.dv + r * V, dv + i * V, V * sizeof(float));
+      if constexpr (kDelta) grads.dbeta[r] = w.dbeta[i];
+      if constexpr (G != GateKind::none) std::memcpy(grads.dg + r * gw, dg + i * gw, gw * sizeof(float));
+    }
+    std::memcpy(ds, dsn, size_t(K) * V * sizeof(float));
+  }
+
+  // states: (chunks) x K x V entering states; vnews: len x V (delta rule).
+  void backward(int bos, int eos, const float* h0, const float* dht, float* dh0, std::vector<float>& states,
+                std::vector<float>& vnews, const CoreGradOutputs<float>& dout, const CoreGrads<float>& grads) {
+    const int C = w.C;
+    const size_t KV = size_t(w.K) * w.V;
+    const int nchunks = (eos - bos + C - 1) / C;
+    states.resize(std::max<size_t>(1, nchunks * KV));
+    if (kDelta) vnews.resize(std::max<size_t>(1, size_t(eos - bos) * w.V));
+    std::vector<float>& S = w.state;
+    if (h0) std::memcpy(S.data(), h0, KV * sizeof(float));
+    else std::fill(S.begin(), S.end(), 0.f);
+    for (int c = 0; c < nchunks; ++c) {
+      const int t0 = bos + c * C;
+      std::memcpy(&states[c * KV], S.data(), KV * sizeof(float));
+      load(t0, std::min(C, eos - t0));
+      const float* vnew = w.v.data();
+      if constexpr (kDelta) {
+        intra(true);
+        float* vn = &vnews[size_t(t0 - bos) * w.V];
+        new_values(S.data(), vn);
+        vnew = vn;
+      }
+      advance(S.data(), vnew);
+    }
+    std::vector<float>& dstate = w.dstate;
+    if (dht) std::memcpy(dstate.data(), dht, KV * sizeof(float));
+    else std::fill(dstate.begin(), dstate.end(), 0.f);
+    for (int c = nchunks - 1; c >= 0; --c) {
+      const int t0 = bos + c * C;
+      load(t0, std::min(C, eos - t0));
+      const float* vnew = w.v.data();
+      if constexpr (kDelta) {
+        intra(false);
+        vnew = &vnews[size_t(t0 - bos) * w.V];
+      }
+      backward_chunk(t0, &states[c * KV], vnew, dstate.data(), dout, grads);
+    }
+    if (dh0) std::memcpy(dh0, dstate.data(), KV * sizeof(float));
+  }
+};
+
+void check_problem(const CoreProblem<float>& p) {
+  GDN_CHECK(p.chunk_size == 16 || p.chunk_size == 32 || p.chunk_size == 64,
+            "chunk form: chunk_size must be 16, 32 or 64, got ", p.chunk_size);
+  GDN_CHECK(p.gate != GateKind::fixed, "chunk form: fixed gates must be prepared into g");
+  GDN_CHECK(p.H > 0 && p.HV % p.H == 0, "chunk form: HV (", p.HV, ") must be a multiple of H (", p.H, ")");
+}
+
+template <class Fn>
+void dispatch(const CoreProblem<float>& p, Fn&& fn) {
+  auto with_rule = [&](auto gate) {
+    if (p.delta) fn(gate, std::true_type{});
+    else fn(gate, std::false_type{});
+  };
+  switch (p.gate) {
+    case GateKind::none: return with_rule(std::integral_constant<GateKind, GateKind::none>{});
+    case GateKind::scalar: return with_rule(std::integral_constant<GateKind, GateKind::scalar>{});
+    case GateKind::vector: return with_rule(std::integral_constant<GateKind, GateKind::vector>{});
+    case GateKind::fixed: break;
+  }
+}
+
+}  // namespace
+
+void chunk_core_forward(const CoreProblem<float>& p, const CoreOutputs<float>& out) {
+  check_problem(p);
+  const size_t KV = size_t(p.K) * p.V;
+  const int tasks = p.N * p.HV;
+  dispatch(p, [&](auto gate, auto delta) {
+#pragma omp parallel
+    {
+      ChunkWork work(p.chunk_size, p.K, p.V);
+#pragma omp for schedule(dynamic, 1)
+      for (int task = 0; task < tasks; ++task) {
+        const int n = task / p.HV, hv = task % p.HV;
+        const SeqSpan span = seq_span(p, n);
+        ChunkForm<decltype(gate)::value, decltype(delta)::value> form{p, work, span.b, hv / p.group(), hv};
+        const size_t sidx = (size_t(n) * p.HV + hv) * KV;
+        form.forward(span.bos, span.eos, p.h0 ? p.h0 + sidx : nullptr, work.state.data(), out.o);
+        if (out.ht) std::memcpy(out.ht + sidx, work.state.data(), KV * sizeof(float));
+      }
+    }
+  });
+}
+
+void chunk_core_backward(const CoreProblem<float>& p, const CoreGradOutputs<float>& dout,
+                         const CoreGrads<float>& grads) {
+  check_problem(p);
+  const size_t KV = size_t(p.K) * p.V;
+  const int tasks = p.N * p.HV;
+  dispatch(p, [&](auto gate, auto delta) {
+#pragma omp parallel
+    {
+      ChunkWork work(p.chunk_size, p.K, p.V);
+      std::vector<float> states, vnews;
+#pragma omp for schedule(dynamic, 1)
+      for (int task = 0; task < tasks; ++task) {
+        const int n = task / p.HV, hv = task % p.HV;
+        const SeqSpan span = seq_span(p, n);
+        ChunkForm<decltype(gate)::value, decltype(delta)::value> form{p, work, span.b, hv / p.group(), hv};
+        const size_t sidx = (size_t(n) * p.HV + hv) * KV;
+        form.backward(span.bos, span.eos, p.h0 ? p.h0 + sidx : nullptr, dout.dht ? dout.dht + sidx : nullptr,
+                      grads.dh0 ? grads.dh0 + sidx : nullptr, states, vnews, dout, grads);
+      }
+    }
+  });
+}
+
+}  // namespace gdn::detail
