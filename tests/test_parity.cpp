@@ -13,6 +13,7 @@
 
 #include "gdn/common.h"
 #include "gdn/infer.h"
+#include "gdn/nn/model.h"
 #include "gdn/safetensors.h"
 
 namespace fs = std::filesystem;
@@ -256,4 +257,62 @@ TEST(Parity, RandomHybridPrefillEqualsDecodeSteps) {
     else
       ASSERT_LE(st.bytes(), early_max) << "the state grew at token " << t;
   }
+}
+
+// gdn's own layout: a checkpoint written in gdn train's format from a training model
+// (gdn::nn) loads into the inference model, whose logits give the training forward's loss.
+TEST(Parity, GdnCheckpointMatchesTrainingForward) {
+  gdn::nn::ModelConfig mc;
+  mc.vocab_size = 64;
+  mc.d_model = 32;
+  mc.layers = 3;
+  mc.mixers = {"gated_deltanet", "swa"};
+  mc.heads = 2;
+  mc.v_heads = 4;
+  mc.head_dim = 16;
+  mc.expand_v = 1.5;
+  mc.window = 8;
+  mc.attn_heads = 4;
+  mc.attn_kv_heads = 2;
+  mc.mlp_hidden = 48;
+  const uint64_t seed = std::random_device{}();
+  gdn::nn::Model<float> trained(mc, seed);
+  // Weights far from the initialisation, so that every part changes the loss.
+  gdn::nn::Rng rng(seed + 1);
+  for (auto& [name, p] : trained.params()) {
+    if (name.ends_with("A_log") || name.ends_with("dt_bias")) continue;
+    const bool norm = name.find("norm") != std::string::npos;
+    const double std = norm ? 0.2 : p->shape.size() == 2 ? 1.0 / std::sqrt(double(p->shape[1])) : 0.4;
+    for (auto& x : p->value) x = float((norm ? 1.0 : 0.0) + std * rng.normal());
+  }
+  const fs::path file = fs::temp_directory_path() / ("gdn_parity_ckpt_" + std::to_string(::getpid()) + ".safetensors");
+  gdn::SafeTensorsWriter w;
+  for (const auto& [name, p] : trained.params()) w.add_f32(name, p->shape, p->value.data());
+  w.set_metadata("format", "gdn-checkpoint-1");
+  w.set_metadata("model_config", mc.to_json().dump());
+  w.write(file.string());
+
+  const int T = 40;
+  std::vector<int32_t> ids(T), labels(T, -100);
+  for (auto& id : ids) id = int32_t(rng.below(uint64_t(mc.vocab_size)));
+  for (int t = 0; t + 1 < T; ++t) labels[size_t(t)] = ids[size_t(t) + 1];
+  const double loss = trained.forward(ids.data(), labels.data(), 1, T).loss;
+
+  Model model = Model::load(file.string());
+  fs::remove(file);
+  EXPECT_EQ(model.config().layout, gdn::infer::Layout::gdn);
+  auto state = model.new_state();
+  std::vector<float> logits(size_t(T) * mc.vocab_size);
+  model.forward(state, ids.data(), T, nullptr, logits.data());
+  double ce = 0;
+  for (int t = 0; t + 1 < T; ++t) {
+    const float* l = logits.data() + size_t(t) * mc.vocab_size;
+    double mx = l[0], z = 0;
+    for (int v = 0; v < mc.vocab_size; ++v) mx = std::max(mx, double(l[v]));
+    for (int v = 0; v < mc.vocab_size; ++v) z += std::exp(l[v] - mx);
+    ce += std::log(z) + mx - l[labels[size_t(t)]];
+  }
+  ce /= T - 1;
+  EXPECT_NEAR(ce, loss, 1e-5 * loss) << "seed " << seed;
+  EXPECT_GT(std::abs(loss - std::log(double(mc.vocab_size))), 0.1) << "the loss is at chance: weights unused?";
 }

@@ -312,8 +312,8 @@ std::vector<std::pair<std::string, nn::Param<float>*>> Model::Impl::params() {
       add(pre + "attn.o_norm.weight", d.o_norm.weight);
       add(pre + "attn.o_proj.weight", d.o_proj.weight);
     }
-    add(pre + "mlp_norm.weight", b.mlp_norm.weight);
     if (cfg.mlp_hidden > 0) {
+      add(pre + "mlp_norm.weight", b.mlp_norm.weight);
       add(pre + "mlp.gate_proj.weight", b.mlp.gate_proj.weight);
       add(pre + "mlp.up_proj.weight", b.mlp.up_proj.weight);
       add(pre + "mlp.down_proj.weight", b.mlp.down_proj.weight);
