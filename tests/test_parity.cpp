@@ -259,10 +259,18 @@ TEST(Parity, RandomHybridPrefillEqualsDecodeSteps) {
   }
 }
 
-// gdn's own layout: a checkpoint written in gdn train's format from a training model
-// (gdn::nn) loads into the inference model, whose logits give the training forward's loss.
-TEST(Parity, GdnCheckpointMatchesTrainingForward) {
+// A training model (gdn::nn) with weights far from the initialisation, so that every part
+// changes the loss, and the loss of its training forward on random tokens.
+struct TrainedModel {
   gdn::nn::ModelConfig mc;
+  std::unique_ptr<gdn::nn::Model<float>> model;
+  std::vector<int32_t> ids, labels;
+  double loss = 0;
+};
+
+TrainedModel trained_model(uint64_t seed) {
+  TrainedModel t;
+  auto& mc = t.mc;
   mc.vocab_size = 64;
   mc.d_model = 32;
   mc.layers = 3;
@@ -275,44 +283,91 @@ TEST(Parity, GdnCheckpointMatchesTrainingForward) {
   mc.attn_heads = 4;
   mc.attn_kv_heads = 2;
   mc.mlp_hidden = 48;
-  const uint64_t seed = std::random_device{}();
-  gdn::nn::Model<float> trained(mc, seed);
-  // Weights far from the initialisation, so that every part changes the loss.
+  t.model = std::make_unique<gdn::nn::Model<float>>(mc, seed);
   gdn::nn::Rng rng(seed + 1);
-  for (auto& [name, p] : trained.params()) {
+  for (auto& [name, p] : t.model->params()) {
     if (name.ends_with("A_log") || name.ends_with("dt_bias")) continue;
     const bool norm = name.find("norm") != std::string::npos;
     const double std = norm ? 0.2 : p->shape.size() == 2 ? 1.0 / std::sqrt(double(p->shape[1])) : 0.4;
     for (auto& x : p->value) x = float((norm ? 1.0 : 0.0) + std * rng.normal());
   }
+  const int T = 40;
+  t.ids.resize(T);
+  t.labels.assign(T, -100);
+  for (auto& id : t.ids) id = int32_t(rng.below(uint64_t(mc.vocab_size)));
+  for (int i = 0; i + 1 < T; ++i) t.labels[size_t(i)] = t.ids[size_t(i) + 1];
+  t.loss = t.model->forward(t.ids.data(), t.labels.data(), 1, T).loss;
+  return t;
+}
+
+// The inference model's mean cross-entropy on the same tokens.
+void expect_training_loss(Model& model, const TrainedModel& t, uint64_t seed) {
+  const int T = int(t.ids.size()), V = t.mc.vocab_size;
+  auto state = model.new_state();
+  std::vector<float> logits(size_t(T) * V);
+  model.forward(state, t.ids.data(), T, nullptr, logits.data());
+  double ce = 0;
+  for (int i = 0; i + 1 < T; ++i) {
+    const float* l = logits.data() + size_t(i) * V;
+    double mx = l[0], z = 0;
+    for (int v = 0; v < V; ++v) mx = std::max(mx, double(l[v]));
+    for (int v = 0; v < V; ++v) z += std::exp(l[v] - mx);
+    ce += std::log(z) + mx - l[t.labels[size_t(i)]];
+  }
+  ce /= T - 1;
+  EXPECT_NEAR(ce, t.loss, 1e-5 * t.loss) << "seed " << seed;
+  EXPECT_GT(std::abs(t.loss - std::log(double(V))), 0.1) << "the loss is at chance: weights unused?";
+}
+
+// gdn's own layout: a checkpoint in gdn train's format loads into the inference model,
+// whose logits give the training forward's loss.
+TEST(Parity, GdnCheckpointMatchesTrainingForward) {
+  const uint64_t seed = std::random_device{}();
+  const TrainedModel t = trained_model(seed);
   const fs::path file = fs::temp_directory_path() / ("gdn_parity_ckpt_" + std::to_string(::getpid()) + ".safetensors");
   gdn::SafeTensorsWriter w;
-  for (const auto& [name, p] : trained.params()) w.add_f32(name, p->shape, p->value.data());
+  for (const auto& [name, p] : t.model->params()) w.add_f32(name, p->shape, p->value.data());
   w.set_metadata("format", "gdn-checkpoint-1");
-  w.set_metadata("model_config", mc.to_json().dump());
+  w.set_metadata("model_config", t.mc.to_json().dump());
   w.write(file.string());
-
-  const int T = 40;
-  std::vector<int32_t> ids(T), labels(T, -100);
-  for (auto& id : ids) id = int32_t(rng.below(uint64_t(mc.vocab_size)));
-  for (int t = 0; t + 1 < T; ++t) labels[size_t(t)] = ids[size_t(t) + 1];
-  const double loss = trained.forward(ids.data(), labels.data(), 1, T).loss;
-
   Model model = Model::load(file.string());
   fs::remove(file);
   EXPECT_EQ(model.config().layout, gdn::infer::Layout::gdn);
-  auto state = model.new_state();
-  std::vector<float> logits(size_t(T) * mc.vocab_size);
-  model.forward(state, ids.data(), T, nullptr, logits.data());
-  double ce = 0;
-  for (int t = 0; t + 1 < T; ++t) {
-    const float* l = logits.data() + size_t(t) * mc.vocab_size;
-    double mx = l[0], z = 0;
-    for (int v = 0; v < mc.vocab_size; ++v) mx = std::max(mx, double(l[v]));
-    for (int v = 0; v < mc.vocab_size; ++v) z += std::exp(l[v] - mx);
-    ce += std::log(z) + mx - l[labels[size_t(t)]];
+  expect_training_loss(model, t, seed);
+}
+
+// FLA's layout: the same weights under FLA's config.json (GatedDeltaNetConfig keys, its
+// hybrid `attn` spec) in bf16. Checks the reading of FLA's config against gdn's own;
+// the fla_gdn fixture checks it against FLA.
+TEST(Parity, FlaConfigDirectoryMatchesTrainingForward) {
+  const uint64_t seed = std::random_device{}();
+  TrainedModel t = trained_model(seed);
+  const fs::path dir = fs::temp_directory_path() / ("gdn_parity_fla_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const auto& mc = t.mc;
+  const nlohmann::json cfg = {
+      {"model_type", "gated_deltanet"}, {"architectures", {"GatedDeltaNetForCausalLM"}},
+      {"vocab_size", mc.vocab_size},     {"hidden_size", mc.d_model},
+      {"num_hidden_layers", mc.layers},  {"num_heads", mc.heads},
+      {"num_v_heads", mc.v_heads},       {"head_dim", mc.head_dim},
+      {"expand_v", mc.expand_v},         {"intermediate_size", mc.mlp_hidden},
+      {"norm_eps", mc.norm_eps},         {"attn", {{"layers", {1}}, {"num_heads", mc.attn_heads},
+                                                   {"num_kv_heads", mc.attn_kv_heads}, {"window_size", mc.window},
+                                                   {"rope_theta", mc.rope_theta}}}};
+  std::ofstream(dir / "config.json") << cfg.dump(1);
+  gdn::SafeTensorsWriter w;
+  for (auto& [name, p] : t.model->params()) {
+    std::vector<uint16_t> b(p->value.size());
+    for (size_t i = 0; i < b.size(); ++i) {
+      b[i] = gdn::f32_to_bf16(p->value[i]);
+      p->value[i] = gdn::bf16_to_f32(b[i]);  // the training model runs the rounded weights too
+    }
+    w.add(name, gdn::DType::BF16, p->shape, b.data());
   }
-  ce /= T - 1;
-  EXPECT_NEAR(ce, loss, 1e-5 * loss) << "seed " << seed;
-  EXPECT_GT(std::abs(loss - std::log(double(mc.vocab_size))), 0.1) << "the loss is at chance: weights unused?";
+  w.write((dir / "model.safetensors").string());
+  t.loss = t.model->forward(t.ids.data(), t.labels.data(), 1, int(t.ids.size())).loss;
+  Model model = Model::load(dir.string());
+  fs::remove_all(dir);
+  EXPECT_EQ(model.config().layout, gdn::infer::Layout::fla);
+  expect_training_loss(model, t, seed);
 }

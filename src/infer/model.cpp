@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <omp.h>
+#include <type_traits>
 
 #include "gdn/common.h"
 #include "gdn/nn/activations.h"
@@ -355,7 +357,70 @@ State Model::new_state() const {
 
 void Model::forward(State& state, const int32_t* ids, int n, float* last_logits, float* all_logits,
                     Form prefill_form) {
-  Impl& m = *impl_;
+  if (n > 1) {
+    impl_->run(state, ids, n, last_logits, all_logits, prefill_form);
+    impl_->drop_buffers();
+    return;
+  }
+  // A decode step is too small to share between threads: OpenMP regions would cost more
+  // in synchronisation than they save (far more on a loaded machine), so its regions run
+  // on this thread alone; BLAS keeps its own threads.
+  struct OneThread {
+    int saved = omp_get_max_threads();
+    OneThread() { omp_set_num_threads(1); }
+    ~OneThread() { omp_set_num_threads(saved); }
+  } one_thread;
+  impl_->run(state, ids, n, last_logits, all_logits, prefill_form);
+}
+
+// The training layers keep their last inputs for a backward that inference never runs;
+// after a prefill those buffers are as large as the prompt. Rebuilding each layer around
+// its parameters frees them.
+void Model::Impl::drop_buffers() {
+  auto renew_norm = [](auto& layer) {
+    std::remove_reference_t<decltype(layer)> fresh;
+    fresh.dim = layer.dim;
+    fresh.eps = layer.eps;
+    fresh.weight = std::move(layer.weight);
+    layer = std::move(fresh);
+  };
+  auto renew_conv = [](nn::ShortConv<float>& layer) {
+    nn::ShortConv<float> fresh;
+    fresh.channels = layer.channels;
+    fresh.width = layer.width;
+    fresh.activation = layer.activation;
+    fresh.weight = std::move(layer.weight);
+    layer = std::move(fresh);
+  };
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    Block& b = blocks[i];
+    renew_norm(b.attn_norm);
+    renew_norm(b.mlp_norm);
+    if (cfg.attention[i]) {
+      if (cfg.attn_qk_norm) {
+        renew_norm(b.attn.q_norm);
+        renew_norm(b.attn.k_norm);
+      }
+    } else {
+      renew_conv(b.delta.q_conv1d);
+      renew_conv(b.delta.k_conv1d);
+      renew_conv(b.delta.v_conv1d);
+      renew_norm(b.delta.o_norm);
+    }
+    nn::SwiGLU<float> mlp;
+    mlp.dim = b.mlp.dim;
+    mlp.hidden = b.mlp.hidden;
+    mlp.gate_proj = std::move(b.mlp.gate_proj);
+    mlp.up_proj = std::move(b.mlp.up_proj);
+    mlp.down_proj = std::move(b.mlp.down_proj);
+    b.mlp = std::move(mlp);
+  }
+  renew_norm(norm);
+}
+
+void Model::Impl::run(State& state, const int32_t* ids, int n, float* last_logits, float* all_logits,
+                      Form prefill_form) {
+  Impl& m = *this;
   const Config& c = m.cfg;
   GDN_CHECK(n > 0, "forward: no tokens");
   GDN_CHECK(state.layers.size() == size_t(c.layers()), "forward: the state has ", state.layers.size(),

@@ -43,6 +43,8 @@ struct Model::Impl {
   void shape();
   // After the values are in: ties the head, drops the gradient buffers.
   void finalize();
+  void run(State& state, const int32_t* ids, int n, float* last_logits, float* all_logits, Form prefill_form);
+  void drop_buffers();
   // Every parameter under its FLA name (gdn and FLA layouts; Qwen3-Next maps onto these).
   std::vector<std::pair<std::string, nn::Param<float>*>> params();
 };
