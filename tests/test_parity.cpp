@@ -371,3 +371,44 @@ TEST(Parity, FlaConfigDirectoryMatchesTrainingForward) {
   EXPECT_EQ(model.config().layout, gdn::infer::Layout::fla);
   expect_training_loss(model, t, seed);
 }
+
+// tests/fixtures/sentencepiece/tokenizer.model: a 300-piece unigram model with byte
+// fallback, trained by SentencePiece's trainer on a few sentences about the delta rule
+// (--normalization_rule_name=identity keeps the file small).
+TEST(Tokenizer, SentencePieceRoundTrip) {
+  if (!gdn::infer::have_sentencepiece()) GTEST_SKIP() << "built without libsentencepiece";
+  gdn::infer::Config cfg;
+  cfg.layout = gdn::infer::Layout::fla;
+  const auto tok = gdn::infer::make_tokenizer((kFixtures / "sentencepiece").string(), cfg);
+  ASSERT_TRUE(tok);
+  EXPECT_EQ(tok->name(), "sentencepiece");
+  for (const std::string text : {"the delta rule reads the value", "gated memories fade \xC5\xBE 42"}) {
+    const auto ids = tok->encode(text);
+    ASSERT_FALSE(ids.empty());
+    std::string back;
+    for (int32_t id : ids) {
+      EXPECT_GE(id, 0);
+      EXPECT_LT(id, 300);
+      back += tok->decode(id);
+    }
+    EXPECT_EQ(back, " " + text);  // SentencePiece marks the first word's start too
+  }
+  // Words it was trained on take fewer pieces than bytes.
+  const std::string known = "the delta rule reads the value";
+  EXPECT_LT(tok->encode(known).size(), known.size() * 2 / 3);
+}
+
+TEST(Tokenizer, BytesForGdnModels) {
+  gdn::infer::Config cfg;
+  cfg.vocab = 256;
+  const auto tok = gdn::infer::make_tokenizer("", cfg);
+  ASSERT_TRUE(tok);
+  const std::string text = "Gated \xCE\x94";
+  const auto ids = tok->encode(text);
+  ASSERT_EQ(ids.size(), text.size());
+  std::string back;
+  for (int32_t id : ids) back += tok->decode(id);
+  EXPECT_EQ(back, text);
+  cfg.layout = gdn::infer::Layout::qwen3_next;  // no tokenizer.json reader: ids only
+  EXPECT_FALSE(gdn::infer::make_tokenizer("", cfg));
+}

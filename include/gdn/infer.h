@@ -34,6 +34,7 @@ struct Config {
   double norm_eps = 1e-6;
   bool tie_embeddings = false;
   int mlp_hidden = 0;  // SwiGLU hidden size; 0: no MLP
+  int bos_token = -1, eos_token = -1;  // -1: none
   // Per layer: attention (with window, 0 = full) or gated delta rule.
   std::vector<bool> attention;
   std::vector<int> window;
@@ -123,6 +124,8 @@ class Tokenizer {
   // Text of one token as it continues the stream (bytes may be partial UTF-8).
   virtual std::string decode(int32_t id) const = 0;
 };
+// Whether this build reads SentencePiece models (libsentencepiece was found).
+bool have_sentencepiece();
 // Null when the model has no tokenizer gdn can use (then only token ids work).
 std::unique_ptr<Tokenizer> make_tokenizer(const std::string& model_path, const Config& cfg);
 

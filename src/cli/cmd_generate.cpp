@@ -18,7 +18,7 @@ struct GenerateArgs {
   std::string model, prompt, prompt_ids, form = "chunk";
   int max_tokens = 64, threads = 0;
   infer::SamplerOptions sampling;
-  bool json = false;
+  bool json = false, no_bos = false, ignore_eos = false;
 };
 
 std::vector<int32_t> parse_ids(const std::string& text) {
@@ -52,6 +52,8 @@ void run_generate(const GenerateArgs& a) {
     GDN_CHECK(tokenizer, "generate: model ", a.model, " (", infer::layout_name(cfg.layout),
               ") has no tokenizer gdn can use; pass --prompt-ids");
     prompt = tokenizer->encode(a.prompt);
+    // SentencePiece models (Llama's tokenizer, which FLA's checkpoints use) start with BOS.
+    if (tokenizer->name() == "sentencepiece" && cfg.bos_token >= 0 && !a.no_bos) prompt.insert(prompt.begin(), cfg.bos_token);
     GDN_CHECK(!prompt.empty(), "generate: the prompt encodes to no tokens");
   } else {
     prompt = parse_ids(a.prompt_ids);
@@ -87,6 +89,7 @@ void run_generate(const GenerateArgs& a) {
   const double t1 = now_s();
   for (int i = 0; i < a.max_tokens; ++i) {
     const int32_t id = sampler.sample(logits.data(), cfg.vocab);
+    if (id == cfg.eos_token && !a.ignore_eos) break;
     out.push_back(id);
     emit(id);
     if (i + 1 < a.max_tokens) model.forward(state, &id, 1, logits.data());
@@ -126,6 +129,8 @@ GDN_COMMAND("generate", "Generate text from a gdn, FLA or Qwen3-Next checkpoint"
   app.add_option("--seed", a->sampling.seed, "Sampling seed");
   app.add_option("--form", a->form, "Op form of the prefill: chunk or recurrent");
   app.add_option("--threads", a->threads, "Threads (OpenMP and OpenBLAS); default: all cores");
+  app.add_flag("--no-bos", a->no_bos, "Do not start a SentencePiece-encoded prompt with the BOS token");
+  app.add_flag("--ignore-eos", a->ignore_eos, "Go on after the EOS token");
   app.add_flag("--json", a->json, "Print one JSON line at the end instead of streaming text");
   app.callback([a] { run_generate(*a); });
 });

@@ -107,6 +107,16 @@ T value(const json& j, const std::string& key, T fallback, const std::string& fi
   }
 }
 
+// eos_token_id may be one id or a list of them (the first is used).
+int first_id(const json& j, const std::string& key, int fallback, const std::string& file) {
+  if (j.contains(key) && j[key].is_array()) {
+    const json& ids = j[key];
+    GDN_CHECK(ids.empty() || ids[0].is_number_integer(), file, ": ", key, " holds a non-integer (", ids.dump(), ")");
+    return ids.empty() ? fallback : ids[0].get<int>();
+  }
+  return value<int>(j, key, fallback, file);
+}
+
 // ---------------------------------------------------------------------------- gdn
 
 Config config_from_gdn(const nn::ModelConfig& m) {
@@ -151,6 +161,8 @@ Config config_from_fla(const json& j, const std::string& file) {
   c.d_model = get_i("hidden_size", 2048);
   c.norm_eps = value<double>(j, "norm_eps", 1e-6, file);
   c.tie_embeddings = get_b("tie_word_embeddings", false);
+  c.bos_token = get_i("bos_token_id", 1);
+  c.eos_token = first_id(j, "eos_token_id", 2, file);
   const int layers = get_i("num_hidden_layers", 21);
   c.heads = get_i("num_heads", 6);
   c.v_heads = get_i("num_v_heads", c.heads);
@@ -217,6 +229,8 @@ Config config_from_qwen3_next(const json& j, const std::string& file) {
   c.norm_eps = value<double>(j, "rms_norm_eps", 1e-6, file);
   c.tie_embeddings = value<bool>(j, "tie_word_embeddings", false, file);
   c.mlp_hidden = get_i("intermediate_size", 5632);
+  c.bos_token = get_i("bos_token_id", -1);
+  c.eos_token = first_id(j, "eos_token_id", -1, file);
   const int layers = get_i("num_hidden_layers", 48);
   const std::string act = value<std::string>(j, "hidden_act", "silu", file);
   GDN_CHECK(act == "silu" || act == "swish", file, ": hidden_act \"", act, "\" is not supported (silu only)");

@@ -12,6 +12,8 @@
 
 namespace gdn::infer {
 
+constexpr int kSmallBatch = 16;  // tokens per forward below which one thread does the work
+
 const char* layout_name(Layout l) {
   switch (l) {
     case Layout::gdn: return "gdn";
@@ -357,14 +359,14 @@ State Model::new_state() const {
 
 void Model::forward(State& state, const int32_t* ids, int n, float* last_logits, float* all_logits,
                     Form prefill_form) {
-  if (n > 1) {
+  if (n > kSmallBatch) {
     impl_->run(state, ids, n, last_logits, all_logits, prefill_form);
     impl_->drop_buffers();
     return;
   }
-  // A decode step is too small to share between threads: OpenMP regions would cost more
-  // in synchronisation than they save (far more on a loaded machine), so its regions run
-  // on this thread alone; BLAS keeps its own threads.
+  // A decode step (or a few tokens) is too small to share between threads: OpenMP regions
+  // would cost more in synchronisation than they save (far more on a loaded machine), so
+  // its regions run on this thread alone; BLAS keeps its own threads.
   struct OneThread {
     int saved = omp_get_max_threads();
     OneThread() { omp_set_num_threads(1); }

@@ -42,10 +42,15 @@ class SentencePieceTokenizer final : public Tokenizer {
       const std::string piece = sp_.IdToPiece(id);
       return std::string(1, char(std::stoi(piece.substr(3, 2), nullptr, 16)));
     }
-    std::string piece = sp_.IdToPiece(id);
     // "▁" (U+2581) marks a word start.
-    for (size_t at; (at = piece.find("\xE2\x96\x81")) != std::string::npos;) piece.replace(at, 3, " ");
-    return piece;
+    const std::string piece = sp_.IdToPiece(id), mark = "\xE2\x96\x81";
+    std::string text;
+    for (size_t i = 0; i < piece.size();) {
+      const bool at_mark = piece.compare(i, mark.size(), mark) == 0;
+      text += at_mark ? ' ' : piece[i];
+      i += at_mark ? mark.size() : 1;
+    }
+    return text;
   }
 
  private:
@@ -54,6 +59,14 @@ class SentencePieceTokenizer final : public Tokenizer {
 #endif
 
 }  // namespace
+
+bool have_sentencepiece() {
+#ifdef GDN_HAVE_SENTENCEPIECE
+  return true;
+#else
+  return false;
+#endif
+}
 
 std::unique_ptr<Tokenizer> make_tokenizer(const std::string& model_path, const Config& cfg) {
   namespace fs = std::filesystem;
