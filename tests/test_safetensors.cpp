@@ -1,7 +1,5 @@
 // safetensors: round trips of every dtype, the bf16/f16 conversions, and every kind of
 // malformed file the reader must reject (with the file and tensor named).
-#include "gdn/safetensors.h"
-
 #include <gtest/gtest.h>
 #include <immintrin.h>
 #include <unistd.h>
@@ -15,6 +13,7 @@
 #include <random>
 
 #include "gdn/common.h"
+#include "gdn/safetensors.h"
 
 namespace fs = std::filesystem;
 using gdn::DType;
@@ -56,7 +55,8 @@ void expect_error(const std::function<void()>& fn, std::initializer_list<std::st
     fn();
     ADD_FAILURE() << "expected a gdn::Error";
   } catch (const gdn::Error& e) {
-    for (const auto& s : needles) EXPECT_NE(std::string(e.what()).find(s), std::string::npos) << e.what() << "\n  missing: " << s;
+    for (const auto& s : needles)
+      EXPECT_NE(std::string(e.what()).find(s), std::string::npos) << e.what() << "\n  missing: " << s;
   }
 }
 
@@ -69,7 +69,8 @@ void expect_rejected(const std::string& header, size_t data_bytes, std::initiali
     gdn::SafeTensorsFile::load(path);
     ADD_FAILURE() << "accepted: " << header;
   } catch (const gdn::Error& e) {
-    for (const auto& s : all) EXPECT_NE(std::string(e.what()).find(s), std::string::npos) << e.what() << "\n  missing: " << s;
+    for (const auto& s : all)
+      EXPECT_NE(std::string(e.what()).find(s), std::string::npos) << e.what() << "\n  missing: " << s;
   }
 }
 
@@ -190,12 +191,12 @@ TEST(SafeTensors, HalfConversionsExactValues) {
   EXPECT_EQ(gdn::f32_to_bf16(-2.0f), 0xc000);
   EXPECT_EQ(gdn::f32_to_f16(1.0f), 0x3c00);
   EXPECT_EQ(gdn::f32_to_f16(-2.0f), 0xc000);
-  EXPECT_EQ(gdn::f32_to_f16(65504.0f), 0x7bff);          // largest f16
-  EXPECT_EQ(gdn::f32_to_f16(65520.0f), 0x7c00);          // rounds up to inf
+  EXPECT_EQ(gdn::f32_to_f16(65504.0f), 0x7bff);  // largest f16
+  EXPECT_EQ(gdn::f32_to_f16(65520.0f), 0x7c00);  // rounds up to inf
   EXPECT_EQ(gdn::f32_to_f16(65519.0f), 0x7bff);
-  EXPECT_EQ(gdn::f32_to_f16(0x1p-24f), 0x0001);          // smallest subnormal
-  EXPECT_EQ(gdn::f32_to_f16(0x1p-25f), 0x0000);          // tie, to even (zero)
-  EXPECT_EQ(gdn::f32_to_f16(0x1.8p-24f), 0x0002);        // tie, to even (2)
+  EXPECT_EQ(gdn::f32_to_f16(0x1p-24f), 0x0001);    // smallest subnormal
+  EXPECT_EQ(gdn::f32_to_f16(0x1p-25f), 0x0000);    // tie, to even (zero)
+  EXPECT_EQ(gdn::f32_to_f16(0x1.8p-24f), 0x0002);  // tie, to even (2)
   EXPECT_EQ(gdn::f32_to_f16(-0.0f), 0x8000);
   EXPECT_EQ(gdn::f32_to_f16(INFINITY), 0x7c00);
   EXPECT_EQ(gdn::f32_to_bf16(-INFINITY), 0xff80);
@@ -251,9 +252,8 @@ TEST(SafeTensors, HalfConversionsRoundToNearestEven) {
 
 TEST(SafeTensors, AcceptsHandWrittenFileWithPaddingAndMetadata) {
   TempDir dir;
-  const std::string header =
-      R"({"__metadata__":{"k":"v"},"b":{"dtype":"U8","shape":[2],"data_offsets":[4,6]},)"
-      R"("a":{"dtype":"I16","shape":[2],"data_offsets":[0,4]}}      )";
+  const std::string header = R"({"__metadata__":{"k":"v"},"b":{"dtype":"U8","shape":[2],"data_offsets":[4,6]},)"
+                             R"("a":{"dtype":"I16","shape":[2],"data_offsets":[0,4]}}      )";
   const auto f = gdn::SafeTensorsFile::load(write_raw(dir, header, 6));
   EXPECT_EQ(f.names(), (std::vector<std::string>{"a", "b"}));
   EXPECT_EQ(f.info("b").offset, 4u);
@@ -269,6 +269,7 @@ TEST(SafeTensors, RejectsMalformedFiles) {
     std::ofstream(path, std::ios::binary) << "abc";
     expect_error([&] { gdn::SafeTensorsFile::load(path); }, {path, "truncated"});
     expect_error([&] { gdn::SafeTensorsFile::load(dir.file("absent")); }, {dir.file("absent"), "cannot open"});
+    expect_error([&] { gdn::SafeTensorsFile::load(dir.file("")); }, {dir.file("")});
     const std::string big = write_raw(dir, "{" + ok_a + "}", 8, 1000);
     expect_error([&] { gdn::SafeTensorsFile::load(big); }, {big, "larger than the file"});
     const std::string huge = write_raw(dir, "{" + ok_a + "}", 8, uint64_t(1) << 62);
@@ -277,8 +278,9 @@ TEST(SafeTensors, RejectsMalformedFiles) {
   expect_rejected(R"( {"a":1})", 0, {"'{'"});
   expect_rejected(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]})", 8, {"not valid JSON"});
   expect_rejected(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}} x)", 8, {"not valid JSON"});
-  expect_rejected(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})",
-                  16, {"tensor a", "twice"});
+  expect_rejected(
+      R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})",
+      16, {"tensor a", "twice"});
   // Entries.
   expect_rejected(R"({"a":{"dtype":"F8_E4M3","shape":[2],"data_offsets":[0,2]}})", 2, {"tensor a", "unknown dtype"});
   expect_rejected(R"({"a":{"dtype":"f32","shape":[2],"data_offsets":[0,8]}})", 8, {"tensor a", "unknown dtype"});

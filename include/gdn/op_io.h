@@ -42,8 +42,8 @@ struct OpData {
 
 template <class T>
 struct OpResults {
-  std::vector<T> o, ht;                          // always
-  std::vector<T> dq, dk, dv, dg, dbeta, dh0;     // backward; empty where they do not apply
+  std::vector<T> o, ht;                       // always
+  std::vector<T> dq, dk, dv, dg, dbeta, dh0;  // backward; empty where they do not apply
 };
 
 // Reads and checks the problem (shapes here, values through gdn::validate). `do` is
@@ -58,8 +58,7 @@ OpResults<T> run_op(const OpData<T>& data, const OpRunOptions& opt);
 
 // Writes every non-empty result with its shape, plus metadata describing the run.
 template <class T>
-void save_op_results(const std::string& path, const OpData<T>& data, const OpResults<T>& res,
-                     const OpRunOptions& opt);
+void save_op_results(const std::string& path, const OpData<T>& data, const OpResults<T>& res, const OpRunOptions& opt);
 
 // load -> run -> save, in the precision the form needs: what `gdn op` does.
 void run_op_file(const std::string& in_path, const std::string& out_path, const OpRunOptions& opt);

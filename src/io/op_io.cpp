@@ -4,6 +4,7 @@
 #include <cmath>
 #include <iomanip>
 #include <limits>
+#include <set>
 
 #include "gdn/common.h"
 
@@ -28,7 +29,7 @@ std::vector<Real> read_tensor(const SafeTensorsFile& f, const std::string& name)
 // Reads `name`, which must have exactly `expected` (described as `dims`, e.g. "[B,T,HV]").
 template <class Real>
 std::vector<Real> read_shaped(const SafeTensorsFile& f, const std::string& name, const std::vector<int64_t>& expected,
-                           const char* dims) {
+                              const char* dims) {
   const auto& got = f.info(name).shape;
   GDN_CHECK(got == expected, "tensor ", name, " in ", f.path(), ": expected shape ", dims, "=", shape_str(expected),
             ", got ", shape_str(got));
@@ -39,7 +40,8 @@ std::vector<Real> read_shaped(const SafeTensorsFile& f, const std::string& name,
 template <class Real>
 void check_finite(const SafeTensorsFile& f, const std::string& name, const std::vector<Real>& x) {
   for (size_t i = 0; i < x.size(); ++i)
-    GDN_CHECK(std::isfinite(x[i]), "tensor ", name, " in ", f.path(), ": non-finite value ", x[i], " at flat index ", i);
+    GDN_CHECK(std::isfinite(x[i]), "tensor ", name, " in ", f.path(), ": non-finite value ", x[i], " at flat index ",
+              i);
 }
 
 template <class Real>
@@ -64,12 +66,24 @@ OpData<Real> load_op_data(const SafeTensorsFile& f, const OpRunOptions& opt) {
   const std::string& P = f.path();
   for (const char* name : {"q", "k", "v"})
     GDN_CHECK(f.has(name), "file ", P, ": missing tensor ", name, " (need q, k [B,T,H,K] and v [B,T,HV,V])");
+  // A misspelt optional tensor ("H0") would otherwise be silently left out. Output names
+  // are allowed (and ignored) so that a file can carry expected results too.
+  for (const auto& name : f.names()) {
+    static const std::set<std::string> known{"q", "k",  "v",  "g",  "beta", "h0", "cu_seqlens", "do", "dht",
+                                             "o", "ht", "dq", "dk", "dv",   "dg", "dbeta",      "dh0"};
+    GDN_CHECK(known.count(name), "file ", P, ": unknown tensor ", name,
+              " (inputs: q, k, v, g, beta, h0, cu_seqlens, do, dht)");
+  }
   const auto& qs = f.info("q").shape;
   const auto& vs = f.info("v").shape;
   GDN_CHECK(qs.size() == 4, "tensor q in ", P, ": expected 4 dims [B,T,H,K], got ", shape_str(qs));
   GDN_CHECK(vs.size() == 4, "tensor v in ", P, ": expected 4 dims [B,T,HV,V], got ", shape_str(vs));
-  for (int64_t d : qs) GDN_CHECK(d > 0 && d <= std::numeric_limits<int>::max(), "tensor q in ", P, ": dims must be positive, got ", shape_str(qs));
-  for (int64_t d : vs) GDN_CHECK(d > 0 && d <= std::numeric_limits<int>::max(), "tensor v in ", P, ": dims must be positive, got ", shape_str(vs));
+  for (int64_t d : qs)
+    GDN_CHECK(d > 0 && d <= std::numeric_limits<int>::max(), "tensor q in ", P, ": dims must be positive, got ",
+              shape_str(qs));
+  for (int64_t d : vs)
+    GDN_CHECK(d > 0 && d <= std::numeric_limits<int>::max(), "tensor v in ", P, ": dims must be positive, got ",
+              shape_str(vs));
 
   OpData<Real> d;
   OpConfig& c = d.cfg;
@@ -81,8 +95,8 @@ OpData<Real> load_op_data(const SafeTensorsFile& f, const OpRunOptions& opt) {
   c.chunk_size = opt.chunk_size;
   GDN_CHECK(vs[0] == c.B && vs[1] == c.T, "tensor v in ", P, ": expected shape [B,T,HV,V] with B=", c.B, ", T=", c.T,
             " (from q), got ", shape_str(vs));
-  GDN_CHECK(c.HV % c.H == 0, "tensor v in ", P, ": value heads HV=", c.HV, " must be a multiple of the q/k heads H=",
-            c.H, " (grouped value heads)");
+  GDN_CHECK(c.HV % c.H == 0, "tensor v in ", P, ": value heads HV=", c.HV,
+            " must be a multiple of the q/k heads H=", c.H, " (grouped value heads)");
 
   if (f.has("cu_seqlens")) {
     const auto& cs = f.info("cu_seqlens").shape;
@@ -122,8 +136,8 @@ OpData<Real> load_op_data(const SafeTensorsFile& f, const OpRunOptions& opt) {
   }
   if (f.has("h0")) d.h0 = read_shaped<Real>(f, "h0", state_shape, "[N,HV,K,V]");
   if (opt.backward) {
-    GDN_CHECK(f.has("do"), "file ", P, ": missing tensor do: the backward needs the gradient of o, shape [B,T,HV,V]=",
-              shape_str(v_shape));
+    GDN_CHECK(f.has("do"), "file ", P,
+              ": missing tensor do: the backward needs the gradient of o, shape [B,T,HV,V]=", shape_str(v_shape));
     d.d_o = read_shaped<Real>(f, "do", v_shape, "[B,T,HV,V]");
     check_finite(f, "do", d.d_o);
     if (f.has("dht")) {
@@ -162,8 +176,8 @@ OpResults<Real> run_op(const OpData<Real>& d, const OpRunOptions& opt) {
   if (!d.g.empty()) r.dg = poisoned<Real>(d.g.size());
   if (c.info().delta) r.dbeta = poisoned<Real>(BT * c.HV);
   if (!d.h0.empty()) r.dh0 = poisoned<Real>(state);
-  const OpGrads<Real> grads{r.dq.data(), r.dk.data(), r.dv.data(), ptr_or_null(r.dg), ptr_or_null(r.dbeta),
-                         ptr_or_null(r.dh0)};
+  const OpGrads<Real> grads{r.dq.data(),       r.dk.data(),          r.dv.data(),
+                            ptr_or_null(r.dg), ptr_or_null(r.dbeta), ptr_or_null(r.dh0)};
   if constexpr (fp64)
     reference_backward(c, d.inputs(), d.grad_outputs(), grads);
   else
@@ -172,7 +186,8 @@ OpResults<Real> run_op(const OpData<Real>& d, const OpRunOptions& opt) {
 }
 
 template <class Real>
-void save_op_results(const std::string& path, const OpData<Real>& d, const OpResults<Real>& r, const OpRunOptions& opt) {
+void save_op_results(const std::string& path, const OpData<Real>& d, const OpResults<Real>& r,
+                     const OpRunOptions& opt) {
   const OpConfig& c = d.cfg;
   const int64_t B = c.B, T = c.T, H = c.H, HV = c.HV, K = c.K, V = c.V, N = c.num_seqs();
   const DType dtype = std::is_same_v<Real, double> ? DType::F64 : DType::F32;
@@ -180,8 +195,8 @@ void save_op_results(const std::string& path, const OpData<Real>& d, const OpRes
   auto put = [&](const char* name, const std::vector<Real>& x, std::vector<int64_t> shape) {
     if (!x.empty()) w.add(name, dtype, shape, x.data());
   };
-  const std::vector<int64_t> g_shape = c.info().gate == GateKind::vector ? std::vector<int64_t>{B, T, HV, K}
-                                                                         : std::vector<int64_t>{B, T, HV};
+  const std::vector<int64_t> g_shape =
+      c.info().gate == GateKind::vector ? std::vector<int64_t>{B, T, HV, K} : std::vector<int64_t>{B, T, HV};
   put("o", r.o, {B, T, HV, V});
   put("ht", r.ht, {N, HV, K, V});
   put("dq", r.dq, {B, T, H, K});
@@ -211,12 +226,12 @@ void run_op_file(const std::string& in_path, const std::string& out_path, const 
     go(float{});
 }
 
-#define GDN_INSTANTIATE(Real)                                                                      \
-  template struct OpData<Real>;                                                                    \
-  template OpData<Real> load_op_data<Real>(const SafeTensorsFile&, const OpRunOptions&);              \
-  template OpResults<Real> run_op<Real>(const OpData<Real>&, const OpRunOptions&);                       \
+#define GDN_INSTANTIATE(Real)                                                                          \
+  template struct OpData<Real>;                                                                        \
+  template OpData<Real> load_op_data<Real>(const SafeTensorsFile&, const OpRunOptions&);               \
+  template OpResults<Real> run_op<Real>(const OpData<Real>&, const OpRunOptions&);                     \
   template void save_op_results<Real>(const std::string&, const OpData<Real>&, const OpResults<Real>&, \
-                                   const OpRunOptions&);
+                                      const OpRunOptions&);
 GDN_INSTANTIATE(float)
 GDN_INSTANTIATE(double)
 #undef GDN_INSTANTIATE

@@ -15,6 +15,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -39,8 +40,8 @@ struct DTypeEntry {
   size_t size;
 };
 constexpr DTypeEntry kDTypes[] = {
-    {DType::F64, "F64", 8}, {DType::F32, "F32", 4}, {DType::F16, "F16", 2},  {DType::BF16, "BF16", 2},
-    {DType::I64, "I64", 8}, {DType::I32, "I32", 4}, {DType::I16, "I16", 2},  {DType::I8, "I8", 1},
+    {DType::F64, "F64", 8}, {DType::F32, "F32", 4},   {DType::F16, "F16", 2}, {DType::BF16, "BF16", 2},
+    {DType::I64, "I64", 8}, {DType::I32, "I32", 4},   {DType::I16, "I16", 2}, {DType::I8, "I8", 1},
     {DType::U8, "U8", 1},   {DType::BOOL, "BOOL", 1},
 };
 
@@ -71,12 +72,10 @@ bool checked_nbytes(const std::vector<int64_t>& shape, size_t elem, size_t* out)
   return true;
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  GDN_CHECK(f, "safetensors file ", path, ": cannot open (", std::strerror(errno), ")");
-  std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  GDN_CHECK(!f.bad(), "safetensors file ", path, ": read error");
-  return bytes;
+// Reads n bytes at the stream's position; false when the file ends first.
+bool read_exact(std::ifstream& f, void* out, size_t n) {
+  f.read(static_cast<char*>(out), std::streamsize(n));
+  return size_t(f.gcount()) == n;
 }
 
 // Parses the header, recording the top-level keys so that duplicates (which a JSON
@@ -133,17 +132,22 @@ std::string shape_str(const std::vector<int64_t>& shape) {
 // ---------------------------------------------------------------------------- reading
 
 SafeTensorsFile SafeTensorsFile::load(const std::string& path) {
-  const std::string bytes = read_file(path);
   const std::string& P = path;
-  GDN_CHECK(bytes.size() >= 8, "safetensors file ", P, ": truncated (", bytes.size(),
-            " bytes, less than the 8-byte header size)");
+  std::ifstream in(path, std::ios::binary);
+  GDN_CHECK(in, "safetensors file ", P, ": cannot open (", std::strerror(errno), ")");
+  std::error_code ec;
+  GDN_CHECK(std::filesystem::is_regular_file(path, ec), "safetensors file ", P, ": not a regular file");
+  const uint64_t file_size = std::filesystem::file_size(path, ec);
+  GDN_CHECK(!ec, "safetensors file ", P, ": cannot stat (", ec.message(), ")");
   uint64_t header_size = 0;
-  std::memcpy(&header_size, bytes.data(), 8);
+  GDN_CHECK(file_size >= 8 && read_exact(in, &header_size, 8), "safetensors file ", P, ": truncated (", file_size,
+            " bytes, less than the 8-byte header size)");
   GDN_CHECK(header_size <= kMaxHeaderSize, "safetensors file ", P, ": header size ", header_size,
             " exceeds the 100 MB limit");
-  GDN_CHECK(header_size <= bytes.size() - 8, "safetensors file ", P, ": header size ", header_size,
-            " is larger than the file (", bytes.size(), " bytes): truncated or not safetensors");
-  const std::string text = bytes.substr(8, header_size);
+  GDN_CHECK(header_size <= file_size - 8, "safetensors file ", P, ": header size ", header_size,
+            " is larger than the file (", file_size, " bytes): truncated or not safetensors");
+  std::string text(header_size, '\0');
+  GDN_CHECK(read_exact(in, text.data(), text.size()), "safetensors file ", P, ": read error in the header");
   GDN_CHECK(!text.empty() && text[0] == '{', "safetensors file ", P, ": header does not start with '{'");
 
   json header = parse_header(P, text);
@@ -169,8 +173,8 @@ SafeTensorsFile SafeTensorsFile::load(const std::string& path) {
       GDN_CHECK(entry.contains(field), where, ": missing field ", field);
     TensorInfo info;
     const json& dt = entry["dtype"];
-    GDN_CHECK(dt.is_string() && parse_dtype(dt.get<std::string>(), &info.dtype), where, ": unknown dtype ",
-              dt.dump(), " (known: F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL)");
+    GDN_CHECK(dt.is_string() && parse_dtype(dt.get<std::string>(), &info.dtype), where, ": unknown dtype ", dt.dump(),
+              " (known: F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL)");
     info.shape = parse_shape(where, entry["shape"]);
     const json& off = entry["data_offsets"];
     GDN_CHECK(off.is_array() && off.size() == 2 && off[0].is_number_unsigned() && off[1].is_number_unsigned(), where,
@@ -178,8 +182,8 @@ SafeTensorsFile SafeTensorsFile::load(const std::string& path) {
     const uint64_t begin = off[0].get<uint64_t>(), end = off[1].get<uint64_t>();
     GDN_CHECK(begin <= end, where, ": data_offsets [", begin, ", ", end, "] end before they begin");
     size_t expected = 0;
-    GDN_CHECK(checked_nbytes(info.shape, dtype_size(info.dtype), &expected), where, ": shape ",
-              shape_str(info.shape), " overflows");
+    GDN_CHECK(checked_nbytes(info.shape, dtype_size(info.dtype), &expected), where, ": shape ", shape_str(info.shape),
+              " overflows");
     GDN_CHECK(end - begin == expected, where, ": data_offsets [", begin, ", ", end, "] hold ", end - begin,
               " bytes, but ", dtype_name(info.dtype), " ", shape_str(info.shape), " needs ", expected);
     info.offset = size_t(begin);
@@ -189,10 +193,9 @@ SafeTensorsFile SafeTensorsFile::load(const std::string& path) {
   }
 
   // The tensors must tile [0, data size) exactly.
-  const size_t data_size = bytes.size() - 8 - size_t(header_size);
-  std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) {
-    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
-  });
+  const size_t data_size = size_t(file_size - 8 - header_size);
+  std::sort(spans.begin(), spans.end(),
+            [](const Span& a, const Span& b) { return a.begin != b.begin ? a.begin < b.begin : a.end < b.end; });
   size_t at = 0;
   for (const auto& s : spans) {
     GDN_CHECK(s.begin == at, "safetensors file ", P, ": tensor ", s.name, ": data_offsets begin at ", s.begin,
@@ -203,7 +206,8 @@ SafeTensorsFile SafeTensorsFile::load(const std::string& path) {
   }
   GDN_CHECK(at == data_size, "safetensors file ", P, ": the tensors cover ", at, " bytes of the ", data_size,
             "-byte data section (trailing bytes)");
-  f.data_.assign(bytes.begin() + 8 + std::ptrdiff_t(header_size), bytes.end());
+  f.data_.resize(data_size);
+  GDN_CHECK(read_exact(in, f.data_.data(), data_size), "safetensors file ", P, ": read error in the data section");
   return f;
 }
 
@@ -224,8 +228,8 @@ const uint8_t* SafeTensorsFile::raw(const std::string& name) const { return data
 namespace {
 
 template <class Out>
-std::vector<Out> convert_float(const std::string& path, const std::string& name, const TensorInfo& ti,
-                               const uint8_t* p, const char* want) {
+std::vector<Out> convert_float(const std::string& path, const std::string& name, const TensorInfo& ti, const uint8_t* p,
+                               const char* want) {
   const size_t n = size_t(ti.numel());
   std::vector<Out> out(n);
   auto load = [&](auto tag) {
@@ -240,11 +244,18 @@ std::vector<Out> convert_float(const std::string& path, const std::string& name,
     }
   };
   switch (ti.dtype) {
-    case DType::F64: load(double{}); break;
-    case DType::F32: load(float{}); break;
+    case DType::F64:
+      load(double{});
+      break;
+    case DType::F32:
+      load(float{});
+      break;
     case DType::F16:
-    case DType::BF16: load(uint16_t{}); break;
-    default: fail("tensor ", name, " in ", path, ": expected a floating-point dtype (", want, "), got ", dtype_name(ti.dtype));
+    case DType::BF16:
+      load(uint16_t{});
+      break;
+    default:
+      fail("tensor ", name, " in ", path, ": expected a floating-point dtype (", want, "), got ", dtype_name(ti.dtype));
   }
   return out;
 }
@@ -279,8 +290,8 @@ std::vector<int32_t> SafeTensorsFile::get_i32(const std::string& name) const {
     for (size_t i = 0; i < n; ++i) {
       int64_t x;
       std::memcpy(&x, p + i * 8, 8);
-      GDN_CHECK(x >= std::numeric_limits<int32_t>::min() && x <= std::numeric_limits<int32_t>::max(), "tensor ",
-                name, " in ", path_, ": element ", i, " = ", x, " does not fit in int32");
+      GDN_CHECK(x >= std::numeric_limits<int32_t>::min() && x <= std::numeric_limits<int32_t>::max(), "tensor ", name,
+                " in ", path_, ": element ", i, " = ", x, " does not fit in int32");
       out[i] = int32_t(x);
     }
   } else {
@@ -291,13 +302,12 @@ std::vector<int32_t> SafeTensorsFile::get_i32(const std::string& name) const {
 
 // ---------------------------------------------------------------------------- writing
 
-void SafeTensorsWriter::add(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
-                            const void* data) {
+void SafeTensorsWriter::add(const std::string& name, DType dtype, const std::vector<int64_t>& shape, const void* data) {
   GDN_CHECK(!name.empty() && name != "__metadata__", "safetensors writer: invalid tensor name '", name, "'");
   for (const auto& e : entries_) GDN_CHECK(e.name != name, "safetensors writer: tensor ", name, " added twice");
   size_t nbytes = 0;
-  GDN_CHECK(checked_nbytes(shape, dtype_size(dtype), &nbytes), "safetensors writer: tensor ", name,
-            ": invalid shape ", shape_str(shape));
+  GDN_CHECK(checked_nbytes(shape, dtype_size(dtype), &nbytes), "safetensors writer: tensor ", name, ": invalid shape ",
+            shape_str(shape));
   GDN_CHECK(nbytes == 0 || data, "safetensors writer: tensor ", name, ": null data");
   Entry e{name, dtype, shape, std::vector<uint8_t>(nbytes)};
   if (nbytes) std::memcpy(e.bytes.data(), data, nbytes);
@@ -328,7 +338,8 @@ void SafeTensorsWriter::write(const std::string& path) const {
   if (!metadata_.empty()) header["__metadata__"] = metadata_;
   size_t offset = 0;
   for (const Entry* e : order) {
-    header[e->name] = {{"dtype", dtype_name(e->dtype)}, {"shape", e->shape}, {"data_offsets", {offset, offset + e->bytes.size()}}};
+    header[e->name] = {
+        {"dtype", dtype_name(e->dtype)}, {"shape", e->shape}, {"data_offsets", {offset, offset + e->bytes.size()}}};
     offset += e->bytes.size();
   }
   std::string text = header.dump();
@@ -396,7 +407,7 @@ uint16_t f32_to_f16(float x) {
   const uint32_t abs = u & 0x7fffffffu;
   if (abs >= 0x7f800000u)  // inf or nan (quiet, keeping the top payload bits)
     return uint16_t(sign | 0x7c00u | (abs > 0x7f800000u ? 0x200u | ((abs >> 13) & 0x3ffu) : 0u));
-  const int exp = int(abs >> 23) - 127;  // unbiased
+  const int exp = int(abs >> 23) - 127;            // unbiased
   if (exp >= 16) return uint16_t(sign | 0x7c00u);  // overflow
   if (exp >= -14) {
     // Normal: keep 10 mantissa bits, round to nearest even on the 13 dropped ones; a

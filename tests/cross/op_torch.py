@@ -197,7 +197,8 @@ def main():
         ("linear_attention", 1, 23, 1, 2, 8, 8, [0, 9, 23], {"h0": False}),
     ]
     forms = ["reference", "recurrent", "chunk"]
-    tol = {"reference": (1e-10, 1e-10), "recurrent": (2e-5, 1e-4), "chunk": (2e-5, 1e-4)}
+    # The reference is fp64, but OpConfig::scale is a float: K^-1/2 carries fp32 rounding (~1e-8).
+    tol = {"reference": (1e-7, 1e-7), "recurrent": (2e-5, 1e-4), "chunk": (2e-5, 1e-4)}
 
     workdir = args.keep or tempfile.mkdtemp(prefix="gdn_op_torch_")
     os.makedirs(workdir, exist_ok=True)
@@ -231,13 +232,14 @@ def main():
             if sorted(got) != sorted(want):
                 failures.append(f"{label}: outputs {sorted(got)}, expected {sorted(want)}")
                 continue
-            for name, ref in want.items():
+            errs = []
+            for name, ref in sorted(want.items()):
                 err = rel_err(got[name], ref)
                 limit = tol[form][0 if name in ("o", "ht") else 1]
-                status = "ok" if err <= limit else "FAIL"
-                if status == "FAIL" or not torch.isfinite(got[name]).all():
+                if not err <= limit:  # NaN fails too
                     failures.append(f"{label}: {name} rel err {err:.3g} > {limit:g}")
-                print(f"  {status:4} {label}: {name:5} rel err {err:.2e}")
+                errs.append(f"{name} {err:.1e}")
+            print(f"  {label}\n      rel err: {', '.join(errs)}")
     if skipped_chunk:
         print("op_torch: NOTE the chunk form is not built in this revision; it was not checked")
     if failures:
