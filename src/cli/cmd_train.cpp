@@ -84,7 +84,7 @@ GDN_COMMAND("train", "Train a model (MQAR and other tasks, or your own safetenso
   app.add_option("--checkpoint", a->checkpoint, "Checkpoint path (safetensors, written atomically)");
   app.add_option("--checkpoint-every", a->checkpoint_every, "Write the checkpoint every N steps");
   app.add_flag("--resume", a->resume, "Continue from --checkpoint exactly where it stopped");
-  app.add_option("--threads", a->threads, "Threads (OpenMP and OpenBLAS); default: all cores");
+  app.add_option("--threads", a->threads, "Threads (OpenMP and OpenBLAS); default 1");
   app.add_flag("--json", a->json, "End with one JSON line holding eval_accuracy and eval_loss");
   app.callback([a] { run_train(*a); });
 });

@@ -54,7 +54,7 @@ train::Dataset RunSpec::eval_set() const {
 }
 
 void set_threads(int n) {
-  if (n <= 0) return;
+  if (n <= 0) n = 1;
   omp_set_num_threads(n);
   openblas_set_num_threads(n);
 }
