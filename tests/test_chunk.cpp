@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <random>
 
 #include <cblas.h>
@@ -106,16 +107,30 @@ double median(std::vector<double> x) {
   return x[x.size() / 2];
 }
 
+double process_cpu_seconds() {
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+// Median wall seconds and median process CPU seconds per thread (the latter is what a
+// quiet machine's wall time would be when other jobs share the cores).
+struct Timing {
+  double wall, cpu;
+};
+
 template <class Fn>
-double median_seconds(int repeats, Fn&& fn) {
+Timing median_seconds(int repeats, int threads, Fn&& fn) {
   fn();  // warm-up
-  std::vector<double> t;
+  std::vector<double> wall, cpu;
   for (int r = 0; r < repeats; ++r) {
+    const double c0 = process_cpu_seconds();
     const auto t0 = std::chrono::steady_clock::now();
     fn();
-    t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    wall.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    cpu.push_back((process_cpu_seconds() - c0) / threads);
   }
-  return median(t);
+  return {median(wall), median(cpu)};
 }
 
 TEST(DISABLED_ChunkTiming, GatedDeltaNetT4096) {
@@ -124,10 +139,10 @@ TEST(DISABLED_ChunkTiming, GatedDeltaNetT4096) {
   openblas_set_num_threads(threads);
   const int n = 2048;
   std::vector<float> a(size_t(n) * n, 0.5f), b(size_t(n) * n, 0.25f), cm(size_t(n) * n);
-  const double sgemm_s = median_seconds(repeats, [&] {
+  const Timing sgemm = median_seconds(repeats, threads, [&] {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.f, a.data(), n, b.data(), n, 0.f, cm.data(), n);
   });
-  const double sgemm_gflops = 2.0 * n * n * n / sgemm_s * 1e-9;
+  const double sgemm_flops = 2.0 * n * n * n;
 
   OpConfig c = config(Variant::gated_deltanet, 1, 4096, 16, 16, 128, 128);
   const Problem p = make_problem(c, 1, GateMode::random);
@@ -135,22 +150,26 @@ TEST(DISABLED_ChunkTiming, GatedDeltaNetT4096) {
              d_o = to_f32(p.d_o);
   const OpInputs<float> in = p.inputs(q, k, v, g, beta, std::vector<float>{});
   std::vector<float> o(p.v_numel()), dq(q.size()), dk(k.size()), dv(v.size()), dg(g.size()), dbeta(beta.size());
-  const double fwd_s = median_seconds(repeats, [&] { forward(Form::chunk, c, in, {o.data(), nullptr}); });
-  const double bwd_s = median_seconds(repeats, [&] {
+  const Timing fwd = median_seconds(repeats, threads, [&] { forward(Form::chunk, c, in, {o.data(), nullptr}); });
+  const Timing bwd = median_seconds(repeats, threads, [&] {
     backward(Form::chunk, c, in, {d_o.data(), nullptr}, {dq.data(), dk.data(), dv.data(), dg.data(), dbeta.data()});
   });
-  const double rec_s = median_seconds(std::max(1, repeats / 2),
-                                      [&] { forward(Form::recurrent, c, in, {o.data(), nullptr}); });
+  const Timing rec = median_seconds(std::max(1, repeats / 2), threads,
+                                    [&] { forward(Form::recurrent, c, in, {o.data(), nullptr}); });
   const double fwd_flops = chunk_forward_flops(c), bwd_flops = chunk_backward_flops(c);
-  const double fwd_gflops = fwd_flops / fwd_s * 1e-9, fb_gflops = (fwd_flops + bwd_flops) / (fwd_s + bwd_s) * 1e-9;
-  std::printf("threads %d, sgemm %d^3: %.1f GFLOP/s\n", threads, n, sgemm_gflops);
-  std::printf("chunk forward    %.1f ms  %.2f GFLOP  %.1f GFLOP/s  %.0f%% of sgemm\n", fwd_s * 1e3, fwd_flops * 1e-9,
-              fwd_gflops, 100 * fwd_gflops / sgemm_gflops);
-  std::printf("chunk backward   %.1f ms  %.2f GFLOP  %.1f GFLOP/s\n", bwd_s * 1e3, bwd_flops * 1e-9,
-              bwd_flops / bwd_s * 1e-9);
-  std::printf("chunk fwd+bwd    %.1f ms  %.1f GFLOP/s  %.0f%% of sgemm\n", (fwd_s + bwd_s) * 1e3, fb_gflops,
-              100 * fb_gflops / sgemm_gflops);
-  std::printf("recurrent fwd    %.1f ms (chunk is %.2fx faster)\n", rec_s * 1e3, rec_s / fwd_s);
+  auto line = [&](const char* what, double flops, double wall, double cpu, double sg_wall, double sg_cpu) {
+    std::printf("%-15s %8.1f ms %7.1f GFLOP/s %4.0f%% of sgemm | per-thread CPU time: %8.1f ms %7.1f GFLOP/s %4.0f%%\n",
+                what, wall * 1e3, flops / wall * 1e-9, 100 * flops / wall / (sgemm_flops / sg_wall), cpu * 1e3,
+                flops / cpu * 1e-9, 100 * flops / cpu / (sgemm_flops / sg_cpu));
+  };
+  std::printf("threads %d; chunk forward %.2f GFLOP, backward %.2f GFLOP\n", threads, fwd_flops * 1e-9,
+              bwd_flops * 1e-9);
+  line("sgemm 2048^3", sgemm_flops, sgemm.wall, sgemm.cpu, sgemm.wall, sgemm.cpu);
+  line("chunk fwd", fwd_flops, fwd.wall, fwd.cpu, sgemm.wall, sgemm.cpu);
+  line("chunk bwd", bwd_flops, bwd.wall, bwd.cpu, sgemm.wall, sgemm.cpu);
+  line("chunk fwd+bwd", fwd_flops + bwd_flops, fwd.wall + bwd.wall, fwd.cpu + bwd.cpu, sgemm.wall, sgemm.cpu);
+  std::printf("recurrent fwd   %8.1f ms (chunk forward is %.2fx faster) | CPU time %.1f ms\n", rec.wall * 1e3,
+              rec.wall / fwd.wall, rec.cpu * 1e3);
 }
 
 }  // namespace

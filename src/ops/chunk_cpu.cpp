@@ -69,22 +69,22 @@ struct ChunkWork {
   // Gated operands: qe = q.E, ke = k.E, kl = k.El; decay = e^gamma_L (1 or K).
   std::vector<float> qe, ke, kl, e, el, decay, gmat;  // gmat: e^(gamma_i - gamma_j), scalar gate
   std::vector<float> kt;                                // k^T, K x C
-  std::vector<float> n, a, p;                           // C x C
+  std::vector<float> n, a, lm, p;                       // C x C: N, A, Diag(beta) N, P
   std::vector<float> xw, xu, w, u;                      // C x K, C x V, C x K, C x V (u -> V')
   std::vector<float> sub0, sub1, sub2;                  // C x max(K, V) scratch
   std::vector<float> ob;                                // C x V output rows
   // Backward.
-  std::vector<float> dob, dvp, dp, dqe, dkl, dgl, st, dst, vpt, dw, da, ada, dm, xwt, xut, dxw, dxu, at;
+  std::vector<float> dob, dvp, dp, dqe, dkl, dgl, st, dst, vpt, dw, dm, wt, ut, dxw, dxu;
   std::vector<float> dq, dk, dv, dg, dbeta, ds_new;
   std::vector<float> state, dstate, zeros;  // K x V running state and its gradient; K zeros
 
   ChunkWork(int C_, int K_, int V_) : C(C_), K(K_), V(V_) {
     const size_t CK = size_t(C) * K, CV = size_t(C) * V, CC = size_t(C) * C, KV = size_t(K) * V;
     const size_t CM = size_t(C) * std::max(K, V);
-    for (auto* b : {&q, &k, &qe, &ke, &kl, &xw, &w, &kt, &dqe, &dkl, &dw, &xwt, &dxw, &dq, &dk})
+    for (auto* b : {&q, &k, &qe, &ke, &kl, &xw, &w, &kt, &dqe, &dkl, &dw, &wt, &dxw, &dq, &dk})
       b->resize(CK);
-    for (auto* b : {&v, &xu, &u, &ob, &dob, &dvp, &vpt, &xut, &dxu, &dv}) b->resize(CV);
-    for (auto* b : {&n, &a, &p, &gmat, &dp, &da, &ada, &dm, &at}) b->resize(CC);
+    for (auto* b : {&v, &xu, &u, &ob, &dob, &dvp, &vpt, &ut, &dxu, &dv}) b->resize(CV);
+    for (auto* b : {&n, &a, &lm, &p, &gmat, &dp, &dm}) b->resize(CC);
     for (auto* b : {&sub0, &sub1, &sub2}) b->resize(CM);
     for (auto* b : {&st, &dst, &ds_new, &state, &dstate}) b->resize(KV);
     zeros.assign(K, 0.f);
@@ -106,6 +106,24 @@ struct ChunkForm {
   const float* ke() const { return G == GateKind::none ? w.k.data() : w.ke.data(); }
   const float* kl() const { return G == GateKind::none ? w.k.data() : w.kl.data(); }
   size_t row(int t) const { return (size_t(b) * p.T + t) * p.HV + hv; }  // value-head row of token t
+
+  // Asks for the rows of tokens [t0, t1) of q, k, v (and do to read, o to write) ahead
+  // of use: rows are H*K floats apart, too far for the hardware prefetcher.
+  void prefetch(int t0, int t1, const float* d_o = nullptr, float* o = nullptr) const {
+    t0 = std::max(t0, 0), t1 = std::min(t1, p.T);
+    auto lines = [](const float* x, int n) {
+      for (int i = 0; i < n; i += 16) __builtin_prefetch(x + i);
+    };
+    for (int t = t0; t < t1; ++t) {
+      const size_t qk_row = (size_t(b) * p.T + t) * p.H + h, r = row(t);
+      lines(p.q + qk_row * w.K, w.K);
+      lines(p.k + qk_row * w.K, w.K);
+      lines(p.v + r * w.V, w.V);
+      if (d_o) lines(d_o + r * w.V, w.V);
+      if (o)
+        for (int i = 0; i < w.V; i += 16) __builtin_prefetch(o + r * w.V + i, 1);
+    }
+  }
 
   // Gathers the chunk of tokens [t0, t0 + L) and forms its gated operands.
   void load(int t0, int L) {
@@ -170,28 +188,46 @@ struct ChunkForm {
     }
   }
 
-  // Delta rule: N, A = (I + Diag(beta) N)^-1, W = A Xw and (with `with_u`) U = A Xu.
-  void intra(bool with_u) {
-    const int L = w.L, K = w.K, V = w.V, C = w.C;
-    gated_products(w.k.data(), false, w.n.data());
+  // A = (I + Diag(beta) N)^-1 by blocks of 16 rows: the diagonal block by substitution,
+  // the rows left of it as A_{I,<I} = -A_II (M_{I,<I} A_{<I,<I}) (two small products).
+  void invert() {
+    const int L = w.L, C = w.C;
     float* a = w.a.data();
-    for (int i = 0; i < L; ++i) {
-      float* ai = a + i * C;
-      std::fill(ai, ai + L, 0.f);
-      ai[i] = 1.f;
-      for (int j = 0; j < i; ++j) {
-        const float c = -w.beta[i] * w.n[i * C + j];
-        const float* aj = a + j * C;
-        for (int m = 0; m <= j; ++m) ai[m] += c * aj[m];
+    float* m = w.lm.data();
+    for (int i = 0; i < L; ++i)
+      for (int j = 0; j < i; ++j) m[i * C + j] = w.beta[i] * w.n[i * C + j];
+    for (int i0 = 0; i0 < L; i0 += kSubChunk) {
+      const int i1 = std::min(L, i0 + kSubChunk);
+      for (int i = i0; i < i1; ++i) {
+        float* ai = a + i * C;
+        std::fill(ai + i0, ai + L, 0.f);
+        ai[i] = 1.f;
+        for (int j = i0; j < i; ++j) {
+          const float c = -m[i * C + j];
+          const float* aj = a + j * C;
+          for (int x = i0; x <= j; ++x) ai[x] += c * aj[x];
+        }
+      }
+      if (i0 > 0) {
+        float* tmp = w.sub2.data();
+        gemm(i1 - i0, i0, i0, 1.f, m + i0 * C, C, false, a, C, tmp, i0, false);
+        gemm(i1 - i0, i0, i1 - i0, -1.f, a + i0 * C + i0, C, false, tmp, i0, a + i0 * C, C, false, Tri::lower);
       }
     }
+  }
+
+  // Delta rule: N, A = (I + Diag(beta) N)^-1, W = A Xw and U = A Xu.
+  void intra() {
+    const int L = w.L, K = w.K, V = w.V, C = w.C;
+    gated_products(w.k.data(), false, w.n.data());
+    invert();
     const float* kee = ke();
     for (int i = 0; i < L; ++i) {
       for (int d = 0; d < K; ++d) w.xw[i * K + d] = w.beta[i] * kee[i * K + d];
       for (int d = 0; d < V; ++d) w.xu[i * V + d] = w.beta[i] * w.v[i * V + d];
     }
-    gemm(L, K, L, 1.f, a, C, false, w.xw.data(), K, w.w.data(), K, false, Tri::lower);
-    if (with_u) gemm(L, V, L, 1.f, a, C, false, w.xu.data(), V, w.u.data(), V, false, Tri::lower);
+    gemm(L, K, L, 1.f, w.a.data(), C, false, w.xw.data(), K, w.w.data(), K, false, Tri::lower);
+    gemm(L, V, L, 1.f, w.a.data(), C, false, w.xu.data(), V, w.u.data(), V, false, Tri::lower);
   }
 
   // V' = U - W S into `vnew` (which may be w.u).
@@ -227,9 +263,10 @@ struct ChunkForm {
     else std::fill(S, S + KV, 0.f);
     for (int t0 = bos; t0 < eos; t0 += w.C) {
       load(t0, std::min(w.C, eos - t0));
+      prefetch(t0 + w.C, std::min(eos, t0 + 2 * w.C), nullptr, o);
       const float* vnew = w.v.data();
       if constexpr (kDelta) {
-        intra(true);
+        intra();
         new_values(S, w.u.data());
         vnew = w.u.data();
       }
@@ -281,16 +318,13 @@ struct ChunkForm {
     const float* dv = w.dvp.data();
     if constexpr (kDelta) {
       gemm(L, K, V, -1.f, w.dvp.data(), V, false, w.st.data(), K, w.dw.data(), K, false);
-      chunk::transpose(L, K, w.xw.data(), K, w.xwt.data(), L);
-      chunk::transpose(L, V, w.xu.data(), V, w.xut.data(), L);
-      gemm(L, L, K, 1.f, w.dw.data(), K, false, w.xwt.data(), L, w.da.data(), C, false, Tri::full, true);
-      gemm(L, L, V, 1.f, w.dvp.data(), V, false, w.xut.data(), L, w.da.data(), C, true, Tri::full, true);
-      for (int i = 0; i < L; ++i) std::fill(&w.da[i * C + i], &w.da[i * C + L], 0.f);
       gemm(L, K, L, 1.f, w.a.data(), C, true, w.dw.data(), K, w.dxw.data(), K, false, Tri::upper);
       gemm(L, V, L, 1.f, w.a.data(), C, true, w.dvp.data(), V, w.dxu.data(), V, false, Tri::upper);
-      gemm(L, L, L, 1.f, w.a.data(), C, true, w.da.data(), C, w.ada.data(), C, false, Tri::upper);
-      chunk::transpose(L, L, w.a.data(), C, w.at.data(), C);
-      gemm(L, L, L, -1.f, w.ada.data(), C, false, w.at.data(), C, dm, C, false, Tri::full, true);
+      // dM = -A^T dA A^T with dA = dW Xw^T + dU Xu^T, which is -(dXw W^T + dXu U^T).
+      chunk::transpose(L, K, w.w.data(), K, w.wt.data(), L);
+      chunk::transpose(L, V, w.u.data(), V, w.ut.data(), L);
+      gemm(L, L, K, -1.f, w.dxw.data(), K, false, w.wt.data(), L, dm, C, false, Tri::full, true);
+      gemm(L, L, V, -1.f, w.dxu.data(), V, false, w.ut.data(), L, dm, C, true, Tri::full, true);
       for (int i = 0; i < L; ++i) {
         float* dmi = dm + i * C;
         float db = 0.f;
@@ -360,31 +394,43 @@ struct ChunkForm {
         dk[i] += w.dkl[i] + (kDelta ? dke[i] : 0.f);
       }
     } else {
-      constexpr bool vec = G == GateKind::vector;
-      constexpr int gw = vec ? 1 : 0;  // stride of dg per dimension
       // Suffix sums of the E terms, prefix sums of the El terms, the decay term everywhere.
-      float* acc = w.sub1.data();
-      std::fill(acc, acc + K, 0.f);
-      for (int i = L - 1; i >= 0; --i)
-        for (int d = 0; d < K; ++d) {
-          const int x = i * K + d;
-          acc[d] += w.dqe[x] * qe_[x] + (kDelta ? dke[x] * ke_[x] : 0.f);
-          dg[(vec ? i * K : i) + d * gw] += acc[d];
-        }
-      std::fill(acc, acc + K, 0.f);
-      for (int i = 0; i < L; ++i)
-        for (int d = 0; d < K; ++d) {
-          dg[(vec ? i * K : i) + d * gw] += acc[d] + w.dgl[d] * w.decay[vec ? d : 0];
-          acc[d] += w.dkl[i * K + d] * kl_[i * K + d];
-        }
       if constexpr (G == GateKind::scalar) {
-        for (int i = 0; i < L; ++i)
+        float ddecay = 0.f;
+        for (int d = 0; d < K; ++d) ddecay += w.dgl[d];
+        ddecay *= w.decay[0];
+        float suffix = 0.f, prefix = 0.f;
+        for (int i = L - 1; i >= 0; --i) {
+          suffix += chunk::dot(K, &w.dqe[i * K], qe_ + i * K) + (kDelta ? chunk::dot(K, dke + i * K, ke_ + i * K) : 0.f);
+          dg[i] += suffix;
+        }
+        for (int i = 0; i < L; ++i) {
+          dg[i] += prefix + ddecay;
+          prefix += chunk::dot(K, &w.dkl[i * K], kl_ + i * K);
+        }
+        for (int i = 0; i < L; ++i) {
+          chunk::axpy(K, w.e[i], &w.dqe[i * K], dq + i * K);
+          chunk::axpy(K, w.el[i], &w.dkl[i * K], dk + i * K);
+          if (kDelta) chunk::axpy(K, w.e[i], dke + i * K, dk + i * K);
+        }
+      } else {
+        float* __restrict acc = w.sub1.data();
+        float* __restrict dgv = dg;
+        const float* __restrict dqe = w.dqe.data();
+        const float* __restrict dkl = w.dkl.data();
+        std::fill(acc, acc + K, 0.f);
+        for (int i = L - 1; i >= 0; --i)
           for (int d = 0; d < K; ++d) {
             const int x = i * K + d;
-            dq[x] += w.dqe[x] * w.e[i];
-            dk[x] += w.dkl[x] * w.el[i] + (kDelta ? dke[x] * w.e[i] : 0.f);
+            acc[d] += dqe[x] * qe_[x] + (kDelta ? dke[x] * ke_[x] : 0.f);
+            dgv[x] += acc[d];
           }
-      } else {
+        for (int d = 0; d < K; ++d) acc[d] = w.dgl[d] * w.decay[d];
+        for (int i = 0; i < L; ++i)
+          for (int d = 0; d < K; ++d) {
+            dgv[i * K + d] += acc[d];
+            acc[d] += dkl[i * K + d] * kl_[i * K + d];
+          }
         const float* zero = w.zeros.data();
         const float* last = &w.gam[(L - 1) * K];
         for (int i = 0; i < L; ++i) {
@@ -426,9 +472,10 @@ struct ChunkForm {
       const int t0 = bos + c * C;
       std::memcpy(&states[c * KV], S.data(), KV * sizeof(float));
       load(t0, std::min(C, eos - t0));
+      prefetch(t0 + C, std::min(eos, t0 + 2 * C));
       const float* vnew = w.v.data();
       if constexpr (kDelta) {
-        intra(true);
+        intra();
         float* vn = &vnews[size_t(t0 - bos) * w.V];
         new_values(S.data(), vn);
         vnew = vn;
@@ -441,9 +488,10 @@ struct ChunkForm {
     for (int c = nchunks - 1; c >= 0; --c) {
       const int t0 = bos + c * C;
       load(t0, std::min(C, eos - t0));
+      if (c > 0) prefetch(t0 - C, t0, dout.d_o);
       const float* vnew = w.v.data();
       if constexpr (kDelta) {
-        intra(false);
+        intra();
         vnew = &vnews[size_t(t0 - bos) * w.V];
       }
       backward_chunk(t0, &states[c * KV], vnew, dstate.data(), dout, grads);

@@ -17,26 +17,45 @@ inline __m256i tail_mask(int lanes) {  // first `lanes` (may be <= 0 or >= 8) la
 
 // One MR x 16 block of C over p in [p0, p1). A(i, p) = a[i * rs + p * cs] with the
 // strides fixed by kTrans so the compiler sees unit steps. kFull: all 16 columns valid.
+// The accumulators are named variables: GCC spills an array of vectors to the stack on
+// every iteration.
 template <int MR, bool kTrans, bool kFull>
 inline void block(int p0, int p1, const float* a, std::ptrdiff_t lda, const float* b,
                   std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc, __m256 alpha, bool accumulate,
                   __m256i m0, __m256i m1) {
-  __m256 acc0[MR], acc1[MR];
-  for (int r = 0; r < MR; ++r) acc0[r] = acc1[r] = _mm256_setzero_ps();
-  for (int p = p0; p < p1; ++p) {
-    const float* bp = b + p * ldb;
+  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+  __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+  const std::ptrdiff_t rs = kTrans ? 1 : lda, cs = kTrans ? lda : 1;
+  const float* ap = a + p0 * cs;
+  const float* bp = b + p0 * ldb;
+  for (int p = p0; p < p1; ++p, ap += cs, bp += ldb) {
     const __m256 b0 = kFull ? _mm256_loadu_ps(bp) : _mm256_maskload_ps(bp, m0);
     const __m256 b1 = kFull ? _mm256_loadu_ps(bp + 8) : _mm256_maskload_ps(bp + 8, m1);
-    for (int r = 0; r < MR; ++r) {
-      const float* ap = kTrans ? a + p * lda + r : a + r * lda + p;
-      const __m256 av = _mm256_broadcast_ss(ap);
-      acc0[r] = _mm256_fmadd_ps(av, b0, acc0[r]);
-      acc1[r] = _mm256_fmadd_ps(av, b1, acc1[r]);
+    __m256 av = _mm256_broadcast_ss(ap);
+    c00 = _mm256_fmadd_ps(av, b0, c00), c01 = _mm256_fmadd_ps(av, b1, c01);
+    if constexpr (MR > 1) {
+      av = _mm256_broadcast_ss(ap + rs);
+      c10 = _mm256_fmadd_ps(av, b0, c10), c11 = _mm256_fmadd_ps(av, b1, c11);
+    }
+    if constexpr (MR > 2) {
+      av = _mm256_broadcast_ss(ap + 2 * rs);
+      c20 = _mm256_fmadd_ps(av, b0, c20), c21 = _mm256_fmadd_ps(av, b1, c21);
+    }
+    if constexpr (MR > 3) {
+      av = _mm256_broadcast_ss(ap + 3 * rs);
+      c30 = _mm256_fmadd_ps(av, b0, c30), c31 = _mm256_fmadd_ps(av, b1, c31);
+    }
+    if constexpr (MR > 4) {
+      av = _mm256_broadcast_ss(ap + 4 * rs);
+      c40 = _mm256_fmadd_ps(av, b0, c40), c41 = _mm256_fmadd_ps(av, b1, c41);
+    }
+    if constexpr (MR > 5) {
+      av = _mm256_broadcast_ss(ap + 5 * rs);
+      c50 = _mm256_fmadd_ps(av, b0, c50), c51 = _mm256_fmadd_ps(av, b1, c51);
     }
   }
-  for (int r = 0; r < MR; ++r) {
-    float* cr = c + r * ldc;
-    __m256 v0 = _mm256_mul_ps(alpha, acc0[r]), v1 = _mm256_mul_ps(alpha, acc1[r]);
+  auto store = [&](float* cr, __m256 v0, __m256 v1) {
+    v0 = _mm256_mul_ps(alpha, v0), v1 = _mm256_mul_ps(alpha, v1);
     if (kFull) {
       if (accumulate) {
         v0 = _mm256_add_ps(v0, _mm256_loadu_ps(cr));
@@ -52,7 +71,13 @@ inline void block(int p0, int p1, const float* a, std::ptrdiff_t lda, const floa
       _mm256_maskstore_ps(cr, m0, v0);
       _mm256_maskstore_ps(cr + 8, m1, v1);
     }
-  }
+  };
+  store(c, c00, c01);
+  if constexpr (MR > 1) store(c + ldc, c10, c11);
+  if constexpr (MR > 2) store(c + 2 * ldc, c20, c21);
+  if constexpr (MR > 3) store(c + 3 * ldc, c30, c31);
+  if constexpr (MR > 4) store(c + 4 * ldc, c40, c41);
+  if constexpr (MR > 5) store(c + 5 * ldc, c50, c51);
 }
 
 template <bool kTrans, bool kFull>
@@ -141,15 +166,37 @@ void gemm(int m, int n, int k, float alpha, const float* a, std::ptrdiff_t lda, 
     gemm_impl<false>(m, n, k, alpha, a, lda, b, ldb, c, ldc, accumulate, tri, lower_c);
 }
 
+namespace {
+// 8 x 8 tile: dst rows j = src columns j.
+inline void transpose8x8(const float* src, std::ptrdiff_t ls, float* dst, std::ptrdiff_t ld) {
+  __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + ls), r2 = _mm256_loadu_ps(src + 2 * ls),
+         r3 = _mm256_loadu_ps(src + 3 * ls), r4 = _mm256_loadu_ps(src + 4 * ls), r5 = _mm256_loadu_ps(src + 5 * ls),
+         r6 = _mm256_loadu_ps(src + 6 * ls), r7 = _mm256_loadu_ps(src + 7 * ls);
+  const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3),
+               t3 = _mm256_unpackhi_ps(r2, r3), t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5),
+               t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+  r0 = _mm256_shuffle_ps(t0, t2, 0x44), r1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  r2 = _mm256_shuffle_ps(t1, t3, 0x44), r3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  r4 = _mm256_shuffle_ps(t4, t6, 0x44), r5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  r6 = _mm256_shuffle_ps(t5, t7, 0x44), r7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  _mm256_storeu_ps(dst, _mm256_permute2f128_ps(r0, r4, 0x20));
+  _mm256_storeu_ps(dst + ld, _mm256_permute2f128_ps(r1, r5, 0x20));
+  _mm256_storeu_ps(dst + 2 * ld, _mm256_permute2f128_ps(r2, r6, 0x20));
+  _mm256_storeu_ps(dst + 3 * ld, _mm256_permute2f128_ps(r3, r7, 0x20));
+  _mm256_storeu_ps(dst + 4 * ld, _mm256_permute2f128_ps(r0, r4, 0x31));
+  _mm256_storeu_ps(dst + 5 * ld, _mm256_permute2f128_ps(r1, r5, 0x31));
+  _mm256_storeu_ps(dst + 6 * ld, _mm256_permute2f128_ps(r2, r6, 0x31));
+  _mm256_storeu_ps(dst + 7 * ld, _mm256_permute2f128_ps(r3, r7, 0x31));
+}
+}  // namespace
+
 void transpose(int rows, int cols, const float* src, std::ptrdiff_t ld_src, float* dst,
                std::ptrdiff_t ld_dst) {
-  constexpr int kTile = 16;
-  for (int i0 = 0; i0 < rows; i0 += kTile)
-    for (int j0 = 0; j0 < cols; j0 += kTile) {
-      const int i1 = std::min(rows, i0 + kTile), j1 = std::min(cols, j0 + kTile);
-      for (int i = i0; i < i1; ++i)
-        for (int j = j0; j < j1; ++j) dst[j * ld_dst + i] = src[i * ld_src + j];
-    }
+  const int r8 = rows & ~7, c8 = cols & ~7;
+  for (int i = 0; i < r8; i += 8)
+    for (int j = 0; j < c8; j += 8) transpose8x8(src + i * ld_src + j, ld_src, dst + j * ld_dst + i, ld_dst);
+  for (int i = 0; i < rows; ++i)
+    for (int j = i < r8 ? c8 : 0; j < cols; ++j) dst[j * ld_dst + i] = src[i * ld_src + j];
 }
 
 void exp_array(int n, const float* x, float* y) {
@@ -198,6 +245,17 @@ void gated_pair_backward(int n, float sp, float sn, const float* q_i, const floa
 
 void add(int n, const float* x, float* y) {
   for (int i = 0; i < n; i += 8) store_n(y, i, n, _mm256_add_ps(load_n(x, i, n), load_n(y, i, n)));
+}
+
+void axpy(int n, float a, const float* x, float* y) {
+  const __m256 va = _mm256_set1_ps(a);
+  for (int i = 0; i < n; i += 8) store_n(y, i, n, _mm256_fmadd_ps(va, load_n(x, i, n), load_n(y, i, n)));
+}
+
+float dot(int n, const float* x, const float* y) {
+  __m256 acc = _mm256_setzero_ps();
+  for (int i = 0; i < n; i += 8) acc = _mm256_fmadd_ps(load_n(x, i, n), load_n(y, i, n), acc);
+  return hsum(acc);
 }
 
 }  // namespace gdn::detail::chunk

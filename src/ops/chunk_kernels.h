@@ -50,5 +50,9 @@ void gated_pair_backward(int n, float sp, float sn, const float* q_i, const floa
 
 // y[i] += x[i]
 void add(int n, const float* x, float* y);
+// y[i] += a * x[i]
+void axpy(int n, float a, const float* x, float* y);
+// sum_i x[i] * y[i]
+float dot(int n, const float* x, const float* y);
 
 }  // namespace gdn::detail::chunk

@@ -8,15 +8,16 @@
 //   S <- decay S + (K.El)^T V'       2LKV
 //   delta rule only:
 //   N = gated K K^T (strict lower)   2K str        A = (I + Diag(beta) N)^-1   (L^3 - L)/3
+//                                                  (counted as by substitution; it runs blocked)
 //   W, U = A Xw, A Xu                2(K+V) tri    V' = U - W S                2LKV
 // Backward, per chunk and value head: a forward pass for the states (the forward without
-// P and O), the recomputation of N, A, W (delta) and P, then
+// P and O), the recomputation of N, A, W, U (delta) and P, then
 //   dV' = P^T dO + (K.El) dS'        2V tri + 2LKV     dP = dO V'^T        2V tri
 //   d(Q.E) = dO S^T, d(K.El) = V' dS'^T   4LKV         dS = (Q.E)^T dO     2LKV
 //   dQ, dK through P                 4K tri
 //   delta rule only:
-//   dS -= W^T dV', dW = -dV' S^T     4LKV              dA = dW Xw^T + dV' Xu^T   2(K+V) str
-//   dXw, dXu = A^T dW, A^T dV'       2(K+V) tri        A^T dA, dM = -(A^T dA) A^T  2L tri + 2L str
+//   dS -= W^T dV', dW = -dV' S^T     4LKV              dXw, dXu = A^T dW, A^T dV'   2(K+V) tri
+//   dM = -A^T (dW Xw^T + dV' Xu^T) A^T = -(dXw W^T + dXu U^T)  (strict lower)   2(K+V) str
 //   dK through N (both sides)        4K str
 // Vector gates take the same products per sub-chunk, so the same count.
 #include "gdn/flops.h"
@@ -37,9 +38,9 @@ ChunkCounts chunk_counts(double L, double K, double V, bool delta) {
   ChunkCounts c;
   c.fwd = p + out + state + (delta ? n + inv + wu + vnew : 0);
   const double states_pass = state + (delta ? n + inv + wu + vnew : 0);
-  const double recompute = p + (delta ? n + inv + 2 * K * tri : 0);
+  const double recompute = p + (delta ? n + inv + wu : 0);
   double grads = 2 * V * tri + 2 * lkv + 2 * V * tri + 4 * lkv + 2 * lkv + 4 * K * tri;
-  if (delta) grads += 4 * lkv + 2 * (K + V) * str + 2 * (K + V) * tri + 2 * L * tri + 2 * L * str + 4 * K * str;
+  if (delta) grads += 4 * lkv + 2 * (K + V) * tri + 2 * (K + V) * str + 4 * K * str;
   c.bwd = states_pass + recompute + grads;
   return c;
 }
