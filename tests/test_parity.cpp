@@ -257,6 +257,15 @@ TEST(Parity, RandomHybridPrefillEqualsDecodeSteps) {
     else
       ASSERT_LE(st.bytes(), early_max) << "the state grew at token " << t;
   }
+  // A prompt longer than a prefill piece (4096 tokens) runs in pieces: the same logits.
+  const int L = 5000;
+  std::vector<int32_t> long_ids(L);
+  for (auto& id : long_ids) id = int32_t(gen() % uint32_t(c.vocab));
+  std::vector<float> every(size_t(L) * c.vocab), last(size_t(c.vocab));
+  auto one_call = model.new_state(), pieces = model.new_state();
+  model.forward(one_call, long_ids.data(), L, nullptr, every.data());
+  model.forward(pieces, long_ids.data(), L, last.data());
+  EXPECT_LE(rel_err(last.data(), every.data() + size_t(L - 1) * c.vocab, last.size()), 1e-4) << "seed " << seed;
 }
 
 // A training model (gdn::nn) with weights far from the initialisation, so that every part

@@ -83,7 +83,9 @@ class Model {
   // Feeds `n` tokens after those already in `state` and updates it. `prefill_form` is the
   // op's form for n > 1 (chunk by default); a single token always takes the recurrent
   // step. Writes the logits of the last token into `last_logits` [vocab] when given, and
-  // those of every token into `all_logits` [n, vocab] when given.
+  // those of every token into `all_logits` [n, vocab] when given. Without all_logits a
+  // long prompt runs in pieces of 4096 tokens, so that prefill memory stays bounded.
+  // A model serves one forward at a time (its layers hold scratch buffers).
   void forward(State& state, const int32_t* ids, int n, float* last_logits, float* all_logits = nullptr,
                Form prefill_form = Form::chunk);
 

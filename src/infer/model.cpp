@@ -12,7 +12,8 @@
 
 namespace gdn::infer {
 
-constexpr int kSmallBatch = 16;  // tokens per forward below which one thread does the work
+constexpr int kSmallBatch = 16;     // tokens per forward below which one thread does the work
+constexpr int kPrefillPiece = 4096;  // longest piece of a prompt run at once
 
 const char* layout_name(Layout l) {
   switch (l) {
@@ -359,6 +360,15 @@ State Model::new_state() const {
 
 void Model::forward(State& state, const int32_t* ids, int n, float* last_logits, float* all_logits,
                     Form prefill_form) {
+  if (!all_logits && n > kPrefillPiece) {
+    // Long prompts in pieces: the activations stay the size of a piece, and the state
+    // carries each piece on to the next.
+    for (int i = 0; i < n; i += kPrefillPiece) {
+      const int m = std::min(kPrefillPiece, n - i);
+      forward(state, ids + i, m, i + m == n ? last_logits : nullptr, nullptr, prefill_form);
+    }
+    return;
+  }
   if (n > kSmallBatch) {
     impl_->run(state, ids, n, last_logits, all_logits, prefill_form);
     impl_->drop_buffers();
