@@ -3,13 +3,13 @@
 // the logits their libraries computed; gdn must match them in fp32, for a prefill and for
 // decode steps. The loading errors and the constant-size decode state are tested here too.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
-#include <unistd.h>
 
 #include "gdn/common.h"
 #include "gdn/infer.h"
@@ -155,7 +155,8 @@ TEST(Parity, Qwen3NextShardedCheckpoint) {
     shard[s].add_f32(names[i], full.info(names[i]).shape, v.data());
     index["weight_map"][names[i]] = "model-0000" + std::to_string(s + 1) + "-of-00002.safetensors";
   }
-  for (int s = 0; s < 2; ++s) shard[s].write((tmp / ("model-0000" + std::to_string(s + 1) + "-of-00002.safetensors")).string());
+  for (int s = 0; s < 2; ++s)
+    shard[s].write((tmp / ("model-0000" + std::to_string(s + 1) + "-of-00002.safetensors")).string());
   std::ofstream(tmp / "model.safetensors.index.json") << index.dump(1);
   Model model = Model::load(tmp.string());
   expect_parity(model, read_reference(dir), gdn::Form::chunk, 1e-4);
@@ -354,15 +355,23 @@ TEST(Parity, FlaConfigDirectoryMatchesTrainingForward) {
   const fs::path dir = fs::temp_directory_path() / ("gdn_parity_fla_" + std::to_string(::getpid()));
   fs::create_directories(dir);
   const auto& mc = t.mc;
-  const nlohmann::json cfg = {
-      {"model_type", "gated_deltanet"}, {"architectures", {"GatedDeltaNetForCausalLM"}},
-      {"vocab_size", mc.vocab_size},     {"hidden_size", mc.d_model},
-      {"num_hidden_layers", mc.layers},  {"num_heads", mc.heads},
-      {"num_v_heads", mc.v_heads},       {"head_dim", mc.head_dim},
-      {"expand_v", mc.expand_v},         {"intermediate_size", mc.mlp_hidden},
-      {"norm_eps", mc.norm_eps},         {"attn", {{"layers", {1}}, {"num_heads", mc.attn_heads},
-                                                   {"num_kv_heads", mc.attn_kv_heads}, {"window_size", mc.window},
-                                                   {"rope_theta", mc.rope_theta}}}};
+  const nlohmann::json cfg = {{"model_type", "gated_deltanet"},
+                              {"architectures", {"GatedDeltaNetForCausalLM"}},
+                              {"vocab_size", mc.vocab_size},
+                              {"hidden_size", mc.d_model},
+                              {"num_hidden_layers", mc.layers},
+                              {"num_heads", mc.heads},
+                              {"num_v_heads", mc.v_heads},
+                              {"head_dim", mc.head_dim},
+                              {"expand_v", mc.expand_v},
+                              {"intermediate_size", mc.mlp_hidden},
+                              {"norm_eps", mc.norm_eps},
+                              {"attn",
+                               {{"layers", {1}},
+                                {"num_heads", mc.attn_heads},
+                                {"num_kv_heads", mc.attn_kv_heads},
+                                {"window_size", mc.window},
+                                {"rope_theta", mc.rope_theta}}}};
   std::ofstream(dir / "config.json") << cfg.dump(1);
   gdn::SafeTensorsWriter w;
   for (auto& [name, p] : t.model->params()) {

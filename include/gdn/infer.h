@@ -33,7 +33,7 @@ struct Config {
   int vocab = 0, d_model = 0;
   double norm_eps = 1e-6;
   bool tie_embeddings = false;
-  int mlp_hidden = 0;  // SwiGLU hidden size; 0: no MLP
+  int mlp_hidden = 0;                  // SwiGLU hidden size; 0: no MLP
   int bos_token = -1, eos_token = -1;  // -1: none
   // Per layer: attention (with window, 0 = full) or gated delta rule.
   std::vector<bool> attention;

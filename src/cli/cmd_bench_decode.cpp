@@ -64,7 +64,8 @@ void run_bench_decode(const BenchDecodeArgs& a) {
   c.mlp_hidden = 256 * ((a.d_model * 8 / 3 + 255) / 256);
   infer::Model model = infer::Model::random(c, 1);
   const double rss_model = rss_mib();
-  std::fprintf(stderr, "gdn bench decode: Gated DeltaNet d_model %d, %d layers, %d heads x (K %d, V %d), %.1fM "
+  std::fprintf(stderr,
+               "gdn bench decode: Gated DeltaNet d_model %d, %d layers, %d heads x (K %d, V %d), %.1fM "
                "parameters, %s, %d threads\n",
                c.d_model, c.layers(), c.heads, c.head_k, c.head_v, model.num_params() / 1e6, cpu_name().c_str(),
                a.threads > 0 ? a.threads : int(std::thread::hardware_concurrency()));
@@ -109,11 +110,18 @@ void run_bench_decode(const BenchDecodeArgs& a) {
     std::strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
     const nlohmann::json j = {
         {"bench", "decode"},
-        {"machine", {{"cpu", cpu_name()}, {"threads", a.threads > 0 ? a.threads : int(std::thread::hardware_concurrency())}}},
+        {"machine",
+         {{"cpu", cpu_name()}, {"threads", a.threads > 0 ? a.threads : int(std::thread::hardware_concurrency())}}},
         {"date", date},
-        {"model", {{"d_model", c.d_model}, {"layers", c.layers()}, {"heads", c.heads}, {"head_k", c.head_k},
-                   {"head_v", c.head_v}, {"mlp_hidden", c.mlp_hidden}, {"vocab", c.vocab},
-                   {"params", model.num_params()}}},
+        {"model",
+         {{"d_model", c.d_model},
+          {"layers", c.layers()},
+          {"heads", c.heads},
+          {"head_k", c.head_k},
+          {"head_v", c.head_v},
+          {"mlp_hidden", c.mlp_hidden},
+          {"vocab", c.vocab},
+          {"params", model.num_params()}}},
         {"prefill_tokens_per_s", prefill_tps},
         {"ms_per_token_1k", ms_1k},
         {"ms_per_token_32k", ms_long},
@@ -128,19 +136,20 @@ void run_bench_decode(const BenchDecodeArgs& a) {
   }
 }
 
-GDN_COMMAND("bench decode", "Prefill tokens/s and decode ms/token at 1K and 32K of context (~100M GDN, CPU)",
-            [](CLI::App& app) {
-              auto a = std::make_shared<BenchDecodeArgs>();
-              app.add_option("--d-model", a->d_model, "Model width");
-              app.add_option("--layers", a->layers, "Layers");
-              app.add_option("--heads", a->heads, "Heads (value heads = heads)");
-              app.add_option("--head-dim", a->head_dim, "Key head dim K (V = 2K)");
-              app.add_option("--context", a->long_context, "The long context, tokens")->check(CLI::Range(2048, 1 << 22));
-              app.add_option("--steps", a->steps, "Timed decode steps at each context")->check(CLI::Range(1, 10000));
-              app.add_option("--threads", a->threads, "Threads (OpenMP and OpenBLAS); default: all cores");
-              app.add_flag("--json", a->json, "End with one JSON line");
-              app.callback([a] { run_bench_decode(*a); });
-            });
+GDN_COMMAND(
+    "bench decode", "Prefill tokens/s and decode ms/token at 1K and 32K of context (~100M GDN, CPU)",
+    [](CLI::App& app) {
+      auto a = std::make_shared<BenchDecodeArgs>();
+      app.add_option("--d-model", a->d_model, "Model width");
+      app.add_option("--layers", a->layers, "Layers");
+      app.add_option("--heads", a->heads, "Heads (value heads = heads)");
+      app.add_option("--head-dim", a->head_dim, "Key head dim K (V = 2K)");
+      app.add_option("--context", a->long_context, "The long context, tokens")->check(CLI::Range(2048, 1 << 22));
+      app.add_option("--steps", a->steps, "Timed decode steps at each context")->check(CLI::Range(1, 10000));
+      app.add_option("--threads", a->threads, "Threads (OpenMP and OpenBLAS); default: all cores");
+      app.add_flag("--json", a->json, "End with one JSON line");
+      app.callback([a] { run_bench_decode(*a); });
+    });
 
 }  // namespace
 }  // namespace gdn::cli

@@ -53,7 +53,8 @@ void run_generate(const GenerateArgs& a) {
               ") has no tokenizer gdn can use; pass --prompt-ids");
     prompt = tokenizer->encode(a.prompt);
     // SentencePiece models (Llama's tokenizer, which FLA's checkpoints use) start with BOS.
-    if (tokenizer->name() == "sentencepiece" && cfg.bos_token >= 0 && !a.no_bos) prompt.insert(prompt.begin(), cfg.bos_token);
+    if (tokenizer->name() == "sentencepiece" && cfg.bos_token >= 0 && !a.no_bos)
+      prompt.insert(prompt.begin(), cfg.bos_token);
     GDN_CHECK(!prompt.empty(), "generate: the prompt encodes to no tokens");
   } else {
     prompt = parse_ids(a.prompt_ids);
@@ -97,10 +98,11 @@ void run_generate(const GenerateArgs& a) {
   const double decode_s = now_s() - t1;
   const double decode_tps = out.size() > 1 ? double(out.size() - 1) / decode_s : 0;
   if (!a.json) std::printf("\n");
-  std::fprintf(stderr, "prefill %zu tokens in %.3f s (%.1f tokens/s); decode %zu tokens, %.1f tokens/s; "
+  std::fprintf(stderr,
+               "prefill %zu tokens in %.3f s (%.1f tokens/s); decode %zu tokens, %.1f tokens/s; "
                "state %.2f MiB, resident %.1f MiB\n",
-               prompt.size(), prefill_s, prompt.size() / prefill_s, out.size(), decode_tps,
-               state.bytes() / 1048576.0, rss_mib());
+               prompt.size(), prefill_s, prompt.size() / prefill_s, out.size(), decode_tps, state.bytes() / 1048576.0,
+               rss_mib());
   if (a.json) {
     std::string text;
     if (tokenizer)

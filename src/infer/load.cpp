@@ -39,8 +39,7 @@ class TensorStore {
     const fs::path index = dir / "model.safetensors.index.json", single = dir / "model.safetensors";
     if (fs::exists(index)) {
       const json j = read_json(index);
-      GDN_CHECK(j.contains("weight_map") && j["weight_map"].is_object(), index.string(),
-                ": no \"weight_map\" object");
+      GDN_CHECK(j.contains("weight_map") && j["weight_map"].is_object(), index.string(), ": no \"weight_map\" object");
       std::map<std::string, size_t> file_of_shard;
       for (const auto& [name, shard] : j["weight_map"].items()) {
         GDN_CHECK(shard.is_string(), index.string(), ": weight_map[\"", name, "\"] is not a file name");
@@ -130,8 +129,8 @@ Config config_from_gdn(const nn::ModelConfig& m) {
   GDN_CHECK(m.use_short_conv, "model config: use_short_conv false is not supported by gdn's inference");
   for (int i = 0; i < m.layers; ++i) {
     const std::string& mixer = m.mixer(i);
-    GDN_CHECK(mixer == "gated_deltanet" || nn::is_attention_mixer(mixer), "model config: layer ", i, " mixer \"",
-              mixer, "\": gdn's inference runs gated_deltanet, attention and swa layers");
+    GDN_CHECK(mixer == "gated_deltanet" || nn::is_attention_mixer(mixer), "model config: layer ", i, " mixer \"", mixer,
+              "\": gdn's inference runs gated_deltanet, attention and swa layers");
     c.attention.push_back(nn::is_attention_mixer(mixer));
     c.window.push_back(mixer == "swa" ? m.window : 0);
   }
@@ -257,8 +256,8 @@ Config config_from_qwen3_next(const json& j, const std::string& file) {
     for (int i = 0; i < layers; ++i) types.push_back((i + 1) % interval ? "linear_attention" : "full_attention");
   }
   for (int i = 0; i < layers; ++i) {
-    GDN_CHECK(types[size_t(i)] == "linear_attention" || types[size_t(i)] == "full_attention", file,
-              ": layer_types[", i, "] \"", types[size_t(i)], "\" is not linear_attention or full_attention");
+    GDN_CHECK(types[size_t(i)] == "linear_attention" || types[size_t(i)] == "full_attention", file, ": layer_types[", i,
+              "] \"", types[size_t(i)], "\" is not linear_attention or full_attention");
     c.attention.push_back(types[size_t(i)] == "full_attention");
     c.window.push_back(0);
   }
@@ -280,8 +279,8 @@ Config config_from_qwen3_next(const json& j, const std::string& file) {
   const std::string rope_type = value<std::string>(rope, "rope_type", "default", file);
   GDN_CHECK(rope_type == "default", file, ": rope_type \"", rope_type, "\" is not supported (default RoPE only)");
   c.rope_theta = value<double>(rope, "rope_theta", value<double>(j, "rope_theta", 10000.0, file), file);
-  const double partial = value<double>(rope, "partial_rotary_factor",
-                                       value<double>(j, "partial_rotary_factor", 0.25, file), file);
+  const double partial =
+      value<double>(rope, "partial_rotary_factor", value<double>(j, "partial_rotary_factor", 0.25, file), file);
   c.rotary_dim = int(c.attn_head_dim * partial);
   return c;
 }
@@ -364,9 +363,8 @@ void load_qwen3_next(Model::Impl& m, TensorStore& ts) {
 void load_fla_names(Model::Impl& m, TensorStore& ts) {
   for (auto& [name, p] : m.params()) p->value = ts.get(name, p->shape);
   const bool tied = m.cfg.tie_embeddings;
-  ts.check_all_used([&](const std::string& name) {
-    return name.rfind("optimizer.", 0) == 0 || (tied && name == "lm_head.weight");
-  });
+  ts.check_all_used(
+      [&](const std::string& name) { return name.rfind("optimizer.", 0) == 0 || (tied && name == "lm_head.weight"); });
 }
 
 }  // namespace

@@ -1,9 +1,10 @@
 // Forward with a decode state. The same code runs a prefill (n tokens, chunkwise op) and a
 // decode step (one token, recurrent op); both continue from the state and update it.
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <omp.h>
 #include <type_traits>
 
 #include "gdn/common.h"
@@ -12,34 +13,36 @@
 
 namespace gdn::infer {
 
-constexpr int kSmallBatch = 16;     // tokens per forward below which one thread does the work
+constexpr int kSmallBatch = 16;      // tokens per forward below which one thread does the work
 constexpr int kPrefillPiece = 4096;  // longest piece of a prompt run at once
 
 const char* layout_name(Layout l) {
   switch (l) {
-    case Layout::gdn: return "gdn";
-    case Layout::fla: return "fla";
-    case Layout::qwen3_next: return "qwen3_next";
+    case Layout::gdn:
+      return "gdn";
+    case Layout::fla:
+      return "fla";
+    case Layout::qwen3_next:
+      return "qwen3_next";
   }
   return "?";
 }
 
 void Config::validate() const {
-  GDN_CHECK(vocab > 0 && d_model > 0, "model config: vocab (", vocab, ") and d_model (", d_model,
-            ") must be positive");
+  GDN_CHECK(vocab > 0 && d_model > 0, "model config: vocab (", vocab, ") and d_model (", d_model, ") must be positive");
   GDN_CHECK(!attention.empty() && window.size() == attention.size(), "model config: no layers");
   GDN_CHECK(mlp_hidden >= 0, "model config: mlp_hidden ", mlp_hidden, " < 0");
   bool any_delta = false, any_attn = false;
   for (size_t i = 0; i < attention.size(); ++i) (attention[i] ? any_attn : any_delta) = true;
   if (any_delta) {
-    GDN_CHECK(heads > 0 && v_heads > 0 && head_k > 0 && head_v > 0, "model config: gated delta heads (",
-              heads, ", v ", v_heads, ") and head dims (", head_k, ", ", head_v, ") must be positive");
+    GDN_CHECK(heads > 0 && v_heads > 0 && head_k > 0 && head_v > 0, "model config: gated delta heads (", heads, ", v ",
+              v_heads, ") and head dims (", head_k, ", ", head_v, ") must be positive");
     GDN_CHECK(v_heads % heads == 0, "model config: value heads ", v_heads, " not a multiple of heads ", heads);
     GDN_CHECK(conv_size >= 1, "model config: conv_size ", conv_size, " < 1");
   }
   if (any_attn) {
-    GDN_CHECK(attn_heads > 0 && attn_kv_heads > 0 && attn_head_dim > 0, "model config: attention heads (",
-              attn_heads, ", kv ", attn_kv_heads, ") and head_dim (", attn_head_dim, ") must be positive");
+    GDN_CHECK(attn_heads > 0 && attn_kv_heads > 0 && attn_head_dim > 0, "model config: attention heads (", attn_heads,
+              ", kv ", attn_kv_heads, ") and head_dim (", attn_head_dim, ") must be positive");
     GDN_CHECK(attn_heads % attn_kv_heads == 0, "model config: attention heads ", attn_heads,
               " not a multiple of kv heads ", attn_kv_heads);
     GDN_CHECK(rotary_dim >= 0 && rotary_dim <= attn_head_dim && rotary_dim % 2 == 0, "model config: rotary dims ",
@@ -140,8 +143,8 @@ void delta_forward(const Config& cfg, DeltaLayer& L, State::Layer& st, const flo
   op.V = V;
   op.l2norm_qk = true;
   std::vector<float> o(nv), ht(st.recurrent.size());
-  forward(n > 1 ? prefill_form : Form::recurrent, op, OpInputs<float>{q.data(), k.data(), v.data(), g.data(),
-                                                                      beta.data(), st.recurrent.data()},
+  forward(n > 1 ? prefill_form : Form::recurrent, op,
+          OpInputs<float>{q.data(), k.data(), v.data(), g.data(), beta.data(), st.recurrent.data()},
           OpOutputs<float>{o.data(), ht.data()});
   st.recurrent.swap(ht);
 
@@ -151,8 +154,8 @@ void delta_forward(const Config& cfg, DeltaLayer& L, State::Layer& st, const flo
   L.o_proj.forward(o.data(), n, y);
 }
 
-void attention_forward(const Config& cfg, AttentionLayer& L, State::Layer& st, int64_t pos0, int window,
-                       const float* x, int n, float* y) {
+void attention_forward(const Config& cfg, AttentionLayer& L, State::Layer& st, int64_t pos0, int window, const float* x,
+                       int n, float* y) {
   const int H = cfg.attn_heads, KVH = cfg.attn_kv_heads, Dh = cfg.attn_head_dim;
   const size_t kv_row = size_t(KVH) * Dh;
   std::vector<float> q(size_t(n) * H * Dh), k(size_t(n) * kv_row), v(size_t(n) * kv_row);
@@ -358,8 +361,7 @@ State Model::new_state() const {
   return s;
 }
 
-void Model::forward(State& state, const int32_t* ids, int n, float* last_logits, float* all_logits,
-                    Form prefill_form) {
+void Model::forward(State& state, const int32_t* ids, int n, float* last_logits, float* all_logits, Form prefill_form) {
   if (!all_logits && n > kPrefillPiece) {
     // Long prompts in pieces: the activations stay the size of a piece, and the state
     // carries each piece on to the next.

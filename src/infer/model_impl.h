@@ -21,7 +21,7 @@ struct DeltaLayer {
 
 struct AttentionLayer {
   nn::Linear<float> q_proj, k_proj, v_proj, o_proj;
-  nn::Linear<float> gate_proj;    // Qwen3-Next output gate (split from its q_proj)
+  nn::Linear<float> gate_proj;        // Qwen3-Next output gate (split from its q_proj)
   nn::RMSNorm<float> q_norm, k_norm;  // Qwen3-Next, per head
 };
 

@@ -76,7 +76,8 @@ std::unique_ptr<Tokenizer> make_tokenizer(const std::string& model_path, const C
 #ifdef GDN_HAVE_SENTENCEPIECE
     return std::make_unique<SentencePieceTokenizer>(sp.string());
 #else
-    fail("tokenizer ", sp.string(), ": this gdn was built without SentencePiece (install libsentencepiece-dev "
+    fail("tokenizer ", sp.string(),
+         ": this gdn was built without SentencePiece (install libsentencepiece-dev "
          "and rebuild), or pass --prompt-ids");
 #endif
   }
