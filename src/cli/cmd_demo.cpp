@@ -5,7 +5,12 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
+#include <thread>
+
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "cli/command.h"
 #include "cli/run_spec.h"
@@ -16,7 +21,7 @@ namespace {
 
 struct DemoArgs {
   std::vector<std::string> mixers = {"linear_attention", "mamba2", "deltanet", "gated_deltanet", "attention"};
-  int d_model = 64, heads = 2, head_dim = 16, seq_len = 64, kv = 16, vocab = 256, batch = 32, threads = 0;
+  int d_model = 64, heads = 2, head_dim = 16, seq_len = 64, kv = 16, vocab = 256, batch = 32, threads = 0, jobs = 0;
   int64_t steps = 250, train_examples = 20000, eval_examples = 500;
   double lr = 3e-3;
   uint64_t seed = 0;
@@ -98,13 +103,15 @@ void run_demo(const DemoArgs& a) {
                "gdn demo: MQAR with %d key-value pairs in %d tokens (vocab %d), 2-layer models of width %d, "
                "%lld steps of %d sequences each\n",
                a.kv, a.seq_len, a.vocab, a.d_model, (long long)a.steps, a.batch);
-  std::vector<DemoRun> runs;
-  for (const auto& mixer : a.mixers) {
+  // One single-threaded training per mixer, `jobs` of them at a time in forked processes:
+  // on small models that beats threads inside one training by far.
+  std::filesystem::create_directories(a.out);
+  auto train_one = [&](const std::string& mixer, bool progress) {
     nn::ModelConfig mc = s.model;
     mc.mixers = {mixer};
-    mc.validate();
-    std::fprintf(stderr, "-- %s\n", mixer.c_str());
-    train::Trainer trainer(mc, s.train, train_set, &eval_set);
+    train::TrainConfig tc = s.train;
+    tc.progress = progress;
+    train::Trainer trainer(mc, tc, train_set, &eval_set);
     DemoRun r;
     r.mixer = mixer;
     r.params = trainer.model().num_params();
@@ -118,14 +125,74 @@ void run_demo(const DemoArgs& a) {
     r.eval = trainer.run();
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     r.tokens_per_s = trainer.tokens_per_second();
-    runs.push_back(r);
+    return r;
+  };
+  auto to_json = [](const DemoRun& r) {
+    return nlohmann::json{{"mixer", r.mixer}, {"params", r.params}, {"accuracy", r.eval.accuracy},
+                          {"loss", r.eval.loss}, {"count", r.eval.count}, {"seconds", r.seconds},
+                          {"tokens_per_s", r.tokens_per_s}, {"train_accuracy_curve", r.curve}};
+  };
+  for (const auto& mixer : a.mixers) {
+    nn::ModelConfig mc = s.model;
+    mc.mixers = {mixer};
+    mc.validate();
+  }
+  const int jobs = std::max(1, a.jobs > 0 ? a.jobs : int(std::thread::hardware_concurrency()));
+  std::vector<DemoRun> runs(a.mixers.size());
+  if (jobs == 1) {
+    for (size_t i = 0; i < a.mixers.size(); ++i) {
+      std::fprintf(stderr, "-- %s\n", a.mixers[i].c_str());
+      runs[i] = train_one(a.mixers[i], true);
+    }
+  } else {
+    std::fflush(nullptr);
+    std::map<pid_t, size_t> running;
+    auto part = [&](size_t i) { return a.out + "/." + a.mixers[i] + ".part.json"; };
+    auto reap = [&] {
+      int status = 0;
+      const pid_t pid = wait(&status);
+      const size_t i = running.at(pid);
+      running.erase(pid);
+      GDN_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "demo: the ", a.mixers[i], " run failed");
+      std::ifstream f(part(i));
+      const auto j = nlohmann::json::parse(f);
+      std::filesystem::remove(part(i));
+      DemoRun& r = runs[i];
+      r.mixer = j["mixer"];
+      r.params = j["params"];
+      r.eval.accuracy = j["accuracy"];
+      r.eval.loss = j["loss"];
+      r.eval.count = j["count"];
+      r.seconds = j["seconds"];
+      r.tokens_per_s = j["tokens_per_s"];
+      r.curve = j["train_accuracy_curve"].get<std::vector<double>>();
+      std::fprintf(stderr, "   %-18s accuracy %5.1f%%  (%.0f s)\n", r.mixer.c_str(), 100 * r.eval.accuracy, r.seconds);
+    };
+    for (size_t i = 0; i < a.mixers.size(); ++i) {
+      if (int(running.size()) == jobs) reap();
+      const pid_t pid = fork();
+      GDN_CHECK(pid >= 0, "demo: fork failed");
+      if (pid == 0) {
+        int code = 0;
+        try {
+          std::ofstream(part(i)) << to_json(train_one(a.mixers[i], false)).dump();
+        } catch (const std::exception& e) {
+          std::fprintf(stderr, "gdn demo: %s: %s\n", a.mixers[i].c_str(), e.what());
+          code = 1;
+        }
+        std::fflush(nullptr);
+        _exit(code);
+      }
+      std::fprintf(stderr, "-- %s started\n", a.mixers[i].c_str());
+      running[pid] = i;
+    }
+    while (!running.empty()) reap();
   }
 
   std::printf("\n%-18s %10s %12s %10s %10s\n", "mixer", "params", "accuracy", "loss", "tokens/s");
   for (const auto& r : runs)
     std::printf("%-18s %10zu %11.1f%% %10.4f %10.0f\n", r.mixer.c_str(), r.params, 100 * r.eval.accuracy, r.eval.loss,
                 r.tokens_per_s);
-  std::filesystem::create_directories(a.out);
   nlohmann::json acc = nlohmann::json::object(), detail = nlohmann::json::array();
   {
     std::ofstream csv(a.out + "/demo.csv");
@@ -134,8 +201,7 @@ void run_demo(const DemoArgs& a) {
       csv << r.mixer << "," << r.params << "," << r.eval.accuracy << "," << r.eval.loss << "," << r.seconds << ","
           << r.tokens_per_s << "\n";
       acc[r.mixer] = r.eval.accuracy;
-      detail.push_back({{"mixer", r.mixer}, {"params", r.params}, {"accuracy", r.eval.accuracy}, {"loss", r.eval.loss},
-                        {"seconds", r.seconds}, {"tokens_per_s", r.tokens_per_s}, {"train_accuracy_curve", r.curve}});
+      detail.push_back(to_json(r));
     }
   }
   const nlohmann::json setting = {{"task", "mqar"}, {"vocab_size", a.vocab}, {"seq_len", a.seq_len},
@@ -164,7 +230,8 @@ GDN_COMMAND("demo", "Delta rule vs linear attention, gating and attention on MQA
               app.add_option("--lr", a->lr, "Peak learning rate")->capture_default_str();
               app.add_option("--seed", a->seed, "Seed")->capture_default_str();
               app.add_option("--out", a->out, "Output directory")->capture_default_str();
-              app.add_option("--threads", a->threads, "Threads (OpenMP and OpenBLAS); default 1");
+              app.add_option("--threads", a->threads, "Threads of each run (OpenMP and OpenBLAS); default 1");
+              app.add_option("--jobs", a->jobs, "Runs in parallel (processes); default: the number of cores");
               app.add_flag("--json", a->json, "End with one JSON line {\"accuracy\": {...}}");
               app.callback([a] { run_demo(*a); });
             });

@@ -5,6 +5,7 @@
 #include "cli/command.h"
 #include "cli/run_spec.h"
 #include "gdn/common.h"
+#include "gdn/nn/profile.h"
 
 namespace gdn::cli {
 namespace {
@@ -14,7 +15,7 @@ struct TrainArgs {
   int layers = 0, d_model = 0, heads = 0, batch = 0, seq_len = 0, kv = 0, threads = 0;
   double lr = 0, epochs = 0;
   int64_t steps = 0, seed = -1, eval_every = -1, checkpoint_every = -1;
-  bool json = false, resume = false;
+  bool json = false, resume = false, profile = false;
 };
 
 void run_train(const TrainArgs& a) {
@@ -52,13 +53,25 @@ void run_train(const TrainArgs& a) {
   std::fprintf(stderr, "gdn train: %s, %zu parameters, %lld training sequences of %d tokens, %lld steps\n",
                s.model.to_json()["mixers"].dump().c_str(), trainer.model().num_params(), (long long)train_set.n,
                train_set.len, (long long)s.train.total_steps(train_set.n));
+  nn::profile().enabled = a.profile;
   const train::EvalResult r = trainer.run();
+  nlohmann::json shares;
+  if (a.profile) {
+    // Evaluation runs the op and GEMMs too; the shares are of the training steps only
+    // when the run evaluates at the end alone, so evaluation is counted out here.
+    const double total = trainer.train_seconds(), op = nn::profile().op_ns * 1e-9, gemm = nn::profile().gemm_ns * 1e-9;
+    shares = {{"train_seconds", total}, {"op_seconds", op}, {"gemm_seconds", gemm},
+              {"op_share", op / total}, {"gemm_share", gemm / total}, {"rest_share", 1 - (op + gemm) / total}};
+    std::printf("time in training steps %.2f s: delta-rule op %.1f%%, GEMM %.1f%%, rest %.1f%%\n", total,
+                100 * op / total, 100 * gemm / total, 100 * (1 - (op + gemm) / total));
+  }
   const double last_loss = trainer.log().empty() ? NAN : trainer.log().back().loss;
   std::printf("eval: loss %.4f accuracy %.4f over %lld labelled positions\n", r.loss, r.accuracy, (long long)r.count);
   if (a.json) {
     nlohmann::json out = {{"eval_accuracy", r.accuracy}, {"eval_loss", r.loss}, {"eval_count", r.count},
                           {"train_loss", last_loss},    {"steps", trainer.step()}, {"tokens_per_s", trainer.tokens_per_second()},
                           {"params", trainer.model().num_params()}, {"model", s.model.to_json()}};
+    if (a.profile) out["profile"] = shares;
     std::printf("%s\n", out.dump().c_str());
   }
 }
@@ -85,6 +98,7 @@ GDN_COMMAND("train", "Train a model (MQAR and other tasks, or your own safetenso
   app.add_option("--checkpoint-every", a->checkpoint_every, "Write the checkpoint every N steps");
   app.add_flag("--resume", a->resume, "Continue from --checkpoint exactly where it stopped");
   app.add_option("--threads", a->threads, "Threads (OpenMP and OpenBLAS); default 1");
+  app.add_flag("--profile", a->profile, "Report the time share of the delta-rule op, the GEMMs and the rest");
   app.add_flag("--json", a->json, "End with one JSON line holding eval_accuracy and eval_loss");
   app.callback([a] { run_train(*a); });
 });

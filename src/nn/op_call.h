@@ -2,11 +2,13 @@
 // is what the layer-level gradient checks differentiate through).
 #pragma once
 
+#include "gdn/nn/profile.h"
 #include "gdn/ops.h"
 
 namespace gdn::nn {
 
 inline void op_forward(Form form, const OpConfig& c, const OpInputs<float>& in, const OpOutputs<float>& out) {
+  ProfileScope scope(profile().op_ns);
   forward(form, c, in, out);
 }
 inline void op_forward(Form, const OpConfig& c, const OpInputs<double>& in, const OpOutputs<double>& out) {
@@ -14,6 +16,7 @@ inline void op_forward(Form, const OpConfig& c, const OpInputs<double>& in, cons
 }
 inline void op_backward(Form form, const OpConfig& c, const OpInputs<float>& in, const OpGradOutputs<float>& d,
                         const OpGrads<float>& g) {
+  ProfileScope scope(profile().op_ns);
   backward(form, c, in, d, g);
 }
 inline void op_backward(Form, const OpConfig& c, const OpInputs<double>& in, const OpGradOutputs<double>& d,

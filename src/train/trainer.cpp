@@ -9,6 +9,7 @@
 #include <numeric>
 
 #include "gdn/common.h"
+#include "gdn/nn/profile.h"
 #include "gdn/safetensors.h"
 
 namespace gdn::train {
@@ -82,6 +83,8 @@ int64_t TrainConfig::total_steps(int64_t train_examples) const {
 }
 
 EvalResult evaluate(nn::Model<float>& model, const Dataset& data, int batch) {
+  // Evaluation stays out of the training-time profile.
+  const bool profiling = nn::profile().enabled.exchange(false);
   EvalResult r;
   double loss_sum = 0;
   int64_t correct = 0;
@@ -96,6 +99,7 @@ EvalResult evaluate(nn::Model<float>& model, const Dataset& data, int batch) {
     r.loss = loss_sum / double(r.count);
     r.accuracy = double(correct) / double(r.count);
   }
+  nn::profile().enabled = profiling;
   return r;
 }
 
@@ -138,10 +142,12 @@ EvalResult Trainer::run() {
   const int64_t warmup = cfg_.warmup < 1 ? int64_t(cfg_.warmup * double(total_)) : int64_t(cfg_.warmup);
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t first = step_;
+  train_seconds_ = 0;
   EvalResult last_eval;
   double ema_loss = NAN;
   auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
   for (; step_ < total_;) {
+    const auto step_t0 = std::chrono::steady_clock::now();
     fill_batch(step_, ids, labels);
     model_->zero_grad();
     const nn::LossStats st = model_->forward(ids.data(), labels.data(), cfg_.batch, train_.len);
@@ -155,11 +161,12 @@ EvalResult Trainer::run() {
     rec.lr = lr_at(step_, total_, warmup, cfg_.adam.lr, cfg_.min_lr_ratio);
     opt_->step(rec.lr);
     ++step_;
+    train_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - step_t0).count();
     log_.push_back(rec);
     if (on_step) on_step(rec);
     ema_loss = std::isnan(ema_loss) ? rec.loss : 0.9 * ema_loss + 0.1 * rec.loss;
     const double secs = elapsed();
-    tokens_per_s_ = double(step_ - first) * cfg_.batch * train_.len / std::max(secs, 1e-9);
+    tokens_per_s_ = double(step_ - first) * cfg_.batch * train_.len / std::max(train_seconds_, 1e-9);
     if (!cfg_.checkpoint.empty() && cfg_.checkpoint_every > 0 && step_ % cfg_.checkpoint_every == 0 && step_ < total_)
       save(cfg_.checkpoint);
     const bool eval_now = eval_ && cfg_.eval_every > 0 && step_ % cfg_.eval_every == 0 && step_ < total_;

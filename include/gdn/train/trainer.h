@@ -58,6 +58,7 @@ class Trainer {
   const std::vector<StepLog>& log() const { return log_; }
   int64_t step() const { return step_; }
   double tokens_per_second() const { return tokens_per_s_; }
+  double train_seconds() const { return train_seconds_; }  // in steps, without evaluations
   // Called after every step (for tests and the demo's curves).
   std::function<void(const StepLog&)> on_step;
 
@@ -72,7 +73,7 @@ class Trainer {
   std::unique_ptr<AdamW> opt_;
   int64_t step_ = 0, total_ = 0;
   std::vector<StepLog> log_;
-  double tokens_per_s_ = 0;
+  double tokens_per_s_ = 0, train_seconds_ = 0;
   int64_t order_epoch_ = -1;
   std::vector<int64_t> order_;
 };
