@@ -1,3 +1,5 @@
+#include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 
 #include "gdn/common.h"
@@ -63,7 +65,33 @@ void save_token_file(const Dataset& d, const std::string& path) {
   w.write(path);
 }
 
-std::vector<std::string> task_names() { return {"mqar"}; }
+std::vector<std::string> task_names() { return {"mqar", "text"}; }
+
+Dataset make_byte_lm(const std::string& path, int len, int64_t max_sequences, double eval_fraction, bool eval_split) {
+  GDN_CHECK(len > 0, "text task: seq_len must be > 0, got ", len);
+  GDN_CHECK(eval_fraction > 0 && eval_fraction < 1, "text task: eval_fraction must be in (0, 1), got ", eval_fraction);
+  std::ifstream f(path, std::ios::binary);
+  GDN_CHECK(f.good(), "text task: cannot open ", path);
+  const std::string bytes((std::istreambuf_iterator<char>(f)), {});
+  const size_t split = size_t(double(bytes.size()) * (1 - eval_fraction));
+  const size_t begin = eval_split ? split : 0, end = eval_split ? bytes.size() : split;
+  const int64_t available = end > begin ? int64_t((end - begin - 1) / size_t(len)) : 0;
+  GDN_CHECK(available > 0, "text task: ", path, " (", bytes.size(), " bytes) is too short for one ",
+            eval_split ? "evaluation" : "training", " sequence of ", len, " bytes");
+  Dataset d;
+  d.n = std::min(available, max_sequences);
+  d.len = len;
+  d.vocab = 256;
+  d.inputs.resize(size_t(d.n) * len);
+  d.labels.resize(d.inputs.size());
+  for (int64_t i = 0; i < d.n; ++i)
+    for (int t = 0; t < len; ++t) {
+      const size_t at = begin + size_t(i) * len + size_t(t);
+      d.inputs[size_t(i) * len + t] = uint8_t(bytes[at]);
+      d.labels[size_t(i) * len + t] = uint8_t(bytes[at + 1]);
+    }
+  return d;
+}
 
 namespace {
 template <class V>
@@ -99,6 +127,16 @@ Dataset make_task(const nlohmann::json& spec, int64_t num_examples, uint64_t see
     read(spec, "power_a", c.power_a);
     read(spec, "random_non_queries", c.random_non_queries);
     return make_mqar(c, num_examples, s);
+  }
+  if (task == "text") {
+    check_fields(spec, {"path", "seq_len", "eval_fraction"});
+    std::string path;
+    int len = 512;
+    double eval_fraction = 0.05;
+    read(spec, "path", path);
+    read(spec, "seq_len", len);
+    read(spec, "eval_fraction", eval_fraction);
+    return make_byte_lm(path, len, num_examples, eval_fraction, eval_split);
   }
   std::string known;
   for (const auto& n : task_names()) known += (known.empty() ? "" : ", ") + n;

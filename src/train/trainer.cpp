@@ -197,8 +197,9 @@ void Trainer::save(const std::string& path) const {
   }
   for (size_t i = 0; i < params.size(); ++i) {
     const auto& [name, p] = params[i];
-    w.add_f32("optimizer.exp_avg." + name, p->shape, const_cast<AdamW&>(*opt_).exp_avg(i).data());
-    w.add_f32("optimizer.exp_avg_sq." + name, p->shape, const_cast<AdamW&>(*opt_).exp_avg_sq(i).data());
+    const AdamW& opt = *opt_;
+    w.add_f32("optimizer.exp_avg." + name, p->shape, opt.exp_avg(i).data());
+    w.add_f32("optimizer.exp_avg_sq." + name, p->shape, opt.exp_avg_sq(i).data());
   }
   w.set_metadata("format", kFormat);
   w.set_metadata("model_config", model_cfg_.to_json().dump());

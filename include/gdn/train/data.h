@@ -37,6 +37,11 @@ struct MqarConfig {
 };
 Dataset make_mqar(const MqarConfig& cfg, int64_t num_examples, uint64_t seed);
 
+// Byte-level language modelling on a text file: non-overlapping windows of len + 1 bytes,
+// every position labelled with the next byte (vocab 256). The last eval_fraction of the
+// file is the evaluation split.
+Dataset make_byte_lm(const std::string& path, int len, int64_t max_sequences, double eval_fraction, bool eval_split);
+
 // Sequences of a safetensors file with int32 (or int64) tensors `inputs` and `labels` [N, L].
 Dataset load_token_file(const std::string& path);
 void save_token_file(const Dataset& d, const std::string& path);

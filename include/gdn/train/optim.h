@@ -23,6 +23,8 @@ class AdamW {
   void set_steps(int64_t t) { t_ = t; }
   std::vector<float>& exp_avg(size_t i) { return m_[i]; }
   std::vector<float>& exp_avg_sq(size_t i) { return v_[i]; }
+  const std::vector<float>& exp_avg(size_t i) const { return m_[i]; }
+  const std::vector<float>& exp_avg_sq(size_t i) const { return v_[i]; }
   const AdamWConfig& config() const { return cfg_; }
 
  private:
