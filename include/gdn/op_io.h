@@ -25,7 +25,7 @@ struct OpRunOptions {
   Form form = Form::chunk;
   bool backward = false;
   bool l2norm_qk = true;
-  float scale = 0.f;  // <= 0: K^-1/2
+  double scale = 0;  // <= 0: K^-1/2
   int chunk_size = 64;
 };
 

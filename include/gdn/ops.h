@@ -60,12 +60,12 @@ struct OpConfig {
   int B = 1, T = 0, H = 0, HV = 0, K = 0, V = 0;
   // Varlen: N + 1 offsets into the T axis (B must be 1); empty for fixed-length batches.
   std::vector<int32_t> cu_seqlens;
-  float scale = 0.f;       // <= 0 means K^-1/2
+  double scale = 0;        // <= 0 means K^-1/2
   bool l2norm_qk = true;   // fused L2 norm of q and k: x / sqrt(sum x^2 + 1e-6)
   int chunk_size = 64;     // 16, 32 or 64 (chunk form)
 
   int num_seqs() const { return cu_seqlens.empty() ? B : int(cu_seqlens.size()) - 1; }
-  float effective_scale() const;
+  double effective_scale() const;
   const VariantInfo& info() const { return variant_info(variant); }
   // Size in elements of the gate tensor the variant takes (0 when it takes none).
   size_t g_numel() const;

@@ -8,7 +8,7 @@ namespace {
 struct OpArgs {
   std::string variant = "gated_deltanet", form = "chunk", in, out;
   bool backward = false, no_l2norm = false;
-  float scale = 0.f;
+  double scale = 0;
   int chunk_size = 64;
 };
 

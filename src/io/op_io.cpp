@@ -208,7 +208,7 @@ void save_op_results(const std::string& path, const OpData<Real>& d, const OpRes
   w.set_metadata("variant", c.info().name);
   w.set_metadata("form", form_name(opt.form));
   w.set_metadata("l2norm_qk", c.l2norm_qk ? "true" : "false");
-  w.set_metadata("scale", cat(std::setprecision(9), c.effective_scale()));
+  w.set_metadata("scale", cat(std::setprecision(17), c.effective_scale()));
   w.set_metadata("chunk_size", cat(c.chunk_size));
   w.write(path);
 }

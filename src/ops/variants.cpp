@@ -47,7 +47,7 @@ const char* form_name(Form f) {
   return "?";
 }
 
-float OpConfig::effective_scale() const { return scale > 0 ? scale : 1.f / std::sqrt(float(K)); }
+double OpConfig::effective_scale() const { return scale > 0 ? scale : 1 / std::sqrt(double(K)); }
 
 size_t OpConfig::g_numel() const {
   switch (info().gate) {

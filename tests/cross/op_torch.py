@@ -197,8 +197,7 @@ def main():
         ("linear_attention", 1, 23, 1, 2, 8, 8, [0, 9, 23], {"h0": False}),
     ]
     forms = ["reference", "recurrent", "chunk"]
-    # The reference is fp64, but OpConfig::scale is a float: K^-1/2 carries fp32 rounding (~1e-8).
-    tol = {"reference": (1e-7, 1e-7), "recurrent": (2e-5, 1e-4), "chunk": (2e-5, 1e-4)}
+    tol = {"reference": (1e-12, 1e-12), "recurrent": (2e-5, 1e-4), "chunk": (2e-5, 1e-4)}
 
     workdir = args.keep or tempfile.mkdtemp(prefix="gdn_op_torch_")
     os.makedirs(workdir, exist_ok=True)

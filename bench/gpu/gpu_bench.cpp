@@ -1,0 +1,166 @@
+// gdn_gpu_bench: times the CUDA kernels (CUDA-event medians after warm-up) and the device's
+// copy bandwidth in the same run, and writes them as JSON (bench/gpu/run.sh merges them with
+// FLA's timings, taken by fla_bench.py on the same machine).
+//   gdn_gpu_bench OUT.json [--quick | --profile]
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "../../tests/gpu/gpu_util.h"
+
+using gdn::cuda::DType;
+using gdn::gpu::cuda_check;
+using gdn::gpu::DeviceBuffer;
+using gdn::gpu::status_check;
+
+namespace {
+
+// Median of `reps` timings of fn (each between two events) after `warmup` calls, in ms.
+double median_ms(const std::function<void()>& fn, int warmup, int reps) {
+  cudaEvent_t a, b;
+  cuda_check(cudaEventCreate(&a), "event");
+  cuda_check(cudaEventCreate(&b), "event");
+  for (int i = 0; i < warmup; ++i) fn();
+  std::vector<float> t(reps);
+  for (int i = 0; i < reps; ++i) {
+    cuda_check(cudaEventRecord(a), "record");
+    fn();
+    cuda_check(cudaEventRecord(b), "record");
+    cuda_check(cudaEventSynchronize(b), "sync");
+    cuda_check(cudaEventElapsedTime(&t[i], a, b), "elapsed");
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  std::sort(t.begin(), t.end());
+  return t[reps / 2];
+}
+
+// Random device data: bf16 normals, fp32 log-gates (alpha in [0.7, 0.99]) and betas in (0, 1).
+DeviceBuffer random_bf16(size_t n, std::mt19937& rng) {
+  std::normal_distribution<float> normal(0.f, 1.f);
+  std::vector<uint16_t> h(n);
+  for (auto& e : h) e = gdn::gpu::bf16_bits(normal(rng));
+  DeviceBuffer b(n * 2);
+  cuda_check(cudaMemcpy(b.ptr, h.data(), b.bytes, cudaMemcpyHostToDevice), "upload");
+  return b;
+}
+DeviceBuffer random_f32(size_t n, std::mt19937& rng, float lo, float hi, bool log_of) {
+  std::uniform_real_distribution<float> u(lo, hi);
+  std::vector<float> h(n);
+  for (auto& e : h) e = log_of ? std::log(u(rng)) : u(rng);
+  DeviceBuffer b(n * 4);
+  cuda_check(cudaMemcpy(b.ptr, h.data(), b.bytes, cudaMemcpyHostToDevice), "upload");
+  return b;
+}
+
+double copy_bandwidth() {
+  const size_t bytes = size_t(1) << 30;
+  DeviceBuffer src(bytes), dst(bytes);
+  cuda_check(cudaMemset(src.ptr, 1, bytes), "memset");
+  const double ms = median_ms([&] { cuda_check(cudaMemcpyAsync(dst.ptr, src.ptr, bytes, cudaMemcpyDeviceToDevice), "copy"); }, 3, 20);
+  return 2.0 * bytes / (ms * 1e-3);  // bytes read + written per second
+}
+
+// reps == 0: one forward and one backward, untimed (for a profiler).
+nlohmann::json bench_chunk(int B, int T, int H, int HV, std::mt19937& rng, int reps) {
+  gdn::cuda::ChunkShape s;
+  s.B = B, s.T = T, s.H = H, s.HV = HV, s.num_seqs = B, s.dtype = DType::bf16, s.l2norm_qk = true;
+  const size_t qk = size_t(B) * T * H * 128, vv = size_t(B) * T * HV * 128, bt = size_t(B) * T * HV;
+  DeviceBuffer q = random_bf16(qk, rng), k = random_bf16(qk, rng), v = random_bf16(vv, rng), d_o = random_bf16(vv, rng);
+  DeviceBuffer g = random_f32(bt, rng, 0.7f, 0.99f, true), beta = random_f32(bt, rng, 0.05f, 0.95f, false);
+  DeviceBuffer o(vv * 2), dq(qk * 2), dk(qk * 2), dv(vv * 2), dg(bt * 4), dbeta(bt * 4);
+  DeviceBuffer ws(std::max(gdn::cuda::chunk_forward_workspace_bytes(s), gdn::cuda::chunk_backward_workspace_bytes(s)));
+  gdn::cuda::ChunkForwardArgs fa;
+  fa.q = q.ptr, fa.k = k.ptr, fa.v = v.ptr, fa.g = g.as<float>(), fa.beta = beta.as<float>(), fa.o = o.ptr;
+  gdn::cuda::ChunkBackwardArgs ba;
+  ba.q = q.ptr, ba.k = k.ptr, ba.v = v.ptr, ba.g = g.as<float>(), ba.beta = beta.as<float>(), ba.d_o = d_o.ptr;
+  ba.dq = dq.ptr, ba.dk = dk.ptr, ba.dv = dv.ptr, ba.dg = dg.as<float>(), ba.dbeta = dbeta.as<float>();
+  ba.workspace_has_forward = true;  // a training step: the backward uses the forward's intermediates
+  auto fwd = [&] { status_check(gdn::cuda::chunk_forward(s, fa, ws.ptr, ws.bytes, nullptr)); };
+  auto fwdbwd = [&] {
+    fwd();
+    status_check(gdn::cuda::chunk_backward(s, ba, ws.ptr, ws.bytes, nullptr));
+  };
+  if (reps == 0) {
+    fwdbwd();
+    cuda_check(cudaDeviceSynchronize(), "profile run");
+    return {};
+  }
+  const double f = median_ms(fwd, 3, reps), fb = median_ms(fwdbwd, 3, reps);
+  std::printf("chunk B=%d T=%d H=%d HV=%d: fwd %.3f ms, fwd+bwd %.3f ms\n", B, T, H, HV, f, fb);
+  return {{"B", B}, {"T", T}, {"H", H}, {"HV", HV}, {"D", 128}, {"fwd_ms", f}, {"fwdbwd_ms", fb}};
+}
+
+nlohmann::json bench_decode(int seqs, double copy_bw, std::mt19937& rng) {
+  const int H = 16, HV = 32;
+  const size_t state = size_t(HV) * 128 * 128;
+  DeviceBuffer q = random_bf16(size_t(seqs) * H * 128, rng), k = random_bf16(size_t(seqs) * H * 128, rng),
+               v = random_bf16(size_t(seqs) * HV * 128, rng);
+  DeviceBuffer g = random_f32(size_t(seqs) * HV, rng, 0.7f, 0.99f, true),
+               beta = random_f32(size_t(seqs) * HV, rng, 0.05f, 0.95f, false);
+  DeviceBuffer pool(size_t(seqs) * state * 4), idx(size_t(seqs) * 4), o(size_t(seqs) * HV * 128 * 2);
+  {
+    std::vector<float> h(size_t(seqs) * state);
+    gdn::gpu::fill_uniform(h, rng(), 0.1f);
+    cuda_check(cudaMemcpy(pool.ptr, h.data(), pool.bytes, cudaMemcpyHostToDevice), "pool");
+    std::vector<int32_t> perm(seqs);
+    std::iota(perm.begin(), perm.end(), 0);
+    std::shuffle(perm.begin(), perm.end(), rng);
+    cuda_check(cudaMemcpy(idx.ptr, perm.data(), idx.bytes, cudaMemcpyHostToDevice), "idx");
+  }
+  gdn::cuda::DecodeShape s;
+  s.num_seqs = seqs, s.tokens = 1, s.H = H, s.HV = HV, s.pool_size = seqs, s.dtype = DType::bf16;
+  gdn::cuda::DecodeArgs a;
+  a.q = q.ptr, a.k = k.ptr, a.v = v.ptr, a.g = g.as<float>(), a.beta = beta.as<float>();
+  a.state_pool = pool.as<float>(), a.state_indices = idx.as<int32_t>(), a.o = o.ptr;
+  const double ms = median_ms([&] { status_check(gdn::cuda::decode(s, a, nullptr)); }, 10, 200);
+  const double bytes = 2.0 * seqs * state * 4;
+  const double frac = bytes / (ms * 1e-3) / copy_bw;
+  std::printf("decode seqs=%d: %.2f us, %.1f%% of copy bandwidth\n", seqs, ms * 1e3, 100 * frac);
+  return {{"seqs", seqs}, {"HV", HV}, {"D", 128}, {"decode_us", ms * 1e3}, {"decode_bw_fraction", frac}};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: gdn_gpu_bench OUT.json [--quick | --profile]\n");
+    return 2;
+  }
+  const std::string mode = argc > 2 ? argv[2] : "";
+  const bool quick = mode == "--quick";
+  try {
+    cudaDeviceProp prop;
+    cuda_check(cudaGetDeviceProperties(&prop, 0), "device");
+    std::mt19937 rng(std::random_device{}());
+    if (mode == "--profile") {  // one pass of each kernel on two shapes, for ncu
+      bench_chunk(8, 2048, 16, 16, rng, 0);
+      bench_chunk(2, 8192, 16, 16, rng, 0);
+      return 0;
+    }
+    nlohmann::json out;
+    out["gpu"] = prop.name;
+    const double bw = copy_bandwidth();
+    out["copy_bandwidth_bytes_per_s"] = bw;
+    std::printf("%s: copy bandwidth %.2f TB/s\n", prop.name, bw / 1e12);
+    struct Shape { int B, T, H, HV; };
+    std::vector<Shape> shapes = {{8, 2048, 16, 16}, {2, 8192, 16, 16}, {4, 4096, 16, 32}};
+    for (const Shape& sh : shapes) out["rows"].push_back(bench_chunk(sh.B, sh.T, sh.H, sh.HV, rng, quick ? 5 : 20));
+    for (int n : {1, 32, 256, 1024}) out["decode"].push_back(bench_decode(n, bw, rng));
+    std::ofstream(argv[1]) << out.dump(2) << "\n";
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "gdn_gpu_bench: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

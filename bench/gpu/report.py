@@ -1,0 +1,63 @@
+"""Merges gdn_gpu_bench's and fla_bench.py's JSON (same machine, same run.sh run) into
+bench/results/<date>-<gpu>.json and a markdown table beside it.
+
+    python3 bench/gpu/report.py gdn.json fla.json RESULTS_DIR [NOTE]
+"""
+import datetime
+import json
+import os
+import re
+import sys
+
+
+def main():
+    gdn_path, fla_path, results = sys.argv[1:4]
+    note = sys.argv[4] if len(sys.argv) > 4 else ""
+    gdn = json.load(open(gdn_path))
+    fla = json.load(open(fla_path)) if os.path.exists(fla_path) else {"rows": [], "decode": []}
+    key = lambda r: (r["B"], r["T"], r["H"], r["HV"])
+    fla_rows = {key(r): r for r in fla.get("rows", [])}
+    fla_dec = {r["seqs"]: r for r in fla.get("decode", [])}
+    rows = []
+    for r in gdn["rows"]:
+        m = dict(r)
+        m.update({k: v for k, v in fla_rows.get(key(r), {}).items() if k.startswith("fla_")})
+        rows.append(m)
+    decode = []
+    for r in gdn["decode"]:
+        m = dict(r)
+        m.update({k: v for k, v in fla_dec.get(r["seqs"], {}).items() if k.startswith("fla_")})
+        decode.append(m)
+    date = datetime.date.today().isoformat()
+    gpu = gdn["gpu"]
+    out = {"date": date, "gpu": gpu, "copy_bandwidth_bytes_per_s": gdn["copy_bandwidth_bytes_per_s"],
+           "fla": {k: fla.get(k) for k in ("torch", "triton")}, "note": note, "rows": rows, "decode": decode}
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", gpu).strip("-").lower()
+    os.makedirs(results, exist_ok=True)
+    base = os.path.join(results, f"{date}-{slug}")
+    json.dump(out, open(base + ".json", "w"), indent=2)
+
+    def f(x, fmt="{:.3f}"):
+        return fmt.format(x) if isinstance(x, (int, float)) else "—"
+
+    def ratio(a, b):
+        return f"{a / b:.2f}×" if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b > 0 else "—"
+
+    lines = [f"GPU: {gpu}, {date}; copy bandwidth {gdn['copy_bandwidth_bytes_per_s'] / 1e12:.2f} TB/s. {note}", "",
+             "| B×T×H (HV) ×D | gdn fwd ms | FLA fwd ms | speed-up | gdn fwd+bwd ms | FLA fwd+bwd ms | speed-up |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['B']}×{r['T']}×{r['H']} ({r['HV']}) ×{r['D']} | {f(r['fwd_ms'])} | {f(r.get('fla_fwd_ms'))} | "
+                     f"{ratio(r.get('fla_fwd_ms'), r['fwd_ms'])} | {f(r['fwdbwd_ms'])} | {f(r.get('fla_fwdbwd_ms'))} | "
+                     f"{ratio(r.get('fla_fwdbwd_ms'), r['fwdbwd_ms'])} |")
+    lines += ["", "| decode seqs (HV=32, D=128) | gdn µs | of copy bandwidth | FLA µs |", "|---|---|---|---|"]
+    for r in decode:
+        fla_us = f(r.get("fla_decode_us"), "{:.1f}") if "fla_decode_us" in r else ("error" if "fla_decode_error" in r else "—")
+        lines.append(f"| {r['seqs']} | {r['decode_us']:.1f} | {100 * r['decode_bw_fraction']:.0f}% | {fla_us} |")
+    open(base + ".md", "w").write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"wrote {base}.json and {base}.md")
+
+
+if __name__ == "__main__":
+    main()

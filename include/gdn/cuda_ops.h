@@ -1,0 +1,90 @@
+// CUDA kernels for Gated DeltaNet (scalar gate, delta rule): chunkwise forward and backward
+// and a recurrent decode step on a state pool. Framework-free: device pointers, a stream,
+// and a returned Status. Layouts are those of gdn/ops.h:
+//   q, k [B,T,H,K]   v [B,T,HV,V]   g, beta [B,T,HV] (fp32)   o [B,T,HV,V]
+//   h0, ht [N,HV,K,V] fp32   cu_seqlens: N+1 int32 offsets (varlen, B == 1)
+// Value head hv reads q/k head hv / (HV / H). K = V = 128; q, k, v, o and their gradients
+// are bf16 or fp32 (DType); state and accumulation are fp32. The fp32 path splits every
+// tensor-core operand into two bf16 halves and agrees with the fp64 reference to ~1e-5.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace gdn::cuda {
+
+enum class DType { f32, bf16 };
+
+struct Status {
+  cudaError_t code = cudaSuccess;
+  std::string message;  // empty when ok
+  bool ok() const { return code == cudaSuccess && message.empty(); }
+};
+
+struct ChunkShape {
+  int B = 1, T = 0, H = 0, HV = 0, K = 128, V = 128;
+  int num_seqs = 0;                     // N: B, or cu_seqlens' length - 1
+  const int32_t* cu_seqlens = nullptr;  // HOST memory, N + 1 offsets, or null (fixed length)
+  float scale = 0.f;                    // <= 0: K^-1/2
+  bool l2norm_qk = true;                // q, k / sqrt(sum of squares + 1e-6), gradient included
+  DType dtype = DType::bf16;            // of q, k, v, o, d_o, dq, dk, dv
+};
+
+struct ChunkForwardArgs {
+  const void *q = nullptr, *k = nullptr, *v = nullptr;
+  const float *g = nullptr, *beta = nullptr;
+  const float* h0 = nullptr;  // optional
+  void* o = nullptr;          // required
+  float* ht = nullptr;        // optional
+};
+
+struct ChunkBackwardArgs {
+  const void *q = nullptr, *k = nullptr, *v = nullptr;
+  const float *g = nullptr, *beta = nullptr;
+  const float* h0 = nullptr;   // optional
+  const void* d_o = nullptr;   // required
+  const float* dht = nullptr;  // optional
+  void *dq = nullptr, *dk = nullptr, *dv = nullptr;  // required, [B,T,H,K] / [B,T,HV,V]
+  float *dg = nullptr, *dbeta = nullptr;             // required
+  float* dh0 = nullptr;                              // written when h0 is given
+  // True when the workspace already holds chunk_forward's intermediates for these same
+  // inputs (chunk_forward ran on it, sized by chunk_backward_workspace_bytes): the backward
+  // then skips recomputing them, as a training step does. They stay valid afterwards.
+  bool workspace_has_forward = false;
+};
+
+// Scratch the chunk kernels need (device memory, at least 256-byte aligned). The backward's
+// workspace starts with the forward's, so one buffer of the backward's size serves both.
+size_t chunk_forward_workspace_bytes(const ChunkShape& s);
+size_t chunk_backward_workspace_bytes(const ChunkShape& s);
+
+Status chunk_forward(const ChunkShape& s, const ChunkForwardArgs& a, void* workspace, size_t workspace_bytes,
+                     cudaStream_t stream);
+Status chunk_backward(const ChunkShape& s, const ChunkBackwardArgs& a, void* workspace,
+                      size_t workspace_bytes, cudaStream_t stream);
+
+// Decode: `tokens` steps for each of `num_seqs` sequences, with inputs q, k [num_seqs, tokens,
+// H, K], v [num_seqs, tokens, HV, V], g, beta [num_seqs, tokens, HV], output o like v. The
+// state of sequence i is state_pool[state_indices[i]] ([P, HV, K, V] fp32), updated in place.
+struct DecodeShape {
+  int num_seqs = 0, tokens = 1, H = 0, HV = 0, K = 128, V = 128;
+  int pool_size = 0;  // P: a sequence whose index is outside [0, P) gets NaN outputs, state untouched
+  float scale = 0.f;
+  bool l2norm_qk = true;
+  DType dtype = DType::bf16;
+};
+
+struct DecodeArgs {
+  const void *q = nullptr, *k = nullptr, *v = nullptr;
+  const float *g = nullptr, *beta = nullptr;
+  float* state_pool = nullptr;
+  const int32_t* state_indices = nullptr;  // device memory, [num_seqs]
+  void* o = nullptr;
+};
+
+Status decode(const DecodeShape& s, const DecodeArgs& a, cudaStream_t stream);
+
+}  // namespace gdn::cuda

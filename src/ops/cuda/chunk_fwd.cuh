@@ -1,0 +1,90 @@
+// Forward stages shared by the chunk forward and backward launchers.
+#pragma once
+
+#include "chunk_plan.cuh"
+
+namespace gdn::cuda::detail {
+
+template <class T>
+struct ChunkParams {
+  const T *q, *k, *v;
+  const float *g, *beta;
+  int H, HV;
+  float scale;
+  bool l2norm;
+};
+
+// Per (chunk, value head) buffers, all fp32: cumulative gate [NC,HV,64], A [NC,HV,64,64],
+// W and U [NC,HV,64,128] (U holds V' after the state pass), chunk-entry states h [NC,HV,128,128].
+struct ForwardWorkspace {
+  SeqInfo* seqs;
+  int* chunk_seq;
+  float *gam, *a, *w, *u, *h;
+};
+
+// Inclusive cumulative sum of g over the chunk's tokens (0 beyond len) and beta (0 beyond
+// len), into smem; one warp.
+__device__ inline void load_gate_beta(float* gam, float* bet, const float* g, const float* beta, int start, int len,
+                               int HV, int hv) {
+  if (threadIdx.x >= 32) return;
+  const int lane = threadIdx.x;
+  const int r0 = 2 * lane, r1 = r0 + 1;
+  const float x0 = r0 < len ? g[long(start + r0) * HV + hv] : 0.f;
+  const float x1 = r1 < len ? g[long(start + r1) * HV + hv] : 0.f;
+  float s = x0 + x1;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const float y = __shfl_up_sync(0xffffffffu, s, o);
+    if (lane >= o) s += y;
+  }
+  gam[r0] = s - x1;
+  gam[r1] = s;
+  if (bet) {
+    bet[r0] = r0 < len ? beta[long(start + r0) * HV + hv] : 0.f;
+    bet[r1] = r1 < len ? beta[long(start + r1) * HV + hv] : 0.f;
+  }
+}
+
+// Row stride of the strictly lower matrix that invert_unit_lower reads: odd, so that a warp
+// reading one column (32 rows) hits 32 banks.
+constexpr int kLdL = kChunk + 1;
+
+// as = (I + ls)⁻¹ ([64][kLdC]) for ls ([64][kLdL]) strictly lower triangular, zero on and above
+// the diagonal. Columns are independent: warp w solves columns 8w..8w+7 by forward
+// substitution, lane l holding rows l and l + 32; row j of a column is final once rows < j
+// have been subtracted from it, and is then broadcast by a shuffle. No block barrier inside;
+// 256 threads; ends with a barrier.
+__device__ inline void invert_unit_lower(float* as, const float* ls) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, c0 = 8 * warp;
+  float a[8][2];
+#pragma unroll
+  for (int cc = 0; cc < 8; ++cc) {
+    a[cc][0] = lane == c0 + cc ? 1.f : 0.f;
+    a[cc][1] = lane + 32 == c0 + cc ? 1.f : 0.f;
+  }
+  for (int j = 0; j < kChunk - 1; ++j) {
+    const float l_lo = ls[lane * kLdL + j], l_hi = ls[(lane + 32) * kLdL + j];
+#pragma unroll
+    for (int cc = 0; cc < 8; ++cc) {
+      const float aj = __shfl_sync(0xffffffffu, j < 32 ? a[cc][0] : a[cc][1], j & 31);
+      a[cc][0] -= l_lo * aj;
+      a[cc][1] -= l_hi * aj;
+    }
+  }
+#pragma unroll
+  for (int cc = 0; cc < 8; ++cc) {
+    as[lane * kLdC + c0 + cc] = a[cc][0];
+    as[(lane + 32) * kLdC + c0 + cc] = a[cc][1];
+  }
+  __syncthreads();
+}
+
+ForwardWorkspace carve_forward(Carve& cv, const ChunkPlan& plan, int HV);
+Status upload_plan(const ChunkPlan& plan, const ForwardWorkspace& ws, cudaStream_t stream);
+
+// Stages 1 and 2: gate cumsum, W, U, V' and the chunk states (and ht when non-null).
+template <class T>
+Status forward_states(const ChunkPlan& plan, const ChunkParams<T>& p, const ForwardWorkspace& ws,
+                      const float* h0, float* ht, cudaStream_t stream);
+
+}  // namespace gdn::cuda::detail

@@ -1,0 +1,111 @@
+// Host-side plan shared by the chunk kernels: the chunk table of a (possibly varlen) batch
+// and the layout of the workspace.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "gdn/common.h"
+#include "gdn/cuda_ops.h"
+#include "tile.cuh"
+
+namespace gdn::cuda::detail {
+
+// Per sequence: flat token range [bos, eos) and the global index of its first chunk.
+struct SeqInfo {
+  int bos, eos, first_chunk, pad;
+};
+
+// Where chunk `c` (global index) lives: its sequence and its flat token range.
+struct ChunkRef {
+  int seq, start, len;
+};
+__device__ __forceinline__ ChunkRef chunk_ref(const SeqInfo* seqs, const int* chunk_seq, int c) {
+  const int n = chunk_seq[c];
+  const SeqInfo s = seqs[n];
+  const int start = s.bos + kChunk * (c - s.first_chunk);
+  return {n, start, min(kChunk, s.eos - start)};
+}
+
+inline Status error_status(cudaError_t e, const char* what) {
+  return {e, gdn::cat(what, ": ", cudaGetErrorString(e))};
+}
+inline Status bad_input(std::string m) { return {cudaErrorInvalidValue, std::move(m)}; }
+
+#define GDN_CUDA_TRY(call)                                              \
+  do {                                                                  \
+    cudaError_t e_ = (call);                                            \
+    if (e_ != cudaSuccess) return ::gdn::cuda::detail::error_status(e_, #call); \
+  } while (0)
+#define GDN_CUDA_LAUNCHED(name)                                         \
+  do {                                                                  \
+    cudaError_t e_ = cudaGetLastError();                                \
+    if (e_ != cudaSuccess) return ::gdn::cuda::detail::error_status(e_, name); \
+  } while (0)
+
+// Bump allocator over the caller's workspace; sizes round up to 256 bytes.
+struct Carve {
+  char* base;
+  size_t used = 0;
+  template <class T>
+  T* take(size_t count) {
+    T* p = reinterpret_cast<T*>(base ? base + used : nullptr);
+    used += (count * sizeof(T) + 255) / 256 * 256;
+    return p;
+  }
+};
+
+struct ChunkPlan {
+  int N = 0, NC = 0;  // sequences, chunks
+  std::vector<SeqInfo> seqs;
+  std::vector<int> chunk_seq;
+  float scale = 0.f;
+  std::string error;  // non-empty when the shape is not supported
+
+  explicit ChunkPlan(const ChunkShape& s) {
+    if (s.K != kDim || s.V != kDim) {
+      error = gdn::cat("gdn::cuda: K and V must be ", kDim, " (got K=", s.K, ", V=", s.V, ")");
+      return;
+    }
+    if (s.H <= 0 || s.HV <= 0 || s.HV % s.H != 0) {
+      error = gdn::cat("gdn::cuda: HV (", s.HV, ") must be a positive multiple of H (", s.H, ")");
+      return;
+    }
+    if (s.T <= 0 || s.B <= 0) {
+      error = gdn::cat("gdn::cuda: B and T must be positive (got B=", s.B, ", T=", s.T, ")");
+      return;
+    }
+    scale = s.scale > 0.f ? s.scale : 1.f / std::sqrt(float(s.K));
+    if (s.cu_seqlens) {
+      if (s.B != 1) {
+        error = gdn::cat("gdn::cuda: cu_seqlens needs B == 1 (got B=", s.B, ")");
+        return;
+      }
+      N = s.num_seqs;
+      if (N <= 0 || s.cu_seqlens[0] != 0 || s.cu_seqlens[N] != s.T) {
+        error = gdn::cat("gdn::cuda: cu_seqlens must have num_seqs + 1 entries from 0 to T=", s.T);
+        return;
+      }
+    } else {
+      N = s.B;
+    }
+    for (int n = 0; n < N; ++n) {
+      const int bos = s.cu_seqlens ? s.cu_seqlens[n] : n * s.T;
+      const int eos = s.cu_seqlens ? s.cu_seqlens[n + 1] : (n + 1) * s.T;
+      if (eos < bos) {
+        error = gdn::cat("gdn::cuda: cu_seqlens must not decrease (entry ", n + 1, ")");
+        return;
+      }
+      seqs.push_back({bos, eos, NC, 0});
+      const int chunks = (eos - bos + kChunk - 1) / kChunk;
+      for (int c = 0; c < chunks; ++c) chunk_seq.push_back(n);
+      NC += chunks;
+    }
+  }
+};
+
+}  // namespace gdn::cuda::detail

@@ -1,0 +1,243 @@
+// gdn_gpu_check: every CUDA kernel against the CPU fp64 reference (gdn::reference_forward /
+// reference_backward), on fresh random inputs (GDN_TEST_SEED fixes them). Inputs are rounded
+// to the kernel's input precision first, so the reference sees exactly what the GPU sees.
+// Tolerance (‖gpu − ref‖ / ‖ref‖): 1e-4 with fp32 inputs, 1e-2 with bf16 inputs.
+// Not part of CTest (it needs a GPU); without a device every test is skipped.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <numeric>
+#include <random>
+
+#include "gpu_util.h"
+#include "op_test_util.h"
+
+namespace gdn::gpu {
+namespace {
+
+using gdn::cuda::DType;
+using gdn::test::GateMode;
+using gdn::test::Problem;
+using gdn::test::Result;
+
+bool have_device() {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+
+std::vector<double> rounded(const std::vector<double>& x, bool bf16) {
+  std::vector<double> y(x.size());
+  for (size_t i = 0; i < x.size(); ++i) y[i] = bf16 ? round_bf16(x[i]) : double(float(x[i]));
+  return y;
+}
+
+// The inputs as the kernel sees them: q, k, v, d_o in the kernel's dtype; the rest fp32.
+Problem as_kernel_inputs(const Problem& p, DType t) {
+  Problem r = p;
+  const bool bf = t == DType::bf16;
+  r.q = rounded(p.q, bf), r.k = rounded(p.k, bf), r.v = rounded(p.v, bf), r.d_o = rounded(p.d_o, bf);
+  r.g = rounded(p.g, false), r.beta = rounded(p.beta, false), r.h0 = rounded(p.h0, false);
+  r.dht = rounded(p.dht, false);
+  return r;
+}
+
+DeviceBuffer upload_f32(const std::vector<double>& x) { return upload(x, DType::f32); }
+
+// reuse: the backward runs on the forward's workspace (workspace_has_forward) instead of
+// recomputing the forward stages on a poisoned one.
+Result run_gpu(const Problem& p, DType t, bool reuse) {
+  const OpConfig& c = p.cfg;
+  gdn::cuda::ChunkShape s;
+  s.B = c.B, s.T = c.T, s.H = c.H, s.HV = c.HV, s.K = c.K, s.V = c.V;
+  s.num_seqs = c.num_seqs();
+  s.cu_seqlens = c.cu_seqlens.empty() ? nullptr : c.cu_seqlens.data();
+  s.scale = c.scale, s.l2norm_qk = c.l2norm_qk, s.dtype = t;
+  const size_t esz = t == DType::f32 ? 4 : 2;
+
+  DeviceBuffer q = upload(p.q, t), k = upload(p.k, t), v = upload(p.v, t), d_o = upload(p.d_o, t);
+  DeviceBuffer g = upload_f32(p.g), beta = upload_f32(p.beta);
+  DeviceBuffer h0 = p.h0.empty() ? DeviceBuffer() : upload_f32(p.h0);
+  DeviceBuffer dht = p.dht.empty() ? DeviceBuffer() : upload_f32(p.dht);
+  DeviceBuffer o(p.v_numel() * esz), ht(p.state_numel() * 4);
+  DeviceBuffer dq(p.qk_numel() * esz), dk(p.qk_numel() * esz), dv(p.v_numel() * esz);
+  DeviceBuffer dg(p.bt_numel() * 4), dbeta(p.bt_numel() * 4), dh0(p.state_numel() * 4);
+  for (DeviceBuffer* b : {&o, &ht, &dq, &dk, &dv, &dg, &dbeta, &dh0}) b->poison();
+
+  DeviceBuffer ws(std::max(gdn::cuda::chunk_forward_workspace_bytes(s), gdn::cuda::chunk_backward_workspace_bytes(s)));
+  ws.poison();
+  gdn::cuda::ChunkForwardArgs fa;
+  fa.q = q.ptr, fa.k = k.ptr, fa.v = v.ptr, fa.g = g.as<float>(), fa.beta = beta.as<float>();
+  fa.h0 = h0.as<float>(), fa.o = o.ptr, fa.ht = ht.as<float>();
+  status_check(gdn::cuda::chunk_forward(s, fa, ws.ptr, ws.bytes, nullptr));
+  cuda_check(cudaDeviceSynchronize(), "chunk_forward");
+
+  if (!reuse) ws.poison();
+  gdn::cuda::ChunkBackwardArgs ba;
+  ba.workspace_has_forward = reuse;
+  ba.q = q.ptr, ba.k = k.ptr, ba.v = v.ptr, ba.g = g.as<float>(), ba.beta = beta.as<float>();
+  ba.h0 = h0.as<float>(), ba.d_o = d_o.ptr, ba.dht = dht.as<float>();
+  ba.dq = dq.ptr, ba.dk = dk.ptr, ba.dv = dv.ptr, ba.dg = dg.as<float>(), ba.dbeta = dbeta.as<float>();
+  ba.dh0 = dh0.as<float>();
+  status_check(gdn::cuda::chunk_backward(s, ba, ws.ptr, ws.bytes, nullptr));
+  cuda_check(cudaDeviceSynchronize(), "chunk_backward");
+
+  Result r;
+  r.o = download(o, p.v_numel(), t);
+  r.ht = download(ht, p.state_numel(), DType::f32);
+  r.dq = download(dq, p.qk_numel(), t), r.dk = download(dk, p.qk_numel(), t), r.dv = download(dv, p.v_numel(), t);
+  r.dg = download(dg, p.bt_numel(), DType::f32), r.dbeta = download(dbeta, p.bt_numel(), DType::f32);
+  if (!p.h0.empty()) r.dh0 = download(dh0, p.state_numel(), DType::f32);
+  return r;
+}
+
+struct Case {
+  const char* name;
+  int B, T, H, HV;
+  std::vector<int32_t> cu_seqlens;
+  GateMode gates;
+  bool h0, dht;
+  bool bf16 = true;  // also checked with bf16 inputs
+};
+
+std::vector<Case> cases() {
+  return {
+      {"gva_h0_dht", 2, 200, 2, 4, {}, GateMode::random, true, true},
+      {"varlen_mixed_gates", 1, 330, 2, 2, {0, 1, 65, 200, 330}, GateMode::mixed, true, true},
+      {"very_negative_gates", 1, 64, 1, 1, {}, GateMode::very_negative, false, false},
+      // fp32 only: with one token, dk is a small projection (L2-norm backward) of O(1) terms,
+      // and bf16 operands put its relative error above 1e-2 for ~7% of inputs, in the kernels
+      // as in a NumPy emulation of their rounding (bench/gpu/bf16_one_token.py, NOTES.md).
+      {"zero_gates_one_token", 1, 1, 1, 2, {}, GateMode::zero, true, false, false},
+      {"long_sequence", 1, 1000, 1, 2, {}, GateMode::random, true, true},
+  };
+}
+
+void check_chunk(DType t, double tol, const std::string& filter = "") {
+  if (!have_device()) GTEST_SKIP() << "no CUDA device";
+  const uint64_t seed = gdn::test::fresh_seed();
+  for (const Case& cs : cases()) {
+    if ((!filter.empty() && filter != cs.name) || (t == DType::bf16 && !cs.bf16)) continue;
+    OpConfig cfg = gdn::test::config(Variant::gated_deltanet, cs.B, cs.T, cs.H, cs.HV, 128, 128);
+    cfg.cu_seqlens = cs.cu_seqlens;
+    const Problem p = as_kernel_inputs(gdn::test::make_problem(cfg, seed, cs.gates, cs.h0, cs.dht), t);
+    const Result want = gdn::test::run_reference(p);
+    for (bool reuse : {false, true}) {
+      const Result got = run_gpu(p, t, reuse);
+      const std::string what = gdn::cat(cs.name, " ", t == DType::f32 ? "fp32" : "bf16",
+                                        reuse ? " reusing the forward" : "", " seed=", seed);
+      gdn::test::expect_close(got, want, tol, tol, what);
+      auto e = [&](const std::vector<double>& a, const std::vector<double>& b) { return gdn::test::rel_error(a, b); };
+      std::printf("%-22s %s %s  o %.2e ht %.2e dq %.2e dk %.2e dv %.2e dg %.2e dbeta %.2e dh0 %.2e\n", cs.name,
+                  t == DType::f32 ? "fp32" : "bf16", reuse ? "reuse" : "recmp", e(got.o, want.o), e(got.ht, want.ht),
+                  e(got.dq, want.dq), e(got.dk, want.dk), e(got.dv, want.dv), e(got.dg, want.dg),
+                  e(got.dbeta, want.dbeta), want.dh0.empty() ? 0.0 : e(got.dh0, want.dh0));
+    }
+  }
+}
+
+TEST(GpuChunk, Fp32MatchesReference) { check_chunk(DType::f32, 1e-4); }
+TEST(GpuChunk, Bf16MatchesReference) { check_chunk(DType::bf16, 1e-2); }
+TEST(GpuChunkSmall, Fp32) { check_chunk(DType::f32, 1e-4, "varlen_mixed_gates"); }
+TEST(GpuChunkSmall, Bf16) { check_chunk(DType::bf16, 1e-2, "gva_h0_dht"); }
+
+// Decode: `seqs` sequences in a pool of seqs + 3 states addressed through a random
+// permutation; the reference runs the same tokens from the same states. At most 64
+// sequences are compared with the reference (evenly spread); every pool slot that no
+// sequence addresses must come back bit for bit.
+void check_decode(int seqs, int tokens, DType t, double tol) {
+  if (!have_device()) GTEST_SKIP() << "no CUDA device";
+  const uint64_t seed = gdn::test::fresh_seed();
+  const int H = 16, HV = 32, D = 128, pool = seqs + 3;
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.f, 1.f);
+  std::uniform_real_distribution<double> unif(0, 1);
+  auto fill = [&](size_t n, double sd, bool bf) {
+    std::vector<double> x(n);
+    for (auto& e : x) e = bf ? round_bf16(sd * normal(rng)) : double(float(sd * normal(rng)));
+    return x;
+  };
+  const bool bf = t == DType::bf16;
+  const size_t state = size_t(HV) * D * D;
+  std::vector<double> q = fill(size_t(seqs) * tokens * H * D, 1, bf), k = fill(size_t(seqs) * tokens * H * D, 1, bf),
+                      v = fill(size_t(seqs) * tokens * HV * D, 1, bf);
+  std::vector<double> g(size_t(seqs) * tokens * HV), beta(g.size());
+  for (auto& e : g) e = float(std::log(0.7 + 0.29 * unif(rng)));
+  for (auto& e : beta) e = float(2 * unif(rng));
+  std::vector<float> pool_host(size_t(pool) * state);
+  fill_uniform(pool_host, rng(), 1.f);
+  std::vector<int32_t> idx(pool);
+  std::iota(idx.begin(), idx.end(), 0);
+  std::shuffle(idx.begin(), idx.end(), rng);
+  idx.resize(seqs);
+
+  DeviceBuffer dq = upload(q, t), dk = upload(k, t), dv = upload(v, t), dg = upload(g, DType::f32),
+               db = upload(beta, DType::f32), dpool(pool_host.size() * 4), didx(idx.size() * 4),
+               dout(size_t(seqs) * tokens * HV * D * (bf ? 2 : 4));
+  cuda_check(cudaMemcpy(dpool.ptr, pool_host.data(), dpool.bytes, cudaMemcpyHostToDevice), "pool");
+  cuda_check(cudaMemcpy(didx.ptr, idx.data(), didx.bytes, cudaMemcpyHostToDevice), "indices");
+  dout.poison();
+  gdn::cuda::DecodeShape s;
+  s.num_seqs = seqs, s.tokens = tokens, s.H = H, s.HV = HV, s.pool_size = pool, s.dtype = t;
+  gdn::cuda::DecodeArgs a;
+  a.q = dq.ptr, a.k = dk.ptr, a.v = dv.ptr, a.g = dg.as<float>(), a.beta = db.as<float>();
+  a.state_pool = dpool.as<float>(), a.state_indices = didx.as<int32_t>(), a.o = dout.ptr;
+  status_check(gdn::cuda::decode(s, a, nullptr));
+  cuda_check(cudaDeviceSynchronize(), "decode");
+  const std::vector<double> o = download(dout, size_t(seqs) * tokens * HV * D, t);
+  std::vector<float> pool_after(pool_host.size());
+  cuda_check(cudaMemcpy(pool_after.data(), dpool.ptr, dpool.bytes, cudaMemcpyDeviceToHost), "pool back");
+
+  std::vector<char> used(pool, 0);
+  for (int i : idx) used[i] = 1;
+  for (int slot = 0; slot < pool; ++slot)
+    if (!used[slot])
+      ASSERT_EQ(0, std::memcmp(&pool_host[slot * state], &pool_after[slot * state], state * 4))
+          << "decode wrote pool slot " << slot << " that no sequence addresses";
+
+  // The reference on an evenly spread subset of the sequences.
+  const int checked = std::min(seqs, 64), stride = seqs / checked;
+  OpConfig cfg = gdn::test::config(Variant::gated_deltanet, checked, tokens, H, HV, D, D);
+  std::vector<double> sq, sk, sv, sg, sb, sh0, so, sho, ro, rht;
+  for (int j = 0; j < checked; ++j) {
+    const int i = j * stride;
+    auto take = [&](std::vector<double>& dst, const std::vector<double>& src, size_t per) {
+      dst.insert(dst.end(), src.begin() + i * per, src.begin() + (i + 1) * per);
+    };
+    take(sq, q, size_t(tokens) * H * D), take(sk, k, size_t(tokens) * H * D), take(sv, v, size_t(tokens) * HV * D);
+    take(sg, g, size_t(tokens) * HV), take(sb, beta, size_t(tokens) * HV), take(so, o, size_t(tokens) * HV * D);
+    sh0.insert(sh0.end(), pool_host.begin() + idx[i] * state, pool_host.begin() + (idx[i] + 1) * state);
+    sho.insert(sho.end(), pool_after.begin() + idx[i] * state, pool_after.begin() + (idx[i] + 1) * state);
+  }
+  ro.assign(sv.size(), NAN), rht.assign(sh0.size(), NAN);
+  OpInputs<double> in;
+  in.q = sq.data(), in.k = sk.data(), in.v = sv.data(), in.g = sg.data(), in.beta = sb.data(), in.h0 = sh0.data();
+  reference_forward(cfg, in, {ro.data(), rht.data()});
+  const double eo = gdn::test::rel_error(so, ro), es = gdn::test::rel_error(sho, rht);
+  std::printf("decode seqs=%-5d tokens=%d %s  o %.2e state %.2e (%d sequences compared)\n", seqs, tokens,
+              bf ? "bf16" : "fp32", eo, es, checked);
+  EXPECT_LE(eo, tol) << "decode o, seqs=" << seqs << " seed=" << seed;
+  EXPECT_LE(es, tol) << "decode state, seqs=" << seqs << " seed=" << seed;
+}
+
+TEST(GpuDecode, Fp32) {
+  for (int n : {1, 32, 256, 1024}) check_decode(n, 1, DType::f32, 1e-4);
+  check_decode(32, 3, DType::f32, 1e-4);
+}
+TEST(GpuDecode, Bf16) {
+  for (int n : {1, 32, 256, 1024}) check_decode(n, 1, DType::bf16, 1e-2);
+}
+TEST(GpuDecodeSmall, Fp32) { check_decode(4, 2, DType::f32, 1e-4); }
+
+TEST(GpuErrors, BadShapesAreReported) {
+  if (!have_device()) GTEST_SKIP() << "no CUDA device";
+  gdn::cuda::ChunkShape s;
+  s.B = 1, s.T = 10, s.H = 2, s.HV = 3, s.num_seqs = 1;
+  const gdn::cuda::Status st = gdn::cuda::chunk_forward(s, {}, nullptr, 0, nullptr);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message.find("HV"), std::string::npos) << st.message;
+  s.HV = 2, s.K = 64;
+  EXPECT_NE(gdn::cuda::chunk_forward(s, {}, nullptr, 0, nullptr).message.find("K and V"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace gdn::gpu
