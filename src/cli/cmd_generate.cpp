@@ -97,7 +97,10 @@ void run_generate(const GenerateArgs& a) {
   }
   const double decode_s = now_s() - t1;
   const double decode_tps = out.size() > 1 ? double(out.size() - 1) / decode_s : 0;
-  if (!a.json) std::printf("\n");
+  if (!a.json) {
+    std::printf("\n");
+    std::fflush(stdout);
+  }
   std::fprintf(stderr,
                "prefill %zu tokens in %.3f s (%.1f tokens/s); decode %zu tokens, %.1f tokens/s; "
                "state %.2f MiB, resident %.1f MiB\n",
