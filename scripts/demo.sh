@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh
 build=${GDN_BUILD_DIR:-build}
-exec "$build/gdn" bench ops "$@"
+exec "$build/gdn" demo "$@"
