@@ -25,7 +25,7 @@ struct DemoArgs {
   // one 8-dimensional head holding 8 key-value pairs, small enough to train in about a
   // minute per mixer, with as many pairs as the state has dimensions.
   int d_model = 32, heads = 1, head_dim = 8, seq_len = 48, kv = 8, vocab = 64, batch = 32, threads = 0, jobs = 0;
-  int64_t steps = 3000, train_examples = 20000, eval_examples = 500;
+  int64_t steps = 5000, train_examples = 20000, eval_examples = 500;
   bool random_non_queries = false;
   double lr = 3e-3;
   uint64_t seed = 0;
