@@ -28,7 +28,7 @@ struct ModelConfig {
   int conv_size = 4;
   bool use_short_conv = true;
   bool allow_neg_eigval = false;  // beta in (0, 2)
-  Form form = Form::recurrent;    // the op's form for fp32 training (chunk once it lands)
+  Form form = Form::chunk;  // the op's form for fp32 training
   int chunk_size = 64;
 
   // Softmax attention mixers (attention, swa).
