@@ -10,29 +10,19 @@
 #include <random>
 
 #include "gdn/common.h"
+#include "temp_dir.h"
 #include "gdn/op_io.h"
 
 namespace fs = std::filesystem;
 
 namespace {
 
+using gdn::test::TempDir;
+
 std::mt19937_64& rng() {
   static std::mt19937_64 r{std::random_device{}()};
   return r;
 }
-
-class TempDir {
- public:
-  TempDir() {
-    path_ = fs::temp_directory_path() / ("gdn_opio_" + std::to_string(::getpid()) + "_" + std::to_string(rng()()));
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
 
 struct Tensor {
   std::vector<int64_t> shape;

@@ -13,6 +13,7 @@
 #include <random>
 
 #include "gdn/common.h"
+#include "temp_dir.h"
 #include "gdn/safetensors.h"
 
 namespace fs = std::filesystem;
@@ -20,23 +21,12 @@ using gdn::DType;
 
 namespace {
 
+using gdn::test::TempDir;
+
 std::mt19937_64& rng() {
   static std::mt19937_64 r{std::random_device{}()};
   return r;
 }
-
-class TempDir {
- public:
-  TempDir() {
-    path_ = fs::temp_directory_path() / ("gdn_st_" + std::to_string(::getpid()) + "_" + std::to_string(rng()()));
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
 
 // A file made by hand: 8-byte size, header text as given, then `data_bytes` bytes.
 std::string write_raw(const TempDir& dir, const std::string& header, size_t data_bytes,

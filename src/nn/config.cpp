@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "gdn/common.h"
+#include "io/json_fields.h"
 
 namespace gdn::nn {
 
@@ -23,59 +24,43 @@ int ModelConfig::mlp_size() const {
   return 256 * ((h + 255) / 256);
 }
 
-namespace {
-template <class V>
-void read(const nlohmann::json& j, const char* key, V& out) {
-  if (!j.contains(key)) return;
-  try {
-    out = j.at(key).get<V>();
-  } catch (const nlohmann::json::exception& e) {
-    fail("model config: field \"", key, "\" has the wrong type (", j.at(key).dump(), "): ", e.what());
-  }
-}
-}  // namespace
-
 ModelConfig ModelConfig::from_json(const nlohmann::json& j) {
   GDN_CHECK(j.is_object(), "model config: expected a JSON object, got ", j.type_name());
-  static const char* known[] = {"vocab_size", "d_model", "layers", "mixers", "heads", "v_heads", "head_dim",
+  const JsonFields fields(j, "model config");
+  fields.allow_only({"vocab_size", "d_model", "layers", "mixers", "heads", "v_heads", "head_dim",
                                 "expand_v", "conv_size", "allow_neg_eigval", "form", "chunk_size",
                                 "attn_heads", "attn_kv_heads", "attn_head_dim", "window", "rope_theta",
-                                "mlp_hidden", "tie_embeddings", "norm_eps", "init_std"};
-  for (const auto& [key, value] : j.items()) {
-    bool ok = false;
-    for (const char* k : known) ok = ok || key == k;
-    GDN_CHECK(ok, "model config: unknown field \"", key, "\"");
-  }
+                                "mlp_hidden", "tie_embeddings", "norm_eps", "init_std"});
   ModelConfig c;
-  read(j, "vocab_size", c.vocab_size);
-  read(j, "d_model", c.d_model);
-  read(j, "layers", c.layers);
+  fields.read("vocab_size", c.vocab_size);
+  fields.read("d_model", c.d_model);
+  fields.read("layers", c.layers);
   if (j.contains("mixers") && j["mixers"].is_string()) {
     c.mixers = {j["mixers"].get<std::string>()};
   } else {
-    read(j, "mixers", c.mixers);
+    fields.read("mixers", c.mixers);
   }
-  read(j, "heads", c.heads);
-  read(j, "v_heads", c.v_heads);
-  read(j, "head_dim", c.head_dim);
-  read(j, "expand_v", c.expand_v);
-  read(j, "conv_size", c.conv_size);
-  read(j, "allow_neg_eigval", c.allow_neg_eigval);
+  fields.read("heads", c.heads);
+  fields.read("v_heads", c.v_heads);
+  fields.read("head_dim", c.head_dim);
+  fields.read("expand_v", c.expand_v);
+  fields.read("conv_size", c.conv_size);
+  fields.read("allow_neg_eigval", c.allow_neg_eigval);
   if (j.contains("form")) {
     std::string f;
-    read(j, "form", f);
+    fields.read("form", f);
     c.form = parse_form(f);
   }
-  read(j, "chunk_size", c.chunk_size);
-  read(j, "attn_heads", c.attn_heads);
-  read(j, "attn_kv_heads", c.attn_kv_heads);
-  read(j, "attn_head_dim", c.attn_head_dim);
-  read(j, "window", c.window);
-  read(j, "rope_theta", c.rope_theta);
-  read(j, "mlp_hidden", c.mlp_hidden);
-  read(j, "tie_embeddings", c.tie_embeddings);
-  read(j, "norm_eps", c.norm_eps);
-  read(j, "init_std", c.init_std);
+  fields.read("chunk_size", c.chunk_size);
+  fields.read("attn_heads", c.attn_heads);
+  fields.read("attn_kv_heads", c.attn_kv_heads);
+  fields.read("attn_head_dim", c.attn_head_dim);
+  fields.read("window", c.window);
+  fields.read("rope_theta", c.rope_theta);
+  fields.read("mlp_hidden", c.mlp_hidden);
+  fields.read("tie_embeddings", c.tie_embeddings);
+  fields.read("norm_eps", c.norm_eps);
+  fields.read("init_std", c.init_std);
   c.validate();
   return c;
 }

@@ -6,6 +6,7 @@
 #include "gdn/nn/loss.h"
 #include "gdn/safetensors.h"
 #include "gdn/train/data.h"
+#include "io/json_fields.h"
 
 namespace gdn::train {
 
@@ -93,49 +94,31 @@ Dataset make_byte_lm(const std::string& path, int len, int64_t max_sequences, do
   return d;
 }
 
-namespace {
-template <class V>
-void read(const nlohmann::json& j, const char* key, V& out) {
-  if (!j.contains(key)) return;
-  try {
-    out = j.at(key).get<V>();
-  } catch (const nlohmann::json::exception& e) {
-    fail("task config: field \"", key, "\" has the wrong type (", j.at(key).dump(), ")");
-  }
-}
-
-void check_fields(const nlohmann::json& j, std::initializer_list<const char*> known) {
-  for (const auto& [key, value] : j.items()) {
-    bool ok = key == "task" || key == "train_examples" || key == "eval_examples" || key == "seed";
-    for (const char* k : known) ok = ok || key == k;
-    GDN_CHECK(ok, "task ", j.value("task", std::string("?")), ": unknown field \"", key, "\"");
-  }
-}
-}  // namespace
-
 Dataset make_task(const nlohmann::json& spec, int64_t num_examples, uint64_t seed, bool eval_split) {
   GDN_CHECK(spec.is_object() && spec.contains("task"), "data config: expected {\"task\": NAME, ...}, got ", spec.dump());
   const std::string task = spec["task"].get<std::string>();
   // Independent streams for the two splits, as Zoology draws train and test with two seeds.
   const uint64_t s = seed * 2 + (eval_split ? 1 : 0) + 0x5eed;
+  const JsonFields fields(spec, "task " + task);
   if (task == "mqar") {
-    check_fields(spec, {"vocab_size", "seq_len", "num_kv_pairs", "power_a", "random_non_queries"});
+    fields.allow_only({"task", "train_examples", "eval_examples", "seed", "vocab_size", "seq_len", "num_kv_pairs",
+                       "power_a", "random_non_queries"});
     MqarConfig c;
-    read(spec, "vocab_size", c.vocab_size);
-    read(spec, "seq_len", c.seq_len);
-    read(spec, "num_kv_pairs", c.num_kv_pairs);
-    read(spec, "power_a", c.power_a);
-    read(spec, "random_non_queries", c.random_non_queries);
+    fields.read("vocab_size", c.vocab_size);
+    fields.read("seq_len", c.seq_len);
+    fields.read("num_kv_pairs", c.num_kv_pairs);
+    fields.read("power_a", c.power_a);
+    fields.read("random_non_queries", c.random_non_queries);
     return make_mqar(c, num_examples, s);
   }
   if (task == "text") {
-    check_fields(spec, {"path", "seq_len", "eval_fraction"});
+    fields.allow_only({"task", "train_examples", "eval_examples", "seed", "path", "seq_len", "eval_fraction"});
     std::string path;
     int len = 512;
     double eval_fraction = 0.05;
-    read(spec, "path", path);
-    read(spec, "seq_len", len);
-    read(spec, "eval_fraction", eval_fraction);
+    fields.read("path", path);
+    fields.read("seq_len", len);
+    fields.read("eval_fraction", eval_fraction);
     return make_byte_lm(path, len, num_examples, eval_fraction, eval_split);
   }
   std::string known;

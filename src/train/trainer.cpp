@@ -11,21 +11,12 @@
 #include "gdn/common.h"
 #include "gdn/nn/profile.h"
 #include "gdn/safetensors.h"
+#include "io/json_fields.h"
 
 namespace gdn::train {
 
 namespace {
 constexpr const char* kFormat = "gdn-checkpoint-1";
-
-template <class V>
-void read(const nlohmann::json& j, const char* key, V& out) {
-  if (!j.contains(key)) return;
-  try {
-    out = j.at(key).get<V>();
-  } catch (const nlohmann::json::exception& e) {
-    fail("train config: field \"", key, "\" has the wrong type (", j.at(key).dump(), ")");
-  }
-}
 
 std::string format_seconds(double s) {
   if (!std::isfinite(s) || s < 0) return "?";
@@ -38,31 +29,27 @@ std::string format_seconds(double s) {
 
 TrainConfig TrainConfig::from_json(const nlohmann::json& j) {
   GDN_CHECK(j.is_object(), "train config: expected a JSON object");
-  static const char* known[] = {"steps", "epochs", "batch", "lr", "beta1", "beta2", "eps", "weight_decay",
+  const JsonFields fields(j, "train config");
+  fields.allow_only({"steps", "epochs", "batch", "lr", "beta1", "beta2", "eps", "weight_decay",
                                 "warmup", "min_lr_ratio", "clip", "seed", "eval_every", "checkpoint",
-                                "checkpoint_every", "progress"};
-  for (const auto& [key, value] : j.items()) {
-    bool ok = false;
-    for (const char* k : known) ok = ok || key == k;
-    GDN_CHECK(ok, "train config: unknown field \"", key, "\"");
-  }
+                                "checkpoint_every", "progress"});
   TrainConfig c;
-  read(j, "steps", c.steps);
-  read(j, "epochs", c.epochs);
-  read(j, "batch", c.batch);
-  read(j, "lr", c.adam.lr);
-  read(j, "beta1", c.adam.beta1);
-  read(j, "beta2", c.adam.beta2);
-  read(j, "eps", c.adam.eps);
-  read(j, "weight_decay", c.adam.weight_decay);
-  read(j, "warmup", c.warmup);
-  read(j, "min_lr_ratio", c.min_lr_ratio);
-  read(j, "clip", c.clip);
-  read(j, "seed", c.seed);
-  read(j, "eval_every", c.eval_every);
-  read(j, "checkpoint", c.checkpoint);
-  read(j, "checkpoint_every", c.checkpoint_every);
-  read(j, "progress", c.progress);
+  fields.read("steps", c.steps);
+  fields.read("epochs", c.epochs);
+  fields.read("batch", c.batch);
+  fields.read("lr", c.adam.lr);
+  fields.read("beta1", c.adam.beta1);
+  fields.read("beta2", c.adam.beta2);
+  fields.read("eps", c.adam.eps);
+  fields.read("weight_decay", c.adam.weight_decay);
+  fields.read("warmup", c.warmup);
+  fields.read("min_lr_ratio", c.min_lr_ratio);
+  fields.read("clip", c.clip);
+  fields.read("seed", c.seed);
+  fields.read("eval_every", c.eval_every);
+  fields.read("checkpoint", c.checkpoint);
+  fields.read("checkpoint_every", c.checkpoint_every);
+  fields.read("progress", c.progress);
   GDN_CHECK(c.batch > 0, "train config: batch must be > 0, got ", c.batch);
   GDN_CHECK(c.adam.lr > 0 && std::isfinite(c.adam.lr), "train config: lr must be > 0, got ", c.adam.lr);
   GDN_CHECK(c.steps >= 0 && c.epochs >= 0, "train config: steps and epochs must be >= 0");
