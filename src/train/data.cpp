@@ -66,7 +66,19 @@ void save_token_file(const Dataset& d, const std::string& path) {
   w.write(path);
 }
 
-std::vector<std::string> task_names() { return {"mqar", "text"}; }
+std::vector<std::string> task_names() {
+  return {"mqar",
+          "text",
+          "mad_in_context_recall",
+          "mad_noisy_in_context_recall",
+          "mad_fuzzy_in_context_recall",
+          "mad_selective_copying",
+          "mad_compression",
+          "mad_memorization",
+          "s_niah_1",
+          "s_niah_2",
+          "s_niah_3"};
+}
 
 Dataset make_byte_lm(const std::string& path, int len, int64_t max_sequences, double eval_fraction, bool eval_split) {
   GDN_CHECK(len > 0, "text task: seq_len must be > 0, got ", len);
@@ -120,6 +132,64 @@ Dataset make_task(const nlohmann::json& spec, int64_t num_examples, uint64_t see
     fields.read("seq_len", len);
     fields.read("eval_fraction", eval_fraction);
     return make_byte_lm(path, len, num_examples, eval_fraction, eval_split);
+  }
+  if (task == "mad_in_context_recall" || task == "mad_noisy_in_context_recall" || task == "mad_fuzzy_in_context_recall") {
+    fields.allow_only({"task", "train_examples", "eval_examples", "seed", "vocab_size", "seq_len", "multi_query",
+                       "noise_vocab_size", "frac_noise", "k_motif_size", "v_motif_size"});
+    MadRecallConfig c;  // in-context-recall.yml
+    if (task == "mad_noisy_in_context_recall") {
+      c.vocab_size = 32;  // noisy-in-context-recall.yml
+      c.noise_vocab_size = 16;
+      c.frac_noise = 0.2;
+    }
+    if (task == "mad_fuzzy_in_context_recall") c.k_motif_size = c.v_motif_size = 3;  // fuzzy-in-context-recall.yml
+    fields.read("vocab_size", c.vocab_size);
+    fields.read("seq_len", c.seq_len);
+    fields.read("multi_query", c.multi_query);
+    fields.read("noise_vocab_size", c.noise_vocab_size);
+    fields.read("frac_noise", c.frac_noise);
+    fields.read("k_motif_size", c.k_motif_size);
+    fields.read("v_motif_size", c.v_motif_size);
+    return task == "mad_fuzzy_in_context_recall" ? make_mad_fuzzy_in_context_recall(c, num_examples, s, eval_split)
+                                                 : make_mad_in_context_recall(c, num_examples, s, eval_split);
+  }
+  if (task == "mad_selective_copying") {
+    fields.allow_only({"task", "train_examples", "eval_examples", "seed", "vocab_size", "seq_len", "num_tokens_to_copy"});
+    MadSelectiveCopyConfig c;
+    fields.read("vocab_size", c.vocab_size);
+    fields.read("seq_len", c.seq_len);
+    fields.read("num_tokens_to_copy", c.num_tokens_to_copy);
+    return make_mad_selective_copying(c, num_examples, s);
+  }
+  if (task == "mad_compression") {
+    fields.allow_only({"task", "train_examples", "eval_examples", "seed", "vocab_size", "seq_len", "noise_vocab_size",
+                       "frac_noise"});
+    MadCompressionConfig c;
+    fields.read("vocab_size", c.vocab_size);
+    fields.read("seq_len", c.seq_len);
+    fields.read("noise_vocab_size", c.noise_vocab_size);
+    fields.read("frac_noise", c.frac_noise);
+    return make_mad_compression(c, num_examples, s);
+  }
+  if (task == "mad_memorization") {
+    fields.allow_only({"task", "train_examples", "eval_examples", "seed", "vocab_size", "seq_len", "noise_vocab_size",
+                       "frac_noise", "kv_map_seed"});
+    MadMemorizationConfig c;
+    fields.read("vocab_size", c.vocab_size);
+    fields.read("seq_len", c.seq_len);
+    fields.read("noise_vocab_size", c.noise_vocab_size);
+    fields.read("frac_noise", c.frac_noise);
+    fields.read("kv_map_seed", c.kv_map_seed);  // the map is shared by both splits
+    return make_mad_memorization(c, num_examples, s);
+  }
+  if (task == "s_niah_1" || task == "s_niah_2" || task == "s_niah_3") {
+    fields.allow_only({"task", "train_examples", "eval_examples", "seed", "seq_len", "depth", "path"});
+    NiahConfig c;
+    c.variant = task.back() - '0';
+    fields.read("seq_len", c.seq_len);
+    fields.read("depth", c.depth);
+    fields.read("path", c.path);
+    return make_niah(c, num_examples, s);
   }
   std::string known;
   for (const auto& n : task_names()) known += (known.empty() ? "" : ", ") + n;
