@@ -5,6 +5,7 @@
 #include <initializer_list>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "gdn/common.h"
 
@@ -12,13 +13,17 @@ namespace gdn {
 
 class JsonFields {
  public:
-  // `what` names the object in messages: "model config", "task mqar", ...
-  JsonFields(const nlohmann::json& j, std::string what) : j_(j), what_(std::move(what)) {}
+  // `what` names the object in messages: "model config", "task mqar", ...; `shared` are
+  // fields every object of its kind may carry (a task's "task", "seed", ...).
+  JsonFields(const nlohmann::json& j, std::string what, std::initializer_list<const char*> shared = {})
+      : j_(j), what_(std::move(what)), shared_(shared) {}
 
+  // Throws for a key that is neither in `known` nor shared.
   void allow_only(std::initializer_list<const char*> known) const {
     for (const auto& [key, value] : j_.items()) {
       bool ok = false;
       for (const char* k : known) ok = ok || key == k;
+      for (const char* k : shared_) ok = ok || key == k;
       GDN_CHECK(ok, what_, ": unknown field \"", key, "\"");
     }
   }
@@ -37,6 +42,7 @@ class JsonFields {
  private:
   const nlohmann::json& j_;
   std::string what_;
+  std::vector<const char*> shared_;
 };
 
 }  // namespace gdn

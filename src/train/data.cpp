@@ -107,14 +107,14 @@ Dataset make_byte_lm(const std::string& path, int len, int64_t max_sequences, do
 }
 
 Dataset make_task(const nlohmann::json& spec, int64_t num_examples, uint64_t seed, bool eval_split) {
-  GDN_CHECK(spec.is_object() && spec.contains("task"), "data config: expected {\"task\": NAME, ...}, got ", spec.dump());
+  GDN_CHECK(spec.is_object() && spec.contains("task"), "data config: expected {\"task\": NAME, ...}, got ",
+            spec.dump());
   const std::string task = spec["task"].get<std::string>();
   // Independent streams for the two splits, as Zoology draws train and test with two seeds.
   const uint64_t s = seed * 2 + (eval_split ? 1 : 0) + 0x5eed;
-  const JsonFields fields(spec, "task " + task);
+  const JsonFields fields(spec, "task " + task, {"task", "train_examples", "eval_examples", "seed"});
   if (task == "mqar") {
-    fields.allow_only({"task", "train_examples", "eval_examples", "seed", "vocab_size", "seq_len", "num_kv_pairs",
-                       "power_a", "random_non_queries"});
+    fields.allow_only({"vocab_size", "seq_len", "num_kv_pairs", "power_a", "random_non_queries"});
     MqarConfig c;
     fields.read("vocab_size", c.vocab_size);
     fields.read("seq_len", c.seq_len);
@@ -124,7 +124,7 @@ Dataset make_task(const nlohmann::json& spec, int64_t num_examples, uint64_t see
     return make_mqar(c, num_examples, s);
   }
   if (task == "text") {
-    fields.allow_only({"task", "train_examples", "eval_examples", "seed", "path", "seq_len", "eval_fraction"});
+    fields.allow_only({"path", "seq_len", "eval_fraction"});
     std::string path;
     int len = 512;
     double eval_fraction = 0.05;
@@ -133,9 +133,10 @@ Dataset make_task(const nlohmann::json& spec, int64_t num_examples, uint64_t see
     fields.read("eval_fraction", eval_fraction);
     return make_byte_lm(path, len, num_examples, eval_fraction, eval_split);
   }
-  if (task == "mad_in_context_recall" || task == "mad_noisy_in_context_recall" || task == "mad_fuzzy_in_context_recall") {
-    fields.allow_only({"task", "train_examples", "eval_examples", "seed", "vocab_size", "seq_len", "multi_query",
-                       "noise_vocab_size", "frac_noise", "k_motif_size", "v_motif_size"});
+  if (task == "mad_in_context_recall" || task == "mad_noisy_in_context_recall" ||
+      task == "mad_fuzzy_in_context_recall") {
+    fields.allow_only(
+        {"vocab_size", "seq_len", "multi_query", "noise_vocab_size", "frac_noise", "k_motif_size", "v_motif_size"});
     MadRecallConfig c;  // in-context-recall.yml
     if (task == "mad_noisy_in_context_recall") {
       c.vocab_size = 32;  // noisy-in-context-recall.yml
@@ -154,7 +155,7 @@ Dataset make_task(const nlohmann::json& spec, int64_t num_examples, uint64_t see
                                                  : make_mad_in_context_recall(c, num_examples, s, eval_split);
   }
   if (task == "mad_selective_copying") {
-    fields.allow_only({"task", "train_examples", "eval_examples", "seed", "vocab_size", "seq_len", "num_tokens_to_copy"});
+    fields.allow_only({"vocab_size", "seq_len", "num_tokens_to_copy"});
     MadSelectiveCopyConfig c;
     fields.read("vocab_size", c.vocab_size);
     fields.read("seq_len", c.seq_len);
@@ -162,8 +163,7 @@ Dataset make_task(const nlohmann::json& spec, int64_t num_examples, uint64_t see
     return make_mad_selective_copying(c, num_examples, s);
   }
   if (task == "mad_compression") {
-    fields.allow_only({"task", "train_examples", "eval_examples", "seed", "vocab_size", "seq_len", "noise_vocab_size",
-                       "frac_noise"});
+    fields.allow_only({"vocab_size", "seq_len", "noise_vocab_size", "frac_noise"});
     MadCompressionConfig c;
     fields.read("vocab_size", c.vocab_size);
     fields.read("seq_len", c.seq_len);
@@ -172,8 +172,7 @@ Dataset make_task(const nlohmann::json& spec, int64_t num_examples, uint64_t see
     return make_mad_compression(c, num_examples, s);
   }
   if (task == "mad_memorization") {
-    fields.allow_only({"task", "train_examples", "eval_examples", "seed", "vocab_size", "seq_len", "noise_vocab_size",
-                       "frac_noise", "kv_map_seed"});
+    fields.allow_only({"vocab_size", "seq_len", "noise_vocab_size", "frac_noise", "kv_map_seed"});
     MadMemorizationConfig c;
     fields.read("vocab_size", c.vocab_size);
     fields.read("seq_len", c.seq_len);
@@ -183,7 +182,7 @@ Dataset make_task(const nlohmann::json& spec, int64_t num_examples, uint64_t see
     return make_mad_memorization(c, num_examples, s);
   }
   if (task == "s_niah_1" || task == "s_niah_2" || task == "s_niah_3") {
-    fields.allow_only({"task", "train_examples", "eval_examples", "seed", "seq_len", "depth", "path"});
+    fields.allow_only({"seq_len", "depth", "path"});
     NiahConfig c;
     c.variant = task.back() - '0';
     fields.read("seq_len", c.seq_len);
