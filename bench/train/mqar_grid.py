@@ -66,6 +66,9 @@ def parse_args(argv=None):
                         help="choose --tokens so that the whole sweep takes about this many wall seconds on "
                              "--jobs processes (rates calibrated by one short run on this machine)")
     p.add_argument("--batch", type=int, default=64, help="sequences per step (default: %(default)s)")
+    p.add_argument("--vocab", type=int, default=8192,
+                   help="vocabulary (default: Zoology's %(default)s; a smaller one learns in far fewer tokens, "
+                        "and is then a stated reduction)")
     p.add_argument("--eval-examples", type=int, default=1000, help="held-out examples (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data and the model init")
     p.add_argument("--window", type=int, default=0,
@@ -98,13 +101,13 @@ def make_runs(args):
                     steps = args.steps or max(1, math.ceil(args.tokens / (args.batch * L)))
                     head_dim = max(2, d // 2)
                     config = {
-                        "model": {"vocab_size": 8192, "d_model": d, "layers": 2, "mixers": [mixer], "heads": 2,
+                        "model": {"vocab_size": args.vocab, "d_model": d, "layers": 2, "mixers": [mixer], "heads": 2,
                                   "head_dim": head_dim, "attn_heads": 2, "attn_head_dim": head_dim,
                                   "window": args.window or max(2, L // 4), "mlp_hidden": 2 * d,
                                   "tie_embeddings": False},
                         "train": {"batch": args.batch, "steps": steps, "lr": lr, "warmup": 0.05,
                                   "weight_decay": 0.1, "clip": 1.0, "eval_every": 0, "seed": args.seed},
-                        "data": {"task": "mqar", "vocab_size": 8192, "seq_len": L, "num_kv_pairs": kv,
+                        "data": {"task": "mqar", "vocab_size": args.vocab, "seq_len": L, "num_kv_pairs": kv,
                                  "train_examples": min(100000, steps * args.batch),
                                  "eval_examples": args.eval_examples, "seed": args.seed},
                     }
@@ -167,7 +170,7 @@ def best_rows(rows):
 
 def budget(args):
     return {"tokens_per_run": None if args.steps else args.tokens, "budget_seconds": args.budget_seconds or None, "steps_per_run": args.steps or None,
-            "batch": args.batch, "lrs": sl.parse_list(args.lrs, float), "eval_examples": args.eval_examples,
+            "batch": args.batch, "vocab": args.vocab, "lrs": sl.parse_list(args.lrs, float), "eval_examples": args.eval_examples,
             "train_examples": "min(100000, steps x batch)", "seed": args.seed, "jobs": args.jobs,
             "threads_per_run": 1, "time_limit_s": args.time_limit or None, "smoke": args.smoke}
 
@@ -184,7 +187,7 @@ def markdown(result):
     lines = [f"# MQAR grid (Zoology figure 2 setting, reduced budget)\n",
              f"Machine: {result['machine']['cpu']} ({result['machine']['cores']} cores), "
              f"{result['machine']['date']}, gdn {result['machine']['gdn_commit']}.\n",
-             f"Budget per run: {budget_words(b)} at batch {b['batch']}; learning rates {b['lrs']} (best kept, in parentheses); "
+             f"Vocabulary {b['vocab']} (Zoology: 8192). Budget per run: {budget_words(b)} at batch {b['batch']}; learning rates {b['lrs']} (best kept, in parentheses); "
              f"{b['eval_examples']} held-out examples. Zoology: 64 epochs x 100k examples.\n",
              "Accuracy (%) on the queried positions, best learning rate:\n"]
     header = ["mixer"] + [f"L={L} kv={kv} d={d}" for L, kv, d in cols]
@@ -222,7 +225,8 @@ def svg(result):
                                   "d_model", sl.COLORS)
     body += sl.svg_legend(left + len(Ls) * (pw + gap), top + 10, mixers, sl.COLORS)
     return sl.svg_doc(width, top + ph + 60, body,
-                      f"MQAR (Zoology), 2 layers: best accuracy over lr, {budget_words(result['budget'])} per run")
+                      f"MQAR (Zoology), vocab {result['budget']['vocab']}, 2 layers: best accuracy over lr, "
+                      f"{budget_words(result['budget'])} per run")
 
 
 def main(argv=None):
