@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Zoology's MQAR grid (Arora et al., "Zoology", ICLR 2024, figure 2) for every mixer of gdn.
 
-Reproduces: 2-layer models, vocab 8192, MQAR in Zoology's form (configs/mqar_zoology_256_16.json:
-power_a 0.01, random non-query tokens), (L, kv) in {(64,4), (128,8), (256,16)} x d_model in
+Reproduces: 2-layer models, vocab 8192, MQAR in Zoology's form as its figure-2 sweep sets it
+(zoology/experiments/paper_configs/iclr24_zoology_figure2/configs.py: power_a 0.01,
+random_non_queries False; --random-non-queries for Zoology's library default), (L, kv) in {(64,4), (128,8), (256,16)} x d_model in
 {64, 128}, every mixer, a learning-rate sweep whose best run is reported (Zoology sweeps
 np.logspace(-4, -2, 4) = 1e-4, 4.6e-4, 2.2e-3, 1e-2 and keeps the best).
 
@@ -70,6 +71,9 @@ def parse_args(argv=None):
                    help="vocabulary (default: Zoology's %(default)s; a smaller one learns in far fewer tokens, "
                         "and is then a stated reduction)")
     p.add_argument("--eval-examples", type=int, default=1000, help="held-out examples (default: %(default)s)")
+    p.add_argument("--random-non-queries", action="store_true",
+                   help="random tokens at the non-query positions (Zoology's MQARConfig default; its figure 2 "
+                        "and this script's default: zeros)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data and the model init")
     p.add_argument("--window", type=int, default=0,
                    help="swa window in tokens (default 0: L/4, so that the early keys fall out of it)")
@@ -108,6 +112,7 @@ def make_runs(args):
                         "train": {"batch": args.batch, "steps": steps, "lr": lr, "warmup": 0.05,
                                   "weight_decay": 0.1, "clip": 1.0, "eval_every": 0, "seed": args.seed},
                         "data": {"task": "mqar", "vocab_size": args.vocab, "seq_len": L, "num_kv_pairs": kv,
+                                 "power_a": 0.01, "random_non_queries": args.random_non_queries,
                                  "train_examples": min(100000, steps * args.batch),
                                  "eval_examples": args.eval_examples, "seed": args.seed},
                     }
@@ -170,7 +175,7 @@ def best_rows(rows):
 
 def budget(args):
     return {"tokens_per_run": None if args.steps else args.tokens, "budget_seconds": args.budget_seconds or None, "steps_per_run": args.steps or None,
-            "batch": args.batch, "vocab": args.vocab, "lrs": sl.parse_list(args.lrs, float), "eval_examples": args.eval_examples,
+            "batch": args.batch, "vocab": args.vocab, "random_non_queries": args.random_non_queries, "lrs": sl.parse_list(args.lrs, float), "eval_examples": args.eval_examples,
             "train_examples": "min(100000, steps x batch)", "seed": args.seed, "jobs": args.jobs,
             "threads_per_run": 1, "time_limit_s": args.time_limit or None, "smoke": args.smoke}
 
@@ -184,11 +189,13 @@ def markdown(result):
     mixers = result["mixers"]
     cols = [(L, kv, d) for L, kv in result["grid"] for d in result["d_models"]]
     best = {(r["mixer"], r["L"], r["kv"], r["d_model"]): r for r in result["best"]}
-    lines = [f"# MQAR grid (Zoology figure 2 setting, reduced budget)\n",
+    lines = ["# MQAR grid (Zoology figure 2 setting, reduced budget)\n",
              f"Machine: {result['machine']['cpu']} ({result['machine']['cores']} cores), "
              f"{result['machine']['date']}, gdn {result['machine']['gdn_commit']}.\n",
-             f"Vocabulary {b['vocab']} (Zoology: 8192). Budget per run: {budget_words(b)} at batch {b['batch']}; learning rates {b['lrs']} (best kept, in parentheses); "
-             f"{b['eval_examples']} held-out examples. Zoology: 64 epochs x 100k examples.\n",
+             f"Vocabulary {b['vocab']} (Zoology: 8192), random_non_queries {b['random_non_queries']} (Zoology's "
+             f"figure 2: False). Budget per run: {budget_words(b)} at batch {b['batch']}; learning rates "
+             f"{b['lrs']} (best kept, in parentheses); {b['eval_examples']} held-out examples. Zoology: 64 "
+             "epochs x 100k examples.\n",
              "Accuracy (%) on the queried positions, best learning rate:\n"]
     header = ["mixer"] + [f"L={L} kv={kv} d={d}" for L, kv, d in cols]
     body = []
