@@ -197,7 +197,8 @@ def markdown(result):
             body.append([r["mixer"], "", "failed", "", "", "", r.get("error", "")])
     lines.append(sl.markdown_table(["mixer", "params", "loss (nats/byte)", "bits/byte", "perplexity (per byte)",
                                     "train tokens/s", "seconds"], body))
-    lines.append("\n## Samples (temperature %g, top-k %d): prompt, then ⟦continuation⟧\n" % (b["temperature"], b["top_k"]))
+    lines.append(f"\n## Samples (temperature {b['temperature']:g}, top-k {b['top_k']}): prompt, then "
+                 "⟦continuation⟧\n")
     for r in result["runs"]:
         for s in r.get("samples", []):
             if s["status"] == "ok":

@@ -214,7 +214,8 @@ def markdown(result):
             else:
                 row.append(sl.pct(r["accuracy"]))
                 accs.append(r["accuracy"])
-        row.append(f"{sl.pct(sum(accs) / len(accs))} ({len(tasks)} tasks)" if accs and len(accs) == len(tasks) else "—")
+        complete = accs and len(accs) == len(tasks)
+        row.append(f"{sl.pct(sum(accs) / len(accs))} ({len(tasks)} tasks)" if complete else "—")
         body.append(row)
     pub = result["published"]
     for name, vals in pub["rows"].items():

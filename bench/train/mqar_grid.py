@@ -3,9 +3,10 @@
 
 Reproduces: 2-layer models, vocab 8192, MQAR in Zoology's form as its figure-2 sweep sets it
 (zoology/experiments/paper_configs/iclr24_zoology_figure2/configs.py: power_a 0.01,
-random_non_queries False; --random-non-queries for Zoology's library default), (L, kv) in {(64,4), (128,8), (256,16)} x d_model in
-{64, 128}, every mixer, a learning-rate sweep whose best run is reported (Zoology sweeps
-np.logspace(-4, -2, 4) = 1e-4, 4.6e-4, 2.2e-3, 1e-2 and keeps the best).
+random_non_queries False; --random-non-queries for Zoology's library default),
+(L, kv) in {(64,4), (128,8), (256,16)} x d_model in {64, 128}, every mixer, a learning-rate
+sweep whose best run is reported (Zoology sweeps np.logspace(-4, -2, 4) = 1e-4, 4.6e-4,
+2.2e-3, 1e-2 and keeps the best).
 
 Model per run: d_model D, 2 heads of head_dim D/2 for every mixer (the delta family's state
 is 2 x (D/2)^2 per layer, attention has 2 heads of D/2), SwiGLU MLP of 2D after each mixer as
@@ -174,10 +175,11 @@ def best_rows(rows):
 
 
 def budget(args):
-    return {"tokens_per_run": None if args.steps else args.tokens, "budget_seconds": args.budget_seconds or None, "steps_per_run": args.steps or None,
-            "batch": args.batch, "vocab": args.vocab, "random_non_queries": args.random_non_queries, "lrs": sl.parse_list(args.lrs, float), "eval_examples": args.eval_examples,
-            "train_examples": "min(100000, steps x batch)", "seed": args.seed, "jobs": args.jobs,
-            "threads_per_run": 1, "time_limit_s": args.time_limit or None, "smoke": args.smoke}
+    return {"tokens_per_run": None if args.steps else args.tokens, "steps_per_run": args.steps or None,
+            "budget_seconds": args.budget_seconds or None, "batch": args.batch, "vocab": args.vocab,
+            "random_non_queries": args.random_non_queries, "lrs": sl.parse_list(args.lrs, float),
+            "eval_examples": args.eval_examples, "train_examples": "min(100000, steps x batch)", "seed": args.seed,
+            "jobs": args.jobs, "threads_per_run": 1, "time_limit_s": args.time_limit or None, "smoke": args.smoke}
 
 
 def budget_words(b):

@@ -329,7 +329,8 @@ def svg_heatmap(x0, y0, cell_w, cell_h, title, cols, rows, value, xlabel, ylabel
                      f"font-size='10'>{label}</text>\n")
         s.append(f"<text x='{x0 - 5}' y='{y0 + i * cell_h + cell_h / 2 + 4:.1f}' text-anchor='end'>{esc(r)}</text>\n")
     for j, c in enumerate(cols):
-        s.append(f"<text x='{x0 + j * cell_w + cell_w / 2:.1f}' y='{y0 + h + 14}' text-anchor='middle'>{esc(c)}</text>\n")
+        s.append(f"<text x='{x0 + j * cell_w + cell_w / 2:.1f}' y='{y0 + h + 14}' "
+                 f"text-anchor='middle'>{esc(c)}</text>\n")
     s.append(f"<text x='{x0 + w / 2:.0f}' y='{y0 + h + 30}' text-anchor='middle'>{esc(xlabel)}</text>\n")
     s.append(f"<text x='{x0 - 48}' y='{y0 + h / 2:.0f}' text-anchor='middle' "
              f"transform='rotate(-90 {x0 - 48} {y0 + h / 2:.0f})'>{esc(ylabel)}</text>\n")
