@@ -232,7 +232,9 @@ def svg(result):
         series = [(m, [best.get((m, L, kv, d)) for d in ds]) for m in mixers]
         body += sl.svg_line_panel(left + i * (pw + gap), top, pw, ph, f"L = {L}, {kv} key-value pairs", ds, series,
                                   "d_model", sl.COLORS)
-    body += sl.svg_legend(left + len(Ls) * (pw + gap), top + 10, mixers, sl.COLORS)
+    missing = {m for m in mixers if all(best.get((m, L, kv, d)) is None for L, kv in Ls for d in ds)}
+    body += sl.svg_legend(left + len(Ls) * (pw + gap), top + 10,
+                          [m + (" (failed)" if m in missing else "") for m in mixers], sl.COLORS)
     return sl.svg_doc(width, top + ph + 60, body,
                       f"MQAR (Zoology), vocab {result['budget']['vocab']}, 2 layers: best accuracy over lr, "
                       f"{budget_words(result['budget'])} per run")
