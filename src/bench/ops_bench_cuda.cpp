@@ -259,7 +259,7 @@ json run_ops_bench_cuda(const OpsBenchOptions& opt, const std::function<void(con
                  {"V", c.V}, {"chunk_size", c.chunk_size}, {"l2norm_qk", c.l2norm_qk}, {"dtype", opt.dtype}};
   r["repeats"] = opt.repeats;
   r["warmup"] = opt.warmup;
-  r["timing"] = "CUDA events around each call on the default stream; medians after warm-up";
+  r["timing"] = "CUDA events as triton.testing.do_bench takes them: L2 flushed before each call, calls queued; medians after warm-up";
 
   progress(cat(gpu, ": device-to-device copy, 1 GiB"));
   const double copy_bw = cuda::copy_bandwidth();

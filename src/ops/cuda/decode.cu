@@ -2,11 +2,12 @@
 // Memory-bound: each state [K, V] fp32 (64 KiB) is read once and written once, so the kernel
 // is built to keep DRAM streaming. A block owns kCols value columns of one (sequence, value
 // head); the delta rule's columns are independent, so the only communication is the two sums
-// over K per token (Sᵀk before the update, Sᵀq after it), each one shared-memory pass. With
-// kCols = 128 a block reads and writes its state as one contiguous 64 KiB run, every warp load
-// a whole 512-byte row; each thread keeps kRows float4 of the state in registers, all loads
-// issued before the first use. States move with streaming (evict-first) hints: each is
-// touched once per call.
+// over K per token (Sᵀk before the update, Sᵀq after it), each one shared-memory pass. The
+// column slabs of a state are neighbours in the grid, so they run together and read the state
+// as one contiguous 64 KiB stream (v3's 32-column blocks of one state ran far apart, each
+// reading 128-byte strips 512 bytes apart: 75–80% of copy bandwidth). Each thread keeps kRows
+// float4 of the state in registers, all loads issued before the first use; states move with
+// streaming (evict-first) hints, as each is touched once per call.
 #include <cmath>
 
 #include "chunk_plan.cuh"
@@ -160,8 +161,11 @@ __global__ void __launch_bounds__(DecodeTile<kCols, kRows>::kThreads, DecodeTile
   }
 }
 
-// The layout gdn::cuda::decode launches: whole states per block, 8 rows per thread (16 warps).
-constexpr int kDecodeCols = 128, kDecodeRows = 8;
+// The layout gdn::cuda::decode launches: half a state per block (two blocks per state, side by
+// side in the grid), 8 rows per thread, 256 threads, 4 blocks per SM. On an H100 it ties with
+// whole-state blocks (128 × 8) from 256 sequences up (92–95% of copy bandwidth) and is faster
+// at 1 and 32 sequences (bench/gpu/NOTES.md, decode v4).
+constexpr int kDecodeCols = 64, kDecodeRows = 8;
 
 template <class T, int kCols, int kRows>
 Status launch_decode(const DecodeShape& s, const DecodeArgs& a, float scale, cudaStream_t stream) {

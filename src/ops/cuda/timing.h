@@ -1,4 +1,5 @@
-// Timing on the device: CUDA-event medians after warm-up, and the device-to-device copy
+// Timing on the device: CUDA-event medians after warm-up (as triton.testing.do_bench takes
+// them, so that our kernels and FLA's are timed alike), and the device-to-device copy
 // bandwidth that memory-bound kernels are compared with in the same run.
 #pragma once
 
@@ -12,23 +13,32 @@
 
 namespace gdn::cuda {
 
-// Median of `reps` timings of fn on the default stream (each between two events) after
-// `warmup` untimed calls, in ms.
+// Median of `reps` timings of fn on the default stream, in ms, measured the way
+// triton.testing.do_bench measures FLA: `warmup` untimed calls first; before each timed call a
+// 256 MiB memset evicts L2 (no call reads what the previous one left there); the calls are
+// queued without waiting for each other (one synchronisation at the end), so the launch
+// latency is hidden behind the memset as it is in a model's stream of kernels.
 inline double event_median_ms(const std::function<void()>& fn, int warmup, int reps) {
-  cudaEvent_t a, b;
-  cuda_check(cudaEventCreate(&a), "cudaEventCreate");
-  cuda_check(cudaEventCreate(&b), "cudaEventCreate");
-  for (int i = 0; i < warmup; ++i) fn();
-  std::vector<float> t(std::max(reps, 1));
-  for (float& ms : t) {
-    cuda_check(cudaEventRecord(a), "cudaEventRecord");
-    fn();
-    cuda_check(cudaEventRecord(b), "cudaEventRecord");
-    cuda_check(cudaEventSynchronize(b), "cudaEventSynchronize");
-    cuda_check(cudaEventElapsedTime(&ms, a, b), "cudaEventElapsedTime");
+  DeviceBuffer flush(size_t(256) << 20);
+  std::vector<cudaEvent_t> start(std::max(reps, 1)), stop(start.size());
+  for (size_t i = 0; i < start.size(); ++i) {
+    cuda_check(cudaEventCreate(&start[i]), "cudaEventCreate");
+    cuda_check(cudaEventCreate(&stop[i]), "cudaEventCreate");
   }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
+  for (int i = 0; i < warmup; ++i) fn();
+  for (size_t i = 0; i < start.size(); ++i) {
+    cuda_check(cudaMemsetAsync(flush.ptr, 0, flush.bytes), "cudaMemsetAsync");
+    cuda_check(cudaEventRecord(start[i]), "cudaEventRecord");
+    fn();
+    cuda_check(cudaEventRecord(stop[i]), "cudaEventRecord");
+  }
+  cuda_check(cudaEventSynchronize(stop.back()), "cudaEventSynchronize");
+  std::vector<float> t(start.size());
+  for (size_t i = 0; i < t.size(); ++i) {
+    cuda_check(cudaEventElapsedTime(&t[i], start[i], stop[i]), "cudaEventElapsedTime");
+    cudaEventDestroy(start[i]);
+    cudaEventDestroy(stop[i]);
+  }
   std::sort(t.begin(), t.end());
   return t[t.size() / 2];
 }
