@@ -5,19 +5,17 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <ctime>
 #include <fstream>
 #include <iomanip>
 #include <random>
 #include <thread>
 #include <vector>
 
+#include "bench/ops_bench_util.h"
 #include "gdn/common.h"
 #include "gdn/flops.h"
-#include "bench/ops_bench_util.h"
 
 namespace gdn::bench {
 
@@ -41,7 +39,6 @@ struct Buffers {
             nullptr};
   }
 };
-
 
 }  // namespace
 
