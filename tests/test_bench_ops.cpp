@@ -4,6 +4,7 @@
 
 #include "bench/ops_bench.h"
 #include "gdn/common.h"
+#include "ops/cuda_device.h"
 
 TEST(BenchOps, RecordHasEveryField) {
   gdn::bench::OpsBenchOptions opt;
@@ -42,4 +43,60 @@ TEST(BenchOps, RejectsBadOptions) {
   opt.device = "cpu";
   opt.threads = 0;
   EXPECT_THROW(gdn::bench::run_ops_bench(opt, [](const std::string&) {}), gdn::Error);
+}
+
+// --device cuda: options the kernels cannot run are refused before any device is used; then
+// either the record (with a GPU) or an error saying that there is no CUDA here.
+TEST(BenchOps, CudaRefusesBadOptionsAndRunsOrSaysWhyNot) {
+  auto quiet = [](const std::string&) {};
+  gdn::bench::OpsBenchOptions opt;
+  opt.device = "cuda";
+  opt.repeats = 2;
+  opt.warmup = 1;
+  opt.threads = 1;
+  opt.cfg.T = 70;
+  opt.cfg.H = 1, opt.cfg.HV = 2;
+  opt.decode_seqs = {1, 3};
+  auto expect_error = [&](const gdn::bench::OpsBenchOptions& o, const std::string& needle) {
+    try {
+      gdn::bench::run_ops_bench(o, quiet);
+      ADD_FAILURE() << "accepted; expected an error about " << needle;
+    } catch (const gdn::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  auto bad = opt;
+  bad.dtype = "fp8";
+  expect_error(bad, "--dtype");
+  bad = opt;
+  bad.cfg.K = bad.cfg.V = 64;
+  expect_error(bad, "--head-dim 128");
+  bad = opt;
+  bad.cfg.variant = gdn::Variant::gla;
+  expect_error(bad, "gla");
+  bad = opt;
+  bad.decode_seqs = {0};
+  expect_error(bad, "--decode-seqs");
+
+  std::string no_device;
+  try {
+    gdn::require_cuda_device("probe");
+  } catch (const gdn::Error& e) {
+    no_device = e.what();
+  }
+  if (!no_device.empty()) {
+    expect_error(opt, "--device cuda");
+    return;
+  }
+  const auto r = gdn::bench::run_ops_bench(opt, quiet);
+  for (const char* key : {"copy_bandwidth_bytes_per_s", "gemm_bf16_tflops", "chunk_fwd_ms", "chunk_fwdbwd_ms",
+                          "chunk_fwd_vs_gemm", "cpu_chunk_fwd_ms"}) {
+    ASSERT_TRUE(r.contains(key) && r[key].is_number()) << key;
+    EXPECT_GT(r[key].get<double>(), 0) << key;
+  }
+  ASSERT_EQ(r["decode"].size(), 2u);
+  EXPECT_EQ(r["decode"][1]["seqs"], 3);
+  EXPECT_LE(r["decode"][1]["o_rel_err"].get<double>(), 1e-2);
+  const std::string table = gdn::bench::format_ops_bench(r);
+  EXPECT_NE(table.find("decode (1 token)"), std::string::npos) << table;
 }

@@ -12,6 +12,7 @@
 #include "gdn/common.h"
 #include "temp_dir.h"
 #include "gdn/op_io.h"
+#include "ops/cuda_device.h"
 
 namespace fs = std::filesystem;
 
@@ -295,5 +296,74 @@ TEST(OpIo, RunThroughFilesMatchesReference) {
     const auto direct = gdn::run_op(data, opt);
     EXPECT_EQ(o.get_f32("o"), direct.o);
     EXPECT_EQ(o.get_f32("dq"), direct.dq);
+  }
+}
+
+// --device cuda: what the kernels do not cover is refused by name before any device is used.
+TEST(OpIoCuda, RefusesWhatTheKernelsDoNotCover) {
+  TempDir dir;
+  const std::string in = gdn_problem(1, 5, 1, 2, 8, 8).write(dir), out = dir.file("out.safetensors");
+  auto expect_refusal = [&](gdn::OpRunOptions opt, std::initializer_list<std::string> needles) {
+    opt.device = gdn::OpDevice::cuda;
+    try {
+      gdn::run_op_file(in, out, opt);
+      ADD_FAILURE() << "--device cuda accepted what it does not support";
+    } catch (const gdn::Error& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find("--device cuda"), std::string::npos) << msg;
+      for (const auto& s : needles) EXPECT_NE(msg.find(s), std::string::npos) << msg << "\n  missing: " << s;
+    }
+    EXPECT_FALSE(fs::exists(out));
+  };
+  expect_refusal(options(gdn::Variant::kda, false, gdn::Form::chunk), {"kda", "no CUDA kernel"});
+  expect_refusal(options(gdn::Variant::gated_deltanet, false, gdn::Form::reference), {"reference", "CPU only"});
+  expect_refusal(options(gdn::Variant::gated_deltanet, true, gdn::Form::recurrent), {"recurrent", "backward"});
+  auto small_chunks = options(gdn::Variant::gated_deltanet, false, gdn::Form::chunk);
+  small_chunks.chunk_size = 32;
+  expect_refusal(small_chunks, {"chunk size 64", "32"});
+  expect_refusal(options(gdn::Variant::gated_deltanet, false, gdn::Form::chunk), {"K = V = 128", "K=8"});
+  EXPECT_EQ(gdn::parse_op_device("cuda"), gdn::OpDevice::cuda);
+  EXPECT_THROW(gdn::parse_op_device("gpu"), gdn::Error);
+}
+
+// --device cuda on a supported problem: where this build or machine has no CUDA the error says
+// so; with a GPU every output matches the CPU reference as the fp32 kernels promise (1e-4).
+TEST(OpIoCuda, MatchesTheReferenceOrSaysWhyNot) {
+  std::string no_device;
+  try {
+    gdn::require_cuda_device("probe");
+  } catch (const gdn::Error& e) {
+    no_device = e.what();
+  }
+  TempDir dir;
+  Problem p = gdn_problem(2, 70, 1, 2, 128, 128);
+  const std::string in = p.write(dir), ref = dir.file("ref.safetensors");
+  for (gdn::Form form : {gdn::Form::chunk, gdn::Form::recurrent}) {
+    SCOPED_TRACE(gdn::form_name(form));
+    const std::string out = dir.file(std::string("cuda_") + gdn::form_name(form) + ".safetensors");
+    auto opt = options(gdn::Variant::gated_deltanet, form == gdn::Form::chunk, form);
+    opt.device = gdn::OpDevice::cuda;
+    if (!no_device.empty()) {
+      try {
+        gdn::run_op_file(in, out, opt);
+        ADD_FAILURE() << "ran on CUDA where the probe found none: " << no_device;
+      } catch (const gdn::Error& e) {
+        const std::string msg = e.what();
+        EXPECT_NE(msg.find("--device cuda"), std::string::npos) << msg;
+        EXPECT_TRUE(msg.find("no CUDA kernels") != std::string::npos || msg.find("CUDA device") != std::string::npos)
+            << msg;
+      }
+      continue;
+    }
+    gdn::run_op_file(in, out, opt);
+    gdn::run_op_file(in, ref, options(gdn::Variant::gated_deltanet, opt.backward, gdn::Form::reference));
+    const auto o = gdn::SafeTensorsFile::load(out), r = gdn::SafeTensorsFile::load(ref);
+    EXPECT_EQ(o.names(), r.names());
+    EXPECT_EQ(o.metadata().at("device"), "cuda");
+    for (const auto& name : r.names()) {
+      const auto x = o.get_f32(name);
+      for (float e : x) ASSERT_TRUE(std::isfinite(e)) << name << " has an unwritten element";
+      EXPECT_LT(rel_err(x, r.get_f64(name)), 1e-4) << name;
+    }
   }
 }

@@ -16,34 +16,16 @@
 
 #include <nlohmann/json.hpp>
 
+#include "../../src/ops/cuda/timing.h"
 #include "../../tests/gpu/gpu_util.h"
 
 using gdn::cuda::DType;
+using gdn::cuda::event_median_ms;
 using gdn::gpu::cuda_check;
 using gdn::gpu::DeviceBuffer;
 using gdn::gpu::status_check;
 
 namespace {
-
-// Median of `reps` timings of fn (each between two events) after `warmup` calls, in ms.
-double median_ms(const std::function<void()>& fn, int warmup, int reps) {
-  cudaEvent_t a, b;
-  cuda_check(cudaEventCreate(&a), "event");
-  cuda_check(cudaEventCreate(&b), "event");
-  for (int i = 0; i < warmup; ++i) fn();
-  std::vector<float> t(reps);
-  for (int i = 0; i < reps; ++i) {
-    cuda_check(cudaEventRecord(a), "record");
-    fn();
-    cuda_check(cudaEventRecord(b), "record");
-    cuda_check(cudaEventSynchronize(b), "sync");
-    cuda_check(cudaEventElapsedTime(&t[i], a, b), "elapsed");
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  std::sort(t.begin(), t.end());
-  return t[reps / 2];
-}
 
 // Random device data: bf16 normals, fp32 log-gates (alpha in [0.7, 0.99]) and betas in (0, 1).
 DeviceBuffer random_bf16(size_t n, std::mt19937& rng) {
@@ -61,14 +43,6 @@ DeviceBuffer random_f32(size_t n, std::mt19937& rng, float lo, float hi, bool lo
   DeviceBuffer b(n * 4);
   cuda_check(cudaMemcpy(b.ptr, h.data(), b.bytes, cudaMemcpyHostToDevice), "upload");
   return b;
-}
-
-double copy_bandwidth() {
-  const size_t bytes = size_t(1) << 30;
-  DeviceBuffer src(bytes), dst(bytes);
-  cuda_check(cudaMemset(src.ptr, 1, bytes), "memset");
-  const double ms = median_ms([&] { cuda_check(cudaMemcpyAsync(dst.ptr, src.ptr, bytes, cudaMemcpyDeviceToDevice), "copy"); }, 3, 20);
-  return 2.0 * bytes / (ms * 1e-3);  // bytes read + written per second
 }
 
 // reps == 0: one forward and one backward, untimed (for a profiler).
@@ -96,7 +70,7 @@ nlohmann::json bench_chunk(int B, int T, int H, int HV, std::mt19937& rng, int r
     cuda_check(cudaDeviceSynchronize(), "profile run");
     return {};
   }
-  const double f = median_ms(fwd, 3, reps), fb = median_ms(fwdbwd, 3, reps);
+  const double f = event_median_ms(fwd, 3, reps), fb = event_median_ms(fwdbwd, 3, reps);
   std::printf("chunk B=%d T=%d H=%d HV=%d: fwd %.3f ms, fwd+bwd %.3f ms\n", B, T, H, HV, f, fb);
   return {{"B", B}, {"T", T}, {"H", H}, {"HV", HV}, {"D", 128}, {"fwd_ms", f}, {"fwdbwd_ms", fb}};
 }
@@ -123,7 +97,7 @@ nlohmann::json bench_decode(int seqs, double copy_bw, std::mt19937& rng) {
   gdn::cuda::DecodeArgs a;
   a.q = q.ptr, a.k = k.ptr, a.v = v.ptr, a.g = g.as<float>(), a.beta = beta.as<float>();
   a.state_pool = pool.as<float>(), a.state_indices = idx.as<int32_t>(), a.o = o.ptr;
-  const double ms = median_ms([&] { status_check(gdn::cuda::decode(s, a, nullptr)); }, 10, 200);
+  const double ms = event_median_ms([&] { status_check(gdn::cuda::decode(s, a, nullptr)); }, 10, 200);
   const double bytes = 2.0 * seqs * state * 4;
   const double frac = bytes / (ms * 1e-3) / copy_bw;
   std::printf("decode seqs=%d: %.2f us, %.1f%% of copy bandwidth\n", seqs, ms * 1e3, 100 * frac);
@@ -150,7 +124,7 @@ int main(int argc, char** argv) {
     }
     nlohmann::json out;
     out["gpu"] = prop.name;
-    const double bw = copy_bandwidth();
+    const double bw = gdn::cuda::copy_bandwidth();
     out["copy_bandwidth_bytes_per_s"] = bw;
     std::printf("%s: copy bandwidth %.2f TB/s\n", prop.name, bw / 1e12);
     struct Shape { int B, T, H, HV; };

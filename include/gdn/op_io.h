@@ -13,6 +13,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "gdn/ops.h"
@@ -20,7 +21,15 @@
 
 namespace gdn {
 
+// Where the op runs. cuda: the kernels of gdn/cuda_ops.h on fp32 inputs, for gated_deltanet
+// and deltanet (its g = 0), K = V = 128: form chunk (forward and backward, chunk size 64, varlen
+// allowed) or recurrent (forward only, the decode kernel over fixed-length sequences).
+enum class OpDevice { cpu, cuda };
+OpDevice parse_op_device(std::string_view name);
+const char* op_device_name(OpDevice d);
+
 struct OpRunOptions {
+  OpDevice device = OpDevice::cpu;
   Variant variant = Variant::gated_deltanet;
   Form form = Form::chunk;
   bool backward = false;
@@ -55,6 +64,14 @@ OpData<T> load_op_data(const SafeTensorsFile& file, const OpRunOptions& opt);
 // Outputs are poisoned with NaN first, so an element the op forgets stays visible.
 template <class T>
 OpResults<T> run_op(const OpData<T>& data, const OpRunOptions& opt);
+
+// The op on the CUDA kernels (fp32 in and out). Throws gdn::Error saying what is missing:
+// CUDA in this build, a CUDA device, or support for the variant, form or shape.
+OpResults<float> run_op_cuda(const OpData<float>& data, const OpRunOptions& opt);
+
+// Checks that the CUDA kernels cover opt's variant, form and chunk size (no device needed), so
+// that `gdn op` can refuse before reading its input.
+void check_cuda_op_options(const OpRunOptions& opt);
 
 // Writes every non-empty result with its shape, plus metadata describing the run.
 template <class T>

@@ -5,105 +5,23 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <ctime>
 #include <fstream>
 #include <iomanip>
 #include <random>
 #include <thread>
 #include <vector>
 
+#include "bench/ops_bench_util.h"
 #include "gdn/common.h"
 #include "gdn/flops.h"
-
 
 namespace gdn::bench {
 
 namespace {
 
 using json = nlohmann::json;
-using Clock = std::chrono::steady_clock;
-
-template <class Fn>
-Timing time_runs(int warmup, int repeats, Fn&& fn) {
-  for (int i = 0; i < warmup; ++i) fn();
-  std::vector<double> ms;
-  for (int i = 0; i < repeats; ++i) {
-    const auto t0 = Clock::now();
-    fn();
-    ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
-  }
-  std::sort(ms.begin(), ms.end());
-  const size_t n = ms.size();
-  return {n % 2 ? ms[n / 2] : (ms[n / 2 - 1] + ms[n / 2]) / 2, ms.front(), ms.back(), int(n)};
-}
-
-json timing_json(const Timing& t) {
-  return {{"median_ms", t.median_ms}, {"min_ms", t.min_ms}, {"max_ms", t.max_ms}, {"runs", t.runs}};
-}
-
-std::string utc_now() {
-  const std::time_t now = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&now, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
-// The commit of the working directory's repository, when there is one.
-std::string git_commit() {
-  FILE* p = ::popen("git rev-parse --short=12 HEAD 2>/dev/null", "r");
-  if (!p) return "";
-  char buf[64] = {0};
-  const bool ok = std::fgets(buf, sizeof buf, p) != nullptr;
-  ::pclose(p);
-  std::string s = ok ? buf : "";
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
-  return s;
-}
-
-double rel_err(const std::vector<float>& x, const std::vector<float>& ref) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    const double d = double(x[i]) - ref[i];
-    num += d * d;
-    den += double(ref[i]) * ref[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-300));
-}
-
-// Random inputs of the op at cfg: unit-normal q, k, v, do; log-gates in [-0.5, -0.01]
-// (alpha in [0.6, 0.99], the range trained GDN layers use); beta in (0, 1).
-struct Problem {
-  std::vector<float> q, k, v, g, beta, d_o;
-  OpInputs<float> inputs() const {
-    return {q.data(), k.data(), v.data(), g.empty() ? nullptr : g.data(), beta.empty() ? nullptr : beta.data(),
-            nullptr};
-  }
-};
-
-Problem make_problem(const OpConfig& c, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> normal;
-  std::uniform_real_distribution<float> gate(-0.5f, -0.01f), unit(0.01f, 0.99f);
-  const size_t BT = size_t(c.B) * c.T;
-  auto fill = [&](size_t n, auto& dist) {
-    std::vector<float> x(n);
-    for (auto& e : x) e = dist(rng);
-    return x;
-  };
-  Problem p;
-  p.q = fill(BT * c.H * c.K, normal);
-  p.k = fill(BT * c.H * c.K, normal);
-  p.v = fill(BT * c.HV * c.V, normal);
-  p.d_o = fill(BT * c.HV * c.V, normal);
-  if (c.g_numel() && c.info().gate != GateKind::fixed) p.g = fill(c.g_numel(), gate);
-  if (c.info().delta) p.beta = fill(BT * c.HV, unit);
-  return p;
-}
 
 // Buffers for one form's outputs and gradients.
 struct Buffers {
@@ -121,10 +39,6 @@ struct Buffers {
             nullptr};
   }
 };
-
-std::string shape_label(const OpConfig& c) {
-  return cat(c.info().name, " B=", c.B, " T=", c.T, " H=", c.H, " HV=", c.HV, " K=", c.K, " V=", c.V);
-}
 
 }  // namespace
 
@@ -155,7 +69,8 @@ std::string cpu_model() {
 }
 
 json run_ops_bench(const OpsBenchOptions& opt, const std::function<void(const std::string&)>& progress) {
-  GDN_CHECK(opt.device == "cpu", "--device: this build benchmarks 'cpu' only, got '", opt.device, "'");
+  if (opt.device == "cuda") return run_ops_bench_cuda(opt, progress);
+  GDN_CHECK(opt.device == "cpu", "--device: expected cpu or cuda, got '", opt.device, "'");
   GDN_CHECK(opt.repeats >= 1 && opt.warmup >= 0, "--repeats must be >= 1 and --warmup >= 0");
   GDN_CHECK(opt.sgemm_n >= 1, "--sgemm-size must be >= 1");
   set_threads(opt.threads);
@@ -264,6 +179,7 @@ json run_ops_bench(const OpsBenchOptions& opt, const std::function<void(const st
 }
 
 std::string format_ops_bench(const json& r) {
+  if (r.value("device", "cpu") == "cuda") return format_ops_bench_cuda(r);
   // A number right-aligned in `width` with `prec` decimals, or "n/a" when absent.
   auto num = [&](const char* key, int width, int prec, const char* suffix = "") -> std::string {
     char buf[64];

@@ -1,5 +1,5 @@
-// gdn bench ops: sgemm ceiling, chunkwise and recurrent forms, measured in one run
-// (src/bench/ops_bench.h).
+// gdn bench ops: sgemm ceiling, chunkwise and recurrent forms, measured in one run; with
+// --device cuda the CUDA kernels against the copy and GEMM ceilings (src/bench/ops_bench.h).
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -17,16 +17,28 @@ struct BenchOpsArgs {
   bool json = false, no_backward = false;
 };
 
-GDN_COMMAND("bench ops", "op speed: sgemm ceiling, chunkwise forward/backward GFLOP/s, recurrent form",
+GDN_COMMAND("bench ops",
+            "op speed: sgemm ceiling, chunkwise forward/backward GFLOP/s, recurrent form (cpu); "
+            "copy and GEMM ceilings, chunk kernels, decode (cuda)",
             [](CLI::App& app) {
               auto a = std::make_shared<BenchOpsArgs>();
               auto& o = a->opt;
               app.add_flag("--json", a->json, "print one JSON line instead of the table");
               app.add_option("--out", a->out, "also write the JSON record to this file (e.g. bench/results/...)");
-              app.add_option("--device", o.device, "device to benchmark")->capture_default_str();
+              app.add_option("--device", o.device, "cpu, or cuda (the CUDA kernels, each checked against the CPU first)")
+                  ->check(CLI::IsMember({"cpu", "cuda"}))
+                  ->capture_default_str();
+              app.add_option("--dtype", o.dtype, "cuda: dtype of q, k, v, o (bf16 or f32)")
+                  ->check(CLI::IsMember({"bf16", "f32"}))
+                  ->capture_default_str();
+              app.add_option("--decode-seqs", o.decode_seqs, "cuda: sequence counts of the decode rows (e.g. 1,32,256)")
+                  ->delimiter(',')
+                  ->check(CLI::PositiveNumber)
+                  ->capture_default_str();
               app.add_option("--threads", o.threads, "threads for OpenMP and OpenBLAS")->capture_default_str();
-              app.add_option("--repeats", o.repeats, "timed runs (the median is reported)")->capture_default_str();
-              app.add_option("--warmup", o.warmup, "untimed runs first")->capture_default_str();
+              app.add_option("--repeats", o.repeats, "timed runs (the median is reported; cuda: 50 unless given)")
+                  ->capture_default_str();
+              app.add_option("--warmup", o.warmup, "untimed runs first (cuda: 5 unless given)")->capture_default_str();
               app.add_option("--sgemm-size", o.sgemm_n, "sgemm M=N=K")->capture_default_str();
               app.add_option("--variant", a->variant, "variant of the op")->capture_default_str();
               app.add_option("-T,--seq-len", o.cfg.T, "tokens per sequence")->capture_default_str();
@@ -42,6 +54,8 @@ GDN_COMMAND("bench ops", "op speed: sgemm ceiling, chunkwise forward/backward GF
                 o.cfg.V = o.cfg.K;
                 if (app.count("--value-heads") == 0) o.cfg.HV = o.cfg.H;
                 o.backward = !a->no_backward;
+                if (o.device == "cuda" && app.count("--repeats") == 0) o.repeats = 50;  // kernels take ms, not s
+                if (o.device == "cuda" && app.count("--warmup") == 0) o.warmup = 5;
                 const auto record = gdn::bench::run_ops_bench(
                     o, [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); });
                 const std::string line = record.dump();

@@ -6,7 +6,7 @@
 namespace {
 
 struct OpArgs {
-  std::string variant = "gated_deltanet", form = "chunk", in, out;
+  std::string device = "cpu", variant = "gated_deltanet", form = "chunk", in, out;
   bool backward = false, no_l2norm = false;
   double scale = 0;
   int chunk_size = 64;
@@ -17,6 +17,10 @@ GDN_COMMAND("op", "run one op (forward, optionally backward) on tensors from a s
   app.add_option("--variant", args->variant,
                  "linear_attention, retnet, mamba2, gla, deltanet, gated_deltanet, kda or longhorn")
       ->required();
+  app.add_option("--device", args->device,
+                 "cpu, or cuda: the CUDA kernels (gated_deltanet, deltanet; K = V = 128; forms chunk and recurrent)")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
   app.add_option("--form", args->form, "chunk, recurrent (fp32) or reference (fp64 definition, fp64 outputs)")
       ->capture_default_str();
   app.add_flag("--backward", args->backward, "also compute dq, dk, dv, dg, dbeta, dh0 (needs tensor do)");
@@ -29,6 +33,7 @@ GDN_COMMAND("op", "run one op (forward, optionally backward) on tensors from a s
   app.add_option("--out", args->out, "output: o, ht [, dq, dk, dv, dg, dbeta, dh0]")->required();
   app.callback([args] {
     gdn::OpRunOptions opt;
+    opt.device = gdn::parse_op_device(args->device);
     opt.variant = gdn::parse_variant(args->variant);
     opt.form = gdn::parse_form(args->form);
     opt.backward = args->backward;

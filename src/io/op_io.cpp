@@ -207,13 +207,28 @@ void save_op_results(const std::string& path, const OpData<Real>& d, const OpRes
   put("dh0", r.dh0, {N, HV, K, V});
   w.set_metadata("variant", c.info().name);
   w.set_metadata("form", form_name(opt.form));
+  w.set_metadata("device", op_device_name(opt.device));
   w.set_metadata("l2norm_qk", c.l2norm_qk ? "true" : "false");
   w.set_metadata("scale", cat(std::setprecision(17), c.effective_scale()));
   w.set_metadata("chunk_size", cat(c.chunk_size));
   w.write(path);
 }
 
+OpDevice parse_op_device(std::string_view name) {
+  if (name == "cpu") return OpDevice::cpu;
+  if (name == "cuda") return OpDevice::cuda;
+  fail("unknown device '", name, "' (expected cpu or cuda)");
+}
+
+const char* op_device_name(OpDevice d) { return d == OpDevice::cuda ? "cuda" : "cpu"; }
+
 void run_op_file(const std::string& in_path, const std::string& out_path, const OpRunOptions& opt) {
+  if (opt.device == OpDevice::cuda) {
+    check_cuda_op_options(opt);
+    const OpData<float> data = load_op_data<float>(SafeTensorsFile::load(in_path), opt);
+    save_op_results(out_path, data, run_op_cuda(data, opt), opt);
+    return;
+  }
   const SafeTensorsFile file = SafeTensorsFile::load(in_path);
   auto go = [&](auto tag) {
     using Real = decltype(tag);

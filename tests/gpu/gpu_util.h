@@ -1,39 +1,26 @@
-// Device buffers and bf16 rounding shared by the GPU check and benchmark.
+// Test data for the GPU check and benchmark (device buffers and bf16 rounding come from
+// src/ops/cuda/device_memory.h).
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <cstdint>
 #include <cstring>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "gdn/common.h"
 #include "gdn/cuda_ops.h"
+#include "../../src/ops/cuda/device_memory.h"
 
 namespace gdn::gpu {
 
-inline void cuda_check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw gdn::Error(gdn::cat(what, ": ", cudaGetErrorString(e)));
-}
-inline void status_check(const gdn::cuda::Status& s) {
-  if (!s.ok()) throw gdn::Error(s.message.empty() ? cudaGetErrorString(s.code) : s.message);
-}
+using gdn::cuda::bf16_bits;
+using gdn::cuda::bf16_value;
+using gdn::cuda::cuda_check;
+using gdn::cuda::DeviceBuffer;
+using gdn::cuda::status_check;
 
-// fp32 -> bf16 bits, round to nearest even (inputs here are finite).
-inline uint16_t bf16_bits(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, 4);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return uint16_t(u >> 16);
-}
-inline float bf16_value(uint16_t b) {
-  const uint32_t u = uint32_t(b) << 16;
-  float x;
-  std::memcpy(&x, &u, 4);
-  return x;
-}
 inline double round_bf16(double x) { return bf16_value(bf16_bits(float(x))); }
 
 // Uniform values in [-scale, scale) from a splitmix64 stream: fast enough for the
@@ -48,30 +35,6 @@ inline void fill_uniform(std::vector<float>& x, uint64_t seed, float scale) {
     e = scale * (float(z >> 40) * (2.f / 16777216.f) - 1.f);
   }
 }
-
-// A device allocation; poisoned with 0xFF bytes (NaN in fp32 and bf16) on request.
-struct DeviceBuffer {
-  void* ptr = nullptr;
-  size_t bytes = 0;
-  DeviceBuffer() = default;
-  explicit DeviceBuffer(size_t n) : bytes(n) {
-    if (n) cuda_check(cudaMalloc(&ptr, n), "cudaMalloc");
-  }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  DeviceBuffer(DeviceBuffer&& o) noexcept : ptr(o.ptr), bytes(o.bytes) { o.ptr = nullptr, o.bytes = 0; }
-  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
-    std::swap(ptr, o.ptr);
-    std::swap(bytes, o.bytes);
-    return *this;
-  }
-  ~DeviceBuffer() {
-    if (ptr) cudaFree(ptr);
-  }
-  void poison() { cuda_check(cudaMemset(ptr, 0xFF, bytes), "cudaMemset"); }
-  template <class T>
-  T* as() const { return static_cast<T*>(ptr); }
-};
 
 // Uploads doubles as fp32 or bf16.
 inline DeviceBuffer upload(const std::vector<double>& x, gdn::cuda::DType t) {

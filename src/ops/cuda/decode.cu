@@ -1,8 +1,13 @@
 // Recurrent decode: a few tokens per sequence, states updated in place in a pool.
-// Memory-bound: each state [K, V] fp32 is read once and written once. A block owns 32 value
-// columns of one (sequence, value head); columns are independent in the delta rule, so the
-// only communication is the two sums over K per token (Sᵀk and Sᵀq). States are read and
-// written with streaming (evict-first) hints: each is touched once per call.
+// Memory-bound: each state [K, V] fp32 (64 KiB) is read once and written once, so the kernel
+// is built to keep DRAM streaming. A block owns kCols value columns of one (sequence, value
+// head); the delta rule's columns are independent, so the only communication is the two sums
+// over K per token (Sᵀk before the update, Sᵀq after it), each one shared-memory pass. The
+// column slabs of a state are neighbours in the grid, so they run together and read the state
+// as one contiguous 64 KiB stream (v3's 32-column blocks of one state ran far apart, each
+// reading 128-byte strips 512 bytes apart: 75–80% of copy bandwidth). Each thread keeps kRows
+// float4 of the state in registers, all loads issued before the first use; states move with
+// streaming (evict-first) hints, as each is touched once per call.
 #include <cmath>
 
 #include "chunk_plan.cuh"
@@ -10,38 +15,85 @@
 namespace gdn::cuda::detail {
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int kCols = 32;                  // value columns per block: 8 lanes × float4
-constexpr int kRowsPerThread = kDim / 32;  // 32 row slots (8 warps × 4 lanes) × 4 rows
+// The thread layout of a block owning kCols columns × 128 rows. A lane holds 4 adjacent
+// columns (one float4) of kRows consecutive rows; kLanesPerRow lanes cover the block's columns
+// and a warp covers kRowGroups such row strips per load.
+template <int kCols, int kRows>
+struct DecodeTile {
+  static constexpr int kLanesPerRow = kCols / 4;
+  static constexpr int kRowGroups = 32 / kLanesPerRow;
+  static constexpr int kThreads = kLanesPerRow * kDim / kRows;
+  static constexpr int kWarps = kThreads / 32;
+  static constexpr int kSlabs = kDim / kCols;  // blocks per state
+  // Aim at 1024 resident threads per SM (64 registers each) where the state fits in that.
+  static constexpr int kMinBlocks = kRows <= 8 && kThreads <= 1024 ? (1024 / kThreads > 0 ? 1024 / kThreads : 1) : 1;
+  static_assert(kCols % 4 == 0 && 32 % kLanesPerRow == 0 && kDim % (kRows * kRowGroups) == 0);
+  static_assert(kThreads >= kCols, "column totals need one thread per column");
+};
 
-// Sum over the 128 rows of x (the thread's 4 columns), result in every thread.
-__device__ __forceinline__ float4 column_sum(float4 x, float4* red) {
+// n consecutive values from global memory, converted to fp32; p is 4-element aligned.
+template <int n>
+__device__ __forceinline__ void load_floats(const float* p, float* x) {
+#pragma unroll
+  for (int i = 0; i < n; i += 4) {
+    const float4 t = *reinterpret_cast<const float4*>(p + i);
+    x[i] = t.x, x[i + 1] = t.y, x[i + 2] = t.z, x[i + 3] = t.w;
+  }
+}
+template <int n>
+__device__ __forceinline__ void load_floats(const __nv_bfloat16* p, float* x) {
+#pragma unroll
+  for (int i = 0; i < n; i += 4) {
+    const uint2 t = *reinterpret_cast<const uint2*>(p + i);
+    const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&t.x));
+    const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&t.y));
+    x[i] = a.x, x[i + 1] = a.y, x[i + 2] = b.x, x[i + 3] = b.y;
+  }
+}
+
+__device__ __forceinline__ float warp_sum(float x) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+  return x;
+}
+
+// First half of a column sum over the block's 128 rows: x holds this thread's 4 columns summed
+// over its rows; the lanes of a warp that share columns are added, and the warp's kCols partial
+// sums go to red[warp][·]. After a barrier, column_total gives the sum over all warps.
+template <class Tile>
+__device__ __forceinline__ void stash_column_partials(float4 x, float* red) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
 #pragma unroll
-  for (int o = 8; o < 32; o <<= 1) {
+  for (int o = Tile::kLanesPerRow; o < 32; o <<= 1) {
     x.x += __shfl_xor_sync(0xffffffffu, x.x, o);
     x.y += __shfl_xor_sync(0xffffffffu, x.y, o);
     x.z += __shfl_xor_sync(0xffffffffu, x.z, o);
     x.w += __shfl_xor_sync(0xffffffffu, x.w, o);
   }
-  if (lane < 8) red[warp * 8 + lane] = x;
-  __syncthreads();
-  float4 s = make_float4(0.f, 0.f, 0.f, 0.f);
+  if (lane < Tile::kLanesPerRow) reinterpret_cast<float4*>(red)[warp * Tile::kLanesPerRow + lane] = x;
+}
+template <class Tile>
+__device__ __forceinline__ float column_total(const float* red, int col) {
+  float sum = 0.f;
 #pragma unroll
-  for (int w = 0; w < 8; ++w) {
-    const float4 y = red[w * 8 + (lane & 7)];
-    s.x += y.x, s.y += y.y, s.z += y.z, s.w += y.w;
-  }
-  return s;
+  for (int w = 0; w < Tile::kWarps; ++w) sum += red[w * 4 * Tile::kLanesPerRow + col];
+  return sum;
 }
 
-template <class T>
-__global__ void __launch_bounds__(kThreads) decode_kernel(DecodeShape sh, DecodeArgs a, float scale) {
-  __shared__ float qk[2][kDim];
-  __shared__ float4 red[2][64];
-  const int seq = blockIdx.x, hv = blockIdx.y, v0 = blockIdx.z * kCols, h = hv / (sh.HV / sh.H);
+// Per token, three barriers: partials of Sᵀk → (column totals, v' = β(v − α Sᵀk)) → v' read
+// by all, state updated, partials of S'ᵀq → column totals written as o. Two partial buffers
+// and the barrier order make a barrier between tokens unnecessary.
+template <class T, int kCols, int kRows>
+__global__ void __launch_bounds__(DecodeTile<kCols, kRows>::kThreads, DecodeTile<kCols, kRows>::kMinBlocks)
+    decode_kernel(DecodeShape sh, DecodeArgs a, float scale) {
+  using Tile = DecodeTile<kCols, kRows>;
+  __shared__ __align__(16) float red[2][Tile::kWarps * kCols];
+  __shared__ __align__(16) float vnew[kCols];
+  const int block = blockIdx.x;  // (sequence, value head, column slab), the slab fastest
+  const int slab = block % Tile::kSlabs, hv = (block / Tile::kSlabs) % sh.HV, seq = block / (Tile::kSlabs * sh.HV);
+  const int h = hv / (sh.HV / sh.H), v0 = slab * kCols;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int cg = lane & 7, row0 = warp * 4 + (lane >> 3);
+  const int cg = lane % Tile::kLanesPerRow, row0 = (warp * Tile::kRowGroups + lane / Tile::kLanesPerRow) * kRows;
   const int slot = a.state_indices[seq];
   const bool valid = slot >= 0 && slot < sh.pool_size;
   const T* q = static_cast<const T*>(a.q);
@@ -49,69 +101,81 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(DecodeShape sh, Decode
   const T* v = static_cast<const T*>(a.v);
   T* o = static_cast<T*>(a.o);
 
-  float* state = a.state_pool + (long(valid ? slot : 0) * sh.HV + hv) * kDim * kDim + v0 + 4 * cg;
-  float4 s[kRowsPerThread];
+  float* state = a.state_pool + (long(valid ? slot : 0) * sh.HV + hv) * kDim * kDim + row0 * kDim + v0 + 4 * cg;
+  float4 s[kRows];
 #pragma unroll
-  for (int m = 0; m < kRowsPerThread; ++m)
-    s[m] = valid ? __ldcs(reinterpret_cast<const float4*>(state + (row0 + 32 * m) * kDim)) : make_float4(0, 0, 0, 0);
+  for (int m = 0; m < kRows; ++m)
+    s[m] = valid ? __ldcs(reinterpret_cast<const float4*>(state + m * kDim)) : make_float4(0.f, 0.f, 0.f, 0.f);
 
   for (int t = 0; t < sh.tokens; ++t) {
     const long tok = long(seq) * sh.tokens + t;
-    if (warp < 2) {  // warp 0: k, warp 1: q, normalised
-      const T* src = (warp == 0 ? k : q) + (tok * sh.H + h) * kDim + 4 * lane;
-      float x[4];
-#pragma unroll
-      for (int i = 0; i < 4; ++i) x[i] = to_float(src[i]);
-      if (sh.l2norm_qk) {
-        float ss = x[0] * x[0] + x[1] * x[1] + x[2] * x[2] + x[3] * x[3];
-#pragma unroll
-        for (int o2 = 16; o2 > 0; o2 >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o2);
-        const float rn = rsqrtf(ss + 1e-6f);
-#pragma unroll
-        for (int i = 0; i < 4; ++i) x[i] *= rn;
-      }
-#pragma unroll
-      for (int i = 0; i < 4; ++i) qk[warp][4 * lane + i] = x[i];
-    }
+    // Every warp normalises k and q itself (128 values, cached loads): no barrier for them.
+    const T* krow = k + (tok * sh.H + h) * kDim;
+    const T* qrow = q + (tok * sh.H + h) * kDim;
+    float k4[4], q4[4], kr[kRows], qr[kRows];
+    load_floats<4>(krow + 4 * lane, k4);
+    load_floats<4>(qrow + 4 * lane, q4);
+    load_floats<kRows>(krow + row0, kr);
+    load_floats<kRows>(qrow + row0, qr);
     const float alpha = __expf(a.g[tok * sh.HV + hv]), beta = a.beta[tok * sh.HV + hv];
-    const T* vrow = v + (tok * sh.HV + hv) * kDim + v0 + 4 * cg;
-    const float4 vv = make_float4(to_float(vrow[0]), to_float(vrow[1]), to_float(vrow[2]), to_float(vrow[3]));
-    __syncthreads();
+    if (sh.l2norm_qk) {
+      const float rk = rsqrtf(warp_sum(k4[0] * k4[0] + k4[1] * k4[1] + k4[2] * k4[2] + k4[3] * k4[3]) + 1e-6f);
+      const float rq = rsqrtf(warp_sum(q4[0] * q4[0] + q4[1] * q4[1] + q4[2] * q4[2] + q4[3] * q4[3]) + 1e-6f);
+#pragma unroll
+      for (int m = 0; m < kRows; ++m) kr[m] *= rk, qr[m] *= rq;
+    }
 
     float4 u = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
-    for (int m = 0; m < kRowsPerThread; ++m) {
-      const float kr = qk[0][row0 + 32 * m];
-      u.x += s[m].x * kr, u.y += s[m].y * kr, u.z += s[m].z * kr, u.w += s[m].w * kr;
+    for (int m = 0; m < kRows; ++m) u.x += s[m].x * kr[m], u.y += s[m].y * kr[m], u.z += s[m].z * kr[m], u.w += s[m].w * kr[m];
+    stash_column_partials<Tile>(u, red[0]);
+    __syncthreads();
+    const T* vrow = v + (tok * sh.HV + hv) * kDim + v0;
+    if (threadIdx.x < kCols) {
+      const int c = threadIdx.x;
+      vnew[c] = beta * (to_float(vrow[c]) - alpha * column_total<Tile>(red[0], c));
     }
-    u = column_sum(u, red[0]);
-    const float4 vn = make_float4(beta * (vv.x - alpha * u.x), beta * (vv.y - alpha * u.y),
-                                  beta * (vv.z - alpha * u.z), beta * (vv.w - alpha * u.w));
+    __syncthreads();
+
+    const float4 vn = reinterpret_cast<const float4*>(vnew)[cg];
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
-    for (int m = 0; m < kRowsPerThread; ++m) {
-      const float kr = qk[0][row0 + 32 * m], qr = qk[1][row0 + 32 * m];
-      s[m].x = alpha * s[m].x + kr * vn.x;
-      s[m].y = alpha * s[m].y + kr * vn.y;
-      s[m].z = alpha * s[m].z + kr * vn.z;
-      s[m].w = alpha * s[m].w + kr * vn.w;
-      acc.x += s[m].x * qr, acc.y += s[m].y * qr, acc.z += s[m].z * qr, acc.w += s[m].w * qr;
+    for (int m = 0; m < kRows; ++m) {
+      s[m].x = alpha * s[m].x + kr[m] * vn.x;
+      s[m].y = alpha * s[m].y + kr[m] * vn.y;
+      s[m].z = alpha * s[m].z + kr[m] * vn.z;
+      s[m].w = alpha * s[m].w + kr[m] * vn.w;
+      acc.x += s[m].x * qr[m], acc.y += s[m].y * qr[m], acc.z += s[m].z * qr[m], acc.w += s[m].w * qr[m];
     }
-    acc = column_sum(acc, red[1]);
-    if (threadIdx.x < 8) {
-      T* orow = o + (tok * sh.HV + hv) * kDim + v0 + 4 * cg;
-      const float nan = __int_as_float(0x7fc00000);
-      orow[0] = from_float<T>(valid ? scale * acc.x : nan);
-      orow[1] = from_float<T>(valid ? scale * acc.y : nan);
-      orow[2] = from_float<T>(valid ? scale * acc.z : nan);
-      orow[3] = from_float<T>(valid ? scale * acc.w : nan);
+    stash_column_partials<Tile>(acc, red[1]);
+    __syncthreads();
+    if (threadIdx.x < kCols) {
+      const int c = threadIdx.x;
+      const float out = valid ? scale * column_total<Tile>(red[1], c) : __int_as_float(0x7fc00000);
+      o[(tok * sh.HV + hv) * kDim + v0 + c] = from_float<T>(out);
     }
-    __syncthreads();  // qk and red are rewritten by the next token
   }
   if (valid) {
 #pragma unroll
-    for (int m = 0; m < kRowsPerThread; ++m) __stcs(reinterpret_cast<float4*>(state + (row0 + 32 * m) * kDim), s[m]);
+    for (int m = 0; m < kRows; ++m) __stcs(reinterpret_cast<float4*>(state + m * kDim), s[m]);
   }
+}
+
+// The layout gdn::cuda::decode launches: half a state per block (two blocks per state, side by
+// side in the grid), 8 rows per thread, 256 threads, 4 blocks per SM. On an H100 it ties with
+// whole-state blocks (128 × 8) from 256 sequences up (92–95% of copy bandwidth) and is faster
+// at 1 and 32 sequences (bench/gpu/NOTES.md, decode v4).
+constexpr int kDecodeCols = 64, kDecodeRows = 8;
+
+template <class T, int kCols, int kRows>
+Status launch_decode(const DecodeShape& s, const DecodeArgs& a, float scale, cudaStream_t stream) {
+  using Tile = DecodeTile<kCols, kRows>;
+  const long blocks = long(s.num_seqs) * s.HV * Tile::kSlabs;
+  if (blocks > 0x7fffffffL)
+    return bad_input(gdn::cat("gdn::cuda::decode: too many sequences (", s.num_seqs, ") for one launch"));
+  decode_kernel<T, kCols, kRows><<<unsigned(blocks), Tile::kThreads, 0, stream>>>(s, a, scale);
+  GDN_CUDA_LAUNCHED("gdn::cuda decode_kernel");
+  return {};
 }
 
 }  // namespace
@@ -132,13 +196,8 @@ Status decode(const DecodeShape& s, const DecodeArgs& a, cudaStream_t stream) {
     return bad_input("gdn::cuda::decode: every pointer of DecodeArgs is required");
   if (s.num_seqs == 0) return {};
   const float scale = s.scale > 0.f ? s.scale : 1.f / std::sqrt(float(s.K));
-  const dim3 grid(s.num_seqs, s.HV, kDim / kCols);
-  if (s.dtype == DType::f32)
-    decode_kernel<float><<<grid, kThreads, 0, stream>>>(s, a, scale);
-  else
-    decode_kernel<__nv_bfloat16><<<grid, kThreads, 0, stream>>>(s, a, scale);
-  GDN_CUDA_LAUNCHED("gdn::cuda decode_kernel");
-  return {};
+  if (s.dtype == DType::f32) return launch_decode<float, kDecodeCols, kDecodeRows>(s, a, scale, stream);
+  return launch_decode<__nv_bfloat16, kDecodeCols, kDecodeRows>(s, a, scale, stream);
 }
 
 }  // namespace gdn::cuda
