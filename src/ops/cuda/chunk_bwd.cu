@@ -309,8 +309,12 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
   const int m0 = (warp % 2) * 32, n0 = (warp / 2) * 32;
   const int s0 = (warp % 4) * 16, t0 = (warp / 4) * 32;
   float dq[2][4][4], dk[2][4][4];
-  for_each(dq, m0, n0, [&](int i, int j, float& x) { x = i < ch.len ? dq_rows[i * row_stride + j] : 0.f; });
-  for_each(dk, m0, n0, [&](int i, int j, float& x) { x = i < ch.len ? dk_rows[i * row_stride + j] : 0.f; });
+  auto load_state_part = [&](int i, int j, float& x0, float& x1, const float* rows) {
+    const float2 d = i < ch.len ? load2(rows + i * row_stride + j) : make_float2(0.f, 0.f);
+    x0 = d.x, x1 = d.y;
+  };
+  for_each_pair(dq, m0, n0, [&](int i, int j, float& x0, float& x1) { load_state_part(i, j, x0, x1, dq_rows); });
+  for_each_pair(dk, m0, n0, [&](int i, int j, float& x0, float& x1) { load_state_part(i, j, x0, x1, dk_rows); });
   // Gate gradients of the state terms: Qg = Q e^γ and Kd = K e^{γ_L − γ}.
   add_row_sums(dq, m0, n0, dgam, [&](int i, int j, float x) { return x * to_float(x0[i * ldK + j]); });
   add_row_sums(dk, m0, n0, sm.kdsum, [&](int i, int j, float x) { return x * to_float(x1[i * ldK + j]); });
@@ -336,11 +340,11 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
     for_each(acc, s0, t0, [&](int i, int j, float& x) {
       x = j <= i ? scale * x : 0.f;
       const float r = x * to_float(sm.y0[i * ldC + j]);
-      if (j < i) atomicAdd(dgam + j, -r);
       sm.y1[i * ldC + j] = from_float<T>(j <= i ? x * __expf(gam[i] - gam[j]) : 0.f);
       x = j < i ? r : 0.f;  // the diagonal's row and column terms cancel
     });
     add_row_sums(acc, s0, t0, dgam, [](int, int, float x) { return x; });
+    add_col_sums(acc, s0, t0, dgam, [](int, int, float x) { return -x; });
   }
   __syncthreads();
   warp_mma(dq, row_major(sm.y1, ldC), col_major(x1, ldK), m0, n0, kChunk);  // dQ += (dP ⊙ Γ) K
@@ -387,11 +391,9 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
 #pragma unroll
       for (int e = 0; e < 4; ++e) racc[0][nt][e] = acc[0][nt][e];
     add_row_sums(racc, s0, t0, dbet, [&](int i, int j, float x) { return x * to_float(y2[i * ldC + j]); });
-    for_each(racc, s0, t0, [&](int i, int j, float& x) {
-      x *= bet[i] * to_float(y2[i * ldC + j]);
-      if (j < i) atomicAdd(dgam + j, -x);
-    });
+    for_each(racc, s0, t0, [&](int i, int j, float& x) { x *= bet[i] * to_float(y2[i * ldC + j]); });
     add_row_sums(racc, s0, t0, dgam, [](int, int, float x) { return x; });
+    add_col_sums(racc, s0, t0, dgam, [](int, int, float x) { return -x; });
     for_each(acc, s0, t0, [&](int i, int j, float x) {
       sm.y0[i * ldC + j] = from_float<T>(j < i ? bet[i] * x * __expf(gam[i] - gam[j]) : 0.f);
     });
@@ -463,12 +465,12 @@ __global__ void qk_finish_kernel(BackwardParams<T> bp, BackwardWorkspace<T> ws) 
   if (row >= long(bp.tokens) * p.H) return;
   const long tok = row / p.H;
   const int h = int(row % p.H), group = p.HV / p.H;
-  for (int which = 0; which < 2; ++which) {
-    const T* x = (which == 0 ? p.q : p.k) + row * kDim + 4 * lane;
-    const float* hat = (which == 0 ? ws.dq_hat : ws.dk_hat) + (tok * p.HV + long(h) * group) * kDim + 4 * lane;
-    float xv[4], dy[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
-    for (int i = 0; i < 4; ++i) xv[i] = to_float(x[i]);
+  for (int which = 0; which < 2; ++which) {
+    const float* hat = (which == 0 ? ws.dq_hat : ws.dk_hat) + (tok * p.HV + long(h) * group) * kDim + 4 * lane;
+    const float4 x4 = load4((which == 0 ? p.q : p.k) + row * kDim + 4 * lane);
+    const float xv[4] = {x4.x, x4.y, x4.z, x4.w};
+    float dy[4] = {0.f, 0.f, 0.f, 0.f};
     for (int gi = 0; gi < group; ++gi) {
       const float4 d = *reinterpret_cast<const float4*>(hat + gi * kDim);
       dy[0] += d.x, dy[1] += d.y, dy[2] += d.z, dy[3] += d.w;
@@ -489,9 +491,7 @@ __global__ void qk_finish_kernel(BackwardParams<T> bp, BackwardWorkspace<T> ws) 
 #pragma unroll
       for (int i = 0; i < 4; ++i) dx[i] = r * (dy[i] - xv[i] * r * yd);
     }
-    T* out = (which == 0 ? bp.dq : bp.dk) + row * kDim + 4 * lane;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) out[i] = from_float<T>(dx[i]);
+    store4((which == 0 ? bp.dq : bp.dk) + row * kDim + 4 * lane, make_float4(dx[0], dx[1], dx[2], dx[3]));
   }
 }
 

@@ -21,17 +21,28 @@ constexpr int kLdU = kStateCols + 8;  // fp32 U rows: the pair reads of a half-w
 
 template <class T>
 struct PrepareSmem {
-  T k[kChunk * tile_ld<T>(kDim)];  // k, then k ⊙ e^γ
-  T v[kChunk * tile_ld<T>(kDim)];
   union {
-    float l[kChunk * kLdL];          // strict lower part of M
-    T ab[kChunk * tile_ld<T>(kChunk)];  // A diag(β)
+    struct {
+      T k[kChunk * tile_ld<T>(kDim)];  // k, then k ⊙ e^γ
+      T v[kChunk * tile_ld<T>(kDim)];
+    } in;
+    float u[kChunk * tile_ld<float>(kDim)];  // U, staged for 16-byte stores
   };
+  union {
+    float l[kChunk * kLdL];             // strict lower part of M
+    T ab[kChunk * tile_ld<T>(kChunk)];  // A diag(β)
+    T w[kChunk * tile_ld<T>(kDim)];     // W, staged
+  };
+  T a[kChunk * tile_ld<T>(kChunk)];  // A, staged
   float gam[kChunk], bet[kChunk];
 };
 
+// bf16: 3 blocks per SM (at most 80 registers); fp32 tiles fit 2.
 template <class T>
-__global__ void __launch_bounds__(kThreads) prepare_kernel(ChunkParams<T> p, ForwardWorkspace<T> ws) {
+constexpr int kPrepareBlocksPerSm = sizeof(T) == 2 ? 3 : 2;
+
+template <class T>
+__global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T>) prepare_kernel(ChunkParams<T> p, ForwardWorkspace<T> ws) {
   constexpr int ldK = tile_ld<T>(kDim), ldC = tile_ld<T>(kChunk);
   extern __shared__ float4 smem4[];
   PrepareSmem<T>& sm = *reinterpret_cast<PrepareSmem<T>*>(smem4);
@@ -41,8 +52,8 @@ __global__ void __launch_bounds__(kThreads) prepare_kernel(ChunkParams<T> p, For
   const int warp = threadIdx.x >> 5, tid = threadIdx.x;
   const long hc = long(c) * p.HV + hv;
 
-  load_rows(sm.k, ldK, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
-  load_rows(sm.v, ldK, p.v + (long(ch.start) * p.HV + hv) * kDim, long(p.HV) * kDim, ch.len, false);
+  load_rows(sm.in.k, ldK, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
+  load_rows(sm.in.v, ldK, p.v + (long(ch.start) * p.HV + hv) * kDim, long(p.HV) * kDim, ch.len, false);
   load_gate_beta(sm.gam, sm.bet, p.g, p.beta, ch.start, ch.len, p.HV, hv);
   __syncthreads();
 
@@ -50,45 +61,44 @@ __global__ void __launch_bounds__(kThreads) prepare_kernel(ChunkParams<T> p, For
     float acc[1][4][4];
     zero(acc);
     const int m0 = (warp % 4) * 16, n0 = (warp / 4) * 32;
-    warp_mma(acc, row_major(sm.k, ldK), row_major(sm.k, ldK), m0, n0, kDim);
+    warp_mma(acc, row_major(sm.in.k, ldK), row_major(sm.in.k, ldK), m0, n0, kDim);
     for_each(acc, m0, n0, [&](int i, int j, float x) {
       sm.l[i * kLdL + j] = i > j ? sm.bet[i] * x * __expf(sm.gam[i] - sm.gam[j]) : 0.f;
     });
   }
   __syncthreads();
 
-  T* a_out = ws.a + hc * kChunk * kChunk;  // A, kept for the backward pass
   invert_unit_lower(sm.l, [&](int i, int j, float x) {
-    a_out[i * kChunk + j] = from_float<T>(x);
+    sm.a[i * ldC + j] = from_float<T>(x);
     sm.ab[i * ldC + j] = from_float<T>(x * sm.bet[j]);
   });
+  store_tile(ws.a + hc * kChunk * kChunk, kChunk, sm.a, ldC, kChunk, kChunk);  // A, kept for the backward pass
   {  // Kd = K e^{γ_L − γ} for the state passes; K rows scaled by e^γ for W.
     const float gl = sm.gam[ch.len - 1];
     T* kd = ws.kd + hc * kChunk * kDim;
     for (int i = tid; i < kChunk * kDim / 2; i += kThreads) {
       const int r = i / (kDim / 2), j = 2 * (i % (kDim / 2));
-      const float2 x = load2(sm.k + r * ldK + j);
+      const float2 x = load2(sm.in.k + r * ldK + j);
       const float d = __expf(gl - sm.gam[r]), e = __expf(sm.gam[r]);
       store2(kd + r * kDim + j, d * x.x, d * x.y);
-      store2(sm.k + r * ldK + j, e * x.x, e * x.y);
+      store2(sm.in.k + r * ldK + j, e * x.x, e * x.y);
     }
   }
   __syncthreads();
 
-  const long base = hc * kChunk * kDim;
   const int m0 = (warp % 2) * 32, n0 = (warp / 2) * 32;
-  {
-    float acc[2][4][4];
-    zero(acc);
-    warp_mma(acc, row_major(sm.ab, ldC), col_major(sm.v, ldK), m0, n0, kChunk);
-    store_acc(ws.u + base, kDim, acc, m0, n0);
-  }
-  {
-    float acc[2][4][4];
-    zero(acc);
-    warp_mma(acc, row_major(sm.ab, ldC), col_major(sm.k, ldK), m0, n0, kChunk);
-    store_acc(ws.w + base, kDim, acc, m0, n0);
-  }
+  float u[2][4][4], w[2][4][4];
+  zero(u);
+  zero(w);
+  warp_mma(u, row_major(sm.ab, ldC), col_major(sm.in.v, ldK), m0, n0, kChunk);
+  warp_mma(w, row_major(sm.ab, ldC), col_major(sm.in.k, ldK), m0, n0, kChunk);
+  __syncthreads();  // the operands are read: stage the results over them
+  store_acc(sm.u, tile_ld<float>(kDim), u, m0, n0);
+  store_acc(sm.w, ldK, w, m0, n0);
+  __syncthreads();
+  const long base = hc * kChunk * kDim;
+  store_tile(ws.u + base, kDim, sm.u, tile_ld<float>(kDim), kChunk, kDim);
+  store_tile(ws.w + base, kDim, sm.w, ldK, kChunk, kDim);
   if (tid < kChunk) ws.gam[hc * kChunk + tid] = sm.gam[tid];
 }
 
@@ -167,7 +177,7 @@ struct OutputSmem {
   T k[kChunk * tile_ld<T>(kDim)];
   T s[kDim * tile_ld<T>(kOutCols)];
   T vn[kChunk * tile_ld<T>(kOutCols)];
-  T pm[kChunk * tile_ld<T>(kChunk)];
+  T pm[kChunk * tile_ld<T>(kChunk)];  // P, then O (staged)
   float gam[kChunk];
 };
 
@@ -209,12 +219,10 @@ __global__ void __launch_bounds__(kThreads) output_kernel(ChunkParams<T> p, Forw
   for_each(acc, m0, n0, [&](int i, int, float& x) { x *= __expf(sm.gam[i]); });
   __syncthreads();
   warp_mma(acc, row_major(sm.pm, ldC), col_major(sm.vn, ldO), m0, n0, kChunk);
-  T* out = o + (long(ch.start) * p.HV + hv) * kDim + v0;
-  const long row_stride = long(p.HV) * kDim;
-  const float scale = p.scale;
-  for_each_pair(acc, m0, n0, [&](int i, int j, float x0, float x1) {
-    if (i < ch.len) store2(out + i * row_stride + j, scale * x0, scale * x1);
-  });
+  __syncthreads();  // P is read: O is staged over it
+  store_acc(sm.pm, ldC, acc, m0, n0, p.scale);
+  __syncthreads();
+  store_tile(o + (long(ch.start) * p.HV + hv) * kDim + v0, long(p.HV) * kDim, sm.pm, ldC, ch.len, kOutCols);
 }
 
 }  // namespace

@@ -339,6 +339,28 @@ __device__ __forceinline__ void add_row_sums(float (&acc)[MT][NT][4], int m0, in
     }
 }
 
+// Adds, for every column the lane holds, the sum of f(row, col, value) over its elements to
+// dst[col] (shared memory). The 8 lanes of a column reduce first; one atomic per column.
+template <int MT, int NT, class F>
+__device__ __forceinline__ void add_col_sums(float (&acc)[MT][NT][4], int m0, int n0, float* dst, F&& f) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int col = n0 + 8 * nt + 2 * t + e;
+      float s = 0.f;
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int half = 0; half < 2; ++half) s += f(m0 + 16 * mt + g + 8 * half, col, acc[mt][nt][2 * half + e]);
+      s += __shfl_xor_sync(0xffffffffu, s, 4);
+      s += __shfl_xor_sync(0xffffffffu, s, 8);
+      s += __shfl_xor_sync(0xffffffffu, s, 16);
+      if (g == 0) atomicAdd(dst + col, s);
+    }
+}
+
 // Starts copying a [rows, cols] block of a tensor (row stride `stride`) into a tile with
 // row stride ld, by cp.async (wait_async() and a barrier before reading it). cols * sizeof(T)
 // is a multiple of 16.
