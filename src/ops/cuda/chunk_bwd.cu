@@ -228,14 +228,18 @@ __global__ void __launch_bounds__(kThreads) state_grad_kernel(BackwardParams<T> 
   __syncthreads();  // S read by every warp: now replaced by dS_next
   load_tile(sm.x0, ldK, ws.fwd.vn + base, kDim, kChunk, kDim);
   commit_async();
-  {  // e^{γ_L} Σ dS_next ⊙ S, and dS_next into sb over S (each thread its own elements)
+  {  // e^{γ_L} Σ dS_next ⊙ S (S = h + h_lo for bf16), and dS_next into sb over S (each thread its own elements)
     const float* dsn = ws.dh + sbase;
     float s = 0.f;
 #pragma unroll 4
     for (int i = tid; i < kDim * kDim / 4; i += kThreads) {
       const int r = i / (kDim / 4), j = 4 * (i % (kDim / 4));
       const float4 d = *reinterpret_cast<const float4*>(dsn + r * kDim + j);
-      const float4 x = load4(sm.sb + r * ldK + j);
+      float4 x = load4(sm.sb + r * ldK + j);
+      if constexpr (sizeof(T) == 2) {
+        const float4 lo = load4(ws.fwd.h_lo + sbase + r * kDim + j);
+        x.x += lo.x, x.y += lo.y, x.z += lo.z, x.w += lo.w;
+      }
       s += d.x * x.x + d.y * x.y + d.z * x.z + d.w * x.w;
       store4(sm.sb + r * ldK + j, d);
     }
@@ -315,9 +319,10 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
   };
   for_each_pair(dq, m0, n0, [&](int i, int j, float& x0, float& x1) { load_state_part(i, j, x0, x1, dq_rows); });
   for_each_pair(dk, m0, n0, [&](int i, int j, float& x0, float& x1) { load_state_part(i, j, x0, x1, dk_rows); });
-  // Gate gradients of the state terms: Qg = Q e^γ and Kd = K e^{γ_L − γ}.
-  add_row_sums(dq, m0, n0, dgam, [&](int i, int j, float x) { return x * to_float(x0[i * ldK + j]); });
-  add_row_sums(dk, m0, n0, sm.kdsum, [&](int i, int j, float x) { return x * to_float(x1[i * ldK + j]); });
+  // Gate gradients of the state terms: Qg = Q e^γ and Kd = K e^{γ_L − γ}, with q̂ and k̂ in fp32.
+  add_row_dots(dgam, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, dq_rows, row_stride, ch.len, p.l2norm);
+  add_row_dots(sm.kdsum, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, dk_rows, row_stride, ch.len,
+               p.l2norm);
   {
     float acc[1][4][4];
     zero(acc);

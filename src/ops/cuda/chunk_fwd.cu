@@ -4,7 +4,8 @@
 //                U = A diag(β) V, Kd = K e^{γ_L − γ}.
 //   2. states    per (sequence, value head, 32 value columns), sequential over chunks, the
 //                state in registers and chunk c+1's W, Kd, U copied in while chunk c computes:
-//                stores the state entering each chunk, V' = U − W S, S ← e^{γ_L} S + Kdᵀ V'.
+//                stores the state entering each chunk (h, and h_lo for bf16), V' = U − W S,
+//                S ← e^{γ_L} S + Kdᵀ V'.
 //   3. output    per (chunk, value head, 64 value columns): O = scale (e^γ ⊙ Q S + P V'),
 //                P = Q Kᵀ ⊙ Γ ⊙ LowerInclDiag.
 // Stages 1–2 are reused by the backward pass.
@@ -150,6 +151,12 @@ __global__ void __launch_bounds__(kThreads) state_kernel(ChunkParams<T> p, Forwa
     __syncthreads();  // chunk ci's copies and the state are visible; chunk ci−1 is done with buffer b^1
     if (ci + 1 < chunks) prefetch(ci + 1, b ^ 1);
     store_tile(ws.h + hc * kDim * kDim + v0, kDim, sm.s, ldS, kDim, kStateCols);
+    if constexpr (sizeof(T) == 2) {  // h_lo = S − h, h = bf16(S) as store_acc rounded it into sm.s
+      T* lo = ws.h_lo + hc * kDim * kDim + v0;
+      for_each_pair(st, s0, 0, [&](int i, int j, float x0, float x1) {
+        store2(lo + i * kDim + j, x0 - to_float(from_float<T>(x0)), x1 - to_float(from_float<T>(x1)));
+      });
+    }
     {  // V' = U − W S
       float acc[1][2][4];
       zero(acc);
@@ -240,6 +247,7 @@ ForwardWorkspace<T> carve_forward(Carve& cv, const ChunkPlan& plan, int HV) {
   ws.kd = cv.take<T>(heads * kChunk * kDim);
   ws.vn = cv.take<T>(heads * kChunk * kDim);
   ws.h = cv.take<T>(heads * kDim * kDim);
+  ws.h_lo = sizeof(T) == 2 ? cv.take<T>(heads * kDim * kDim) : nullptr;
   return ws;
 }
 

@@ -18,13 +18,15 @@ struct ChunkParams {
 // [NC,HV,64,128], which the state pass updates to V' in fp32. In the input type T, the values
 // that only feed mma operands (tile.cuh): A [NC,HV,64,64], W [NC,HV,64,128],
 // Kd = K e^{γ_L − γ} [NC,HV,64,128], V' [NC,HV,64,128], chunk-entry states h [NC,HV,128,128].
-// Rows beyond a chunk's length are zero.
+// Rows beyond a chunk's length are zero. bf16 only: h_lo = S − h in bf16 [NC,HV,128,128], so
+// that h + h_lo carries S to ~16 bits for the gate gradient's Σ dS_next ⊙ S, which is not an
+// mma operand (bench/gpu/bf16_gate_grad.py); null for fp32, where h is S.
 template <class T>
 struct ForwardWorkspace {
   SeqInfo* seqs;
   int* chunk_seq;
   float *gam, *u;
-  T *a, *w, *kd, *vn, *h;
+  T *a, *w, *kd, *vn, *h, *h_lo;
 };
 
 // Inclusive cumulative sum of g over the chunk's tokens (0 beyond len) and beta (0 beyond

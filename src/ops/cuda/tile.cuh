@@ -299,6 +299,28 @@ __device__ __forceinline__ void load_rows(T* dst, int ld, const S* src, long str
   }
 }
 
+// dst[r] += Σ_c x̂[r][c] y[r][c] for rows r < rows of two [*, 128] tensors (row r at
+// x + r * x_stride, y + r * y_stride), x̂ the row of x L2-normalised in fp32 as load_rows
+// does when l2norm, else x. Keeps sums with normalised rows at fp32 precision where the tile
+// holds them in bf16. 256 threads: warp w owns rows w, w + 8, ...; one atomic per row.
+template <class S>
+__device__ __forceinline__ void add_row_dots(float* dst, const S* x, long x_stride, const float* y, long y_stride,
+                                             int rows, bool l2norm) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  for (int r = warp; r < rows; r += 8) {
+    const float4 a = load4(x + r * x_stride + 4 * lane);
+    const float4 b = *reinterpret_cast<const float4*>(y + r * y_stride + 4 * lane);
+    float ss = a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w;
+    float d = a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      ss += __shfl_xor_sync(0xffffffffu, ss, o);
+      d += __shfl_xor_sync(0xffffffffu, d, o);
+    }
+    if (lane == 0) atomicAdd(dst + r, l2norm ? d * rsqrtf(ss + 1e-6f) : d);
+  }
+}
+
 // Loads rows [0, rows) and Cols columns of a bf16/fp32 tensor (row r at src + r * stride)
 // into a [64][ld] tile, zero-filling rows [rows, 64). Through registers, so the element
 // types may differ. 256 threads.
