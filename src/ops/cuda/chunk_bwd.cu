@@ -10,8 +10,6 @@
 //                    dW = −dV' Sᵀ, dK = e^{γ_L−γ} V' dS_nextᵀ, and e^{γ_L} Σ dS_next ⊙ S
 //   4. intra_grad    per (chunk, value head): P, dP, the gradient through A, dQ, dK, dV, dβ, dg
 //   5. qk_finish     per (token, q/k head): sums over grouped value heads, L2-norm backward
-#include <type_traits>
-
 #include "chunk_fwd.cuh"
 
 namespace gdn::cuda::detail {
@@ -19,17 +17,19 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kStateCols = 32;
-constexpr int kLdS = kStateCols + kPad;
 constexpr int kHalf = 64;
-constexpr int kLdH = kHalf + kPad;
+constexpr int kLdF = kStateCols + 8;  // fp32 [*, 32] rows: the pair reads of a half-warp hit 32 banks
 
+// The forward's buffers (left as the forward pass wrote it), then the backward's, fp32
+// except dW, which only feeds mma operands.
+template <class T>
 struct BackwardWorkspace {
-  ForwardWorkspace fwd;  // left as the forward pass wrote it
-  float* dw;             // [NC,HV,64,128]  dW
-  float* dh;             // [NC,HV,128,128] gradient of the state leaving each chunk
-  float* dvp;            // [NC,HV,64,128]  dV'
-  float* dgl;            // [NC,HV]         e^{γ_L} Σ dS_next ⊙ S
-  float *dq_hat, *dk_hat;  // [B*T,HV,128]  gradients of the normalised q, k per value head
+  ForwardWorkspace<T> fwd;
+  T* dw;                   // [NC,HV,64,128]  dW
+  float* dh;               // [NC,HV,128,128] gradient of the state leaving each chunk
+  float* dvp;              // [NC,HV,64,128]  dV'
+  float* dgl;              // [NC,HV]         e^{γ_L} Σ dS_next ⊙ S
+  float *dq_hat, *dk_hat;  // [B*T,HV,128]    gradients of the normalised q, k per value head
 };
 
 template <class T>
@@ -43,152 +43,168 @@ struct BackwardParams {
 };
 
 template <class T>
-__global__ void __launch_bounds__(kThreads) intra_dv_kernel(BackwardParams<T> bp, BackwardWorkspace ws) {
-  constexpr bool kExact = std::is_same_v<T, float>;
+struct IntraDvSmem {
+  T q[kChunk * tile_ld<T>(kDim)];  // Q, then scale Q e^γ
+  T k[kChunk * tile_ld<T>(kDim)];
+  T d_o[kChunk * tile_ld<T>(kHalf)];
+  T pm[kChunk * tile_ld<T>(kChunk)];
+  float gam[kChunk];
+};
+
+template <class T>
+__global__ void __launch_bounds__(kThreads) intra_dv_kernel(BackwardParams<T> bp, BackwardWorkspace<T> ws) {
+  constexpr int ldK = tile_ld<T>(kDim), ldH = tile_ld<T>(kHalf), ldC = tile_ld<T>(kChunk);
   const ChunkParams<T>& p = bp.p;
   extern __shared__ float4 smem4[];
-  float* qs = reinterpret_cast<float*>(smem4);  // [64][kLd]
-  float* ks = qs + kChunk * kLd;                 // [64][kLd]
-  float* dos = ks + kChunk * kLd;                // [64][kLdH]
-  float* pm = dos + kChunk * kLdH;               // [64][kLdC]
-  float* gam = pm + kChunk * kLdC;               // [64]
+  IntraDvSmem<T>& sm = *reinterpret_cast<IntraDvSmem<T>*>(smem4);
 
   constexpr int kTiles = kDim / kHalf;
   const int c = blockIdx.x / (p.HV * kTiles), hv = blockIdx.x / kTiles % p.HV, h = hv / (p.HV / p.H);
   const int v0 = blockIdx.x % kTiles * kHalf;
   const ChunkRef ch = chunk_ref(ws.fwd.seqs, ws.fwd.chunk_seq, c);
   const int warp = threadIdx.x >> 5, tid = threadIdx.x;
-  load_rows(qs, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
-  load_rows(ks, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
-  load_cols<kHalf>(dos, kLdH, bp.d_o + (long(ch.start) * p.HV + hv) * kDim + v0, long(p.HV) * kDim, ch.len);
-  if (tid < kChunk) gam[tid] = ws.fwd.gam[(long(c) * p.HV + hv) * kChunk + tid];
+  const long hc = long(c) * p.HV + hv;
+  load_rows(sm.q, ldK, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
+  load_rows(sm.k, ldK, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
+  load_cols<kHalf>(sm.d_o, ldH, bp.d_o + (long(ch.start) * p.HV + hv) * kDim + v0, long(p.HV) * kDim, ch.len);
+  if (tid < kChunk) sm.gam[tid] = ws.fwd.gam[hc * kChunk + tid];
   __syncthreads();
   const int m0 = (warp % 4) * 16, n0 = (warp / 4) * 32;
   {
     float acc[1][4][4];
     zero(acc);
-    warp_mma<kExact>(acc, RowMajorK{qs, kLd}, RowMajorK{ks, kLd}, m0, n0, kDim);
+    warp_mma(acc, row_major(sm.q, ldK), row_major(sm.k, ldK), m0, n0, kDim);
     const float scale = p.scale;
     for_each(acc, m0, n0, [&](int i, int j, float x) {
-      pm[i * kLdC + j] = j <= i ? scale * x * __expf(gam[i] - gam[j]) : 0.f;
+      sm.pm[i * ldC + j] = from_float<T>(j <= i ? scale * x * __expf(sm.gam[i] - sm.gam[j]) : 0.f);
     });
   }
   __syncthreads();
   {
     float acc[1][4][4];
     zero(acc);
-    warp_mma<kExact>(acc, ColMajorK{pm, kLdC}, ColMajorK{dos, kLdH}, m0, n0, kChunk);
-    float* out = ws.dvp + (long(c) * p.HV + hv) * kChunk * kDim + v0;
-    for_each(acc, m0, n0, [&](int i, int j, float x) { out[i * kDim + j] = x; });
+    warp_mma(acc, col_major(sm.pm, ldC), col_major(sm.d_o, ldH), m0, n0, kChunk);
+    store_acc(ws.dvp + hc * kChunk * kDim + v0, kDim, acc, m0, n0);
   }
   // The state pass's recurrence-free term scale (Q e^γ)ᵀ dO, parked in dh[c] (which the
   // state pass reads, then overwrites with dS_next).
-  for (int i = tid; i < kChunk * kDim; i += kThreads) {
-    const int r = i / kDim;
-    qs[r * kLd + i % kDim] *= p.scale * __expf(gam[r]);
+  for (int i = tid; i < kChunk * kDim / 2; i += kThreads) {
+    const int r = i / (kDim / 2), j = 2 * (i % (kDim / 2));
+    const float f = p.scale * __expf(sm.gam[r]);
+    const float2 x = load2(sm.q + r * ldK + j);
+    store2(sm.q + r * ldK + j, f * x.x, f * x.y);
   }
   __syncthreads();
   float acc[1][8][4];
   zero(acc);
-  warp_mma<kExact>(acc, ColMajorK{qs, kLd}, ColMajorK{dos, kLdH}, warp * 16, 0, kChunk);
-  float* out = ws.dh + (long(c) * p.HV + hv) * kDim * kDim + v0;
-  for_each(acc, warp * 16, 0, [&](int i, int j, float x) { out[i * kDim + j] = x; });
+  warp_mma(acc, col_major(sm.q, ldK), col_major(sm.d_o, ldH), warp * 16, 0, kChunk);
+  store_acc(ws.dh + hc * kDim * kDim + v0, kDim, acc, warp * 16, 0);
 }
 
 template <class T>
-__global__ void __launch_bounds__(kThreads) state_bwd_kernel(BackwardParams<T> bp, BackwardWorkspace ws) {
-  constexpr bool kExact = std::is_same_v<T, float>;
+struct StateBwdSmem {
+  T w[2][kChunk * tile_ld<T>(kDim)];  // W of this chunk and the next (in reverse order)
+  T kd[2][kChunk * tile_ld<T>(kDim)];
+  float dvi[2][kChunk * kLdF];  // dV'_intra columns
+  float gam[2][kChunk];
+  T dvt[kChunk * tile_ld<T>(kStateCols)];  // dV' columns as an mma operand
+  T ds[kDim * tile_ld<T>(kStateCols)];     // dS as an mma operand
+};
+
+template <class T>
+__global__ void __launch_bounds__(kThreads) state_bwd_kernel(BackwardParams<T> bp, BackwardWorkspace<T> ws) {
+  constexpr int ldK = tile_ld<T>(kDim), ldS = tile_ld<T>(kStateCols);
   const ChunkParams<T>& p = bp.p;
   extern __shared__ float4 smem4[];
-  float* kd = reinterpret_cast<float*>(smem4);  // [64][kLd] k e^{γ_L − γ}
-  float* wsm = kd + kChunk * kLd;                // [64][kLd]
-  float* ds = wsm + kChunk * kLd;                // [128][kLdS]
-  float* dvt = ds + kDim * kLdS;                 // [64][kLdS] dV' columns
-  float* gam = dvt + kChunk * kLdS;              // [64]
+  StateBwdSmem<T>& sm = *reinterpret_cast<StateBwdSmem<T>*>(smem4);
 
   constexpr int kTiles = kDim / kStateCols;
-  const int n = blockIdx.x / (p.HV * kTiles), hv = blockIdx.x / kTiles % p.HV, h = hv / (p.HV / p.H);
+  const int n = blockIdx.x / (p.HV * kTiles), hv = blockIdx.x / kTiles % p.HV;
   const int v0 = blockIdx.x % kTiles * kStateCols;
-  const int warp = threadIdx.x >> 5, tid = threadIdx.x;
+  const int warp = threadIdx.x >> 5;
   const SeqInfo seq = ws.fwd.seqs[n];
   const long state_base = (long(n) * p.HV + hv) * kDim * kDim + v0;
-  for (int i = tid; i < kDim * kStateCols; i += kThreads) {
-    const int r = i / kStateCols, cc = i % kStateCols;
-    ds[r * kLdS + cc] = bp.dht ? bp.dht[state_base + r * kDim + cc] : 0.f;
-  }
   const int chunks = (seq.eos - seq.bos + kChunk - 1) / kChunk;
-  const int m0 = warp * 16;  // dS rows of this warp
+
+  auto prefetch = [&](int ci, int b) {
+    const long hc = long(seq.first_chunk + ci) * p.HV + hv;
+    load_tile(sm.w[b], ldK, ws.fwd.w + hc * kChunk * kDim, kDim, kChunk, kDim);
+    load_tile(sm.kd[b], ldK, ws.fwd.kd + hc * kChunk * kDim, kDim, kChunk, kDim);
+    load_tile(sm.dvi[b], kLdF, ws.dvp + hc * kChunk * kDim + v0, kDim, kChunk, kStateCols);
+    load_tile(sm.gam[b], kChunk, ws.fwd.gam + hc * kChunk, kChunk, 1, kChunk);
+    commit_async();
+  };
+  if (chunks > 0) prefetch(chunks - 1, 0);
+
+  // Warp w holds dS rows 16w..16w+15, all 32 columns, in fp32 for the whole sequence.
+  const int s0 = 16 * warp;
+  float ds[1][4][4];
+  for_each(ds, s0, 0, [&](int i, int j, float& x) { x = bp.dht ? bp.dht[state_base + i * kDim + j] : 0.f; });
+  store_acc(sm.ds, ldS, ds, s0, 0);
   for (int ci = chunks - 1; ci >= 0; --ci) {
-    const int c = seq.first_chunk + ci, start = seq.bos + ci * kChunk, len = min(kChunk, seq.eos - start);
-    const long base = (long(c) * p.HV + hv) * kChunk * kDim;
-    float* dh_c = ws.dh + (long(c) * p.HV + hv) * kDim * kDim + v0;
-    __syncthreads();
-    load_f32(wsm, kLd, ws.fwd.w + base, kDim, kChunk, kDim);
-    load_f32(dvt, kLdS, ws.dvp + base + v0, kDim, kChunk, kStateCols);
-    float acc[1][4][4];  // scale (Q e^γ)ᵀ dO from intra_dv, then dS
-    for_each(acc, m0, 0, [&](int i, int j, float& x) { x = dh_c[i * kDim + j]; });
-    load_rows(kd, p.k + (long(start) * p.H + h) * kDim, long(p.H) * kDim, len, p.l2norm);
-    if (tid < kChunk) gam[tid] = ws.fwd.gam[(long(c) * p.HV + hv) * kChunk + tid];
+    const int b = (chunks - 1 - ci) & 1, c = seq.first_chunk + ci;
+    const int len = min(kChunk, seq.eos - (seq.bos + ci * kChunk));
+    const long hc = long(c) * p.HV + hv;
+    float* dh_c = ws.dh + hc * kDim * kDim + v0;
+    float free_term[1][4][4];  // scale (Q e^γ)ᵀ dO from intra_dv
+    for_each(free_term, s0, 0, [&](int i, int j, float& x) { x = dh_c[i * kDim + j]; });
     wait_async();
-    __syncthreads();  // also orders the reads of dh[c] above before its overwrite below
-    store_f32(dh_c, kDim, ds, kLdS, kDim, kStateCols);
-    const float gl = gam[len - 1];
-    for (int i = tid; i < kChunk * kDim; i += kThreads) {
-      const int r = i / kDim;
-      kd[r * kLd + i % kDim] *= __expf(gl - gam[r]);
-    }
-    __syncthreads();
+    __syncthreads();  // chunk ci's copies and dS are visible; chunk ci+1 is done with buffer b^1
+    if (ci > 0) prefetch(ci - 1, b ^ 1);
+    store_acc(dh_c, kDim, ds, s0, 0);  // dS_next, over the elements this thread has read
     {  // dV' = dV'_intra + Kd dS_next
-      float dacc[1][2][4];
-      const int r0 = (warp % 4) * 16, n0 = (warp / 4) * 16;
-      for_each(dacc, r0, n0, [&](int i, int j, float& x) { x = dvt[i * kLdS + j]; });
-      warp_mma<kExact>(dacc, RowMajorK{kd, kLd}, ColMajorK{ds, kLdS}, r0, n0, kDim);
-      for_each(dacc, r0, n0, [&](int i, int j, float x) {
-        dvt[i * kLdS + j] = x;
-        ws.dvp[base + i * kDim + v0 + j] = x;
-      });
+      float dv[1][2][4];
+      const int m0 = (warp % 4) * 16, n0 = (warp / 4) * 16;
+      for_each(dv, m0, n0, [&](int i, int j, float& x) { x = sm.dvi[b][i * kLdF + j]; });
+      warp_mma(dv, row_major(sm.kd[b], ldK), col_major(sm.ds, ldS), m0, n0, kDim);
+      store_acc(ws.dvp + hc * kChunk * kDim + v0, kDim, dv, m0, n0);
+      store_acc(sm.dvt, ldS, dv, m0, n0);
     }
     __syncthreads();
     {  // dS = e^{γ_L} dS_next + scale (Q e^γ)ᵀ dO − Wᵀ dV'
-      float accw[1][4][4];
-      const float decay = __expf(gl);
-      for_each(acc, m0, 0, [&](int i, int j, float& x) { x += decay * ds[i * kLdS + j]; });
-      zero(accw);
-      warp_mma<kExact>(accw, ColMajorK{wsm, kLd}, ColMajorK{dvt, kLdS}, m0, 0, kChunk);
+      float wdv[1][4][4];
+      zero(wdv);
+      warp_mma(wdv, col_major(sm.w[b], ldK), col_major(sm.dvt, ldS), s0, 0, kChunk);
+      const float decay = __expf(sm.gam[b][len - 1]);
 #pragma unroll
       for (int nt = 0; nt < 4; ++nt)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) acc[0][nt][e] -= accw[0][nt][e];
-      for_each(acc, m0, 0, [&](int i, int j, float x) { ds[i * kLdS + j] = x; });
+        for (int e = 0; e < 4; ++e) ds[0][nt][e] = decay * ds[0][nt][e] + free_term[0][nt][e] - wdv[0][nt][e];
+      store_acc(sm.ds, ldS, ds, s0, 0);
     }
   }
-  __syncthreads();
-  if (bp.dh0) store_f32(bp.dh0 + state_base, kDim, ds, kLdS, kDim, kStateCols);
+  if (bp.dh0) store_acc(bp.dh0 + state_base, kDim, ds, s0, 0);
 }
 
 template <class T>
-__global__ void __launch_bounds__(kThreads) state_grad_kernel(BackwardParams<T> bp, BackwardWorkspace ws) {
-  constexpr bool kExact = std::is_same_v<T, float>;
+struct StateGradSmem {
+  T sb[kDim * tile_ld<T>(kDim)];   // S, then dS_next
+  T x0[kChunk * tile_ld<T>(kDim)];  // dO, then V'
+  T x1[kChunk * tile_ld<T>(kDim)];  // dV'
+  float gam[kChunk];
+  float red[8];
+};
+
+template <class T>
+__global__ void __launch_bounds__(kThreads) state_grad_kernel(BackwardParams<T> bp, BackwardWorkspace<T> ws) {
+  constexpr int ldK = tile_ld<T>(kDim);
   const ChunkParams<T>& p = bp.p;
   extern __shared__ float4 smem4[];
-  float* sb = reinterpret_cast<float*>(smem4);  // [128][kLd] S, then dS_next
-  float* x0 = sb + kDim * kLd;                   // [64][kLd]  dO, then V'
-  float* x1 = x0 + kChunk * kLd;                 // [64][kLd]  dV'
-  float* gam = x1 + kChunk * kLd;                // [64]
-  float* red = gam + kChunk;                     // [8]
+  StateGradSmem<T>& sm = *reinterpret_cast<StateGradSmem<T>*>(smem4);
 
   const int c = blockIdx.x / p.HV, hv = blockIdx.x % p.HV;
   const ChunkRef ch = chunk_ref(ws.fwd.seqs, ws.fwd.chunk_seq, c);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, tid = threadIdx.x;
-  const long base = (long(c) * p.HV + hv) * kChunk * kDim;
-  const long sbase = (long(c) * p.HV + hv) * kDim * kDim;
-  load_f32(sb, kLd, ws.fwd.h + sbase, kDim, kDim, kDim);
-  load_f32(x1, kLd, ws.dvp + base, kDim, kChunk, kDim);
-  load_rows(x0, bp.d_o + (long(ch.start) * p.HV + hv) * kDim, long(p.HV) * kDim, ch.len, false);
-  if (tid < kChunk) gam[tid] = ws.fwd.gam[(long(c) * p.HV + hv) * kChunk + tid];
+  const long hc = long(c) * p.HV + hv;
+  const long base = hc * kChunk * kDim, sbase = hc * kDim * kDim;
+  load_tile(sm.sb, ldK, ws.fwd.h + sbase, kDim, kDim, kDim);
+  commit_async();
+  load_cols<kDim>(sm.x1, ldK, ws.dvp + base, kDim, kChunk);
+  load_rows(sm.x0, ldK, bp.d_o + (long(ch.start) * p.HV + hv) * kDim, long(p.HV) * kDim, ch.len, false);
+  if (tid < kChunk) sm.gam[tid] = ws.fwd.gam[hc * kChunk + tid];
   wait_async();
   __syncthreads();
-  const float gl = gam[ch.len - 1];
+  const float gl = sm.gam[ch.len - 1];
   const int m0 = (warp % 2) * 32, n0 = (warp / 2) * 32;
   float* dq_rows = ws.dq_hat + (long(ch.start) * p.HV + hv) * kDim;
   float* dk_rows = ws.dk_hat + (long(ch.start) * p.HV + hv) * kDim;
@@ -196,79 +212,100 @@ __global__ void __launch_bounds__(kThreads) state_grad_kernel(BackwardParams<T> 
   {
     float acc[2][4][4];
     zero(acc);
-    warp_mma<kExact>(acc, RowMajorK{x0, kLd}, RowMajorK{sb, kLd}, m0, n0, kDim);
+    warp_mma(acc, row_major(sm.x0, ldK), row_major(sm.sb, ldK), m0, n0, kDim);
     const float scale = p.scale;
-    for_each(acc, m0, n0, [&](int i, int j, float x) {
-      if (i < ch.len) dq_rows[i * row_stride + j] = scale * __expf(gam[i]) * x;
+    for_each_pair(acc, m0, n0, [&](int i, int j, float x0, float x1) {
+      const float f = scale * __expf(sm.gam[i]);
+      if (i < ch.len) store2(dq_rows + i * row_stride + j, f * x0, f * x1);
     });
   }
   {
     float acc[2][4][4];
     zero(acc);
-    warp_mma<kExact>(acc, RowMajorK{x1, kLd}, RowMajorK{sb, kLd}, m0, n0, kDim);
-    for_each(acc, m0, n0, [&](int i, int j, float x) { ws.dw[base + i * kDim + j] = -x; });
+    warp_mma(acc, row_major(sm.x1, ldK), row_major(sm.sb, ldK), m0, n0, kDim);
+    store_acc(ws.dw + base, kDim, acc, m0, n0, -1.f);
   }
-  {  // e^{γ_L} Σ dS_next ⊙ S
+  __syncthreads();  // S read by every warp: now replaced by dS_next
+  load_tile(sm.x0, ldK, ws.fwd.vn + base, kDim, kChunk, kDim);
+  commit_async();
+  {  // e^{γ_L} Σ dS_next ⊙ S (S = h + h_lo for bf16), and dS_next into sb over S (each thread its own elements)
     const float* dsn = ws.dh + sbase;
     float s = 0.f;
-#pragma unroll 16
-    for (int i = tid; i < kDim * kDim; i += kThreads) s += dsn[i] * sb[(i / kDim) * kLd + i % kDim];
+#pragma unroll 4
+    for (int i = tid; i < kDim * kDim / 4; i += kThreads) {
+      const int r = i / (kDim / 4), j = 4 * (i % (kDim / 4));
+      const float4 d = *reinterpret_cast<const float4*>(dsn + r * kDim + j);
+      float4 x = load4(sm.sb + r * ldK + j);
+      if constexpr (sizeof(T) == 2) {
+        const float4 lo = load4(ws.fwd.h_lo + sbase + r * kDim + j);
+        x.x += lo.x, x.y += lo.y, x.z += lo.z, x.w += lo.w;
+      }
+      s += d.x * x.x + d.y * x.y + d.z * x.z + d.w * x.w;
+      store4(sm.sb + r * ldK + j, d);
+    }
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-    if (lane == 0) red[warp] = s;
+    if (lane == 0) sm.red[warp] = s;
   }
+  wait_async();
   __syncthreads();
   if (tid == 0) {
     float s = 0.f;
-    for (int w = 0; w < kThreads / 32; ++w) s += red[w];
-    ws.dgl[long(c) * p.HV + hv] = __expf(gl) * s;
+    for (int w = 0; w < kThreads / 32; ++w) s += sm.red[w];
+    ws.dgl[hc] = __expf(gl) * s;
   }
-  load_f32(sb, kLd, ws.dh + sbase, kDim, kDim, kDim);
-  load_f32(x0, kLd, ws.fwd.u + base, kDim, kChunk, kDim);
-  wait_async();
-  __syncthreads();
   float acc[2][4][4];
   zero(acc);
-  warp_mma<kExact>(acc, RowMajorK{x0, kLd}, RowMajorK{sb, kLd}, m0, n0, kDim);
-  for_each(acc, m0, n0, [&](int i, int j, float x) {
-    if (i < ch.len) dk_rows[i * row_stride + j] = __expf(gl - gam[i]) * x;
+  warp_mma(acc, row_major(sm.x0, ldK), row_major(sm.sb, ldK), m0, n0, kDim);
+  for_each_pair(acc, m0, n0, [&](int i, int j, float x0, float x1) {
+    const float f = __expf(gl - sm.gam[i]);
+    if (i < ch.len) store2(dk_rows + i * row_stride + j, f * x0, f * x1);
   });
 }
 
 template <class T>
-__global__ void __launch_bounds__(kThreads, 1) intra_grad_kernel(BackwardParams<T> bp, BackwardWorkspace ws) {
-  constexpr bool kExact = std::is_same_v<T, float>;
+struct IntraGradSmem {
+  T x0[kChunk * tile_ld<T>(kDim)];  // Q, then dV'
+  T x1[kChunk * tile_ld<T>(kDim)];  // K
+  T x2[kChunk * tile_ld<T>(kDim)];  // dO, then V
+  T x3[kChunk * tile_ld<T>(kDim)];  // V', then dW
+  T y0[kChunk * tile_ld<T>(kChunk)];  // P, then dA, then F
+  T y1[kChunk * tile_ld<T>(kChunk)];  // dP ⊙ Γ, then dA Aᵀ
+  T y2[kChunk * tile_ld<T>(kChunk)];  // StrictLower(K Kᵀ ⊙ Γ)
+  T y3[kChunk * tile_ld<T>(kChunk)];  // A (from the forward pass)
+  float gam[kChunk];
+  float bet[kChunk];
+  float dgam[kChunk];   // gradient of the cumulative gate
+  float dbet[kChunk];
+  float kdsum[kChunk];  // Σ_k K ⊙ dK_state per row
+};
+
+template <class T>
+__global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<T> bp, BackwardWorkspace<T> ws) {
+  constexpr int ldK = tile_ld<T>(kDim), ldC = tile_ld<T>(kChunk);
   const ChunkParams<T>& p = bp.p;
   extern __shared__ float4 smem4[];
-  float* x0 = reinterpret_cast<float*>(smem4);  // [64][kLd] Q, then dV'
-  float* x1 = x0 + kChunk * kLd;                 // [64][kLd] K
-  float* x2 = x1 + kChunk * kLd;                 // [64][kLd] dO, then V
-  float* x3 = x2 + kChunk * kLd;                 // [64][kLd] V', then dW
-  float* y0 = x3 + kChunk * kLd;                 // [64][kLdC] P, then dA, then F
-  float* y1 = y0 + kChunk * kLdC;                // [64][kLdC] dP ⊙ Γ, then dA Aᵀ
-  float* y2 = y1 + kChunk * kLdC;                // [64][kLdC] StrictLower(K Kᵀ ⊙ Γ)
-  float* y3 = y2 + kChunk * kLdC;                // [64][kLdC] A (from the forward pass)
-  float* gam = y3 + kChunk * kLdC;               // [64]
-  float* bet = gam + kChunk;                     // [64]
-  float* dgam = bet + kChunk;                    // [64] gradient of the cumulative gate
-  float* dbet = dgam + kChunk;                   // [64]
-  float* kdsum = dbet + kChunk;                  // [64] Σ_k K ⊙ dK_state per row
+  IntraGradSmem<T>& sm = *reinterpret_cast<IntraGradSmem<T>*>(smem4);
+  const T *x0 = sm.x0, *x1 = sm.x1, *x2 = sm.x2, *y2 = sm.y2;
+  float *gam = sm.gam, *bet = sm.bet, *dgam = sm.dgam, *dbet = sm.dbet;
 
   const int c = blockIdx.x / p.HV, hv = blockIdx.x % p.HV, h = hv / (p.HV / p.H);
   const ChunkRef ch = chunk_ref(ws.fwd.seqs, ws.fwd.chunk_seq, c);
   const int warp = threadIdx.x >> 5, tid = threadIdx.x;
-  const long base = (long(c) * p.HV + hv) * kChunk * kDim;
+  const long hc = long(c) * p.HV + hv;
+  const long base = hc * kChunk * kDim;
   const long row_stride = long(p.HV) * kDim;
   float* dq_rows = ws.dq_hat + (long(ch.start) * p.HV + hv) * kDim;
   float* dk_rows = ws.dk_hat + (long(ch.start) * p.HV + hv) * kDim;
 
-  load_f32(x3, kLd, ws.fwd.u + base, kDim, kChunk, kDim);
-  load_f32(y3, kLdC, ws.fwd.a + (long(c) * p.HV + hv) * kChunk * kChunk, kChunk, kChunk, kChunk);
-  load_rows(x0, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
-  load_rows(x1, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
-  load_rows(x2, bp.d_o + (long(ch.start) * p.HV + hv) * kDim, row_stride, ch.len, false);
+  load_tile(sm.x3, ldK, ws.fwd.vn + base, kDim, kChunk, kDim);
+  load_tile(sm.y3, ldC, ws.fwd.a + hc * kChunk * kChunk, kChunk, kChunk, kChunk);
+  commit_async();
+  load_rows(sm.x0, ldK, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
+  load_rows(sm.x1, ldK, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
+  load_rows(sm.x2, ldK, bp.d_o + (long(ch.start) * p.HV + hv) * kDim, row_stride, ch.len, false);
   load_gate_beta(gam, bet, p.g, p.beta, ch.start, ch.len, p.HV, hv);
-  if (tid < kChunk) dgam[tid] = dbet[tid] = kdsum[tid] = 0.f;
+  if (tid < kChunk) dgam[tid] = dbet[tid] = sm.kdsum[tid] = 0.f;
   wait_async();
   __syncthreads();
 
@@ -276,55 +313,61 @@ __global__ void __launch_bounds__(kThreads, 1) intra_grad_kernel(BackwardParams<
   const int m0 = (warp % 2) * 32, n0 = (warp / 2) * 32;
   const int s0 = (warp % 4) * 16, t0 = (warp / 4) * 32;
   float dq[2][4][4], dk[2][4][4];
-  for_each(dq, m0, n0, [&](int i, int j, float& x) { x = i < ch.len ? dq_rows[i * row_stride + j] : 0.f; });
-  for_each(dk, m0, n0, [&](int i, int j, float& x) { x = i < ch.len ? dk_rows[i * row_stride + j] : 0.f; });
-  // Gate gradients of the state terms: Qg = Q e^γ and Kd = K e^{γ_L − γ}.
-  add_row_sums(dq, m0, n0, dgam, [&](int i, int j, float x) { return x * x0[i * kLd + j]; });
-  add_row_sums(dk, m0, n0, kdsum, [&](int i, int j, float x) { return x * x1[i * kLd + j]; });
+  auto load_state_part = [&](int i, int j, float& x0, float& x1, const float* rows) {
+    const float2 d = i < ch.len ? load2(rows + i * row_stride + j) : make_float2(0.f, 0.f);
+    x0 = d.x, x1 = d.y;
+  };
+  for_each_pair(dq, m0, n0, [&](int i, int j, float& x0, float& x1) { load_state_part(i, j, x0, x1, dq_rows); });
+  for_each_pair(dk, m0, n0, [&](int i, int j, float& x0, float& x1) { load_state_part(i, j, x0, x1, dk_rows); });
+  // Gate gradients of the state terms: Qg = Q e^γ and Kd = K e^{γ_L − γ}, with q̂ and k̂ in fp32.
+  add_row_dots(dgam, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, dq_rows, row_stride, ch.len, p.l2norm);
+  add_row_dots(sm.kdsum, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, dk_rows, row_stride, ch.len,
+               p.l2norm);
   {
     float acc[1][4][4];
     zero(acc);
-    warp_mma<kExact>(acc, RowMajorK{x0, kLd}, RowMajorK{x1, kLd}, s0, t0, kDim);
+    warp_mma(acc, row_major(x0, ldK), row_major(x1, ldK), s0, t0, kDim);
     for_each(acc, s0, t0, [&](int i, int j, float x) {
-      y0[i * kLdC + j] = j <= i ? x * __expf(gam[i] - gam[j]) : 0.f;
+      sm.y0[i * ldC + j] = from_float<T>(j <= i ? x * __expf(gam[i] - gam[j]) : 0.f);
     });
     zero(acc);
-    warp_mma<kExact>(acc, RowMajorK{x1, kLd}, RowMajorK{x1, kLd}, s0, t0, kDim);
+    warp_mma(acc, row_major(x1, ldK), row_major(x1, ldK), s0, t0, kDim);
     for_each(acc, s0, t0, [&](int i, int j, float x) {
-      y2[i * kLdC + j] = j < i ? x * __expf(gam[i] - gam[j]) : 0.f;
+      sm.y2[i * ldC + j] = from_float<T>(j < i ? x * __expf(gam[i] - gam[j]) : 0.f);
     });
   }
   __syncthreads();
   {  // dP = scale dO V'ᵀ (lower with diagonal); dγ += rowsum(dP ⊙ P) − colsum(dP ⊙ P)
     float acc[1][4][4];
     zero(acc);
-    warp_mma<kExact>(acc, RowMajorK{x2, kLd}, RowMajorK{x3, kLd}, s0, t0, kDim);
+    warp_mma(acc, row_major(x2, ldK), row_major(sm.x3, ldK), s0, t0, kDim);
     const float scale = p.scale;
     for_each(acc, s0, t0, [&](int i, int j, float& x) {
       x = j <= i ? scale * x : 0.f;
-      const float r = x * y0[i * kLdC + j];
-      if (j < i) atomicAdd(dgam + j, -r);
-      y1[i * kLdC + j] = j <= i ? x * __expf(gam[i] - gam[j]) : 0.f;
+      const float r = x * to_float(sm.y0[i * ldC + j]);
+      sm.y1[i * ldC + j] = from_float<T>(j <= i ? x * __expf(gam[i] - gam[j]) : 0.f);
       x = j < i ? r : 0.f;  // the diagonal's row and column terms cancel
     });
     add_row_sums(acc, s0, t0, dgam, [](int, int, float x) { return x; });
+    add_col_sums(acc, s0, t0, dgam, [](int, int, float x) { return -x; });
   }
   __syncthreads();
-  warp_mma<kExact>(dq, RowMajorK{y1, kLdC}, ColMajorK{x1, kLd}, m0, n0, kChunk);  // dQ += (dP ⊙ Γ) K
-  warp_mma<kExact>(dk, ColMajorK{y1, kLdC}, ColMajorK{x0, kLd}, m0, n0, kChunk);  // dK += (dP ⊙ Γ)ᵀ Q
+  warp_mma(dq, row_major(sm.y1, ldC), col_major(x1, ldK), m0, n0, kChunk);  // dQ += (dP ⊙ Γ) K
+  warp_mma(dk, col_major(sm.y1, ldC), col_major(x0, ldK), m0, n0, kChunk);  // dK += (dP ⊙ Γ)ᵀ Q
   __syncthreads();
 
-  load_f32(x0, kLd, ws.dvp + base, kDim, kChunk, kDim);
-  load_f32(x3, kLd, ws.dw + base, kDim, kChunk, kDim);
-  load_rows(x2, p.v + (long(ch.start) * p.HV + hv) * kDim, row_stride, ch.len, false);
+  load_tile(sm.x3, ldK, ws.dw + base, kDim, kChunk, kDim);
+  commit_async();
+  load_cols<kDim>(sm.x0, ldK, ws.dvp + base, kDim, kChunk);
+  load_rows(sm.x2, ldK, p.v + (long(ch.start) * p.HV + hv) * kDim, row_stride, ch.len, false);
   wait_async();
   __syncthreads();
   {  // dA = (dW Kᵀ diag(e^γ) + dV' Vᵀ) diag(β)
     float acc[1][4][4], acc2[1][4][4];
     zero(acc);
     zero(acc2);
-    warp_mma<kExact>(acc, RowMajorK{x3, kLd}, RowMajorK{x1, kLd}, s0, t0, kDim);
-    warp_mma<kExact>(acc2, RowMajorK{x0, kLd}, RowMajorK{x2, kLd}, s0, t0, kDim);
+    warp_mma(acc, row_major(sm.x3, ldK), row_major(x1, ldK), s0, t0, kDim);
+    warp_mma(acc2, row_major(x0, ldK), row_major(x2, ldK), s0, t0, kDim);
 #pragma unroll
     for (int nt = 0; nt < 4; ++nt)
 #pragma unroll
@@ -332,44 +375,43 @@ __global__ void __launch_bounds__(kThreads, 1) intra_grad_kernel(BackwardParams<
         const int j = t0 + 8 * nt + 2 * ((tid & 31) & 3) + (e & 1);
         acc[0][nt][e] = (acc[0][nt][e] * __expf(gam[j]) + acc2[0][nt][e]) * bet[j];
       }
-    for_each(acc, s0, t0, [&](int i, int j, float x) { y0[i * kLdC + j] = x; });
+    store_acc(sm.y0, ldC, acc, s0, t0);
   }
   __syncthreads();
   {  // X = dA Aᵀ
     float acc[1][4][4];
     zero(acc);
-    warp_mma<kExact>(acc, RowMajorK{y0, kLdC}, RowMajorK{y3, kLdC}, s0, t0, kChunk);
-    for_each(acc, s0, t0, [&](int i, int j, float x) { y1[i * kLdC + j] = x; });
+    warp_mma(acc, row_major(sm.y0, ldC), row_major(sm.y3, ldC), s0, t0, kChunk);
+    store_acc(sm.y1, ldC, acc, s0, t0);
   }
   __syncthreads();
   {  // dM = −Aᵀ X, strictly lower; M_ij = β_i (K Kᵀ)_ij Γ_ij
     float acc[1][4][4];
     zero(acc);
-    warp_mma<kExact>(acc, ColMajorK{y3, kLdC}, ColMajorK{y1, kLdC}, s0, t0, kChunk);
+    warp_mma(acc, col_major(sm.y3, ldC), col_major(sm.y1, ldC), s0, t0, kChunk);
     float racc[1][4][4];
     for_each(acc, s0, t0, [&](int i, int j, float& x) { x = j < i ? -x : 0.f; });
 #pragma unroll
     for (int nt = 0; nt < 4; ++nt)
 #pragma unroll
       for (int e = 0; e < 4; ++e) racc[0][nt][e] = acc[0][nt][e];
-    add_row_sums(racc, s0, t0, dbet, [&](int i, int j, float x) { return x * y2[i * kLdC + j]; });
-    for_each(racc, s0, t0, [&](int i, int j, float& x) {
-      x *= bet[i] * y2[i * kLdC + j];
-      if (j < i) atomicAdd(dgam + j, -x);
-    });
+    add_row_sums(racc, s0, t0, dbet, [&](int i, int j, float x) { return x * to_float(y2[i * ldC + j]); });
+    for_each(racc, s0, t0, [&](int i, int j, float& x) { x *= bet[i] * to_float(y2[i * ldC + j]); });
     add_row_sums(racc, s0, t0, dgam, [](int, int, float x) { return x; });
+    add_col_sums(racc, s0, t0, dgam, [](int, int, float x) { return -x; });
     for_each(acc, s0, t0, [&](int i, int j, float x) {
-      y0[i * kLdC + j] = j < i ? bet[i] * x * __expf(gam[i] - gam[j]) : 0.f;
+      sm.y0[i * ldC + j] = from_float<T>(j < i ? bet[i] * x * __expf(gam[i] - gam[j]) : 0.f);
     });
   }
   {  // W = A diag(β e^γ) K: Tw = Aᵀ dW
     float acc[2][4][4];
     zero(acc);
-    warp_mma<kExact>(acc, ColMajorK{y3, kLdC}, ColMajorK{x3, kLd}, m0, n0, kChunk);
+    warp_mma(acc, col_major(sm.y3, ldC), col_major(sm.x3, ldK), m0, n0, kChunk);
     add_row_sums(acc, m0, n0, dbet,
-                 [&](int i, int j, float x) { return __expf(gam[i]) * x * x1[i * kLd + j]; });
-    add_row_sums(acc, m0, n0, dgam,
-                 [&](int i, int j, float x) { return bet[i] * __expf(gam[i]) * x * x1[i * kLd + j]; });
+                 [&](int i, int j, float x) { return __expf(gam[i]) * x * to_float(x1[i * ldK + j]); });
+    add_row_sums(acc, m0, n0, dgam, [&](int i, int j, float x) {
+      return bet[i] * __expf(gam[i]) * x * to_float(x1[i * ldK + j]);
+    });
 #pragma unroll
     for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
@@ -383,30 +425,30 @@ __global__ void __launch_bounds__(kThreads, 1) intra_grad_kernel(BackwardParams<
   {  // U = A diag(β) V: Tu = Aᵀ dV'
     float acc[2][4][4];
     zero(acc);
-    warp_mma<kExact>(acc, ColMajorK{y3, kLdC}, ColMajorK{x0, kLd}, m0, n0, kChunk);
-    add_row_sums(acc, m0, n0, dbet, [&](int i, int j, float x) { return x * x2[i * kLd + j]; });
+    warp_mma(acc, col_major(sm.y3, ldC), col_major(x0, ldK), m0, n0, kChunk);
+    add_row_sums(acc, m0, n0, dbet, [&](int i, int j, float x) { return x * to_float(x2[i * ldK + j]); });
     T* dv_rows = bp.dv + (long(ch.start) * p.HV + hv) * kDim;
-    for_each(acc, m0, n0, [&](int i, int j, float x) {
-      if (i < ch.len) dv_rows[i * row_stride + j] = from_float<T>(bet[i] * x);
+    for_each_pair(acc, m0, n0, [&](int i, int j, float x0, float x1) {
+      if (i < ch.len) store2(dv_rows + i * row_stride + j, bet[i] * x0, bet[i] * x1);
     });
   }
   __syncthreads();
-  warp_mma<kExact>(dk, RowMajorK{y0, kLdC}, ColMajorK{x1, kLd}, m0, n0, kChunk);  // dK += F K
-  warp_mma<kExact>(dk, ColMajorK{y0, kLdC}, ColMajorK{x1, kLd}, m0, n0, kChunk);  // dK += Fᵀ K
-  for_each(dq, m0, n0, [&](int i, int j, float x) {
-    if (i < ch.len) dq_rows[i * row_stride + j] = x;
+  warp_mma(dk, row_major(sm.y0, ldC), col_major(x1, ldK), m0, n0, kChunk);  // dK += F K
+  warp_mma(dk, col_major(sm.y0, ldC), col_major(x1, ldK), m0, n0, kChunk);  // dK += Fᵀ K
+  for_each_pair(dq, m0, n0, [&](int i, int j, float x0, float x1) {
+    if (i < ch.len) store2(dq_rows + i * row_stride + j, x0, x1);
   });
-  for_each(dk, m0, n0, [&](int i, int j, float x) {
-    if (i < ch.len) dk_rows[i * row_stride + j] = x;
+  for_each_pair(dk, m0, n0, [&](int i, int j, float x0, float x1) {
+    if (i < ch.len) store2(dk_rows + i * row_stride + j, x0, x1);
   });
   __syncthreads();
   if (tid == 0) {
     // Kd = K e^{γ_L − γ}: −Σ K ⊙ dK_state on each row, +their total on γ_L; then the state
     // decay's term; then g is the reverse cumulative sum of dγ.
-    float total = ws.dgl[long(c) * p.HV + hv];
+    float total = ws.dgl[hc];
     for (int i = 0; i < ch.len; ++i) {
-      dgam[i] -= kdsum[i];
-      total += kdsum[i];
+      dgam[i] -= sm.kdsum[i];
+      total += sm.kdsum[i];
     }
     dgam[ch.len - 1] += total;
     float acc = 0.f;
@@ -421,19 +463,19 @@ __global__ void __launch_bounds__(kThreads, 1) intra_grad_kernel(BackwardParams<
 // One warp per (token, q/k head): dx = r (dy − y (y · dy)), y = x r, r = 1/sqrt(|x|² + 1e-6),
 // dy summed over the value heads of the group.
 template <class T>
-__global__ void qk_finish_kernel(BackwardParams<T> bp, BackwardWorkspace ws) {
+__global__ void qk_finish_kernel(BackwardParams<T> bp, BackwardWorkspace<T> ws) {
   const ChunkParams<T>& p = bp.p;
   const long row = long(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
   const int lane = threadIdx.x & 31;
   if (row >= long(bp.tokens) * p.H) return;
   const long tok = row / p.H;
   const int h = int(row % p.H), group = p.HV / p.H;
-  for (int which = 0; which < 2; ++which) {
-    const T* x = (which == 0 ? p.q : p.k) + row * kDim + 4 * lane;
-    const float* hat = (which == 0 ? ws.dq_hat : ws.dk_hat) + (tok * p.HV + long(h) * group) * kDim + 4 * lane;
-    float xv[4], dy[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
-    for (int i = 0; i < 4; ++i) xv[i] = to_float(x[i]);
+  for (int which = 0; which < 2; ++which) {
+    const float* hat = (which == 0 ? ws.dq_hat : ws.dk_hat) + (tok * p.HV + long(h) * group) * kDim + 4 * lane;
+    const float4 x4 = load4((which == 0 ? p.q : p.k) + row * kDim + 4 * lane);
+    const float xv[4] = {x4.x, x4.y, x4.z, x4.w};
+    float dy[4] = {0.f, 0.f, 0.f, 0.f};
     for (int gi = 0; gi < group; ++gi) {
       const float4 d = *reinterpret_cast<const float4*>(hat + gi * kDim);
       dy[0] += d.x, dy[1] += d.y, dy[2] += d.z, dy[3] += d.w;
@@ -454,22 +496,16 @@ __global__ void qk_finish_kernel(BackwardParams<T> bp, BackwardWorkspace ws) {
 #pragma unroll
       for (int i = 0; i < 4; ++i) dx[i] = r * (dy[i] - xv[i] * r * yd);
     }
-    T* out = (which == 0 ? bp.dq : bp.dk) + row * kDim + 4 * lane;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) out[i] = from_float<T>(dx[i]);
+    store4((which == 0 ? bp.dq : bp.dk) + row * kDim + 4 * lane, make_float4(dx[0], dx[1], dx[2], dx[3]));
   }
 }
 
-constexpr size_t kIntraDvSmem = (2 * kChunk * kLd + kChunk * kLdH + kChunk * kLdC + kChunk) * sizeof(float);
-constexpr size_t kStateBwdSmem = (2 * kChunk * kLd + (kDim + kChunk) * kLdS + kChunk) * sizeof(float);
-constexpr size_t kStateGradSmem = ((kDim + 2 * kChunk) * kLd + kChunk + 8) * sizeof(float);
-constexpr size_t kIntraGradSmem = (4 * kChunk * kLd + 4 * kChunk * kLdC + 5 * kChunk) * sizeof(float);
-
-BackwardWorkspace carve_backward(Carve& cv, const ChunkPlan& plan, const ChunkShape& s) {
-  BackwardWorkspace ws;
-  ws.fwd = carve_forward(cv, plan, s.HV);
+template <class T>
+BackwardWorkspace<T> carve_backward(Carve& cv, const ChunkPlan& plan, const ChunkShape& s) {
+  BackwardWorkspace<T> ws;
+  ws.fwd = carve_forward<T>(cv, plan, s.HV);
   const size_t heads = size_t(plan.NC) * s.HV;
-  ws.dw = cv.take<float>(heads * kChunk * kDim);
+  ws.dw = cv.take<T>(heads * kChunk * kDim);
   ws.dh = cv.take<float>(heads * kDim * kDim);
   ws.dvp = cv.take<float>(heads * kChunk * kDim);
   ws.dgl = cv.take<float>(heads);
@@ -494,7 +530,7 @@ Status backward_typed(const ChunkShape& s, const ChunkBackwardArgs& a, void* wor
     return bad_input("gdn::cuda::chunk_backward: q, k, v, g, beta, d_o, dq, dk, dv, dg and dbeta are required");
   if (a.h0 && !a.dh0) return bad_input("gdn::cuda::chunk_backward: h0 is given, so dh0 is required");
   Carve cv{static_cast<char*>(workspace)};
-  const BackwardWorkspace ws = carve_backward(cv, plan, s);
+  const BackwardWorkspace<T> ws = carve_backward<T>(cv, plan, s);
   if (cv.used > bytes)
     return bad_input(gdn::cat("gdn::cuda::chunk_backward: workspace of ", bytes, " bytes, needs ", cv.used));
   BackwardParams<T> bp;
@@ -507,23 +543,24 @@ Status backward_typed(const ChunkShape& s, const ChunkBackwardArgs& a, void* wor
   bp.tokens = s.B * s.T;
 
   if (!a.workspace_has_forward) {
-    if (Status st = upload_plan(plan, ws.fwd, stream); !st.ok()) return st;
+    if (Status st = upload_plan(plan, ws.fwd.seqs, ws.fwd.chunk_seq, stream); !st.ok()) return st;
     if (Status st = forward_states(plan, bp.p, ws.fwd, a.h0, nullptr, stream); !st.ok()) return st;
   }
-  for (Status st : {allow_smem(intra_dv_kernel<T>, kIntraDvSmem), allow_smem(state_bwd_kernel<T>, kStateBwdSmem),
-                    allow_smem(state_grad_kernel<T>, kStateGradSmem),
-                    allow_smem(intra_grad_kernel<T>, kIntraGradSmem)})
+  for (Status st : {allow_smem(intra_dv_kernel<T>, sizeof(IntraDvSmem<T>)),
+                    allow_smem(state_bwd_kernel<T>, sizeof(StateBwdSmem<T>)),
+                    allow_smem(state_grad_kernel<T>, sizeof(StateGradSmem<T>)),
+                    allow_smem(intra_grad_kernel<T>, sizeof(IntraGradSmem<T>))})
     if (!st.ok()) return st;
   if (plan.NC > 0) {
-    intra_dv_kernel<T><<<unsigned(plan.NC * s.HV * (kDim / kHalf)), kThreads, kIntraDvSmem, stream>>>(bp, ws);
+    intra_dv_kernel<T><<<unsigned(plan.NC * s.HV * (kDim / kHalf)), kThreads, sizeof(IntraDvSmem<T>), stream>>>(bp, ws);
     GDN_CUDA_LAUNCHED("gdn::cuda intra_dv_kernel");
   }
-  state_bwd_kernel<T><<<unsigned(plan.N * s.HV * (kDim / kStateCols)), kThreads, kStateBwdSmem, stream>>>(bp, ws);
+  state_bwd_kernel<T><<<unsigned(plan.N * s.HV * (kDim / kStateCols)), kThreads, sizeof(StateBwdSmem<T>), stream>>>(bp, ws);
   GDN_CUDA_LAUNCHED("gdn::cuda state_bwd_kernel");
   if (plan.NC > 0) {
-    state_grad_kernel<T><<<unsigned(plan.NC * s.HV), kThreads, kStateGradSmem, stream>>>(bp, ws);
+    state_grad_kernel<T><<<unsigned(plan.NC * s.HV), kThreads, sizeof(StateGradSmem<T>), stream>>>(bp, ws);
     GDN_CUDA_LAUNCHED("gdn::cuda state_grad_kernel");
-    intra_grad_kernel<T><<<unsigned(plan.NC * s.HV), kThreads, kIntraGradSmem, stream>>>(bp, ws);
+    intra_grad_kernel<T><<<unsigned(plan.NC * s.HV), kThreads, sizeof(IntraGradSmem<T>), stream>>>(bp, ws);
     GDN_CUDA_LAUNCHED("gdn::cuda intra_grad_kernel");
     const long rows = long(bp.tokens) * s.H;
     qk_finish_kernel<T><<<unsigned((rows + 7) / 8), kThreads, 0, stream>>>(bp, ws);
@@ -540,14 +577,17 @@ namespace gdn::cuda {
 size_t chunk_backward_workspace_bytes(const ChunkShape& s) {
   detail::ChunkPlan plan(s);
   detail::Carve cv{nullptr};
-  detail::carve_backward(cv, plan, s);
+  if (s.dtype == DType::f32)
+    detail::carve_backward<float>(cv, plan, s);
+  else
+    detail::carve_backward<detail::bf16>(cv, plan, s);
   return cv.used;
 }
 
 Status chunk_backward(const ChunkShape& s, const ChunkBackwardArgs& a, void* workspace, size_t bytes,
                       cudaStream_t stream) {
   return s.dtype == DType::f32 ? detail::backward_typed<float>(s, a, workspace, bytes, stream)
-                               : detail::backward_typed<__nv_bfloat16>(s, a, workspace, bytes, stream);
+                               : detail::backward_typed<detail::bf16>(s, a, workspace, bytes, stream);
 }
 
 }  // namespace gdn::cuda

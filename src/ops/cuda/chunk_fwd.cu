@@ -1,13 +1,14 @@
 // Chunkwise Gated DeltaNet forward (shared/DESIGN.md §2, chunk size 64), three kernels:
 //   1. prepare   per (chunk, value head): cumulative gate, A = (I + StrictLower(diag(β) KKᵀ ⊙ Γ))⁻¹
-//                by forward substitution (stored for the backward pass), W = A diag(β e^γ) K, U = A diag(β) V.
-//   2. states    per (sequence, value head, 32 value columns), sequential over chunks: stores
-//                the state entering each chunk, V' = U − W S (over U), S ← e^{γ_L} S + Kdᵀ V'.
+//                by forward substitution (stored for the backward pass), W = A diag(β e^γ) K,
+//                U = A diag(β) V, Kd = K e^{γ_L − γ}.
+//   2. states    per (sequence, value head, 32 value columns), sequential over chunks, the
+//                state in registers and chunk c+1's W, Kd, U copied in while chunk c computes:
+//                stores the state entering each chunk (h, and h_lo for bf16), V' = U − W S,
+//                S ← e^{γ_L} S + Kdᵀ V'.
 //   3. output    per (chunk, value head, 64 value columns): O = scale (e^γ ⊙ Q S + P V'),
 //                P = Q Kᵀ ⊙ Γ ⊙ LowerInclDiag.
-// Stages 1–2 are reused by the backward pass to recompute W, V' and the chunk states.
-#include <type_traits>
-
+// Stages 1–2 are reused by the backward pass.
 #include "chunk_fwd.cuh"
 
 namespace gdn::cuda::detail {
@@ -17,159 +18,195 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kStateCols = 32;  // value columns per block of the state pass
 constexpr int kOutCols = 64;    // value columns per block of the output pass
+constexpr int kLdU = kStateCols + 8;  // fp32 U rows: the pair reads of a half-warp hit 32 banks
 
 template <class T>
-__global__ void __launch_bounds__(kThreads) prepare_kernel(ChunkParams<T> p, ForwardWorkspace ws) {
-  constexpr bool kExact = std::is_same_v<T, float>;
+struct PrepareSmem {
+  union {
+    struct {
+      T k[kChunk * tile_ld<T>(kDim)];  // k, then k ⊙ e^γ
+      T v[kChunk * tile_ld<T>(kDim)];
+    } in;
+    float u[kChunk * tile_ld<float>(kDim)];  // U, staged for 16-byte stores
+  };
+  union {
+    float l[kChunk * kLdL];             // strict lower part of M
+    T ab[kChunk * tile_ld<T>(kChunk)];  // A diag(β)
+    T w[kChunk * tile_ld<T>(kDim)];     // W, staged
+  };
+  T a[kChunk * tile_ld<T>(kChunk)];  // A, staged
+  float gam[kChunk], bet[kChunk];
+};
+
+// bf16: 3 blocks per SM (at most 80 registers); fp32 tiles fit 2.
+template <class T>
+constexpr int kPrepareBlocksPerSm = sizeof(T) == 2 ? 3 : 2;
+
+template <class T>
+__global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T>) prepare_kernel(ChunkParams<T> p, ForwardWorkspace<T> ws) {
+  constexpr int ldK = tile_ld<T>(kDim), ldC = tile_ld<T>(kChunk);
   extern __shared__ float4 smem4[];
-  float* ks = reinterpret_cast<float*>(smem4);  // [64][kLd]  k, then k ⊙ e^γ
-  float* vs = ks + kChunk * kLd;                 // [64][kLd]
-  float* ls = vs + kChunk * kLd;                 // [64][kLdL] strict lower part of M
-  float* as = ls + kChunk * kLdL;                // [64][kLdC] A, then A diag(β)
-  float* gam = as + kChunk * kLdC;               // [64]
-  float* bet = gam + kChunk;                     // [64]
+  PrepareSmem<T>& sm = *reinterpret_cast<PrepareSmem<T>*>(smem4);
 
   const int c = blockIdx.x / p.HV, hv = blockIdx.x % p.HV, h = hv / (p.HV / p.H);
   const ChunkRef ch = chunk_ref(ws.seqs, ws.chunk_seq, c);
   const int warp = threadIdx.x >> 5, tid = threadIdx.x;
+  const long hc = long(c) * p.HV + hv;
 
-  load_rows(ks, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
-  load_rows(vs, p.v + (long(ch.start) * p.HV + hv) * kDim, long(p.HV) * kDim, ch.len, false);
-  load_gate_beta(gam, bet, p.g, p.beta, ch.start, ch.len, p.HV, hv);
+  load_rows(sm.in.k, ldK, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
+  load_rows(sm.in.v, ldK, p.v + (long(ch.start) * p.HV + hv) * kDim, long(p.HV) * kDim, ch.len, false);
+  load_gate_beta(sm.gam, sm.bet, p.g, p.beta, ch.start, ch.len, p.HV, hv);
   __syncthreads();
 
   {  // L = StrictLower(diag(β) (K Kᵀ) ⊙ Γ)
     float acc[1][4][4];
     zero(acc);
     const int m0 = (warp % 4) * 16, n0 = (warp / 4) * 32;
-    warp_mma<kExact>(acc, RowMajorK{ks, kLd}, RowMajorK{ks, kLd}, m0, n0, kDim);
+    warp_mma(acc, row_major(sm.in.k, ldK), row_major(sm.in.k, ldK), m0, n0, kDim);
     for_each(acc, m0, n0, [&](int i, int j, float x) {
-      ls[i * kLdL + j] = i > j ? bet[i] * x * __expf(gam[i] - gam[j]) : 0.f;
+      sm.l[i * kLdL + j] = i > j ? sm.bet[i] * x * __expf(sm.gam[i] - sm.gam[j]) : 0.f;
     });
   }
   __syncthreads();
 
-  invert_unit_lower(as, ls);
-  {  // A (kept for the backward pass), then A diag(β) in place; k rows scaled by e^γ for W.
-    float* a_out = ws.a + (long(c) * p.HV + hv) * kChunk * kChunk;
-    for (int i = tid; i < kChunk * kChunk; i += kThreads) {
-      float& x = as[(i / kChunk) * kLdC + i % kChunk];
-      a_out[i] = x;
-      x *= bet[i % kChunk];
-    }
-    for (int i = tid; i < kChunk * kDim; i += kThreads) {
-      const int r = i / kDim;
-      ks[r * kLd + i % kDim] *= __expf(gam[r]);
+  invert_unit_lower(sm.l, [&](int i, int j, float x) {
+    sm.a[i * ldC + j] = from_float<T>(x);
+    sm.ab[i * ldC + j] = from_float<T>(x * sm.bet[j]);
+  });
+  store_tile(ws.a + hc * kChunk * kChunk, kChunk, sm.a, ldC, kChunk, kChunk);  // A, kept for the backward pass
+  {  // Kd = K e^{γ_L − γ} for the state passes; K rows scaled by e^γ for W.
+    const float gl = sm.gam[ch.len - 1];
+    T* kd = ws.kd + hc * kChunk * kDim;
+    for (int i = tid; i < kChunk * kDim / 2; i += kThreads) {
+      const int r = i / (kDim / 2), j = 2 * (i % (kDim / 2));
+      const float2 x = load2(sm.in.k + r * ldK + j);
+      const float d = __expf(gl - sm.gam[r]), e = __expf(sm.gam[r]);
+      store2(kd + r * kDim + j, d * x.x, d * x.y);
+      store2(sm.in.k + r * ldK + j, e * x.x, e * x.y);
     }
   }
   __syncthreads();
 
-  const long base = (long(c) * p.HV + hv) * kChunk * kDim;
   const int m0 = (warp % 2) * 32, n0 = (warp / 2) * 32;
-  {
-    float acc[2][4][4];
-    zero(acc);
-    warp_mma<kExact>(acc, RowMajorK{as, kLdC}, ColMajorK{vs, kLd}, m0, n0, kChunk);
-    for_each(acc, m0, n0, [&](int i, int j, float x) { ws.u[base + i * kDim + j] = x; });
-  }
-  {
-    float acc[2][4][4];
-    zero(acc);
-    warp_mma<kExact>(acc, RowMajorK{as, kLdC}, ColMajorK{ks, kLd}, m0, n0, kChunk);
-    for_each(acc, m0, n0, [&](int i, int j, float x) { ws.w[base + i * kDim + j] = x; });
-  }
-  if (tid < kChunk) ws.gam[(long(c) * p.HV + hv) * kChunk + tid] = gam[tid];
+  float u[2][4][4], w[2][4][4];
+  zero(u);
+  zero(w);
+  warp_mma(u, row_major(sm.ab, ldC), col_major(sm.in.v, ldK), m0, n0, kChunk);
+  warp_mma(w, row_major(sm.ab, ldC), col_major(sm.in.k, ldK), m0, n0, kChunk);
+  __syncthreads();  // the operands are read: stage the results over them
+  store_acc(sm.u, tile_ld<float>(kDim), u, m0, n0);
+  store_acc(sm.w, ldK, w, m0, n0);
+  __syncthreads();
+  const long base = hc * kChunk * kDim;
+  store_tile(ws.u + base, kDim, sm.u, tile_ld<float>(kDim), kChunk, kDim);
+  store_tile(ws.w + base, kDim, sm.w, ldK, kChunk, kDim);
+  if (tid < kChunk) ws.gam[hc * kChunk + tid] = sm.gam[tid];
 }
 
 template <class T>
-__global__ void __launch_bounds__(kThreads) state_kernel(ChunkParams<T> p, ForwardWorkspace ws, const float* h0,
+struct StateSmem {
+  T w[2][kChunk * tile_ld<T>(kDim)];  // W of this chunk and the next
+  T kd[2][kChunk * tile_ld<T>(kDim)];
+  float u[2][kChunk * kLdU];
+  float gam[2][kChunk];
+  T vn[kChunk * tile_ld<T>(kStateCols)];  // V'
+  T s[kDim * tile_ld<T>(kStateCols)];     // the state as an mma operand
+};
+
+template <class T>
+__global__ void __launch_bounds__(kThreads) state_kernel(ChunkParams<T> p, ForwardWorkspace<T> ws, const float* h0,
                                                          float* ht) {
-  constexpr bool kExact = std::is_same_v<T, float>;
-  constexpr int kLdS = kStateCols + kPad;
+  constexpr int ldK = tile_ld<T>(kDim), ldS = tile_ld<T>(kStateCols);
   extern __shared__ float4 smem4[];
-  float* wsm = reinterpret_cast<float*>(smem4);  // [64][kLd]
-  float* kd = wsm + kChunk * kLd;                 // [64][kLd]  k ⊙ e^{γ_L − γ}
-  float* s = kd + kChunk * kLd;                   // [128][kLdS] state columns
-  float* up = s + kDim * kLdS;                    // [64][kLdS]  U, then V'
-  float* gam = up + kChunk * kLdS;                // [64]
+  StateSmem<T>& sm = *reinterpret_cast<StateSmem<T>*>(smem4);
 
   constexpr int kTiles = kDim / kStateCols;
-  const int n = blockIdx.x / (p.HV * kTiles), hv = blockIdx.x / kTiles % p.HV, h = hv / (p.HV / p.H);
+  const int n = blockIdx.x / (p.HV * kTiles), hv = blockIdx.x / kTiles % p.HV;
   const int v0 = blockIdx.x % kTiles * kStateCols;
-  const int warp = threadIdx.x >> 5, tid = threadIdx.x;
+  const int warp = threadIdx.x >> 5;
   const SeqInfo seq = ws.seqs[n];
   const long state_base = (long(n) * p.HV + hv) * kDim * kDim + v0;
-
-  for (int i = tid; i < kDim * kStateCols; i += kThreads) {
-    const int r = i / kStateCols, cc = i % kStateCols;
-    s[r * kLdS + cc] = h0 ? h0[state_base + r * kDim + cc] : 0.f;
-  }
   const int chunks = (seq.eos - seq.bos + kChunk - 1) / kChunk;
+
+  auto prefetch = [&](int ci, int b) {
+    const long hc = long(seq.first_chunk + ci) * p.HV + hv;
+    load_tile(sm.w[b], ldK, ws.w + hc * kChunk * kDim, kDim, kChunk, kDim);
+    load_tile(sm.kd[b], ldK, ws.kd + hc * kChunk * kDim, kDim, kChunk, kDim);
+    load_tile(sm.u[b], kLdU, ws.u + hc * kChunk * kDim + v0, kDim, kChunk, kStateCols);
+    load_tile(sm.gam[b], kChunk, ws.gam + hc * kChunk, kChunk, 1, kChunk);
+    commit_async();
+  };
+  if (chunks > 0) prefetch(0, 0);
+
+  // Warp w holds state rows 16w..16w+15, all 32 columns, in fp32 for the whole sequence.
+  const int s0 = 16 * warp;
+  float st[1][4][4];
+  for_each(st, s0, 0, [&](int i, int j, float& x) { x = h0 ? h0[state_base + i * kDim + j] : 0.f; });
+  store_acc(sm.s, ldS, st, s0, 0);
   for (int ci = 0; ci < chunks; ++ci) {
-    const int c = seq.first_chunk + ci, start = seq.bos + ci * kChunk, len = min(kChunk, seq.eos - start);
-    const long base = (long(c) * p.HV + hv) * kChunk * kDim;
-    __syncthreads();  // previous chunk done with every buffer
-    load_f32(wsm, kLd, ws.w + base, kDim, kChunk, kDim);
-    load_f32(up, kLdS, ws.u + base + v0, kDim, kChunk, kStateCols);
-    load_rows(kd, p.k + (long(start) * p.H + h) * kDim, long(p.H) * kDim, len, p.l2norm);
-    if (tid < kChunk) gam[tid] = ws.gam[(long(c) * p.HV + hv) * kChunk + tid];
-    store_f32(ws.h + (long(c) * p.HV + hv) * kDim * kDim + v0, kDim, s, kLdS, kDim, kStateCols);
+    const int b = ci & 1, c = seq.first_chunk + ci;
+    const int len = min(kChunk, seq.eos - (seq.bos + ci * kChunk));
+    const long hc = long(c) * p.HV + hv;
     wait_async();
-    __syncthreads();
-    const float gl = gam[len - 1];
-    for (int i = tid; i < kChunk * kDim; i += kThreads) {
-      const int r = i / kDim;
-      kd[r * kLd + i % kDim] *= __expf(gl - gam[r]);
+    __syncthreads();  // chunk ci's copies and the state are visible; chunk ci−1 is done with buffer b^1
+    if (ci + 1 < chunks) prefetch(ci + 1, b ^ 1);
+    store_tile(ws.h + hc * kDim * kDim + v0, kDim, sm.s, ldS, kDim, kStateCols);
+    if constexpr (sizeof(T) == 2) {  // h_lo = S − h, h = bf16(S) as store_acc rounded it into sm.s
+      T* lo = ws.h_lo + hc * kDim * kDim + v0;
+      for_each_pair(st, s0, 0, [&](int i, int j, float x0, float x1) {
+        store2(lo + i * kDim + j, x0 - to_float(from_float<T>(x0)), x1 - to_float(from_float<T>(x1)));
+      });
     }
     {  // V' = U − W S
       float acc[1][2][4];
       zero(acc);
       const int m0 = (warp % 4) * 16, n0 = (warp / 4) * 16;
-      warp_mma<kExact>(acc, RowMajorK{wsm, kLd}, ColMajorK{s, kLdS}, m0, n0, kDim);
-      for_each(acc, m0, n0, [&](int i, int j, float x) {
-        const float vn = up[i * kLdS + j] - x;
-        up[i * kLdS + j] = vn;
-        ws.u[base + i * kDim + v0 + j] = vn;
+      warp_mma(acc, row_major(sm.w[b], ldK), col_major(sm.s, ldS), m0, n0, kDim);
+      for_each_pair(acc, m0, n0, [&](int i, int j, float x0, float x1) {
+        const float2 u = load2(sm.u[b] + i * kLdU + j);
+        store2(sm.vn + i * ldS + j, u.x - x0, u.y - x1);
       });
     }
     __syncthreads();
-    {  // S ← e^{γ_L} S + Kdᵀ V'
-      float acc[1][4][4];
-      const int m0 = warp * 16, n0 = 0;
-      const float decay = __expf(gl);
-      for_each(acc, m0, n0, [&](int i, int j, float& x) { x = decay * s[i * kLdS + j]; });
-      warp_mma<kExact>(acc, ColMajorK{kd, kLd}, ColMajorK{up, kLdS}, m0, n0, kChunk);
-      for_each(acc, m0, n0, [&](int i, int j, float x) { s[i * kLdS + j] = x; });
-    }
+    store_tile(ws.vn + hc * kChunk * kDim + v0, kDim, sm.vn, ldS, kChunk, kStateCols);
+    // S ← e^{γ_L} S + Kdᵀ V'
+    const float decay = __expf(sm.gam[b][len - 1]);
+    for_each(st, s0, 0, [&](int, int, float& x) { x *= decay; });
+    warp_mma(st, col_major(sm.kd[b], ldK), col_major(sm.vn, ldS), s0, 0, kChunk);
+    store_acc(sm.s, ldS, st, s0, 0);
   }
-  __syncthreads();
-  if (ht) store_f32(ht + state_base, kDim, s, kLdS, kDim, kStateCols);
+  if (ht) store_acc(ht + state_base, kDim, st, s0, 0);
 }
 
 template <class T>
-__global__ void __launch_bounds__(kThreads) output_kernel(ChunkParams<T> p, ForwardWorkspace ws, T* o) {
-  constexpr bool kExact = std::is_same_v<T, float>;
-  constexpr int kLdO = kOutCols + kPad;
+struct OutputSmem {
+  T q[kChunk * tile_ld<T>(kDim)];
+  T k[kChunk * tile_ld<T>(kDim)];
+  T s[kDim * tile_ld<T>(kOutCols)];
+  T vn[kChunk * tile_ld<T>(kOutCols)];
+  T pm[kChunk * tile_ld<T>(kChunk)];  // P, then O (staged)
+  float gam[kChunk];
+};
+
+template <class T>
+__global__ void __launch_bounds__(kThreads) output_kernel(ChunkParams<T> p, ForwardWorkspace<T> ws, T* o) {
+  constexpr int ldK = tile_ld<T>(kDim), ldO = tile_ld<T>(kOutCols), ldC = tile_ld<T>(kChunk);
   extern __shared__ float4 smem4[];
-  float* qs = reinterpret_cast<float*>(smem4);  // [64][kLd]
-  float* ks = qs + kChunk * kLd;                 // [64][kLd]
-  float* s = ks + kChunk * kLd;                  // [128][kLdO]
-  float* vp = s + kDim * kLdO;                   // [64][kLdO]
-  float* pm = vp + kChunk * kLdO;                // [64][kLdC]
-  float* gam = pm + kChunk * kLdC;               // [64]
+  OutputSmem<T>& sm = *reinterpret_cast<OutputSmem<T>*>(smem4);
 
   constexpr int kTiles = kDim / kOutCols;
   const int c = blockIdx.x / (p.HV * kTiles), hv = blockIdx.x / kTiles % p.HV, h = hv / (p.HV / p.H);
   const int v0 = blockIdx.x % kTiles * kOutCols;
   const ChunkRef ch = chunk_ref(ws.seqs, ws.chunk_seq, c);
   const int warp = threadIdx.x >> 5, tid = threadIdx.x;
-  const long base = (long(c) * p.HV + hv) * kChunk * kDim;
+  const long hc = long(c) * p.HV + hv;
 
-  load_f32(s, kLdO, ws.h + (long(c) * p.HV + hv) * kDim * kDim + v0, kDim, kDim, kOutCols);
-  load_f32(vp, kLdO, ws.u + base + v0, kDim, kChunk, kOutCols);
-  load_rows(qs, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
-  load_rows(ks, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
-  if (tid < kChunk) gam[tid] = ws.gam[(long(c) * p.HV + hv) * kChunk + tid];
+  load_tile(sm.s, ldO, ws.h + hc * kDim * kDim + v0, kDim, kDim, kOutCols);
+  load_tile(sm.vn, ldO, ws.vn + hc * kChunk * kDim + v0, kDim, kChunk, kOutCols);
+  commit_async();
+  load_rows(sm.q, ldK, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
+  load_rows(sm.k, ldK, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
+  if (tid < kChunk) sm.gam[tid] = ws.gam[hc * kChunk + tid];
   wait_async();
   __syncthreads();
 
@@ -177,85 +214,88 @@ __global__ void __launch_bounds__(kThreads) output_kernel(ChunkParams<T> p, Forw
   {  // P = Q Kᵀ ⊙ Γ, lower triangle with the diagonal
     float acc[1][4][4];
     zero(acc);
-    warp_mma<kExact>(acc, RowMajorK{qs, kLd}, RowMajorK{ks, kLd}, m0, n0, kDim);
-    for_each(acc, m0, n0, [&](int i, int j, float x) {
-      pm[i * kLdC + j] = j <= i ? x * __expf(gam[i] - gam[j]) : 0.f;
+    warp_mma(acc, row_major(sm.q, ldK), row_major(sm.k, ldK), m0, n0, kDim);
+    for_each_pair(acc, m0, n0, [&](int i, int j, float x0, float x1) {
+      store2(sm.pm + i * ldC + j, j <= i ? x0 * __expf(sm.gam[i] - sm.gam[j]) : 0.f,
+             j + 1 <= i ? x1 * __expf(sm.gam[i] - sm.gam[j + 1]) : 0.f);
     });
   }
   float acc[1][4][4];
   zero(acc);
-  warp_mma<kExact>(acc, RowMajorK{qs, kLd}, ColMajorK{s, kLdO}, m0, n0, kDim);
-  for_each(acc, m0, n0, [&](int i, int, float& x) { x *= __expf(gam[i]); });
+  warp_mma(acc, row_major(sm.q, ldK), col_major(sm.s, ldO), m0, n0, kDim);
+  for_each(acc, m0, n0, [&](int i, int, float& x) { x *= __expf(sm.gam[i]); });
   __syncthreads();
-  warp_mma<kExact>(acc, RowMajorK{pm, kLdC}, ColMajorK{vp, kLdO}, m0, n0, kChunk);
-  const float scale = p.scale;
-  for_each(acc, m0, n0, [&](int i, int j, float x) {
-    if (i < ch.len) o[(long(ch.start + i) * p.HV + hv) * kDim + v0 + j] = from_float<T>(scale * x);
-  });
+  warp_mma(acc, row_major(sm.pm, ldC), col_major(sm.vn, ldO), m0, n0, kChunk);
+  __syncthreads();  // P is read: O is staged over it
+  store_acc(sm.pm, ldC, acc, m0, n0, p.scale);
+  __syncthreads();
+  store_tile(o + (long(ch.start) * p.HV + hv) * kDim + v0, long(p.HV) * kDim, sm.pm, ldC, ch.len, kOutCols);
 }
-
-constexpr size_t kPrepareSmem = (2 * kChunk * kLd + kChunk * (kLdL + kLdC) + 2 * kChunk) * sizeof(float);
-constexpr size_t kStateSmem =
-    (2 * kChunk * kLd + (kDim + kChunk) * (kStateCols + kPad) + kChunk) * sizeof(float);
-constexpr size_t kOutputSmem =
-    (2 * kChunk * kLd + (kDim + kChunk) * (kOutCols + kPad) + kChunk * kLdC + kChunk) * sizeof(float);
 
 }  // namespace
 
-ForwardWorkspace carve_forward(Carve& cv, const ChunkPlan& plan, int HV) {
-  ForwardWorkspace ws;
+template <class T>
+ForwardWorkspace<T> carve_forward(Carve& cv, const ChunkPlan& plan, int HV) {
+  ForwardWorkspace<T> ws;
   ws.seqs = cv.take<SeqInfo>(plan.N);
   ws.chunk_seq = cv.take<int>(plan.NC);
   const size_t heads = size_t(plan.NC) * HV;
   ws.gam = cv.take<float>(heads * kChunk);
-  ws.a = cv.take<float>(heads * kChunk * kChunk);
-  ws.w = cv.take<float>(heads * kChunk * kDim);
   ws.u = cv.take<float>(heads * kChunk * kDim);
-  ws.h = cv.take<float>(heads * kDim * kDim);
+  ws.a = cv.take<T>(heads * kChunk * kChunk);
+  ws.w = cv.take<T>(heads * kChunk * kDim);
+  ws.kd = cv.take<T>(heads * kChunk * kDim);
+  ws.vn = cv.take<T>(heads * kChunk * kDim);
+  ws.h = cv.take<T>(heads * kDim * kDim);
+  ws.h_lo = sizeof(T) == 2 ? cv.take<T>(heads * kDim * kDim) : nullptr;
   return ws;
 }
 
-Status upload_plan(const ChunkPlan& plan, const ForwardWorkspace& ws, cudaStream_t stream) {
+Status upload_plan(const ChunkPlan& plan, SeqInfo* seqs, int* chunk_seq, cudaStream_t stream) {
   // Pageable host memory: the copy has taken the data when cudaMemcpyAsync returns.
-  GDN_CUDA_TRY(cudaMemcpyAsync(ws.seqs, plan.seqs.data(), plan.seqs.size() * sizeof(SeqInfo),
+  GDN_CUDA_TRY(cudaMemcpyAsync(seqs, plan.seqs.data(), plan.seqs.size() * sizeof(SeqInfo),
                                cudaMemcpyHostToDevice, stream));
   if (plan.NC > 0)
-    GDN_CUDA_TRY(cudaMemcpyAsync(ws.chunk_seq, plan.chunk_seq.data(), plan.chunk_seq.size() * sizeof(int),
+    GDN_CUDA_TRY(cudaMemcpyAsync(chunk_seq, plan.chunk_seq.data(), plan.chunk_seq.size() * sizeof(int),
                                  cudaMemcpyHostToDevice, stream));
   return {};
 }
 
 template <class T>
-Status forward_states(const ChunkPlan& plan, const ChunkParams<T>& p, const ForwardWorkspace& ws,
+Status forward_states(const ChunkPlan& plan, const ChunkParams<T>& p, const ForwardWorkspace<T>& ws,
                       const float* h0, float* ht, cudaStream_t stream) {
   GDN_CUDA_TRY(cudaFuncSetAttribute(prepare_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    int(kPrepareSmem)));
+                                    int(sizeof(PrepareSmem<T>))));
   GDN_CUDA_TRY(cudaFuncSetAttribute(state_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    int(kStateSmem)));
+                                    int(sizeof(StateSmem<T>))));
   if (plan.NC > 0) {
-    prepare_kernel<T><<<unsigned(plan.NC * p.HV), kThreads, kPrepareSmem, stream>>>(p, ws);
+    prepare_kernel<T><<<unsigned(plan.NC * p.HV), kThreads, sizeof(PrepareSmem<T>), stream>>>(p, ws);
     GDN_CUDA_LAUNCHED("gdn::cuda prepare_kernel");
   }
-  state_kernel<T><<<unsigned(plan.N * p.HV * (kDim / kStateCols)), kThreads, kStateSmem, stream>>>(p, ws, h0, ht);
+  state_kernel<T><<<unsigned(plan.N * p.HV * (kDim / kStateCols)), kThreads, sizeof(StateSmem<T>), stream>>>(
+      p, ws, h0, ht);
   GDN_CUDA_LAUNCHED("gdn::cuda state_kernel");
   return {};
 }
 
 template <class T>
-Status forward_output(const ChunkPlan& plan, const ChunkParams<T>& p, const ForwardWorkspace& ws, T* o,
+Status forward_output(const ChunkPlan& plan, const ChunkParams<T>& p, const ForwardWorkspace<T>& ws, T* o,
                       cudaStream_t stream) {
   if (plan.NC == 0) return {};
   GDN_CUDA_TRY(cudaFuncSetAttribute(output_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    int(kOutputSmem)));
-  output_kernel<T><<<unsigned(plan.NC * p.HV * (kDim / kOutCols)), kThreads, kOutputSmem, stream>>>(p, ws, o);
+                                    int(sizeof(OutputSmem<T>))));
+  output_kernel<T><<<unsigned(plan.NC * p.HV * (kDim / kOutCols)), kThreads, sizeof(OutputSmem<T>), stream>>>(
+      p, ws, o);
   GDN_CUDA_LAUNCHED("gdn::cuda output_kernel");
   return {};
 }
 
-template Status forward_states<float>(const ChunkPlan&, const ChunkParams<float>&, const ForwardWorkspace&,
+template ForwardWorkspace<float> carve_forward<float>(Carve&, const ChunkPlan&, int);
+template ForwardWorkspace<bf16> carve_forward<bf16>(Carve&, const ChunkPlan&, int);
+template Status forward_states<float>(const ChunkPlan&, const ChunkParams<float>&, const ForwardWorkspace<float>&,
                                       const float*, float*, cudaStream_t);
-template Status forward_states<__nv_bfloat16>(const ChunkPlan&, const ChunkParams<__nv_bfloat16>&,
-                                              const ForwardWorkspace&, const float*, float*, cudaStream_t);
+template Status forward_states<bf16>(const ChunkPlan&, const ChunkParams<bf16>&, const ForwardWorkspace<bf16>&,
+                                     const float*, float*, cudaStream_t);
 
 namespace {
 template <class T>
@@ -266,12 +306,12 @@ Status forward_typed(const ChunkShape& s, const ChunkForwardArgs& a, void* works
   if (!a.q || !a.k || !a.v || !a.g || !a.beta || !a.o)
     return bad_input("gdn::cuda::chunk_forward: q, k, v, g, beta and o are required");
   Carve cv{static_cast<char*>(workspace)};
-  const ForwardWorkspace ws = carve_forward(cv, plan, s.HV);
+  const ForwardWorkspace<T> ws = carve_forward<T>(cv, plan, s.HV);
   if (cv.used > bytes)
     return bad_input(gdn::cat("gdn::cuda::chunk_forward: workspace of ", bytes, " bytes, needs ", cv.used));
   const ChunkParams<T> p{static_cast<const T*>(a.q), static_cast<const T*>(a.k), static_cast<const T*>(a.v),
                          a.g, a.beta, s.H, s.HV, plan.scale, s.l2norm_qk};
-  if (Status st = upload_plan(plan, ws, stream); !st.ok()) return st;
+  if (Status st = upload_plan(plan, ws.seqs, ws.chunk_seq, stream); !st.ok()) return st;
   if (Status st = forward_states(plan, p, ws, a.h0, a.ht, stream); !st.ok()) return st;
   return forward_output(plan, p, ws, static_cast<T*>(a.o), stream);
 }
@@ -284,14 +324,17 @@ namespace gdn::cuda {
 size_t chunk_forward_workspace_bytes(const ChunkShape& s) {
   detail::ChunkPlan plan(s);
   detail::Carve cv{nullptr};
-  detail::carve_forward(cv, plan, s.HV);
+  if (s.dtype == DType::f32)
+    detail::carve_forward<float>(cv, plan, s.HV);
+  else
+    detail::carve_forward<detail::bf16>(cv, plan, s.HV);
   return cv.used;
 }
 
 Status chunk_forward(const ChunkShape& s, const ChunkForwardArgs& a, void* workspace, size_t bytes,
                      cudaStream_t stream) {
   return s.dtype == DType::f32 ? detail::forward_typed<float>(s, a, workspace, bytes, stream)
-                               : detail::forward_typed<__nv_bfloat16>(s, a, workspace, bytes, stream);
+                               : detail::forward_typed<detail::bf16>(s, a, workspace, bytes, stream);
 }
 
 }  // namespace gdn::cuda

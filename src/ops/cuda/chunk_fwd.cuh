@@ -14,12 +14,19 @@ struct ChunkParams {
   bool l2norm;
 };
 
-// Per (chunk, value head) buffers, all fp32: cumulative gate [NC,HV,64], A [NC,HV,64,64],
-// W and U [NC,HV,64,128] (U holds V' after the state pass), chunk-entry states h [NC,HV,128,128].
+// Per (chunk, value head) buffers. fp32: the cumulative gate [NC,HV,64] and U = A diag(β) V
+// [NC,HV,64,128], which the state pass updates to V' in fp32. In the input type T, the values
+// that only feed mma operands (tile.cuh): A [NC,HV,64,64], W [NC,HV,64,128],
+// Kd = K e^{γ_L − γ} [NC,HV,64,128], V' [NC,HV,64,128], chunk-entry states h [NC,HV,128,128].
+// Rows beyond a chunk's length are zero. bf16 only: h_lo = S − h in bf16 [NC,HV,128,128], so
+// that h + h_lo carries S to ~16 bits for the gate gradient's Σ dS_next ⊙ S, which is not an
+// mma operand (bench/gpu/bf16_gate_grad.py); null for fp32, where h is S.
+template <class T>
 struct ForwardWorkspace {
   SeqInfo* seqs;
   int* chunk_seq;
-  float *gam, *a, *w, *u, *h;
+  float *gam, *u;
+  T *a, *w, *kd, *vn, *h, *h_lo;
 };
 
 // Inclusive cumulative sum of g over the chunk's tokens (0 beyond len) and beta (0 beyond
@@ -49,12 +56,13 @@ __device__ inline void load_gate_beta(float* gam, float* bet, const float* g, co
 // reading one column (32 rows) hits 32 banks.
 constexpr int kLdL = kChunk + 1;
 
-// as = (I + ls)⁻¹ ([64][kLdC]) for ls ([64][kLdL]) strictly lower triangular, zero on and above
-// the diagonal. Columns are independent: warp w solves columns 8w..8w+7 by forward
-// substitution, lane l holding rows l and l + 32; row j of a column is final once rows < j
-// have been subtracted from it, and is then broadcast by a shuffle. No block barrier inside;
-// 256 threads; ends with a barrier.
-__device__ inline void invert_unit_lower(float* as, const float* ls) {
+// Calls f(row, col, value) for every element of (I + ls)⁻¹, ls ([64][kLdL]) strictly lower
+// triangular, zero on and above the diagonal. Columns are independent: warp w solves columns
+// 8w..8w+7 by forward substitution, lane l holding rows l and l + 32; row j of a column is
+// final once rows < j have been subtracted from it, and is then broadcast by a shuffle.
+// 256 threads; a barrier after the last read of ls (f may overwrite it) and one at the end.
+template <class F>
+__device__ inline void invert_unit_lower(const float* ls, F&& f) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, c0 = 8 * warp;
   float a[8][2];
 #pragma unroll
@@ -71,20 +79,22 @@ __device__ inline void invert_unit_lower(float* as, const float* ls) {
       a[cc][1] -= l_hi * aj;
     }
   }
+  __syncthreads();
 #pragma unroll
   for (int cc = 0; cc < 8; ++cc) {
-    as[lane * kLdC + c0 + cc] = a[cc][0];
-    as[(lane + 32) * kLdC + c0 + cc] = a[cc][1];
+    f(lane, c0 + cc, a[cc][0]);
+    f(lane + 32, c0 + cc, a[cc][1]);
   }
   __syncthreads();
 }
 
-ForwardWorkspace carve_forward(Carve& cv, const ChunkPlan& plan, int HV);
-Status upload_plan(const ChunkPlan& plan, const ForwardWorkspace& ws, cudaStream_t stream);
-
-// Stages 1 and 2: gate cumsum, W, U, V' and the chunk states (and ht when non-null).
 template <class T>
-Status forward_states(const ChunkPlan& plan, const ChunkParams<T>& p, const ForwardWorkspace& ws,
+ForwardWorkspace<T> carve_forward(Carve& cv, const ChunkPlan& plan, int HV);
+Status upload_plan(const ChunkPlan& plan, SeqInfo* seqs, int* chunk_seq, cudaStream_t stream);
+
+// Stages 1 and 2: gate cumsum, A, W, Kd, U, V' and the chunk states (and ht when non-null).
+template <class T>
+Status forward_states(const ChunkPlan& plan, const ChunkParams<T>& p, const ForwardWorkspace<T>& ws,
                       const float* h0, float* ht, cudaStream_t stream);
 
 }  // namespace gdn::cuda::detail

@@ -1,50 +1,51 @@
-// Block-level building blocks of the CUDA kernels: tensor-core products of fp32 tiles in
-// shared memory, loads of bf16/fp32 rows, the fused L2 norm.
+// Block-level building blocks of the CUDA kernels: tensor-core products of tiles in shared
+// memory, loads of bf16/fp32 rows and tiles, the fused L2 norm.
 //
-// Every operand lives in shared memory as fp32 and is rounded to bf16 when it is fed to
-// mma.sync.m16n8k16. Exact<true> splits each value into bf16 hi + lo and issues three
-// products (hi·hi + hi·lo + lo·hi), which is ~1e-5 relative: the fp32-input path uses it so
-// that the GPU can be checked against the fp64 reference at 1e-4.
+// Operand tiles have the element type of the inputs. bf16 tiles feed mma.sync.m16n8k16 through
+// ldmatrix (rows padded by 16 bytes: the 8 rows of one 8x8 matrix hit 8 distinct 16-byte bank
+// groups). fp32 tiles (the fp32-input path) split each value into bf16 hi + lo and issue
+// three products (hi·hi + hi·lo + lo·hi), ~1e-5 relative, so that the GPU can be checked
+// against the fp64 reference at 1e-4. Values consumed only as mma operands may therefore be
+// stored in the input type without changing any result: the product rounds them to bf16 anyway.
 #pragma once
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 namespace gdn::cuda::detail {
 
-constexpr int kChunk = 64;   // tokens per chunk
-constexpr int kDim = 128;    // K = V = 128 (head dimension)
-constexpr int kPad = 4;      // smem row padding (floats): transposed fragment loads hit 32 banks
-constexpr int kLd = kDim + kPad;       // row stride of a [*, 128] tile
-constexpr int kLdC = kChunk + kPad;    // row stride of a [*, 64] tile
+constexpr int kChunk = 64;  // tokens per chunk
+constexpr int kDim = 128;   // K = V = 128 (head dimension)
+
+using bf16 = __nv_bfloat16;
+
+// Row stride (elements) of a shared-memory tile of `cols` columns: 16 bytes of padding.
+template <class T>
+constexpr int tile_ld(int cols) {
+  return cols + 16 / int(sizeof(T));
+}
 
 __device__ __forceinline__ float to_float(float x) { return x; }
-__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float to_float(bf16 x) { return __bfloat162float(x); }
 template <class T>
 __device__ __forceinline__ T from_float(float x);
 template <>
 __device__ __forceinline__ float from_float<float>(float x) { return x; }
 template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+__device__ __forceinline__ bf16 from_float<bf16>(float x) { return __float2bfloat16_rn(x); }
 
-// Operand views. Element (r, k) of the product's operand, r the row of A (or the column of
-// B), k the reduction index. RowMajorK: stored p[r * ld + k]; ColMajorK: stored p[k * ld + r].
-struct RowMajorK {
-  const float* p;
-  int ld;
-  __device__ __forceinline__ float2 pair(int r, int k) const {
-    return *reinterpret_cast<const float2*>(p + r * ld + k);
-  }
-};
-struct ColMajorK {
-  const float* p;
-  int ld;
-  __device__ __forceinline__ float2 pair(int r, int k) const {
-    return make_float2(p[k * ld + r], p[(k + 1) * ld + r]);
-  }
-};
+// Two consecutive elements (p[0], p[1]) from two floats.
+__device__ __forceinline__ void store2(float* p, float a, float b) { *reinterpret_cast<float2*>(p) = make_float2(a, b); }
+__device__ __forceinline__ void store2(bf16* p, float a, float b) {
+  *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(a, b);
+}
+__device__ __forceinline__ float2 load2(const float* p) { return *reinterpret_cast<const float2*>(p); }
+__device__ __forceinline__ float2 load2(const bf16* p) {
+  return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(p));
+}
 
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
@@ -58,62 +59,138 @@ __device__ __forceinline__ void split_bf16(float2 x, uint32_t& hi, uint32_t& lo)
   lo = pack_bf16(x.x - hf.x, x.y - hf.y);
 }
 
-__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+// Four 8x8 bf16 matrices; lane l gives the address of row l % 8 of matrix l / 8. With
+// .trans each matrix arrives transposed.
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const bf16* p) {
+  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const bf16* p) {
+  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+
+// Operand views. Element (r, k) of the product's operand, r the row of A (or the column of
+// B), k the reduction index. RowMajorK: stored p[r * ld + k]; ColMajorK: stored p[k * ld + r].
+// fp32 views give pairs (r, k), (r, k + 1); bf16 views give whole fragments: a_frag the
+// 16x16 A fragment at (r0, k0), b_frags the 16x8 B fragments of columns c0..c0+7 and
+// c0+8..c0+15 at k0 (register order of mma.m16n8k16).
+template <class T>
+struct RowMajorK;
+template <class T>
+struct ColMajorK;
+
+template <>
+struct RowMajorK<float> {
+  const float* p;
+  int ld;
+  __device__ __forceinline__ float2 pair(int r, int k) const { return load2(p + r * ld + k); }
+};
+template <>
+struct ColMajorK<float> {
+  const float* p;
+  int ld;
+  __device__ __forceinline__ float2 pair(int r, int k) const { return make_float2(p[k * ld + r], p[(k + 1) * ld + r]); }
+};
+template <>
+struct RowMajorK<bf16> {
+  const bf16* p;
+  int ld;
+  __device__ __forceinline__ void a_frag(uint32_t (&a)[4], int r0, int k0) const {
+    const int l = threadIdx.x & 31, m = l >> 3;
+    ldmatrix_x4(a, p + (r0 + (l & 7) + 8 * (m & 1)) * ld + k0 + 8 * (m >> 1));
+  }
+  __device__ __forceinline__ void b_frags(uint32_t (&b)[4], int c0, int k0) const {
+    const int l = threadIdx.x & 31, m = l >> 3;
+    ldmatrix_x4(b, p + (c0 + (l & 7) + 8 * (m >> 1)) * ld + k0 + 8 * (m & 1));
+  }
+};
+template <>
+struct ColMajorK<bf16> {
+  const bf16* p;
+  int ld;
+  __device__ __forceinline__ void a_frag(uint32_t (&a)[4], int r0, int k0) const {
+    const int l = threadIdx.x & 31, m = l >> 3;
+    ldmatrix_x4_trans(a, p + (k0 + (l & 7) + 8 * (m >> 1)) * ld + r0 + 8 * (m & 1));
+  }
+  __device__ __forceinline__ void b_frags(uint32_t (&b)[4], int c0, int k0) const {
+    const int l = threadIdx.x & 31, m = l >> 3;
+    ldmatrix_x4_trans(b, p + (k0 + (l & 7) + 8 * (m & 1)) * ld + c0 + 8 * (m >> 1));
+  }
+};
+template <class T>
+__device__ __forceinline__ RowMajorK<T> row_major(const T* p, int ld) {
+  return {p, ld};
+}
+template <class T>
+__device__ __forceinline__ ColMajorK<T> col_major(const T* p, int ld) {
+  return {p, ld};
+}
+
+__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
       "{%0,%1,%2,%3};\n"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+template <class Op>
+constexpr bool is_bf16_view = std::is_same_v<decltype(Op::p), const bf16*>;
+
 // One warp: acc[MT][NT] (16x8 tiles) += A[m0 : m0+16MT, 0:kdim] * B[0:kdim, n0 : n0+8NT].
-// kdim is a multiple of 16. Accumulator element i of tile (mt, nt) is at
+// kdim is a multiple of 16, NT even. Accumulator element i of tile (mt, nt) is at
 // row m0 + 16 mt + lane/4 + 8 (i / 2), column n0 + 8 nt + 2 (lane % 4) + i % 2.
-template <bool Exact, int MT, int NT, class OpA, class OpB>
+template <int MT, int NT, class OpA, class OpB>
 __device__ __forceinline__ void warp_mma(float (&acc)[MT][NT][4], OpA a, OpB b, int m0, int n0, int kdim) {
-  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  static_assert(NT % 2 == 0, "B fragments come in pairs of 8-column tiles");
+  static_assert(is_bf16_view<OpA> == is_bf16_view<OpB>, "both operands bf16 or both fp32");
+  if constexpr (is_bf16_view<OpA>) {
 #pragma unroll 2
-  for (int k0 = 0; k0 < kdim; k0 += 16) {
-    uint32_t ah[MT][4], al[MT][4], bh[NT][2], bl[NT][2];
+    for (int k0 = 0; k0 < kdim; k0 += 16) {
+      uint32_t af[MT][4], bf[NT / 2][4];
 #pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-      const int r = m0 + 16 * mt + g;
-      const float2 x0 = a.pair(r, k0 + 2 * t), x1 = a.pair(r + 8, k0 + 2 * t);
-      const float2 x2 = a.pair(r, k0 + 2 * t + 8), x3 = a.pair(r + 8, k0 + 2 * t + 8);
-      if constexpr (Exact) {
-        split_bf16(x0, ah[mt][0], al[mt][0]);
-        split_bf16(x1, ah[mt][1], al[mt][1]);
-        split_bf16(x2, ah[mt][2], al[mt][2]);
-        split_bf16(x3, ah[mt][3], al[mt][3]);
-      } else {
-        ah[mt][0] = pack_bf16(x0.x, x0.y);
-        ah[mt][1] = pack_bf16(x1.x, x1.y);
-        ah[mt][2] = pack_bf16(x2.x, x2.y);
-        ah[mt][3] = pack_bf16(x3.x, x3.y);
-      }
+      for (int mt = 0; mt < MT; ++mt) a.a_frag(af[mt], m0 + 16 * mt, k0);
+#pragma unroll
+      for (int np = 0; np < NT / 2; ++np) b.b_frags(bf[np], n0 + 16 * np, k0);
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt)
+          mma_bf16(acc[mt][nt], af[mt], bf[nt / 2][2 * (nt % 2)], bf[nt / 2][2 * (nt % 2) + 1]);
     }
+  } else {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll 2
+    for (int k0 = 0; k0 < kdim; k0 += 16) {
+      uint32_t ah[MT][4], al[MT][4], bh[NT][2], bl[NT][2];
 #pragma unroll
-    for (int nt = 0; nt < NT; ++nt) {
-      const int c = n0 + 8 * nt + g;
-      const float2 y0 = b.pair(c, k0 + 2 * t), y1 = b.pair(c, k0 + 2 * t + 8);
-      if constexpr (Exact) {
-        split_bf16(y0, bh[nt][0], bl[nt][0]);
-        split_bf16(y1, bh[nt][1], bl[nt][1]);
-      } else {
-        bh[nt][0] = pack_bf16(y0.x, y0.y);
-        bh[nt][1] = pack_bf16(y1.x, y1.y);
+      for (int mt = 0; mt < MT; ++mt) {
+        const int r = m0 + 16 * mt + g;
+        split_bf16(a.pair(r, k0 + 2 * t), ah[mt][0], al[mt][0]);
+        split_bf16(a.pair(r + 8, k0 + 2 * t), ah[mt][1], al[mt][1]);
+        split_bf16(a.pair(r, k0 + 2 * t + 8), ah[mt][2], al[mt][2]);
+        split_bf16(a.pair(r + 8, k0 + 2 * t + 8), ah[mt][3], al[mt][3]);
       }
-    }
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
       for (int nt = 0; nt < NT; ++nt) {
-        mma_bf16(acc[mt][nt], ah[mt], bh[nt]);
-        if constexpr (Exact) {
-          mma_bf16(acc[mt][nt], ah[mt], bl[nt]);
-          mma_bf16(acc[mt][nt], al[mt], bh[nt]);
-        }
+        const int c = n0 + 8 * nt + g;
+        split_bf16(b.pair(c, k0 + 2 * t), bh[nt][0], bl[nt][0]);
+        split_bf16(b.pair(c, k0 + 2 * t + 8), bh[nt][1], bl[nt][1]);
       }
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+          mma_bf16(acc[mt][nt], ah[mt], bh[nt][0], bh[nt][1]);
+          mma_bf16(acc[mt][nt], ah[mt], bl[nt][0], bl[nt][1]);
+          mma_bf16(acc[mt][nt], al[mt], bh[nt][0], bh[nt][1]);
+        }
+    }
   }
 }
 
@@ -140,14 +217,39 @@ __device__ __forceinline__ void for_each(float (&acc)[MT][NT][4], int m0, int n0
         f(m0 + 16 * mt + g + 8 * (i >> 1), n0 + 8 * nt + 2 * t + (i & 1), acc[mt][nt][i]);
 }
 
+// Calls f(row, col, v0, v1) for every pair of adjacent accumulator elements (row, col),
+// (row, col + 1) the lane holds: for paired stores.
+template <int MT, int NT, class F>
+__device__ __forceinline__ void for_each_pair(float (&acc)[MT][NT][4], int m0, int n0, F&& f) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+        f(m0 + 16 * mt + g + 8 * h, n0 + 8 * nt + 2 * t, acc[mt][nt][2 * h], acc[mt][nt][2 * h + 1]);
+}
+
+// Stores the accumulators into a [*, ld] tile or tensor (shared or global), times `scale`.
+template <int MT, int NT, class T>
+__device__ __forceinline__ void store_acc(T* dst, long ld, float (&acc)[MT][NT][4], int m0, int n0, float scale = 1.f) {
+  for_each_pair(acc, m0, n0, [&](int i, int j, float a, float b) { store2(dst + i * ld + j, scale * a, scale * b); });
+}
+
 // Global -> shared copies of 16 bytes that bypass registers (cp.async), so that a thread
-// has all of its loads in flight at once. wait_async() waits for the thread's copies; a
-// barrier after it publishes them to the block.
-__device__ __forceinline__ void cp_async16(float* dst, const float* src) {
+// has all of its loads in flight at once. commit_async() closes a group of copies;
+// wait_async<N>() waits until at most N of the thread's groups are pending; a barrier after
+// it publishes the copies to the block.
+__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
   const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src));
 }
-__device__ __forceinline__ void wait_async() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+__device__ __forceinline__ void commit_async() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N = 0>
+__device__ __forceinline__ void wait_async() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
 
 // Four consecutive elements as fp32.
 template <class T>
@@ -161,13 +263,21 @@ __device__ __forceinline__ float4 load4(const T* p) {
     return make_float4(a.x, a.y, b.x, b.y);
   }
 }
+__device__ __forceinline__ void store4(float* p, float4 x) { *reinterpret_cast<float4*>(p) = x; }
+__device__ __forceinline__ void store4(bf16* p, float4 x) {
+  __nv_bfloat162 a = __floats2bfloat162_rn(x.x, x.y), b = __floats2bfloat162_rn(x.z, x.w);
+  uint2 v;
+  v.x = *reinterpret_cast<uint32_t*>(&a);
+  v.y = *reinterpret_cast<uint32_t*>(&b);
+  *reinterpret_cast<uint2*>(p) = v;
+}
 
-// Loads rows [0, rows) of a [*, 128] tensor (row r at src + r * stride) into a [64][kLd]
-// fp32 tile, zero-filling rows [rows, 64). With `l2norm`, each row is divided by
-// sqrt(sum of squares + 1e-6). 256 threads: warp w owns rows w, w + 8, ...; every load is
-// issued before the first use.
-template <class T>
-__device__ __forceinline__ void load_rows(float* dst, const T* src, long stride, int rows, bool l2norm) {
+// Loads rows [0, rows) of a [*, 128] tensor (row r at src + r * stride) into a [64][ld] tile,
+// zero-filling rows [rows, 64). With `l2norm`, each row is divided by sqrt(sum of squares +
+// 1e-6) in fp32. 256 threads: warp w owns rows w, w + 8, ...; every load is issued before
+// the first use.
+template <class T, class S>
+__device__ __forceinline__ void load_rows(T* dst, int ld, const S* src, long stride, int rows, bool l2norm) {
   constexpr int kRows = kChunk / 8;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   float4 x[kRows];
@@ -185,14 +295,37 @@ __device__ __forceinline__ void load_rows(float* dst, const T* src, long stride,
       const float rn = rsqrtf(ss + 1e-6f);
       x[i].x *= rn, x[i].y *= rn, x[i].z *= rn, x[i].w *= rn;
     }
-    *reinterpret_cast<float4*>(dst + (warp + 8 * i) * kLd + 4 * lane) = x[i];
+    store4(dst + (warp + 8 * i) * ld + 4 * lane, x[i]);
+  }
+}
+
+// dst[r] += Σ_c x̂[r][c] y[r][c] for rows r < rows of two [*, 128] tensors (row r at
+// x + r * x_stride, y + r * y_stride), x̂ the row of x L2-normalised in fp32 as load_rows
+// does when l2norm, else x. Keeps sums with normalised rows at fp32 precision where the tile
+// holds them in bf16. 256 threads: warp w owns rows w, w + 8, ...; one atomic per row.
+template <class S>
+__device__ __forceinline__ void add_row_dots(float* dst, const S* x, long x_stride, const float* y, long y_stride,
+                                             int rows, bool l2norm) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  for (int r = warp; r < rows; r += 8) {
+    const float4 a = load4(x + r * x_stride + 4 * lane);
+    const float4 b = *reinterpret_cast<const float4*>(y + r * y_stride + 4 * lane);
+    float ss = a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w;
+    float d = a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      ss += __shfl_xor_sync(0xffffffffu, ss, o);
+      d += __shfl_xor_sync(0xffffffffu, d, o);
+    }
+    if (lane == 0) atomicAdd(dst + r, l2norm ? d * rsqrtf(ss + 1e-6f) : d);
   }
 }
 
 // Loads rows [0, rows) and Cols columns of a bf16/fp32 tensor (row r at src + r * stride)
-// into a [64][ld] fp32 tile, zero-filling rows [rows, 64). 256 threads.
-template <int Cols, class T>
-__device__ __forceinline__ void load_cols(float* dst, int ld, const T* src, long stride, int rows) {
+// into a [64][ld] tile, zero-filling rows [rows, 64). Through registers, so the element
+// types may differ. 256 threads.
+template <int Cols, class T, class S>
+__device__ __forceinline__ void load_cols(T* dst, int ld, const S* src, long stride, int rows) {
   constexpr int kC4 = Cols / 4, kPer = kChunk * kC4 / 256;
   float4 x[kPer];
 #pragma unroll
@@ -203,7 +336,7 @@ __device__ __forceinline__ void load_cols(float* dst, int ld, const T* src, long
 #pragma unroll
   for (int e = 0; e < kPer; ++e) {
     const int i = threadIdx.x + 256 * e, r = i / kC4, c = 4 * (i % kC4);
-    *reinterpret_cast<float4*>(dst + r * ld + c) = x[e];
+    store4(dst + r * ld + c, x[e]);
   }
 }
 
@@ -228,20 +361,48 @@ __device__ __forceinline__ void add_row_sums(float (&acc)[MT][NT][4], int m0, in
     }
 }
 
-// Starts copying an fp32 [rows, cols] block (row stride `stride`) into smem with row stride
-// ld (cp.async: call wait_async() and a barrier before reading it).
-__device__ __forceinline__ void load_f32(float* dst, int ld, const float* src, long stride, int rows, int cols) {
-  const int c4 = cols / 4;
-  for (int i = threadIdx.x; i < rows * c4; i += blockDim.x) {
-    const int r = i / c4, c = 4 * (i % c4);
+// Adds, for every column the lane holds, the sum of f(row, col, value) over its elements to
+// dst[col] (shared memory). The 8 lanes of a column reduce first; one atomic per column.
+template <int MT, int NT, class F>
+__device__ __forceinline__ void add_col_sums(float (&acc)[MT][NT][4], int m0, int n0, float* dst, F&& f) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int col = n0 + 8 * nt + 2 * t + e;
+      float s = 0.f;
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int half = 0; half < 2; ++half) s += f(m0 + 16 * mt + g + 8 * half, col, acc[mt][nt][2 * half + e]);
+      s += __shfl_xor_sync(0xffffffffu, s, 4);
+      s += __shfl_xor_sync(0xffffffffu, s, 8);
+      s += __shfl_xor_sync(0xffffffffu, s, 16);
+      if (g == 0) atomicAdd(dst + col, s);
+    }
+}
+
+// Starts copying a [rows, cols] block of a tensor (row stride `stride`) into a tile with
+// row stride ld, by cp.async (wait_async() and a barrier before reading it). cols * sizeof(T)
+// is a multiple of 16.
+template <class T>
+__device__ __forceinline__ void load_tile(T* dst, int ld, const T* src, long stride, int rows, int cols) {
+  constexpr int kVec = 16 / sizeof(T);
+  const int cv = cols / kVec;
+  for (int i = threadIdx.x; i < rows * cv; i += blockDim.x) {
+    const int r = i / cv, c = kVec * (i % cv);
     cp_async16(dst + r * ld + c, src + r * stride + c);
   }
 }
-__device__ __forceinline__ void store_f32(float* dst, long stride, const float* src, int ld, int rows, int cols) {
-  const int c4 = cols / 4;
-  for (int i = threadIdx.x; i < rows * c4; i += blockDim.x) {
-    const int r = i / c4, c = 4 * (i % c4);
-    *reinterpret_cast<float4*>(dst + r * stride + c) = *reinterpret_cast<const float4*>(src + r * ld + c);
+// Stores a [rows, cols] tile (row stride ld) to a tensor, 16 bytes per access.
+template <class T>
+__device__ __forceinline__ void store_tile(T* dst, long stride, const T* src, int ld, int rows, int cols) {
+  constexpr int kVec = 16 / sizeof(T);
+  const int cv = cols / kVec;
+  for (int i = threadIdx.x; i < rows * cv; i += blockDim.x) {
+    const int r = i / cv, c = kVec * (i % cv);
+    *reinterpret_cast<uint4*>(dst + r * stride + c) = *reinterpret_cast<const uint4*>(src + r * ld + c);
   }
 }
 
