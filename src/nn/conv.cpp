@@ -75,19 +75,27 @@ void ShortConv<T>::backward(const T* dy, T* dx) {
         for (int c = 0; c < C; ++c) d[c] += w[c] * dp[c];
       }
     }
-  // Weight gradient: parallel over channels, each a fixed-order sum.
+  // Weight gradient: threads take blocks of channels and walk the rows in order, reading
+  // contiguous channels; each (channel, tap) stays one sum in (b, t) order.
+  constexpr int kBlock = 16;
   T* dw = weight.grad.data();
 #pragma omp parallel for schedule(static)
-  for (int c = 0; c < C; ++c)
-    for (int j = 0; j < W; ++j) {
-      T acc = 0;
-      for (int b = 0; b < B_; ++b)
-        for (int t = std::max(0, W - 1 - j); t < Tn; ++t) {
-          const size_t row = (size_t(b) * Tn + t) * C;
-          acc += dpre[row + c] * x_[ptrdiff_t(row) + ptrdiff_t(j - (W - 1)) * C + c];
+  for (int c0 = 0; c0 < C; c0 += kBlock) {
+    const int cn = std::min(kBlock, C - c0);
+    std::vector<T> acc(size_t(W) * kBlock, T(0));
+    for (int b = 0; b < B_; ++b)
+      for (int t = 0; t < Tn; ++t) {
+        const size_t row = (size_t(b) * Tn + t) * C + c0;
+        const T* dp = dpre.data() + row;
+        for (int j = std::max(0, W - 1 - t); j < W; ++j) {
+          const T* xs = x_.data() + (row - size_t(W - 1 - j) * C);
+          T* a = acc.data() + size_t(j) * kBlock;
+          for (int c = 0; c < cn; ++c) a[c] += dp[c] * xs[c];
         }
-      dw[c * W + j] += acc;
-    }
+      }
+    for (int c = 0; c < cn; ++c)
+      for (int j = 0; j < W; ++j) dw[(c0 + c) * W + j] += acc[size_t(j) * kBlock + c];
+  }
 }
 
 template struct ShortConv<float>;
