@@ -2,6 +2,6 @@
 # The main job: set-up, build, then the demo on its embedded defaults.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/build.sh
+GDN_BUILD_TARGETS=gdn bash scripts/build.sh
 build=${GDN_BUILD_DIR:-build}
 exec "$build/gdn" demo "$@"

@@ -33,6 +33,7 @@ const std::vector<Shape>& chunk_shapes() {
       {2, 65, 1, 4, 100, 24, {}},                      // K = 100, GVA 4x, one token past a chunk
       {1, 100, 2, 2, 16, 32, {0, 1, 2, 40, 41, 100}},  // varlen with sequences of length 1
       {1, 150, 1, 1, 64, 64, {}},                      // several chunks, partial last one
+      {1, 130, 2, 2, 8, 4, {}},                        // heads narrower than a 16-row block
   };
   return shapes;
 }

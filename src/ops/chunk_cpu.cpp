@@ -92,7 +92,7 @@ struct ChunkWork {
   std::vector<float> kt;                                // k^T, K x C
   std::vector<float> n, a, lm, p;                       // C x C: N, A, Diag(beta) N, P
   std::vector<float> xw, xu, w, u;                      // C x K, C x V, C x K, C x V (u -> V')
-  std::vector<float> sub0, sub1, sub2;                  // C x max(K, V) scratch
+  std::vector<float> sub0, sub1, sub2;                  // C x max(K, V, 16) scratch
   std::vector<float> ob;                                // C x V output rows
   // Backward.
   std::vector<float> dob, dvp, dp, dqe, dkl, dgl, st, dst, vpt, dw, dm, wt, ut, dxw, dxu;
@@ -100,7 +100,9 @@ struct ChunkWork {
 
   ChunkWork(int C_, int K_, int V_) : C(C_), K(K_), V(V_) {
     const size_t CK = size_t(C) * K, CV = size_t(C) * V, CC = size_t(C) * C, KV = size_t(K) * V;
-    const size_t CM = size_t(C) * std::max(K, V);
+    // invert() also takes a kSubChunk x (C - kSubChunk) block of sub2, more than C x max(K, V)
+    // for heads narrower than 16.
+    const size_t CM = size_t(C) * std::max({K, V, kSubChunk});
     for (auto* b : {&q, &k, &qe, &ke, &kl, &xw, &w, &kt, &dqe, &dkl, &dw, &wt, &dxw, &dq, &dk})
       b->resize(CK);
     for (auto* b : {&v, &xu, &u, &ob, &dob, &dvp, &vpt, &ut, &dxu, &dv}) b->resize(CV);
