@@ -54,7 +54,8 @@ template <class T>
 void ShortConv<T>::backward(const T* dy, T* dx) {
   const int C = channels, W = width, Tn = T_;
   const size_t n = size_t(B_) * Tn * C;
-  std::vector<T> dpre(n);
+  std::vector<T>& dpre = dpre_;  // kept between calls, written before read
+  dpre.resize(n);
 #pragma omp parallel for schedule(static)
   for (size_t i = 0; i < n; ++i) dpre[i] = activation ? dy[i] * silu_grad(pre_[i]) : dy[i];
   std::vector<T> taps(size_t(W) * C);
