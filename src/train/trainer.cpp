@@ -179,9 +179,10 @@ void Trainer::fill_batch(int64_t step, std::vector<int32_t>& ids, std::vector<in
 }
 
 EvalResult Trainer::run() {
-  // Data-parallel replicas keep one BLAS thread each (DataParallel sees to it); the
-  // optimizer's loops use every thread in both modes.
-  const ThreadScope thread_scope(threads_, parallel_ == Parallel::data ? 1 : threads_);
+  // Data parallel: the replicas run on DataParallel's own threads, and OpenMP and OpenBLAS
+  // keep to one (an OpenMP team for the optimizer would spin between steps).
+  const int library_threads = parallel_ == Parallel::data ? 1 : threads_;
+  const ThreadScope thread_scope(library_threads, library_threads);
   auto evaluate_now = [&] {
     return replicas_ ? evaluate(*replicas_, *eval_, cfg_.batch) : evaluate(*model_, *eval_, cfg_.batch);
   };

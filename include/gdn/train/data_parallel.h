@@ -1,7 +1,8 @@
 // Data parallelism inside one step, for models too small for threads inside a layer (at
 // d_model 64 a GEMM or an op call is over before a thread team has woken up). The batch is
 // cut into fixed contiguous shards of sequences; each thread runs forward and backward of
-// one shard on its own replica of the model, single-threaded inside (OpenMP and OpenBLAS).
+// one shard on its own replica of the model, single-threaded inside (OpenMP and OpenBLAS);
+// the threads sleep between steps.
 // Replicas read the master's parameter values at the start of every call, and their
 // gradients are summed into the master in replica order, each weighted by its share of the
 // batch's labelled positions: the result is the gradient of the mean loss over the whole
@@ -42,6 +43,8 @@ class DataParallel {
   nn::LossStats forward(const int32_t* ids, const int32_t* labels, int B, int T);
 
  private:
+  class Workers;
+  nn::Model<float>& replica(int r);
   // Runs forward (and backward) of every non-empty shard on its replica, one per thread.
   void run_shards(const int32_t* ids, const int32_t* labels, int B, int T, bool backward);
   nn::LossStats batch_stats() const;
@@ -50,6 +53,7 @@ class DataParallel {
   nn::Model<float>& master_;
   std::vector<std::unique_ptr<nn::Model<float>>> replicas_;  // replicas 1..R-1
   std::vector<nn::LossStats> shard_stats_;
+  std::unique_ptr<Workers> workers_;  // replicas 1..R-1 run on these
 };
 
 }  // namespace gdn::train
