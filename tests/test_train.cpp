@@ -12,6 +12,7 @@
 #include "gdn/common.h"
 #include "gdn/nn/loss.h"
 #include "gdn/safetensors.h"
+#include "gdn/train/data_parallel.h"
 #include "gdn/train/trainer.h"
 #include "gradcheck.h"
 
@@ -191,6 +192,128 @@ TEST(Trainer, SameSeedSameRun) {
   a.run();
   b.run();
   for (size_t i = 0; i < a.log().size(); ++i) EXPECT_EQ(a.log()[i].loss, b.log()[i].loss);
+}
+
+// Labels of a batch with random positions dropped, so that shards hold different label
+// counts (MQAR alone labels every sequence equally).
+Dataset ragged_labels(Dataset d, uint64_t seed) {
+  nn::Rng rng(seed);
+  for (auto& l : d.labels)
+    if (rng.uniform() < 0.4) l = nn::kIgnoreIndex;
+  return d;
+}
+
+double rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
+    den += double(b[i]) * b[i];
+  }
+  return std::sqrt(num) / std::sqrt(den);  // NaN fails every EXPECT_LE
+}
+
+// One step on replicas (uneven shards, uneven label counts) against one model on the whole
+// batch: the same loss, counts and gradient of every parameter, up to fp32 summation order.
+TEST(DataParallel, OneStepMatchesOneModel) {
+  const uint64_t seed = test::fresh_seed();
+  for (const std::string mixer : {"gated_deltanet", "swa"}) {
+    const Dataset batch = ragged_labels(small_mqar(7, seed), seed + 1);
+    nn::Model<float> one(small_model(mixer), seed), master(small_model(mixer), seed);
+    DataParallel replicas(master, 3);
+    ASSERT_EQ(replicas.replicas(), 3);
+    for (int step = 0; step < 2; ++step) {  // the second step with changed master weights
+      one.zero_grad();
+      const nn::LossStats a = one.forward(batch.inputs.data(), batch.labels.data(), 7, batch.len);
+      one.backward();
+      for (auto& [name, p] : master.params()) std::fill(p->grad.begin(), p->grad.end(), NAN);  // overwritten
+      const nn::LossStats b = replicas.forward_backward(batch.inputs.data(), batch.labels.data(), 7, batch.len);
+      EXPECT_EQ(a.count, b.count);
+      EXPECT_EQ(a.correct, b.correct);
+      EXPECT_NEAR(a.loss, b.loss, 1e-6 * a.loss) << mixer << " seed " << seed;
+      for (size_t i = 0; i < one.params().size(); ++i)
+        EXPECT_LE(rel_diff(master.params()[i].second->grad, one.params()[i].second->grad), 1e-5)
+            << mixer << " " << one.params()[i].first << " seed " << seed;
+      const nn::LossStats e = replicas.forward(batch.inputs.data(), batch.labels.data(), 7, batch.len);
+      EXPECT_EQ(e.count, a.count);
+      EXPECT_NEAR(e.loss, a.loss, 1e-6 * a.loss);
+      nn::Rng rng(seed + 2 + step);
+      for (size_t i = 0; i < one.params().size(); ++i) {
+        auto& v = one.params()[i].second->value;
+        for (auto& x : v) x += float(0.01 * rng.normal());
+        master.params()[i].second->value = v;
+      }
+    }
+  }
+}
+
+// Training on three replicas follows the one-thread run (to fp32 rounding), repeats itself
+// exactly, resumes exactly, and evaluates like one model.
+TEST(Trainer, DataParallelRuns) {
+  const Dataset data = small_mqar(96, 6), eval = ragged_labels(small_mqar(20, 7), 8);
+  TrainConfig tc;
+  tc.batch = 12;
+  tc.steps = 8;
+  tc.seed = 3;
+  tc.progress = false;
+  Trainer one(small_model("gated_deltanet"), tc, data, &eval);
+  const EvalResult r1 = one.run();
+  EXPECT_EQ(one.threads(), 1);
+  tc.threads = 3;
+  tc.parallel = Parallel::data;
+  Trainer a(small_model("gated_deltanet"), tc, data, &eval), b(small_model("gated_deltanet"), tc, data, &eval);
+  const EvalResult ra = a.run();
+  b.run();
+  EXPECT_EQ(a.parallel(), Parallel::data);
+  ASSERT_EQ(a.log().size(), one.log().size());
+  for (size_t i = 0; i < a.log().size(); ++i) {
+    EXPECT_NEAR(a.log()[i].loss, one.log()[i].loss, 1e-4 * one.log()[i].loss) << "step " << i;
+    EXPECT_EQ(a.log()[i].loss, b.log()[i].loss) << "step " << i;
+  }
+  EXPECT_EQ(ra.count, r1.count);
+  EXPECT_NEAR(ra.loss, r1.loss, 1e-4 * r1.loss);
+  EXPECT_NEAR(ra.loss, evaluate(a.model(), eval, 5).loss, 1e-5 * ra.loss);
+
+  const std::string ckpt = temp_path("resume_data_parallel.safetensors");
+  TrainConfig first = tc;
+  first.checkpoint = ckpt;
+  first.checkpoint_every = 3;
+  {
+    Trainer c(small_model("gated_deltanet"), first, data, nullptr);
+    c.on_step = [&](const StepLog& l) {
+      if (l.step == 4) throw std::runtime_error("interrupted");
+    };
+    EXPECT_THROW(c.run(), std::runtime_error);
+  }
+  Trainer d(small_model("gated_deltanet"), tc, data, nullptr);
+  d.resume(ckpt);
+  d.run();
+  ASSERT_EQ(d.log().size(), 5u);
+  for (size_t i = 0; i < d.log().size(); ++i) EXPECT_EQ(d.log()[i].loss, a.log()[3 + i].loss) << "step " << 3 + i;
+}
+
+TEST(Trainer, ParallelModes) {
+  const Dataset data = small_mqar(16, 2);
+  TrainConfig tc;
+  tc.batch = 4;
+  tc.steps = 1;
+  tc.progress = false;
+  tc.threads = 6;
+  EXPECT_EQ(Trainer(small_model("gated_deltanet"), tc, data, nullptr).parallel(), Parallel::op) << "auto, batch < threads";
+  tc.threads = 4;
+  EXPECT_EQ(Trainer(small_model("gated_deltanet"), tc, data, nullptr).parallel(), Parallel::data) << "auto";
+  tc.threads = 6;
+  tc.parallel = Parallel::data;
+  try {
+    Trainer t(small_model("gated_deltanet"), tc, data, nullptr);
+    ADD_FAILURE() << "data parallel with more threads than sequences in the batch";
+  } catch (const gdn::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("batch holds 4"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(TrainConfig::from_json({{"parallel", "data"}, {"threads", 4}}).parallel, Parallel::data);
+  EXPECT_THROW(TrainConfig::from_json({{"parallel", "model"}}), gdn::Error);
+  EXPECT_THROW(TrainConfig::from_json({{"threads", -1}}), gdn::Error);
+  nn::Model<float> model(small_model("gated_deltanet"), 0);
+  EXPECT_THROW(DataParallel(model, 0), gdn::Error);
 }
 
 // Every byte of damage is either caught by the safetensors reader or by the checkpoint

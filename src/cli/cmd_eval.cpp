@@ -1,5 +1,6 @@
 // gdn eval: loss and accuracy of a checkpoint on labelled data (a safetensors file or a
 // generated task from a run description).
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 
@@ -23,7 +24,15 @@ void run_eval(const EvalArgs& a) {
   const train::Dataset data = a.data.empty() ? RunSpec::load(a.config).eval_set() : train::load_token_file(a.data);
   GDN_CHECK(data.vocab <= model->config().vocab_size, "eval: the data uses token ids up to ", data.vocab - 1,
             " but the model's vocab_size is ", model->config().vocab_size);
-  const train::EvalResult r = train::evaluate(*model, data, a.batch);
+  // More than one thread: a model replica per thread, each on a shard of every batch.
+  const int threads = std::max(1, a.threads);
+  train::EvalResult r;
+  if (threads > 1 && a.batch >= threads) {
+    train::DataParallel replicas(*model, threads);
+    r = train::evaluate(replicas, data, a.batch);
+  } else {
+    r = train::evaluate(*model, data, a.batch);
+  }
   std::printf("eval: loss %.4f accuracy %.4f over %lld labelled positions (%lld sequences)\n", r.loss, r.accuracy,
               (long long)r.count, (long long)data.n);
   if (a.json)
@@ -38,7 +47,7 @@ GDN_COMMAND("eval", "Evaluate a checkpoint: loss and accuracy on the labelled po
   app.add_option("--data", a->data, "Labelled data: safetensors with int32 inputs, labels [N, L]");
   app.add_option("--config", a->config, "Run description whose data section generates the evaluation set");
   app.add_option("--batch", a->batch, "Sequences per batch")->capture_default_str();
-  app.add_option("--threads", a->threads, "Threads (OpenMP and OpenBLAS); default 1");
+  app.add_option("--threads", a->threads, "Threads; default 1 (with --batch >= threads: a model replica per thread)");
   app.add_flag("--json", a->json, "End with one JSON line holding eval_accuracy and eval_loss");
   app.callback([a] { run_eval(*a); });
 });

@@ -11,7 +11,7 @@ namespace gdn::cli {
 namespace {
 
 struct TrainArgs {
-  std::string config, mixer, data, eval_data, checkpoint;
+  std::string config, mixer, data, eval_data, checkpoint, parallel;
   int layers = 0, d_model = 0, heads = 0, batch = 0, seq_len = 0, kv = 0, threads = 0;
   double lr = 0, epochs = 0;
   int64_t steps = 0, seed = -1, eval_every = -1, checkpoint_every = -1;
@@ -19,8 +19,11 @@ struct TrainArgs {
 };
 
 void run_train(const TrainArgs& a) {
-  set_threads(a.threads);
   RunSpec s = RunSpec::load(a.config);
+  if (a.threads) s.train.threads = a.threads;
+  if (!s.train.threads) s.train.threads = 1;
+  set_threads(s.train.threads);
+  if (!a.parallel.empty()) s.train.parallel = train::parse_parallel(a.parallel);
   if (!a.mixer.empty()) s.model.mixers = {a.mixer};
   if (a.layers) s.model.layers = a.layers;
   if (a.d_model) s.model.d_model = a.d_model;
@@ -50,19 +53,27 @@ void run_train(const TrainArgs& a) {
             " but the model's vocab_size is ", s.model.vocab_size);
   train::Trainer trainer(s.model, s.train, train_set, &eval_set);
   if (a.resume) trainer.resume(s.train.checkpoint);
-  std::fprintf(stderr, "gdn train: %s, %zu parameters, %lld training sequences of %d tokens, %lld steps\n",
+  std::fprintf(stderr, "gdn train: %s, %zu parameters, %lld training sequences of %d tokens, %lld steps, %d thread%s%s\n",
                s.model.to_json()["mixers"].dump().c_str(), trainer.model().num_params(), (long long)train_set.n,
-               train_set.len, (long long)s.train.total_steps(train_set.n));
+               train_set.len, (long long)s.train.total_steps(train_set.n), trainer.threads(),
+               trainer.threads() > 1 ? "s" : "",
+               trainer.threads() == 1                           ? ""
+               : trainer.parallel() == train::Parallel::data ? " (data parallel: a model replica per thread)"
+                                                               : " (inside each layer and op)");
   nn::profile().enabled = a.profile;
   const train::EvalResult r = trainer.run();
   nlohmann::json shares;
   if (a.profile) {
     // Evaluation runs the op and GEMMs too; the shares are of the training steps only
-    // when the run evaluates at the end alone, so evaluation is counted out here.
-    const double total = trainer.train_seconds(), op = nn::profile().op_ns * 1e-9, gemm = nn::profile().gemm_ns * 1e-9;
-    shares = {{"train_seconds", total}, {"op_seconds", op}, {"gemm_seconds", gemm},
+    // when the run evaluates at the end alone, so evaluation is counted out here. Data-
+    // parallel replicas add up the time of every thread: shares of threads x wall time.
+    const int busy_threads = trainer.parallel() == train::Parallel::data ? trainer.threads() : 1;
+    const double total = trainer.train_seconds() * busy_threads, op = nn::profile().op_ns * 1e-9,
+                 gemm = nn::profile().gemm_ns * 1e-9;
+    shares = {{"train_seconds", trainer.train_seconds()}, {"thread_seconds", total}, {"op_seconds", op}, {"gemm_seconds", gemm},
               {"op_share", op / total}, {"gemm_share", gemm / total}, {"rest_share", 1 - (op + gemm) / total}};
-    std::printf("time in training steps %.2f s: delta-rule op %.1f%%, GEMM %.1f%%, rest %.1f%%\n", total,
+    std::printf("time in training steps %.2f s%s: delta-rule op %.1f%%, GEMM %.1f%%, rest %.1f%%\n",
+                trainer.train_seconds(), busy_threads > 1 ? cat(" x ", busy_threads, " threads").c_str() : "",
                 100 * op / total, 100 * gemm / total, 100 * (1 - (op + gemm) / total));
   }
   const double last_loss = trainer.log().empty() ? NAN : trainer.log().back().loss;
@@ -70,6 +81,7 @@ void run_train(const TrainArgs& a) {
   if (a.json) {
     nlohmann::json out = {{"eval_accuracy", r.accuracy}, {"eval_loss", r.loss}, {"eval_count", r.count},
                           {"train_loss", last_loss},    {"steps", trainer.step()}, {"tokens_per_s", trainer.tokens_per_second()},
+                          {"threads", trainer.threads()}, {"parallel", train::to_string(trainer.parallel())},
                           {"params", trainer.model().num_params()}, {"model", s.model.to_json()}};
     if (a.profile) out["profile"] = shares;
     std::printf("%s\n", out.dump().c_str());
@@ -97,7 +109,12 @@ GDN_COMMAND("train", "Train a model (MQAR and other tasks, or your own safetenso
   app.add_option("--checkpoint", a->checkpoint, "Checkpoint path (safetensors, written atomically)");
   app.add_option("--checkpoint-every", a->checkpoint_every, "Write the checkpoint every N steps");
   app.add_flag("--resume", a->resume, "Continue from --checkpoint exactly where it stopped");
-  app.add_option("--threads", a->threads, "Threads (OpenMP and OpenBLAS); default 1");
+  app.add_option("--threads", a->threads, "Threads; default: the config's train.threads, else 1");
+  app.add_option("--parallel", a->parallel,
+                 "How the threads are used: data = one model replica per thread, each on a fixed shard of the "
+                 "batch (scales on small models); op = threads inside each GEMM, layer and op call; auto "
+                 "(default) = data when the batch holds at least one sequence per thread, else op")
+      ->check(CLI::IsMember({"auto", "data", "op"}));
   app.add_flag("--profile", a->profile, "Report the time share of the delta-rule op, the GEMMs and the rest");
   app.add_flag("--json", a->json, "End with one JSON line holding eval_accuracy and eval_loss");
   app.callback([a] { run_train(*a); });

@@ -25,9 +25,9 @@ struct RunSpec {
   train::Dataset eval_set() const;
 };
 
-// Sets the OpenMP and OpenBLAS thread counts; 0 means 1: the small models trained here run
-// faster on one core than on two threads that spin at every barrier, the more so on a
-// machine shared with other work (measured: 60k vs 2k tokens/s on a busy 2-core host).
+// Sets the OpenMP and OpenBLAS thread counts; 0 means 1. Threads inside the layers of the
+// small models trained here spin at every barrier rather than help (measured: 60k vs 2k
+// tokens/s on a busy 2-core host); gdn train gives such models a replica per thread.
 void set_threads(int n);
 
 }  // namespace gdn::cli

@@ -54,7 +54,8 @@ template <class T>
 void ShortConv<T>::backward(const T* dy, T* dx) {
   const int C = channels, W = width, Tn = T_;
   const size_t n = size_t(B_) * Tn * C;
-  std::vector<T> dpre(n);
+  std::vector<T>& dpre = dpre_;  // kept between calls, written before read
+  dpre.resize(n);
 #pragma omp parallel for schedule(static)
   for (size_t i = 0; i < n; ++i) dpre[i] = activation ? dy[i] * silu_grad(pre_[i]) : dy[i];
   std::vector<T> taps(size_t(W) * C);
@@ -75,19 +76,27 @@ void ShortConv<T>::backward(const T* dy, T* dx) {
         for (int c = 0; c < C; ++c) d[c] += w[c] * dp[c];
       }
     }
-  // Weight gradient: parallel over channels, each a fixed-order sum.
+  // Weight gradient: threads take blocks of channels and walk the rows in order, reading
+  // contiguous channels; each (channel, tap) stays one sum in (b, t) order.
+  constexpr int kBlock = 16;
   T* dw = weight.grad.data();
 #pragma omp parallel for schedule(static)
-  for (int c = 0; c < C; ++c)
-    for (int j = 0; j < W; ++j) {
-      T acc = 0;
-      for (int b = 0; b < B_; ++b)
-        for (int t = std::max(0, W - 1 - j); t < Tn; ++t) {
-          const size_t row = (size_t(b) * Tn + t) * C;
-          acc += dpre[row + c] * x_[ptrdiff_t(row) + ptrdiff_t(j - (W - 1)) * C + c];
+  for (int c0 = 0; c0 < C; c0 += kBlock) {
+    const int cn = std::min(kBlock, C - c0);
+    std::vector<T> acc(size_t(W) * kBlock, T(0));
+    for (int b = 0; b < B_; ++b)
+      for (int t = 0; t < Tn; ++t) {
+        const size_t row = (size_t(b) * Tn + t) * C + c0;
+        const T* dp = dpre.data() + row;
+        for (int j = std::max(0, W - 1 - t); j < W; ++j) {
+          const T* xs = x_.data() + (row - size_t(W - 1 - j) * C);
+          T* a = acc.data() + size_t(j) * kBlock;
+          for (int c = 0; c < cn; ++c) a[c] += dp[c] * xs[c];
         }
-      dw[c * W + j] += acc;
-    }
+      }
+    for (int c = 0; c < cn; ++c)
+      for (int j = 0; j < W; ++j) dw[(c0 + c) * W + j] += acc[size_t(j) * kBlock + c];
+  }
 }
 
 template struct ShortConv<float>;

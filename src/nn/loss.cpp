@@ -36,10 +36,14 @@ LossStats LMHeadLoss<T>::forward(const T* h, const int32_t* labels, int n, int d
 #pragma omp parallel for schedule(static)
   for (int r = 0; r < m; ++r) {
     T* p = probs_.data() + size_t(r) * vocab_;
-    const int best = int(std::max_element(p, p + vocab_) - p);
-    const T mx = p[best];
+    // Vector reductions (lane-wise partial sums: a fixed order, not the serial one).
+    T mx = p[0];
+#pragma omp simd reduction(max : mx)
+    for (int j = 0; j < vocab_; ++j) mx = std::max(mx, p[j]);
+    const int best = int(std::find(p, p + vocab_, mx) - p);
     const T target_logit = p[targets_[r]];
     T sum = 0;
+#pragma omp simd reduction(+ : sum)
     for (int j = 0; j < vocab_; ++j) sum += (p[j] = exp_t(p[j] - mx));
     row_loss[r] = double(mx) + std::log(double(sum)) - double(target_logit);
     row_hit[r] = best == targets_[r];

@@ -38,15 +38,17 @@ void SwiGLU<T>::forward(const T* x, int n, T* y) {
 template <class T>
 void SwiGLU<T>::backward(const T* dy, T* dx) {
   const size_t nh = size_t(n_) * hidden;
-  std::vector<T> dh(nh), dg(nh), du(nh);
-  down_proj.backward(h_.data(), dy, n_, dh.data(), false);
+  dh_.resize(nh);  // kept between calls, written before read
+  dg_.resize(nh);
+  du_.resize(nh);
+  down_proj.backward(h_.data(), dy, n_, dh_.data(), false);
 #pragma omp parallel for schedule(static)
   for (size_t i = 0; i < nh; ++i) {
-    dg[i] = dh[i] * u_[i] * silu_grad(g_[i]);
-    du[i] = dh[i] * silu(g_[i]);
+    dg_[i] = dh_[i] * u_[i] * silu_grad(g_[i]);
+    du_[i] = dh_[i] * silu(g_[i]);
   }
-  gate_proj.backward(x_.data(), dg.data(), n_, dx, false);
-  up_proj.backward(x_.data(), du.data(), n_, dx, true);
+  gate_proj.backward(x_.data(), dg_.data(), n_, dx, false);
+  up_proj.backward(x_.data(), du_.data(), n_, dx, true);
 }
 
 template struct SwiGLU<float>;

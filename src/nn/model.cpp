@@ -70,7 +70,11 @@ LossStats Model<T>::forward(const int32_t* ids, const int32_t* labels, int B, in
   B_ = B;
   T_ = Tn;
   const int N = B * Tn, D = cfg_.d_model;
-  std::vector<T> x(size_t(N) * D), h(x.size()), m(x.size());
+  // Kept between calls: every element is written before it is read.
+  std::vector<T>&x = stream_, &h = normed_, &m = branch_;
+  x.resize(size_t(N) * D);
+  h.resize(x.size());
+  m.resize(x.size());
   embeddings.forward(ids, N, x.data());
   for (auto& b : layers) {
     b.attn_norm.forward(x.data(), N, h.data());
@@ -88,8 +92,8 @@ LossStats Model<T>::forward(const int32_t* ids, const int32_t* labels, int B, in
 
 template <class T>
 void Model<T>::backward() {
-  const int N = B_ * T_, D = cfg_.d_model;
-  std::vector<T> dx(size_t(N) * D), dh(dx.size()), dm(dx.size());
+  // The forward buffers are free again (the layers keep what backward needs).
+  std::vector<T>&dx = stream_, &dh = normed_;
   loss_.backward(dh.data(), head());
   norm.backward(dh.data(), dx.data(), false);
   for (int l = cfg_.layers - 1; l >= 0; --l) {

@@ -32,7 +32,7 @@ TrainConfig TrainConfig::from_json(const nlohmann::json& j) {
   const JsonFields fields(j, "train config");
   fields.allow_only({"steps", "epochs", "batch", "lr", "beta1", "beta2", "eps", "weight_decay",
                                 "warmup", "min_lr_ratio", "clip", "seed", "eval_every", "checkpoint",
-                                "checkpoint_every", "progress"});
+                                "checkpoint_every", "progress", "threads", "parallel"});
   TrainConfig c;
   fields.read("steps", c.steps);
   fields.read("epochs", c.epochs);
@@ -50,9 +50,18 @@ TrainConfig TrainConfig::from_json(const nlohmann::json& j) {
   fields.read("checkpoint", c.checkpoint);
   fields.read("checkpoint_every", c.checkpoint_every);
   fields.read("progress", c.progress);
+  fields.read("threads", c.threads);
+  std::string parallel = to_string(c.parallel);
+  fields.read("parallel", parallel);
+  try {
+    c.parallel = parse_parallel(parallel);
+  } catch (const Error& e) {
+    fail("train config: ", e.what());
+  }
   GDN_CHECK(c.batch > 0, "train config: batch must be > 0, got ", c.batch);
   GDN_CHECK(c.adam.lr > 0 && std::isfinite(c.adam.lr), "train config: lr must be > 0, got ", c.adam.lr);
   GDN_CHECK(c.steps >= 0 && c.epochs >= 0, "train config: steps and epochs must be >= 0");
+  GDN_CHECK(c.threads >= 0, "train config: threads must be >= 0 (0: OpenMP's count), got ", c.threads);
   return c;
 }
 
@@ -60,7 +69,8 @@ nlohmann::json TrainConfig::to_json() const {
   return {{"steps", steps}, {"epochs", epochs}, {"batch", batch}, {"lr", adam.lr}, {"beta1", adam.beta1},
           {"beta2", adam.beta2}, {"eps", adam.eps}, {"weight_decay", adam.weight_decay}, {"warmup", warmup},
           {"min_lr_ratio", min_lr_ratio}, {"clip", clip}, {"seed", seed}, {"eval_every", eval_every},
-          {"checkpoint", checkpoint}, {"checkpoint_every", checkpoint_every}};
+          {"checkpoint", checkpoint}, {"checkpoint_every", checkpoint_every}, {"threads", threads},
+          {"parallel", to_string(parallel)}};
 }
 
 int64_t TrainConfig::total_steps(int64_t train_examples) const {
@@ -69,7 +79,12 @@ int64_t TrainConfig::total_steps(int64_t train_examples) const {
   return std::max<int64_t>(1, int64_t(std::ceil((epochs > 0 ? epochs : 1.0) * per_epoch)));
 }
 
-EvalResult evaluate(nn::Model<float>& model, const Dataset& data, int batch) {
+namespace {
+// Loss and accuracy over the labelled positions of `data`, batch by batch through
+// `forward(ids, labels, rows, len)`.
+template <class Forward>
+EvalResult evaluate_batches(const Dataset& data, int batch, Forward&& forward) {
+  GDN_CHECK(batch > 0, "evaluate: batch must be > 0, got ", batch);
   // Evaluation stays out of the training-time profile.
   const bool profiling = nn::profile().enabled.exchange(false);
   EvalResult r;
@@ -77,7 +92,7 @@ EvalResult evaluate(nn::Model<float>& model, const Dataset& data, int batch) {
   int64_t correct = 0;
   for (int64_t i = 0; i < data.n; i += batch) {
     const int b = int(std::min<int64_t>(batch, data.n - i));
-    const nn::LossStats st = model.forward(data.input_row(i), data.label_row(i), b, data.len);
+    const nn::LossStats st = forward(data.input_row(i), data.label_row(i), b, data.len);
     loss_sum += st.loss * double(st.count);
     r.count += st.count;
     correct += st.correct;
@@ -90,6 +105,38 @@ EvalResult evaluate(nn::Model<float>& model, const Dataset& data, int batch) {
   return r;
 }
 
+// Sets the OpenMP and OpenBLAS thread counts for a scope and restores them after.
+class ThreadScope {
+ public:
+  ThreadScope(int omp_threads, int blas_threads)
+      : omp_(omp_get_max_threads()), blas_(openblas_get_num_threads()) {
+    omp_set_num_threads(omp_threads);
+    openblas_set_num_threads(blas_threads);
+  }
+  ~ThreadScope() {
+    omp_set_num_threads(omp_);
+    openblas_set_num_threads(blas_);
+  }
+  ThreadScope(const ThreadScope&) = delete;
+  ThreadScope& operator=(const ThreadScope&) = delete;
+
+ private:
+  int omp_, blas_;
+};
+}  // namespace
+
+EvalResult evaluate(nn::Model<float>& model, const Dataset& data, int batch) {
+  return evaluate_batches(data, batch, [&](const int32_t* ids, const int32_t* labels, int b, int len) {
+    return model.forward(ids, labels, b, len);
+  });
+}
+
+EvalResult evaluate(DataParallel& replicas, const Dataset& data, int batch) {
+  return evaluate_batches(data, batch, [&](const int32_t* ids, const int32_t* labels, int b, int len) {
+    return replicas.forward(ids, labels, b, len);
+  });
+}
+
 Trainer::Trainer(const nn::ModelConfig& model_cfg, const TrainConfig& cfg, const Dataset& train, const Dataset* eval)
     : model_cfg_(model_cfg), cfg_(cfg), train_(train), eval_(eval) {
   train_.validate("training data");
@@ -98,6 +145,13 @@ Trainer::Trainer(const nn::ModelConfig& model_cfg, const TrainConfig& cfg, const
             " but the model's vocab_size is ", model_cfg_.vocab_size);
   GDN_CHECK(train_.n >= cfg_.batch, "training data has ", train_.n, " sequences, fewer than one batch (", cfg_.batch, ")");
   model_ = std::make_unique<nn::Model<float>>(model_cfg_, cfg_.seed);
+  threads_ = cfg_.threads > 0 ? cfg_.threads : omp_get_max_threads();
+  parallel_ = cfg_.parallel;
+  if (parallel_ == Parallel::automatic) parallel_ = cfg_.batch >= threads_ ? Parallel::data : Parallel::op;
+  GDN_CHECK(parallel_ != Parallel::data || cfg_.batch >= threads_, "train: data parallelism gives each of the ",
+            threads_, " threads at least one sequence of the batch, but the batch holds ", cfg_.batch,
+            " (raise the batch, lower the threads, or use parallel \"op\")");
+  if (parallel_ == Parallel::data && threads_ > 1) replicas_ = std::make_unique<DataParallel>(*model_, threads_);
   opt_ = std::make_unique<AdamW>(model_->params(), cfg_.adam);
   total_ = cfg_.total_steps(train_.n);
 }
@@ -125,6 +179,13 @@ void Trainer::fill_batch(int64_t step, std::vector<int32_t>& ids, std::vector<in
 }
 
 EvalResult Trainer::run() {
+  // Data parallel: the replicas run on DataParallel's own threads, and OpenMP and OpenBLAS
+  // keep to one (an OpenMP team for the optimizer would spin between steps).
+  const int library_threads = parallel_ == Parallel::data ? 1 : threads_;
+  const ThreadScope thread_scope(library_threads, library_threads);
+  auto evaluate_now = [&] {
+    return replicas_ ? evaluate(*replicas_, *eval_, cfg_.batch) : evaluate(*model_, *eval_, cfg_.batch);
+  };
   std::vector<int32_t> ids, labels;
   const int64_t warmup = cfg_.warmup < 1 ? int64_t(cfg_.warmup * double(total_)) : int64_t(cfg_.warmup);
   const auto t0 = std::chrono::steady_clock::now();
@@ -136,10 +197,15 @@ EvalResult Trainer::run() {
   for (; step_ < total_;) {
     const auto step_t0 = std::chrono::steady_clock::now();
     fill_batch(step_, ids, labels);
-    model_->zero_grad();
-    const nn::LossStats st = model_->forward(ids.data(), labels.data(), cfg_.batch, train_.len);
+    nn::LossStats st;
+    if (replicas_) {
+      st = replicas_->forward_backward(ids.data(), labels.data(), cfg_.batch, train_.len);
+    } else {
+      model_->zero_grad();
+      st = model_->forward(ids.data(), labels.data(), cfg_.batch, train_.len);
+      model_->backward();
+    }
     GDN_CHECK(std::isfinite(st.loss), "training: the loss is not finite at step ", step_);
-    model_->backward();
     StepLog rec;
     rec.step = step_;
     rec.loss = st.loss;
@@ -157,7 +223,7 @@ EvalResult Trainer::run() {
     if (!cfg_.checkpoint.empty() && cfg_.checkpoint_every > 0 && step_ % cfg_.checkpoint_every == 0 && step_ < total_)
       save(cfg_.checkpoint);
     const bool eval_now = eval_ && cfg_.eval_every > 0 && step_ % cfg_.eval_every == 0 && step_ < total_;
-    if (eval_now) last_eval = evaluate(*model_, *eval_, cfg_.batch);
+    if (eval_now) last_eval = evaluate_now();
     if (cfg_.progress) {
       const int width = 24, filled = int(double(step_) / double(total_) * width);
       const double eta = secs / double(step_ - first) * double(total_ - step_);
@@ -171,7 +237,7 @@ EvalResult Trainer::run() {
     }
   }
   if (!cfg_.checkpoint.empty()) save(cfg_.checkpoint);
-  if (eval_) last_eval = evaluate(*model_, *eval_, cfg_.batch);
+  if (eval_) last_eval = evaluate_now();
   return last_eval;
 }
 

@@ -19,7 +19,7 @@ struct ShortConv {
   void backward(const T* dy, T* dx);  // writes dx, adds to weight.grad
 
  private:
-  std::vector<T> x_, pre_;
+  std::vector<T> x_, pre_, dpre_;
   int B_ = 0, T_ = 0;
 };
 

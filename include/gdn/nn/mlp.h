@@ -17,6 +17,7 @@ struct SwiGLU {
 
  private:
   std::vector<T> x_, g_, u_, h_;
+  std::vector<T> dh_, dg_, du_;  // backward scratch
   int n_ = 0;
 };
 

@@ -49,6 +49,8 @@ class Model {
   ParamList<T> params_;
   LMHeadLoss<T> loss_;
   int B_ = 0, T_ = 0;
+  // Forward: the residual stream, its norm, a block's output; backward: their gradients.
+  std::vector<T> stream_, normed_, branch_;
 };
 
 }  // namespace gdn::nn

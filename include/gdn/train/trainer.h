@@ -1,6 +1,7 @@
 // The training loop: batches from a Dataset in a seeded per-epoch order, AdamW, warmup +
 // cosine, gradient clipping, periodic evaluation, atomic checkpoints and exact resume.
-// A run is a function of (model config, train config, data, seed, thread count).
+// A run is a function of (model config, train config, data, seed, thread count and how the
+// threads are used).
 #pragma once
 
 #include <functional>
@@ -9,6 +10,7 @@
 #include <string>
 
 #include "gdn/nn/model.h"
+#include "gdn/train/data_parallel.h"
 #include "gdn/train/data.h"
 #include "gdn/train/optim.h"
 
@@ -27,6 +29,8 @@ struct TrainConfig {
   std::string checkpoint;        // safetensors path; empty: none
   int64_t checkpoint_every = 0;  // steps; 0: at the end only (when checkpoint is set)
   bool progress = true;          // progress bar on stderr
+  int threads = 0;               // 0: OpenMP's current thread count
+  Parallel parallel = Parallel::automatic;
 
   static TrainConfig from_json(const nlohmann::json& j);  // unknown fields are errors
   nlohmann::json to_json() const;
@@ -38,6 +42,8 @@ struct EvalResult {
   int64_t count = 0;
 };
 EvalResult evaluate(nn::Model<float>& model, const Dataset& data, int batch);
+// The same, each batch sharded over the replicas (forward only).
+EvalResult evaluate(DataParallel& replicas, const Dataset& data, int batch);
 
 struct StepLog {
   int64_t step = 0;
@@ -59,6 +65,8 @@ class Trainer {
   int64_t step() const { return step_; }
   double tokens_per_second() const { return tokens_per_s_; }
   double train_seconds() const { return train_seconds_; }  // in steps, without evaluations
+  int threads() const { return threads_; }
+  Parallel parallel() const { return parallel_; }  // data or op (auto resolved)
   // Called after every step (for tests and the demo's curves).
   std::function<void(const StepLog&)> on_step;
 
@@ -71,6 +79,9 @@ class Trainer {
   const Dataset* eval_;
   std::unique_ptr<nn::Model<float>> model_;
   std::unique_ptr<AdamW> opt_;
+  int threads_ = 1;
+  Parallel parallel_ = Parallel::op;
+  std::unique_ptr<DataParallel> replicas_;  // data parallel on more than one thread
   int64_t step_ = 0, total_ = 0;
   std::vector<StepLog> log_;
   double tokens_per_s_ = 0, train_seconds_ = 0;
