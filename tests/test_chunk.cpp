@@ -1,19 +1,11 @@
 // The fp32 chunkwise form: against the fp64 reference over every member, chunk size, odd
 // shape and extreme gate; against the fp32 recurrent form at T = 4096 (forward and every
-// gradient) and T = 65536 (forward drift). The timing harness at the end is disabled
-// (run it with --gtest_also_run_disabled_tests --gtest_filter='*Timing*').
+// gradient) and T = 65536 (forward drift). Its speed is measured by `gdn bench ops`.
 #include <gtest/gtest.h>
-#include <omp.h>
 
 #include <algorithm>
-#include <chrono>
-#include <cstdio>
-#include <ctime>
 #include <random>
 
-#include <cblas.h>
-
-#include "gdn/flops.h"
 #include "ops/core.h"
 #include "op_test_util.h"
 
@@ -171,95 +163,6 @@ TEST(ChunkVsRecurrent, NoDriftAtT65536) {
   const Problem p = make_problem(c, seed, GateMode::random);
   expect_close(run_form(Form::chunk, p, false), run_form(Form::recurrent, p, false), 1e-5, 0,
                describe(p, seed, GateMode::random));
-}
-
-// ---------------------------------------------------------------------------------------
-// Timing harness (not a test): Gated DeltaNet at B=1, T=4096, H=16, K=V=128, fp32, against
-// OpenBLAS sgemm measured in the same run. Medians of GDN_TIMING_REPEATS (default 7).
-
-double median(std::vector<double> x) {
-  std::sort(x.begin(), x.end());
-  return x[x.size() / 2];
-}
-
-double process_cpu_seconds() {
-  timespec ts;
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
-
-// Median wall seconds and median process CPU seconds per thread (the latter is what a
-// quiet machine's wall time would be when other jobs share the cores).
-struct Timing {
-  double wall, cpu;
-};
-
-template <class Fn>
-Timing median_seconds(int repeats, int threads, Fn&& fn) {
-  fn();  // warm-up
-  std::vector<double> wall, cpu;
-  for (int r = 0; r < repeats; ++r) {
-    const double c0 = process_cpu_seconds();
-    const auto t0 = std::chrono::steady_clock::now();
-    fn();
-    wall.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-    cpu.push_back((process_cpu_seconds() - c0) / threads);
-  }
-  return {median(wall), median(cpu)};
-}
-
-TEST(DISABLED_ChunkTiming, GatedDeltaNetT4096) {
-  const int repeats = std::getenv("GDN_TIMING_REPEATS") ? std::atoi(std::getenv("GDN_TIMING_REPEATS")) : 7;
-  const int threads = omp_get_max_threads();
-  openblas_set_num_threads(threads);
-  const int n = 2048;
-  std::vector<float> a(size_t(n) * n, 0.5f), b(size_t(n) * n, 0.25f), cm(size_t(n) * n);
-  const Timing sgemm = median_seconds(repeats, threads, [&] {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.f, a.data(), n, b.data(), n, 0.f, cm.data(), n);
-  });
-  const double sgemm_flops = 2.0 * n * n * n;
-
-  OpConfig c = config(Variant::gated_deltanet, 1, 4096, 16, 16, 128, 128);
-  const Problem p = make_problem(c, 1, GateMode::random);
-  const auto q = to_f32(p.q), k = to_f32(p.k), v = to_f32(p.v), g = to_f32(p.g), beta = to_f32(p.beta),
-             d_o = to_f32(p.d_o);
-  const OpInputs<float> in = p.inputs(q, k, v, g, beta, std::vector<float>{});
-  std::vector<float> o(p.v_numel()), dq(q.size()), dk(k.size()), dv(v.size()), dg(g.size()), dbeta(beta.size());
-  const Timing fwd = median_seconds(repeats, threads, [&] { forward(Form::chunk, c, in, {o.data(), nullptr}); });
-  const Timing bwd = median_seconds(repeats, threads, [&] {
-    backward(Form::chunk, c, in, {d_o.data(), nullptr}, {dq.data(), dk.data(), dv.data(), dg.data(), dbeta.data()});
-  });
-  // The core alone, on the same tensors taken as already prepared (no validation, L2 norm
-  // or GVA reduction around it): what the chunk form itself costs.
-  detail::CoreProblem<float> core;
-  core.B = c.B, core.T = c.T, core.H = c.H, core.HV = c.HV, core.K = c.K, core.V = c.V, core.N = c.num_seqs();
-  core.gate = GateKind::scalar, core.delta = true, core.scale = c.effective_scale(), core.chunk_size = c.chunk_size;
-  core.q = q.data(), core.k = k.data(), core.v = v.data(), core.g = g.data(), core.beta = beta.data();
-  const Timing core_fwd = median_seconds(repeats, threads, [&] { detail::chunk_core_forward(core, {o.data(), nullptr}); });
-  const Timing core_bwd = median_seconds(repeats, threads, [&] {
-    detail::chunk_core_backward(core, {d_o.data(), nullptr},
-                                {dq.data(), dk.data(), dv.data(), dg.data(), dbeta.data(), nullptr});
-  });
-  const Timing rec = median_seconds(std::max(1, repeats / 2), threads,
-                                    [&] { forward(Form::recurrent, c, in, {o.data(), nullptr}); });
-  const double fwd_flops = chunk_forward_flops(c), bwd_flops = chunk_backward_flops(c);
-  auto line = [&](const char* what, double flops, double wall, double cpu, double sg_wall, double sg_cpu) {
-    std::printf("%-15s %8.1f ms %7.1f GFLOP/s %4.0f%% of sgemm | per-thread CPU time: %8.1f ms %7.1f GFLOP/s %4.0f%%\n",
-                what, wall * 1e3, flops / wall * 1e-9, 100 * flops / wall / (sgemm_flops / sg_wall), cpu * 1e3,
-                flops / cpu * 1e-9, 100 * flops / cpu / (sgemm_flops / sg_cpu));
-  };
-  std::printf("threads %d; chunk forward %.2f GFLOP, backward %.2f GFLOP\n", threads, fwd_flops * 1e-9,
-              bwd_flops * 1e-9);
-  line("sgemm 2048^3", sgemm_flops, sgemm.wall, sgemm.cpu, sgemm.wall, sgemm.cpu);
-  line("chunk fwd", fwd_flops, fwd.wall, fwd.cpu, sgemm.wall, sgemm.cpu);
-  line("chunk bwd", bwd_flops, bwd.wall, bwd.cpu, sgemm.wall, sgemm.cpu);
-  line("chunk fwd+bwd", fwd_flops + bwd_flops, fwd.wall + bwd.wall, fwd.cpu + bwd.cpu, sgemm.wall, sgemm.cpu);
-  line("core fwd", fwd_flops, core_fwd.wall, core_fwd.cpu, sgemm.wall, sgemm.cpu);
-  line("core bwd", bwd_flops, core_bwd.wall, core_bwd.cpu, sgemm.wall, sgemm.cpu);
-  line("core fwd+bwd", fwd_flops + bwd_flops, core_fwd.wall + core_bwd.wall, core_fwd.cpu + core_bwd.cpu,
-       sgemm.wall, sgemm.cpu);
-  std::printf("recurrent fwd   %8.1f ms (chunk forward is %.2fx faster) | CPU time %.1f ms\n", rec.wall * 1e3,
-              rec.wall / fwd.wall, rec.cpu * 1e3);
 }
 
 }  // namespace
