@@ -124,13 +124,12 @@ void delta_forward(const Config& cfg, DeltaLayer& L, State::Layer& st, const flo
   std::vector<float> g(size_t(n) * HV), beta(size_t(n) * HV);
   L.a_proj.forward(x, n, g.data());
   L.b_proj.forward(x, n, beta.data());
-  const float beta_scale = cfg.allow_neg_eigval ? 2.f : 1.f;
   for (int t = 0; t < n; ++t)
     for (int h = 0; h < HV; ++h) {
       float& gi = g[size_t(t) * HV + h];
-      gi = -std::exp(L.A_log.value[h]) * nn::softplus(gi + L.dt_bias.value[h]);
+      gi = nn::log_decay(gi, L.A_log.value[h], L.dt_bias.value[h]);
       float& bi = beta[size_t(t) * HV + h];
-      bi = beta_scale * nn::sigmoid(bi);
+      bi = nn::delta_beta(bi, cfg.allow_neg_eigval);
     }
 
   OpConfig op;

@@ -123,7 +123,7 @@ void DeltaMixer<T>::forward(const T* x, int B, int Tn, T* y) {
     for (int n = 0; n < N; ++n)
       for (int h = 0; h < HV_; ++h) {
         const size_t i = size_t(n) * HV_ + h;
-        g_[i] = -std::exp(A_log.value[h]) * softplus(gate_pre_[i] + dt_bias.value[h]);
+        g_[i] = log_decay(gate_pre_[i], A_log.value[h], dt_bias.value[h]);
       }
     if (variant_ == Variant::mamba2) {  // Mamba2's input is dt * x: scale v by dt
       vin_.resize(nv);
@@ -145,7 +145,7 @@ void DeltaMixer<T>::forward(const T* x, int B, int Tn, T* y) {
         g_[i] = T(log_sigmoid(gate_pre_[i]) / kGlaGateNormalizer);
       } else {
         const size_t hk = i % (size_t(HV_) * K_);
-        g_[i] = -std::exp(A_log.value[hk / K_]) * softplus(gate_pre_[i] + dt_bias.value[hk]);
+        g_[i] = log_decay(gate_pre_[i], A_log.value[hk / K_], dt_bias.value[hk]);
       }
     }
   }
@@ -154,8 +154,7 @@ void DeltaMixer<T>::forward(const T* x, int B, int Tn, T* y) {
     beta_pre_.resize(size_t(N) * HV_);
     beta_.resize(size_t(N) * HV_);
     b_proj.forward(x, N, beta_pre_.data());
-    const T c = cfg_.allow_neg_eigval ? T(2) : T(1);
-    for (size_t i = 0; i < beta_.size(); ++i) beta_[i] = c * sigmoid(beta_pre_[i]);
+    for (size_t i = 0; i < beta_.size(); ++i) beta_[i] = delta_beta(beta_pre_[i], cfg_.allow_neg_eigval);
   }
 
   o_.resize(nv);

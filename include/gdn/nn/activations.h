@@ -52,4 +52,16 @@ inline T log_sigmoid(T x) {
   return -softplus(-x);
 }
 
+// The decay of Gated DeltaNet, Mamba2 and KDA as FLA parametrises it, in log space:
+// g = -exp(A_log) softplus(a + dt_bias), a from the layer's gate projection.
+template <class T>
+inline T log_decay(T a, T A_log, T dt_bias) {
+  return -std::exp(A_log) * softplus(a + dt_bias);
+}
+// The delta rule's write strength: sigmoid(b), in (0, 2) when negative eigenvalues are allowed.
+template <class T>
+inline T delta_beta(T b, bool allow_neg_eigval) {
+  return (allow_neg_eigval ? T(2) : T(1)) * sigmoid(b);
+}
+
 }  // namespace gdn::nn
