@@ -197,7 +197,7 @@ def markdown(result):
     for t in tasks:
         r = next((x for x in result["best"] if x["task"] == t), None)
         if r:
-            setting.append(f"{task_info(t)[1]}: {r['steps']} steps = {r['epochs']} of MAD's 200 epochs")
+            setting.append(f"{task_info(t)[1]}: {r['steps']} steps = {r['epochs']} epochs (MAD: 200)")
     lines.append("**Setting** (reduced where fewer steps than MAD's): batch " + str(b["batch"]) + ", lr "
                  + str(b["lrs"]) + " x weight decay " + str(b["wds"]) + " (best kept), cosine to 1e-6; "
                  + "; ".join(setting) + ". Only MAD's baseline setting of each task; a published MAD score "
