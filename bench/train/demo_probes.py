@@ -13,7 +13,6 @@ FILE.json: {"settings": [{"name": ..., "flags": {"vocab": 256, ...}, "mixers": [
 """
 import argparse
 import concurrent.futures as cf
-import datetime
 import json
 import os
 import subprocess
@@ -21,16 +20,8 @@ import sys
 import tempfile
 import time
 
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sweeplib as sl  # noqa: E402
 
 
 def run_probe(gdn, setting, mixer, workdir, timeout):
@@ -50,11 +41,11 @@ def run_probe(gdn, setting, mixer, workdir, timeout):
         row["error"] = "timed out after %d s" % timeout
         return row
     row["seconds"] = round(time.time() - start, 1)
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
-    if proc.returncode != 0 or not lines:
+    summary = sl.last_json_line(proc.stdout)
+    if proc.returncode != 0 or summary is None:
         row["error"] = (proc.stderr.strip().splitlines() or ["exit %d" % proc.returncode])[-1]
         return row
-    row["accuracy"] = json.loads(lines[-1])["accuracy"][mixer]
+    row["accuracy"] = summary["accuracy"][mixer]
     return row
 
 
@@ -80,8 +71,8 @@ def main():
             print("[%d/%d %.0fs] %s %s: %s (%.0fs)" % (len(rows), len(runs), time.time() - start, row["setting"],
                                                      row["mixer"], shown, row["seconds"]), file=sys.stderr, flush=True)
     rows.sort(key=lambda r: (r["setting"], r["mixer"]))
-    result = {"what": "gdn demo probes (bench/train/demo_probes.py)", "machine": "%s, %d cores" % (cpu_name(), os.cpu_count()),
-              "conditions": env_note, "date": datetime.date.today().isoformat(), "rows": rows}
+    result = {"what": "gdn demo probes (bench/train/demo_probes.py)", "machine": sl.machine(), "conditions": env_note,
+              "rows": rows}
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
     print("wrote", args.out, file=sys.stderr)
