@@ -4,7 +4,7 @@
 The demo must separate the delta rule (Gated DeltaNet, DeltaNet >= 95%) from linear attention
 (<= 50%) within its time budget on a 2-core machine. This runs many candidate settings side by
 side on a many-core machine and records accuracy and seconds per run, so that the chosen
-defaults rest on measurements. Each probe is `gdn demo --mixers M --jobs 1 --threads 1 --json`
+defaults rest on measurements. Each probe is `gdn demo --mixers M --seeds 1 --jobs 1 --threads 1 --json`
 with the setting's flags.
 
   bench/train/demo_probes.py --probes FILE.json [--gdn build/gdn] [--jobs N] [--out FILE]
@@ -25,7 +25,7 @@ import sweeplib as sl  # noqa: E402
 
 
 def run_probe(gdn, setting, mixer, workdir, timeout):
-    cmd = [gdn, "demo", "--mixers", mixer, "--jobs", "1", "--threads", "1", "--json", "--out", workdir]
+    cmd = [gdn, "demo", "--mixers", mixer, "--seeds", "1", "--jobs", "1", "--threads", "1", "--json", "--out", workdir]
     for key, value in setting["flags"].items():
         flag = "--" + key.replace("_", "-")
         if value is True:

@@ -68,7 +68,7 @@ void shape_linear(nn::Linear<float>& l, int in, int out) {
 void shape_conv(nn::ShortConv<float>& c, int channels, int width) {
   c.channels = channels;
   c.width = width;
-  c.activation = true;
+  c.activation = nn::ShortConv<float>::Activation::silu;
   c.weight.init({channels, 1, width}, true);
 }
 template <class Norm>

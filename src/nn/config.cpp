@@ -28,7 +28,8 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j) {
   GDN_CHECK(j.is_object(), "model config: expected a JSON object, got ", j.type_name());
   const JsonFields fields(j, "model config");
   fields.allow_only({"vocab_size", "d_model", "layers", "mixers", "heads", "v_heads", "head_dim",
-                                "expand_v", "conv_size", "allow_neg_eigval", "form", "chunk_size",
+                                "expand_v", "conv_size", "allow_neg_eigval", "linear_attention_feature_map",
+                                "form", "chunk_size",
                                 "attn_heads", "attn_kv_heads", "attn_head_dim", "window", "rope_theta",
                                 "mlp_hidden", "tie_embeddings", "norm_eps", "init_std"});
   ModelConfig c;
@@ -46,6 +47,7 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j) {
   fields.read("expand_v", c.expand_v);
   fields.read("conv_size", c.conv_size);
   fields.read("allow_neg_eigval", c.allow_neg_eigval);
+  fields.read("linear_attention_feature_map", c.linear_attention_feature_map);
   if (j.contains("form")) {
     std::string f;
     fields.read("form", f);
@@ -85,7 +87,8 @@ nlohmann::json ModelConfig::to_json() const {
   return {{"vocab_size", vocab_size}, {"d_model", d_model},     {"layers", layers},
           {"mixers", mixers},         {"heads", heads},         {"v_heads", v_heads},
           {"head_dim", head_dim},     {"expand_v", expand_v},   {"conv_size", conv_size},
-          {"allow_neg_eigval", allow_neg_eigval},               {"form", form_name(form)},
+          {"allow_neg_eigval", allow_neg_eigval},
+          {"linear_attention_feature_map", linear_attention_feature_map}, {"form", form_name(form)},
           {"chunk_size", chunk_size}, {"attn_heads", attn_heads}, {"attn_kv_heads", attn_kv_heads},
           {"attn_head_dim", attn_head_dim}, {"window", window}, {"rope_theta", rope_theta},
           {"mlp_hidden", mlp_hidden}, {"tie_embeddings", tie_embeddings}, {"norm_eps", norm_eps},
@@ -110,6 +113,9 @@ void ModelConfig::validate() const {
             heads, ")");
   GDN_CHECK(chunk_size == 16 || chunk_size == 32 || chunk_size == 64,
             "model config: chunk_size must be 16, 32 or 64, got ", chunk_size);
+  GDN_CHECK(linear_attention_feature_map == "elu_plus_one" || linear_attention_feature_map == "silu_l2norm",
+            "model config: linear_attention_feature_map must be elu_plus_one or silu_l2norm, got \"",
+            linear_attention_feature_map, "\"");
   GDN_CHECK(form != Form::reference, "model config: form must be recurrent or chunk (reference is the fp64 check)");
   GDN_CHECK(!mixers.empty(), "model config: mixers must list at least one mixer");
   const auto names = mixer_names();

@@ -42,10 +42,15 @@ void ShortConv<T>::forward(const T* x, int B, int Tn, T* y) {
         for (int c = 0; c < C; ++c) pre[c] += w[c] * xs[c];
       }
       T* yr = y + row;
-      if (activation) {
-        for (int c = 0; c < C; ++c) yr[c] = silu(pre[c]);
-      } else {
-        std::copy_n(pre, C, yr);
+      switch (activation) {
+        case Activation::silu:
+          for (int c = 0; c < C; ++c) yr[c] = silu(pre[c]);
+          break;
+        case Activation::elu_plus_one:
+          for (int c = 0; c < C; ++c) yr[c] = elu_plus_one(pre[c]);
+          break;
+        case Activation::none:
+          std::copy_n(pre, C, yr);
       }
     }
 }
@@ -57,7 +62,18 @@ void ShortConv<T>::backward(const T* dy, T* dx) {
   std::vector<T>& dpre = dpre_;  // kept between calls, written before read
   dpre.resize(n);
 #pragma omp parallel for schedule(static)
-  for (size_t i = 0; i < n; ++i) dpre[i] = activation ? dy[i] * silu_grad(pre_[i]) : dy[i];
+  for (size_t i = 0; i < n; ++i) {
+    switch (activation) {
+      case Activation::silu:
+        dpre[i] = dy[i] * silu_grad(pre_[i]);
+        break;
+      case Activation::elu_plus_one:
+        dpre[i] = pre_[i] > T(0) ? dy[i] : dy[i] * std::exp(pre_[i]);
+        break;
+      case Activation::none:
+        dpre[i] = dy[i];
+    }
+  }
   std::vector<T> taps(size_t(W) * C);
   for (int c = 0; c < C; ++c)
     for (int j = 0; j < W; ++j) taps[size_t(j) * C + c] = weight.value[size_t(c) * W + j];

@@ -38,6 +38,10 @@ DeltaMixer<T>::DeltaMixer(const ModelConfig& cfg, Variant variant, Rng& rng, dou
   q_conv1d.init(H_ * K_, cfg.conv_size, rng);
   k_conv1d.init(H_ * K_, cfg.conv_size, rng);
   v_conv1d.init(HV_ * V_, cfg.conv_size, rng);
+  if (positive_feature_map()) {
+    q_conv1d.activation = ShortConv<T>::Activation::elu_plus_one;
+    k_conv1d.activation = ShortConv<T>::Activation::elu_plus_one;
+  }
   if (scalar_gate()) {
     a_proj.init(D_, HV_, rng, std);
     A_log.init({HV_}, false);
@@ -91,7 +95,7 @@ OpConfig DeltaMixer<T>::op_config(int B, int Tn) const {
   c.HV = HV_;
   c.K = K_;
   c.V = V_;
-  c.l2norm_qk = true;
+  c.l2norm_qk = !positive_feature_map();
   c.chunk_size = cfg_.chunk_size;
   return c;
 }

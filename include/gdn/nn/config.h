@@ -28,6 +28,10 @@ struct ModelConfig {
   int conv_size = 4;
   bool use_short_conv = true;
   bool allow_neg_eigval = false;  // beta in (0, 2)
+  // q/k of the linear_attention mixer: "elu_plus_one" (kernel linear attention, Katharopoulos
+  // et al. 2020: positive features, no L2 norm) or "silu_l2norm" (the family's shell, which
+  // makes it DeltaNet without the delta rule).
+  std::string linear_attention_feature_map = "elu_plus_one";
   Form form = Form::chunk;  // the op's form for fp32 training
   int chunk_size = 64;
 

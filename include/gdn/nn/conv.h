@@ -1,5 +1,6 @@
 // Causal depthwise short convolution with SiLU (FLA's ShortConvolution, activation silu):
 //   y[t, c] = silu( sum_{j<W} w[c, j] x[t - W + 1 + j, c] ),   x[t < 0] = 0 (per sequence).
+// Kernel linear attention puts its positive feature map elu + 1 here instead of SiLU.
 #pragma once
 
 #include "gdn/nn/param.h"
@@ -9,7 +10,8 @@ namespace gdn::nn {
 template <class T>
 struct ShortConv {
   int channels = 0, width = 4;
-  bool activation = true;  // SiLU after the convolution
+  enum class Activation { none, silu, elu_plus_one };
+  Activation activation = Activation::silu;
   Param<T> weight;         // [channels, 1, width], PyTorch Conv1d(groups=channels) layout
 
   void init(int c, int w, Rng& rng);

@@ -24,6 +24,8 @@ struct Mixer {
 
 // shared/DESIGN.md §3, the GDN layer, with each member's gate and update:
 //   q = silu(conv(W_q x)), k = silu(conv(W_k x)), v = silu(conv(W_v x)); the op L2-normalises q, k
+//     linear_attention instead takes kernel linear attention's positive feature map,
+//     q = elu(conv(W_q x)) + 1, k likewise, without the L2 norm (linear_attention_feature_map)
 //   gated_deltanet, mamba2:  g = -exp(A_log) softplus(W_a x + dt_bias)   (per value head)
 //     mamba2 also scales v by dt = softplus(W_a x + dt_bias) (= k scaled by dt, Mamba2's input)
 //   gla:  g = logsigmoid(W_gk x) / 16  (per value head and key dim)
@@ -50,6 +52,10 @@ class DeltaMixer final : public Mixer<T> {
  private:
   bool scalar_gate() const { return variant_ == Variant::gated_deltanet || variant_ == Variant::mamba2; }
   bool vector_gate() const { return variant_ == Variant::gla || variant_ == Variant::kda; }
+  // q, k through elu + 1 and not L2-normalised (kernel linear attention).
+  bool positive_feature_map() const {
+    return variant_ == Variant::linear_attention && cfg_.linear_attention_feature_map == "elu_plus_one";
+  }
 
   ModelConfig cfg_;
   Variant variant_;
