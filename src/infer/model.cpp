@@ -9,6 +9,7 @@
 
 #include "gdn/common.h"
 #include "gdn/nn/activations.h"
+#include "gdn/nn/rope.h"
 #include "infer/model_impl.h"
 
 namespace gdn::infer {
@@ -90,25 +91,6 @@ void conv_step(nn::ShortConv<float>& conv, std::vector<float>& hist, const float
   std::copy_n(scratch.data() + size_t(n) * C, size_t(H) * C, hist.begin());
 }
 
-// Rotate-half RoPE over the first `rd` dims of each head (FLA and transformers).
-void rope(float* x, int n, int heads, int dh, int rd, double theta, int64_t pos0) {
-  const int half = rd / 2;
-  if (half == 0) return;
-  std::vector<double> freq(half);
-  for (int i = 0; i < half; ++i) freq[i] = std::pow(theta, -2.0 * i / rd);
-  for (int t = 0; t < n; ++t)
-    for (int i = 0; i < half; ++i) {
-      const double ang = double(pos0 + t) * freq[i];
-      const float c = float(std::cos(ang)), s = float(std::sin(ang));
-      for (int h = 0; h < heads; ++h) {
-        float* r = x + (size_t(t) * heads + h) * dh;
-        const float x1 = r[i], x2 = r[i + half];
-        r[i] = x1 * c - x2 * s;
-        r[i + half] = x2 * c + x1 * s;
-      }
-    }
-}
-
 void delta_forward(const Config& cfg, DeltaLayer& L, State::Layer& st, const float* x, int n, float* y,
                    Form prefill_form) {
   const int H = cfg.heads, HV = cfg.v_heads, K = cfg.head_k, V = cfg.head_v;
@@ -165,8 +147,8 @@ void attention_forward(const Config& cfg, AttentionLayer& L, State::Layer& st, i
     L.q_norm.forward(q.data(), n * H, q.data());
     L.k_norm.forward(k.data(), n * KVH, k.data());
   }
-  rope(q.data(), n, H, Dh, cfg.rotary_dim, cfg.rope_theta, pos0);
-  rope(k.data(), n, KVH, Dh, cfg.rotary_dim, cfg.rope_theta, pos0);
+  nn::apply_rope(q.data(), 1, n, H, Dh, cfg.rotary_dim, cfg.rope_theta, pos0, false);
+  nn::apply_rope(k.data(), 1, n, KVH, Dh, cfg.rotary_dim, cfg.rope_theta, pos0, false);
   st.keys.insert(st.keys.end(), k.begin(), k.end());
   st.values.insert(st.values.end(), v.begin(), v.end());
 

@@ -4,6 +4,7 @@
 
 #include "gdn/common.h"
 #include "gdn/nn/mixer.h"
+#include "gdn/nn/rope.h"
 
 namespace gdn::nn {
 
@@ -29,28 +30,6 @@ void Attention<T>::collect(const std::string& prefix, ParamList<T>& list) {
   o_proj.collect(prefix + ".o_proj", list);
 }
 
-// Rotate-half RoPE: pairs (i, i + d/2) rotate by pos * theta^(-2i/d). The inverse rotation
-// is the transpose, which is what the backward applies to the gradients.
-template <class T>
-void Attention<T>::rope(T* x, int heads, bool inverse) const {
-  const int half = Dh_ / 2;
-  std::vector<double> freq(half);
-  for (int i = 0; i < half; ++i) freq[i] = std::pow(theta_, -2.0 * i / Dh_);
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int b = 0; b < B_; ++b)
-    for (int t = 0; t < T_; ++t)
-      for (int h = 0; h < heads; ++h) {
-        T* r = x + ((size_t(b) * T_ + t) * heads + h) * Dh_;
-        for (int i = 0; i < half; ++i) {
-          const double ang = t * freq[i];
-          const T c = T(std::cos(ang)), s = T(inverse ? -std::sin(ang) : std::sin(ang));
-          const T x1 = r[i], x2 = r[i + half];
-          r[i] = x1 * c - x2 * s;
-          r[i + half] = x2 * c + x1 * s;
-        }
-      }
-}
-
 template <class T>
 void Attention<T>::forward(const T* x, int B, int Tn, T* y) {
   B_ = B;
@@ -63,8 +42,8 @@ void Attention<T>::forward(const T* x, int B, int Tn, T* y) {
   q_proj.forward(x, N, q_.data());
   k_proj.forward(x, N, k_.data());
   v_proj.forward(x, N, v_.data());
-  rope(q_.data(), H_, false);
-  rope(k_.data(), KVH_, false);
+  apply_rope(q_.data(), B, Tn, H_, Dh_, Dh_, theta_, 0, false);
+  apply_rope(k_.data(), B, Tn, KVH_, Dh_, Dh_, theta_, 0, false);
   p_.assign(size_t(B) * H_ * Tn * Tn, T(0));
   o_.assign(size_t(N) * H_ * Dh_, T(0));
   const T scale = T(1 / std::sqrt(double(Dh_)));
@@ -137,8 +116,8 @@ void Attention<T>::backward(const T* dy, T* dx) {
           }
         }
     }
-  rope(dq.data(), H_, true);
-  rope(dk.data(), KVH_, true);
+  apply_rope(dq.data(), B_, T_, H_, Dh_, Dh_, theta_, 0, true);
+  apply_rope(dk.data(), B_, T_, KVH_, Dh_, Dh_, theta_, 0, true);
   q_proj.backward(x_.data(), dq.data(), N, dx, false);
   k_proj.backward(x_.data(), dk.data(), N, dx, true);
   v_proj.backward(x_.data(), dv.data(), N, dx, true);

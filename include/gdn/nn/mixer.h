@@ -79,7 +79,6 @@ class Attention final : public Mixer<T> {
   Linear<T> q_proj, k_proj, v_proj, o_proj;
 
  private:
-  void rope(T* x, int heads, bool inverse) const;  // in place on [B, T, heads, dim]
 
   int D_, H_, KVH_, Dh_, window_;
   double theta_;
