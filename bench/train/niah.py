@@ -8,7 +8,10 @@ than the training length included: length extrapolation) and every depth of --de
 Tasks as src/train/niah.cpp generates them: 1 = needle in a repeated filler sentence, 2 = in
 real English text (data/english.txt, scripts/make_corpus.sh), 3 = as 2 with a UUID value.
 The score of a cell is gdn's eval_accuracy: the share of the value's bytes predicted exactly
-(teacher-forced), not RULER's exact match of the whole generated answer.
+(teacher-forced), not RULER's exact match of the whole generated answer. Every cell draws its
+needles from the same seed, so the cells of S-NIAH-1 ask the same keys and values at different
+lengths and depths (a paired design): a model that retrieves them everywhere, or nowhere, scores
+the same in every cell; the per-cell eval_loss still differs.
 
 Default mixers: gated_deltanet, deltanet and mamba2 are the recurrent rows of the Gated DeltaNet
 paper's S-NIAH table (Mamba2, DeltaNet, Gated DeltaNet), and attention (full, RoPE) is the
