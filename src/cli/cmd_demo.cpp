@@ -133,7 +133,6 @@ void run_demo(const DemoArgs& a) {
   s.train.steps = a.steps;
   s.train.adam.lr = a.lr;
   s.train.warmup = 0.05;
-  s.train.seed = a.seed;
   s.data = {{"task", "mqar"}, {"vocab_size", a.vocab}, {"seq_len", a.seq_len}, {"num_kv_pairs", a.kv},
             {"random_non_queries", a.random_non_queries}};
   s.train_examples = a.train_examples;
@@ -143,7 +142,7 @@ void run_demo(const DemoArgs& a) {
                "gdn demo: MQAR with %d key-value pairs in %d tokens (vocab %d), 2-layer models of width %d, "
                "%lld steps of %d sequences each, %d seed%s per mixer\n",
                a.kv, a.seq_len, a.vocab, a.d_model, (long long)a.steps, a.batch, a.seeds, a.seeds == 1 ? "" : "s");
-  // One single-threaded training per mixer, `jobs` of them at a time in forked processes:
+  // One single-threaded training per (mixer, seed), `jobs` at a time in forked processes:
   // on small models that beats threads inside one training by far.
   std::filesystem::create_directories(a.out);
   auto train_one = [&](const std::string& mixer, uint64_t seed, bool progress) {
