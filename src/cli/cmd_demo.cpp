@@ -63,7 +63,7 @@ double median_accuracy(const std::vector<const DemoRun*>& runs) {
 
 std::string svg_plot(const std::vector<DemoRun>& runs, const DemoArgs& a) {
   const char* colors[] = {"#d62728", "#ff7f0e", "#2ca02c", "#1f77b4", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"};
-  const int W = 900, H = 380, pad = 50, panel = 380;
+  const int W = 900, H = 400, pad = 50, panel = 380;
   std::string s = cat("<svg xmlns='http://www.w3.org/2000/svg' width='", W, "' height='", H,
                       "' font-family='sans-serif' font-size='12'>\n<rect width='100%' height='100%' fill='white'/>\n");
   s += cat("<text x='", W / 2, "' y='20' text-anchor='middle' font-size='15'>MQAR, ", a.kv, " key-value pairs, L=", a.seq_len,
@@ -71,7 +71,7 @@ std::string svg_plot(const std::vector<DemoRun>& runs, const DemoArgs& a) {
            " seeds: accuracy on the queried positions</text>\n");
   // Left: median evaluation accuracy per mixer (bar) and each seed's (dots).
   const int nm = int(a.mixers.size());
-  const int x0 = pad, y0 = 40, h = H - 100, bw = panel / nm;
+  const int x0 = pad, y0 = 60, h = H - 120, bw = panel / nm;
   for (int t = 0; t <= 4; ++t) {
     const int y = y0 + h - h * t / 4;
     s += cat("<line x1='", x0, "' y1='", y, "' x2='", x0 + panel, "' y2='", y, "' stroke='#ddd'/>", "<text x='", x0 - 6, "' y='",
@@ -80,13 +80,16 @@ std::string svg_plot(const std::vector<DemoRun>& runs, const DemoArgs& a) {
   for (int i = 0; i < nm; ++i) {
     const auto mine = runs_of(runs, a.mixers[size_t(i)]);
     const double acc = median_accuracy(mine);
+    double top = acc;  // the label goes above the bar and every dot
+    for (const auto* r : mine) top = std::max(top, r->eval.accuracy);
     const int bh = int(h * acc), x = x0 + i * bw + 8, xc = x + (bw - 16) / 2;
     s += cat("<rect x='", x, "' y='", y0 + h - bh, "' width='", bw - 16, "' height='", bh, "' fill='", colors[i % 8],
              "' fill-opacity='0.55'/>");
     for (size_t k = 0; k < mine.size(); ++k)
       s += cat("<circle cx='", xc - 12 + 24.0 * double(k) / double(std::max<size_t>(1, mine.size() - 1)), "' cy='",
                y0 + h - h * mine[k]->eval.accuracy, "' r='3.5' fill='", colors[i % 8], "' stroke='black' stroke-width='0.5'/>");
-    s += cat("<text x='", xc, "' y='", y0 + h - bh - 6, "' text-anchor='middle'>", int(acc * 1000 + 0.5) / 10.0, "%</text>");
+    s += cat("<text x='", xc, "' y='", y0 + h - int(h * top) - 8, "' text-anchor='middle'>", int(acc * 1000 + 0.5) / 10.0,
+             "%</text>");
     s += cat("<text x='", xc, "' y='", y0 + h + 16, "' text-anchor='middle' font-size='11'>", a.mixers[size_t(i)], "</text>\n");
   }
   s += cat("<text x='", x0 + panel / 2, "' y='", y0 + h + 34,
@@ -109,7 +112,9 @@ std::string svg_plot(const std::vector<DemoRun>& runs, const DemoArgs& a) {
       s += cat("<polyline fill='none' stroke-width='1.5' stroke-opacity='0.8' stroke='", colors[i % 8], "' points='", pts,
                "'/>\n");
     }
-    s += cat("<text x='", cx0 + 8, "' y='", y0 + 14 + 15 * i, "' fill='", colors[i % 8], "'>", a.mixers[size_t(i)], "</text>\n");
+    // Legend in a row above the panel, clear of the curves.
+    s += cat("<text x='", cx0 + cw * i / nm, "' y='", y0 - 22, "' fill='", colors[i % 8], "' font-size='11'>",
+             a.mixers[size_t(i)], "</text>\n");
   }
   return s + "</svg>\n";
 }
@@ -244,7 +249,9 @@ void run_demo(const DemoArgs& a) {
     std::vector<double> seed_acc;
     double loss = 0, tps = 0;
     for (const auto* r : mine) {
-      each += cat(each.empty() ? "" : " ", int(r->eval.accuracy * 1000 + 0.5) / 10.0);
+      char pct[16];
+      std::snprintf(pct, sizeof pct, "%.1f", 100 * r->eval.accuracy);
+      each += cat(each.empty() ? "" : " ", pct);
       seed_acc.push_back(r->eval.accuracy);
       loss += r->eval.loss / double(mine.size());
       tps += r->tokens_per_s / double(mine.size());

@@ -68,7 +68,7 @@ void ShortConv<T>::backward(const T* dy, T* dx) {
         dpre[i] = dy[i] * silu_grad(pre_[i]);
         break;
       case Activation::elu_plus_one:
-        dpre[i] = pre_[i] > T(0) ? dy[i] : dy[i] * std::exp(pre_[i]);
+        dpre[i] = dy[i] * elu_plus_one_grad(pre_[i]);
         break;
       case Activation::none:
         dpre[i] = dy[i];

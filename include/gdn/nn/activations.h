@@ -42,10 +42,13 @@ inline T silu_grad(T x) {
   return s * (T(1) + x * (T(1) - s));
 }
 // elu(x) + 1: kernel linear attention's positive feature map (Katharopoulos et al. 2020).
-// Its derivative is 1 for x > 0 and e^x = elu(x) + 1 below, so min(1, output).
 template <class T>
 inline T elu_plus_one(T x) {
   return x > T(0) ? x + T(1) : std::exp(x);
+}
+template <class T>
+inline T elu_plus_one_grad(T x) {
+  return x > T(0) ? T(1) : std::exp(x);
 }
 // softplus(x) = log(1 + e^x); its derivative is sigmoid(x). PyTorch's threshold (20).
 template <class T>
