@@ -1,7 +1,8 @@
 // gdn_decode_layouts: the decode kernel's thread layouts <columns per block, rows per thread>
 // side by side, timed like gdn_gpu_bench (event_median_ms, beside the same run's copy
 // bandwidth) and checked against the layout gdn::cuda::decode launches on the same inputs and
-// states (the pool is restored before each run). The record is bench/gpu/NOTES.md, decode v4.
+// states (the pool is restored before each run), for the delta rule. The record is
+// bench/gpu/NOTES.md, decode v4.
 //   gdn_decode_layouts [reps]     (exit 1 when a layout disagrees)
 #include "../../src/ops/cuda/decode.cu"
 #include "../../src/ops/cuda/timing.h"
@@ -24,7 +25,7 @@ struct Layout {
 template <class T, int kCols, int kRows>
 Layout layout(const char* name) {
   return {name, [](const DecodeShape& s, const DecodeArgs& a, float scale) {
-            return detail::launch_decode<T, kCols, kRows>(s, a, scale, nullptr);
+            return detail::launch_decode<T, Update::delta, kCols, kRows>(s, a, scale, nullptr);
           }};
 }
 

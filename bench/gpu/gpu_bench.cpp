@@ -1,6 +1,7 @@
 // gdn_gpu_bench: times the CUDA kernels (CUDA-event medians after warm-up) and the device's
 // copy bandwidth in the same run, and writes them as JSON (bench/gpu/run.sh merges them with
-// FLA's timings, taken by fla_bench.py on the same machine).
+// FLA's timings, taken by fla_bench.py on the same machine). Rows time the delta rule (GDN) and,
+// on the same inputs, the additive rule with a scalar gate (Mamba2's op): additive_* keys.
 //   gdn_gpu_bench OUT.json [--quick | --profile]
 #include <cuda_runtime.h>
 
@@ -60,19 +61,32 @@ nlohmann::json bench_chunk(int B, int T, int H, int HV, std::mt19937& rng, int r
   ba.q = q.ptr, ba.k = k.ptr, ba.v = v.ptr, ba.g = g.as<float>(), ba.beta = beta.as<float>(), ba.d_o = d_o.ptr;
   ba.dq = dq.ptr, ba.dk = dk.ptr, ba.dv = dv.ptr, ba.dg = dg.as<float>(), ba.dbeta = dbeta.as<float>();
   ba.workspace_has_forward = true;  // a training step: the backward uses the forward's intermediates
-  auto fwd = [&] { status_check(gdn::cuda::chunk_forward(s, fa, ws.ptr, ws.bytes, nullptr)); };
-  auto fwdbwd = [&] {
-    fwd();
-    status_check(gdn::cuda::chunk_backward(s, ba, ws.ptr, ws.bytes, nullptr));
+  gdn::cuda::ChunkShape sa = s;  // the additive rule: no beta
+  sa.update = gdn::cuda::Update::additive;
+  gdn::cuda::ChunkForwardArgs faa = fa;
+  gdn::cuda::ChunkBackwardArgs baa = ba;
+  faa.beta = baa.beta = baa.dbeta = nullptr;
+  auto fwd = [&](const gdn::cuda::ChunkShape& sh, const gdn::cuda::ChunkForwardArgs& a) {
+    status_check(gdn::cuda::chunk_forward(sh, a, ws.ptr, ws.bytes, nullptr));
+  };
+  auto fwdbwd = [&](const gdn::cuda::ChunkShape& sh, const gdn::cuda::ChunkForwardArgs& a,
+                    const gdn::cuda::ChunkBackwardArgs& b) {
+    fwd(sh, a);
+    status_check(gdn::cuda::chunk_backward(sh, b, ws.ptr, ws.bytes, nullptr));
   };
   if (reps == 0) {
-    fwdbwd();
+    fwdbwd(s, fa, ba);
     cuda_check(cudaDeviceSynchronize(), "profile run");
     return {};
   }
-  const double f = event_median_ms(fwd, 3, reps), fb = event_median_ms(fwdbwd, 3, reps);
-  std::printf("chunk B=%d T=%d H=%d HV=%d: fwd %.3f ms, fwd+bwd %.3f ms\n", B, T, H, HV, f, fb);
-  return {{"B", B}, {"T", T}, {"H", H}, {"HV", HV}, {"D", 128}, {"fwd_ms", f}, {"fwdbwd_ms", fb}};
+  const double f = event_median_ms([&] { fwd(s, fa); }, 3, reps);
+  const double fb = event_median_ms([&] { fwdbwd(s, fa, ba); }, 3, reps);
+  const double af = event_median_ms([&] { fwd(sa, faa); }, 3, reps);
+  const double afb = event_median_ms([&] { fwdbwd(sa, faa, baa); }, 3, reps);
+  std::printf("chunk B=%d T=%d H=%d HV=%d: fwd %.3f ms, fwd+bwd %.3f ms; additive fwd %.3f ms (%.2fx of delta), "
+              "fwd+bwd %.3f ms (%.2fx)\n", B, T, H, HV, f, fb, af, af / f, afb, afb / fb);
+  return {{"B", B}, {"T", T}, {"H", H}, {"HV", HV}, {"D", 128}, {"fwd_ms", f}, {"fwdbwd_ms", fb},
+          {"additive_fwd_ms", af}, {"additive_fwdbwd_ms", afb}};
 }
 
 nlohmann::json bench_decode(int seqs, double copy_bw, std::mt19937& rng) {
@@ -98,10 +112,17 @@ nlohmann::json bench_decode(int seqs, double copy_bw, std::mt19937& rng) {
   a.q = q.ptr, a.k = k.ptr, a.v = v.ptr, a.g = g.as<float>(), a.beta = beta.as<float>();
   a.state_pool = pool.as<float>(), a.state_indices = idx.as<int32_t>(), a.o = o.ptr;
   const double ms = event_median_ms([&] { status_check(gdn::cuda::decode(s, a, nullptr)); }, 10, 200);
+  gdn::cuda::DecodeShape sa = s;  // the additive rule on the same pool: no beta
+  sa.update = gdn::cuda::Update::additive;
+  gdn::cuda::DecodeArgs aa = a;
+  aa.beta = nullptr;
+  const double ams = event_median_ms([&] { status_check(gdn::cuda::decode(sa, aa, nullptr)); }, 10, 200);
   const double bytes = 2.0 * seqs * state * 4;
-  const double frac = bytes / (ms * 1e-3) / copy_bw;
-  std::printf("decode seqs=%d: %.2f us, %.1f%% of copy bandwidth\n", seqs, ms * 1e3, 100 * frac);
-  return {{"seqs", seqs}, {"HV", HV}, {"D", 128}, {"decode_us", ms * 1e3}, {"decode_bw_fraction", frac}};
+  const double frac = bytes / (ms * 1e-3) / copy_bw, afrac = bytes / (ams * 1e-3) / copy_bw;
+  std::printf("decode seqs=%d: %.2f us, %.1f%% of copy bandwidth; additive %.2f us, %.1f%%\n", seqs, ms * 1e3,
+              100 * frac, ams * 1e3, 100 * afrac);
+  return {{"seqs", seqs}, {"HV", HV}, {"D", 128}, {"decode_us", ms * 1e3}, {"decode_bw_fraction", frac},
+          {"additive_decode_us", ams * 1e3}, {"additive_decode_bw_fraction", afrac}};
 }
 
 }  // namespace

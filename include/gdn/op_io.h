@@ -21,9 +21,10 @@
 
 namespace gdn {
 
-// Where the op runs. cuda: the kernels of gdn/cuda_ops.h on fp32 inputs, for gated_deltanet
-// and deltanet (its g = 0), K = V = 128: form chunk (forward and backward, chunk size 64, varlen
-// allowed) or recurrent (forward only, the decode kernel over fixed-length sequences).
+// Where the op runs. cuda: the kernels of gdn/cuda_ops.h on fp32 inputs, for gated_deltanet,
+// deltanet (no g), mamba2 and linear_attention (the additive rule, with and without g),
+// K = V = 128: form chunk (forward and backward, chunk size 64, varlen allowed) or recurrent
+// (forward only, the decode kernel over fixed-length sequences).
 enum class OpDevice { cpu, cuda };
 OpDevice parse_op_device(std::string_view name);
 const char* op_device_name(OpDevice d);

@@ -18,7 +18,8 @@ GDN_COMMAND("op", "run one op (forward, optionally backward) on tensors from a s
                  "linear_attention, retnet, mamba2, gla, deltanet, gated_deltanet, kda or longhorn")
       ->required();
   app.add_option("--device", args->device,
-                 "cpu, or cuda: the CUDA kernels (gated_deltanet, deltanet; K = V = 128; forms chunk and recurrent)")
+                 "cpu, or cuda: the CUDA kernels (gated_deltanet, deltanet, mamba2, linear_attention; K = V = 128; "
+                 "forms chunk and recurrent)")
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
   app.add_option("--form", args->form, "chunk, recurrent (fp32) or reference (fp64 definition, fp64 outputs)")

@@ -15,8 +15,10 @@ namespace gdn {
 
 void check_cuda_op_options(const OpRunOptions& opt) {
   const char* variant = variant_info(opt.variant).name;
-  GDN_CHECK(opt.variant == Variant::gated_deltanet || opt.variant == Variant::deltanet, "--device cuda: variant ",
-            variant, " has no CUDA kernel yet (gated_deltanet and deltanet do); use --device cpu");
+  GDN_CHECK(opt.variant == Variant::gated_deltanet || opt.variant == Variant::deltanet ||
+                opt.variant == Variant::mamba2 || opt.variant == Variant::linear_attention,
+            "--device cuda: variant ", variant,
+            " has no CUDA kernel yet (gated_deltanet, deltanet, mamba2 and linear_attention do); use --device cpu");
   GDN_CHECK(opt.form == Form::chunk || opt.form == Form::recurrent, "--device cuda: form ", form_name(opt.form),
             " runs on the CPU only (it is the fp64 definition); use --form chunk or recurrent");
   GDN_CHECK(opt.form == Form::chunk || !opt.backward,
@@ -37,6 +39,17 @@ using cuda::upload_vector;
 // A device copy of an optional tensor: an empty buffer (null pointer) when it is absent.
 DeviceBuffer upload_optional(const std::vector<float>& x) { return x.empty() ? DeviceBuffer() : upload_vector(x); }
 
+// The kernels' update rule, and the g and beta they take (a tensor the variant ignores stays
+// on the host).
+struct VariantTensors {
+  cuda::Update update;
+  bool gated, delta;
+  explicit VariantTensors(Variant v)
+      : update(variant_info(v).delta ? cuda::Update::delta : cuda::Update::additive),
+        gated(variant_info(v).gate != GateKind::none),
+        delta(variant_info(v).delta) {}
+};
+
 // An output buffer of n floats, poisoned with NaN so that an element the kernel forgets shows.
 DeviceBuffer output(size_t n) {
   DeviceBuffer b(n * sizeof(float));
@@ -46,16 +59,19 @@ DeviceBuffer output(size_t n) {
 
 std::vector<float> download(const DeviceBuffer& b) { return cuda::download_vector<float>(b, b.bytes / sizeof(float)); }
 
-OpResults<float> run_chunk(const OpData<float>& d, const OpRunOptions& opt, const std::vector<float>& g) {
+OpResults<float> run_chunk(const OpData<float>& d, const OpRunOptions& opt) {
   const OpConfig& c = d.cfg;
+  const VariantTensors vt(c.variant);
   cuda::ChunkShape s;
   s.B = c.B, s.T = c.T, s.H = c.H, s.HV = c.HV, s.K = c.K, s.V = c.V, s.num_seqs = c.num_seqs();
   s.cu_seqlens = c.cu_seqlens.empty() ? nullptr : c.cu_seqlens.data();
   s.scale = float(c.effective_scale()), s.l2norm_qk = c.l2norm_qk, s.dtype = cuda::DType::f32;
+  s.update = vt.update;
   const size_t BT = size_t(c.B) * c.T, state = size_t(c.num_seqs()) * c.HV * c.K * c.V;
 
-  DeviceBuffer q = upload_vector(d.q), k = upload_vector(d.k), v = upload_vector(d.v), gate = upload_vector(g),
-               beta = upload_vector(d.beta), h0 = upload_optional(d.h0);
+  DeviceBuffer q = upload_vector(d.q), k = upload_vector(d.k), v = upload_vector(d.v),
+               gate = vt.gated ? upload_vector(d.g) : DeviceBuffer(), beta = vt.delta ? upload_vector(d.beta) : DeviceBuffer(),
+               h0 = upload_optional(d.h0);
   DeviceBuffer o = output(BT * c.HV * c.V), ht = output(state);
   DeviceBuffer ws(opt.backward ? cuda::chunk_backward_workspace_bytes(s) : cuda::chunk_forward_workspace_bytes(s));
   cuda::ChunkForwardArgs fa;
@@ -70,7 +86,8 @@ OpResults<float> run_chunk(const OpData<float>& d, const OpRunOptions& opt, cons
   if (!opt.backward) return r;
   DeviceBuffer d_o = upload_vector(d.d_o), dht = upload_optional(d.dht);
   DeviceBuffer dq = output(BT * c.H * c.K), dk = output(BT * c.H * c.K), dv = output(BT * c.HV * c.V),
-               dg = output(BT * c.HV), dbeta = output(BT * c.HV), dh0 = d.h0.empty() ? DeviceBuffer() : output(state);
+               dg = vt.gated ? output(BT * c.HV) : DeviceBuffer(), dbeta = vt.delta ? output(BT * c.HV) : DeviceBuffer(),
+               dh0 = d.h0.empty() ? DeviceBuffer() : output(state);
   cuda::ChunkBackwardArgs ba;
   ba.q = q.ptr, ba.k = k.ptr, ba.v = v.ptr, ba.g = gate.as<float>(), ba.beta = beta.as<float>(), ba.h0 = h0.as<float>();
   ba.d_o = d_o.ptr, ba.dht = dht.as<float>();
@@ -79,24 +96,28 @@ OpResults<float> run_chunk(const OpData<float>& d, const OpRunOptions& opt, cons
   ba.workspace_has_forward = true;  // chunk_forward just ran on this workspace with these inputs
   status_check(cuda::chunk_backward(s, ba, ws.ptr, ws.bytes, nullptr));
   cuda_check(cudaDeviceSynchronize(), "gdn::cuda::chunk_backward");
-  r.dq = download(dq), r.dk = download(dk), r.dv = download(dv), r.dbeta = download(dbeta);
-  if (!d.g.empty()) r.dg = download(dg);  // deltanet has no g, so no dg
+  r.dq = download(dq), r.dk = download(dk), r.dv = download(dv);
+  if (vt.gated) r.dg = download(dg);
+  if (vt.delta) r.dbeta = download(dbeta);
   if (!d.h0.empty()) r.dh0 = download(dh0);
   return r;
 }
 
 // The recurrent form by the decode kernel: `T` tokens for each of the B sequences, the states
 // a pool of B slots starting from h0 (or zeros) that ends as ht.
-OpResults<float> run_recurrent(const OpData<float>& d, const std::vector<float>& g) {
+OpResults<float> run_recurrent(const OpData<float>& d) {
   const OpConfig& c = d.cfg;
+  const VariantTensors vt(c.variant);
   cuda::DecodeShape s;
   s.num_seqs = c.B, s.tokens = c.T, s.H = c.H, s.HV = c.HV, s.K = c.K, s.V = c.V, s.pool_size = c.B;
   s.scale = float(c.effective_scale()), s.l2norm_qk = c.l2norm_qk, s.dtype = cuda::DType::f32;
+  s.update = vt.update;
   const size_t state = size_t(c.B) * c.HV * c.K * c.V;
   std::vector<int32_t> slots(c.B);
   std::iota(slots.begin(), slots.end(), 0);
-  DeviceBuffer q = upload_vector(d.q), k = upload_vector(d.k), v = upload_vector(d.v), gd = upload_vector(g),
-               beta = upload_vector(d.beta), idx = upload_vector(slots);
+  DeviceBuffer q = upload_vector(d.q), k = upload_vector(d.k), v = upload_vector(d.v),
+               gd = vt.gated ? upload_vector(d.g) : DeviceBuffer(), beta = vt.delta ? upload_vector(d.beta) : DeviceBuffer(),
+               idx = upload_vector(slots);
   DeviceBuffer pool = d.h0.empty() ? DeviceBuffer(state * sizeof(float)) : upload_vector(d.h0);
   if (d.h0.empty()) cuda_check(cudaMemset(pool.ptr, 0, pool.bytes), "cudaMemset");
   DeviceBuffer o = output(size_t(c.B) * c.T * c.HV * c.V);
@@ -122,9 +143,7 @@ OpResults<float> run_op_cuda(const OpData<float>& d, const OpRunOptions& opt) {
             "--device cuda: the recurrent form on CUDA needs fixed-length sequences (no cu_seqlens); use --form chunk");
   require_cuda_device("--device cuda");
 #if GDN_HAVE_CUDA
-  // deltanet is gated_deltanet with log-gate 0.
-  const std::vector<float> g = d.g.empty() ? std::vector<float>(size_t(c.B) * c.T * c.HV, 0.f) : d.g;
-  return opt.form == Form::chunk ? run_chunk(d, opt, g) : run_recurrent(d, g);
+  return opt.form == Form::chunk ? run_chunk(d, opt) : run_recurrent(d);
 #else
   fail("--device cuda: this build of gdn has no CUDA kernels");
 #endif

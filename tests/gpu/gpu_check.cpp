@@ -1,7 +1,9 @@
 // gdn_gpu_check: every CUDA kernel against the CPU fp64 reference (gdn::reference_forward /
 // reference_backward), on fresh random inputs (GDN_TEST_SEED fixes them). Inputs are rounded
 // to the kernel's input precision first, so the reference sees exactly what the GPU sees.
-// Tolerance (‖gpu − ref‖ / ‖ref‖): 1e-4 with fp32 inputs, 1e-2 with bf16 inputs.
+// Tolerance (‖gpu − ref‖ / ‖ref‖): 1e-4 with fp32 inputs, 1e-2 with bf16 inputs. The delta
+// rule runs as gated_deltanet (and deltanet: no g), the additive rule as mamba2 (scalar gate)
+// and linear_attention (no g); the CUDA update rule follows the variant's.
 // Not part of CTest (it needs a GPU); without a device every test is skipped.
 #include <gtest/gtest.h>
 
@@ -43,6 +45,10 @@ Problem as_kernel_inputs(const Problem& p, DType t) {
 
 DeviceBuffer upload_f32(const std::vector<double>& x) { return upload(x, DType::f32); }
 
+gdn::cuda::Update update_of(Variant v) {
+  return variant_info(v).delta ? gdn::cuda::Update::delta : gdn::cuda::Update::additive;
+}
+
 // reuse: the backward runs on the forward's workspace (workspace_has_forward) instead of
 // recomputing the forward stages on a poisoned one.
 Result run_gpu(const Problem& p, DType t, bool reuse) {
@@ -51,11 +57,12 @@ Result run_gpu(const Problem& p, DType t, bool reuse) {
   s.B = c.B, s.T = c.T, s.H = c.H, s.HV = c.HV, s.K = c.K, s.V = c.V;
   s.num_seqs = c.num_seqs();
   s.cu_seqlens = c.cu_seqlens.empty() ? nullptr : c.cu_seqlens.data();
-  s.scale = c.scale, s.l2norm_qk = c.l2norm_qk, s.dtype = t;
+  s.scale = c.scale, s.l2norm_qk = c.l2norm_qk, s.dtype = t, s.update = update_of(c.variant);
   const size_t esz = t == DType::f32 ? 4 : 2;
+  const bool gated = !p.g.empty(), delta = !p.beta.empty();
 
   DeviceBuffer q = upload(p.q, t), k = upload(p.k, t), v = upload(p.v, t), d_o = upload(p.d_o, t);
-  DeviceBuffer g = upload_f32(p.g), beta = upload_f32(p.beta);
+  DeviceBuffer g = gated ? upload_f32(p.g) : DeviceBuffer(), beta = delta ? upload_f32(p.beta) : DeviceBuffer();
   DeviceBuffer h0 = p.h0.empty() ? DeviceBuffer() : upload_f32(p.h0);
   DeviceBuffer dht = p.dht.empty() ? DeviceBuffer() : upload_f32(p.dht);
   DeviceBuffer o(p.v_numel() * esz), ht(p.state_numel() * 4);
@@ -76,7 +83,8 @@ Result run_gpu(const Problem& p, DType t, bool reuse) {
   ba.workspace_has_forward = reuse;
   ba.q = q.ptr, ba.k = k.ptr, ba.v = v.ptr, ba.g = g.as<float>(), ba.beta = beta.as<float>();
   ba.h0 = h0.as<float>(), ba.d_o = d_o.ptr, ba.dht = dht.as<float>();
-  ba.dq = dq.ptr, ba.dk = dk.ptr, ba.dv = dv.ptr, ba.dg = dg.as<float>(), ba.dbeta = dbeta.as<float>();
+  ba.dq = dq.ptr, ba.dk = dk.ptr, ba.dv = dv.ptr;
+  ba.dg = gated ? dg.as<float>() : nullptr, ba.dbeta = delta ? dbeta.as<float>() : nullptr;
   ba.dh0 = dh0.as<float>();
   status_check(gdn::cuda::chunk_backward(s, ba, ws.ptr, ws.bytes, nullptr));
   cuda_check(cudaDeviceSynchronize(), "chunk_backward");
@@ -85,13 +93,15 @@ Result run_gpu(const Problem& p, DType t, bool reuse) {
   r.o = download(o, p.v_numel(), t);
   r.ht = download(ht, p.state_numel(), DType::f32);
   r.dq = download(dq, p.qk_numel(), t), r.dk = download(dk, p.qk_numel(), t), r.dv = download(dv, p.v_numel(), t);
-  r.dg = download(dg, p.bt_numel(), DType::f32), r.dbeta = download(dbeta, p.bt_numel(), DType::f32);
+  if (gated) r.dg = download(dg, p.bt_numel(), DType::f32);
+  if (delta) r.dbeta = download(dbeta, p.bt_numel(), DType::f32);
   if (!p.h0.empty()) r.dh0 = download(dh0, p.state_numel(), DType::f32);
   return r;
 }
 
 struct Case {
   const char* name;
+  Variant variant;
   int B, T, H, HV;
   std::vector<int32_t> cu_seqlens;
   GateMode gates;
@@ -99,25 +109,48 @@ struct Case {
   bool bf16 = true;  // also checked with bf16 inputs
 };
 
-std::vector<Case> cases() {
+constexpr Variant kGdn = Variant::gated_deltanet, kMamba2 = Variant::mamba2, kLinear = Variant::linear_attention;
+
+std::vector<Case> delta_cases() {
   return {
-      {"gva_h0_dht", 2, 200, 2, 4, {}, GateMode::random, true, true},
-      {"varlen_mixed_gates", 1, 330, 2, 2, {0, 1, 65, 200, 330}, GateMode::mixed, true, true},
-      {"very_negative_gates", 1, 64, 1, 1, {}, GateMode::very_negative, false, false},
+      {"gva_h0_dht", kGdn, 2, 200, 2, 4, {}, GateMode::random, true, true},
+      {"varlen_mixed_gates", kGdn, 1, 330, 2, 2, {0, 1, 65, 200, 330}, GateMode::mixed, true, true},
+      {"very_negative_gates", kGdn, 1, 64, 1, 1, {}, GateMode::very_negative, false, false},
       // fp32 only: with one token, dk is a small projection (L2-norm backward) of O(1) terms,
       // and bf16 operands put its relative error above 1e-2 for ~7% of inputs, in the kernels
       // as in a NumPy emulation of their rounding (bench/gpu/bf16_one_token.py, NOTES.md).
-      {"zero_gates_one_token", 1, 1, 1, 2, {}, GateMode::zero, true, false, false},
-      {"long_sequence", 1, 1000, 1, 2, {}, GateMode::random, true, true},
+      {"zero_gates_one_token", kGdn, 1, 1, 1, 2, {}, GateMode::zero, true, false, false},
+      {"long_sequence", kGdn, 1, 1000, 1, 2, {}, GateMode::random, true, true},
+      {"deltanet_no_gate", Variant::deltanet, 1, 150, 1, 2, {}, GateMode::random, true, true},
   };
 }
 
-void check_chunk(DType t, double tol, const std::string& filter = "") {
+// The additive rule: with a gate (mamba2) and without (linear_attention).
+std::vector<Case> additive_cases() {
+  return {
+      {"mamba2_gva_h0_dht", kMamba2, 2, 200, 2, 4, {}, GateMode::random, true, true},
+      {"mamba2_varlen_mixed", kMamba2, 1, 330, 2, 2, {0, 1, 65, 200, 330}, GateMode::mixed, true, true},
+      {"mamba2_very_negative", kMamba2, 1, 64, 1, 1, {}, GateMode::very_negative, false, false},
+      {"linear_gva_h0_dht", kLinear, 2, 200, 2, 4, {}, GateMode::random, true, true},
+      {"linear_varlen", kLinear, 1, 330, 2, 2, {0, 1, 65, 200, 330}, GateMode::random, true, true},
+      {"linear_long", kLinear, 1, 1000, 1, 2, {}, GateMode::random, false, true},
+  };
+}
+
+// The relative error as %.2e, or "-" where the case has no such tensor (no gate, no beta, no h0).
+std::string err_text(const std::vector<double>& got, const std::vector<double>& want) {
+  if (want.empty()) return "   -    ";
+  char text[32];
+  std::snprintf(text, sizeof text, "%.2e", gdn::test::rel_error(got, want));
+  return text;
+}
+
+void check_chunk(const std::vector<Case>& cases, DType t, double tol, const std::string& filter = "") {
   if (!have_device()) GTEST_SKIP() << "no CUDA device";
   const uint64_t seed = gdn::test::fresh_seed();
-  for (const Case& cs : cases()) {
+  for (const Case& cs : cases) {
     if ((!filter.empty() && filter != cs.name) || (t == DType::bf16 && !cs.bf16)) continue;
-    OpConfig cfg = gdn::test::config(Variant::gated_deltanet, cs.B, cs.T, cs.H, cs.HV, 128, 128);
+    OpConfig cfg = gdn::test::config(cs.variant, cs.B, cs.T, cs.H, cs.HV, 128, 128);
     cfg.cu_seqlens = cs.cu_seqlens;
     const Problem p = as_kernel_inputs(gdn::test::make_problem(cfg, seed, cs.gates, cs.h0, cs.dht), t);
     const Result want = gdn::test::run_reference(p);
@@ -126,26 +159,33 @@ void check_chunk(DType t, double tol, const std::string& filter = "") {
       const std::string what = gdn::cat(cs.name, " ", t == DType::f32 ? "fp32" : "bf16",
                                         reuse ? " reusing the forward" : "", " seed=", seed);
       gdn::test::expect_close(got, want, tol, tol, what);
-      auto e = [&](const std::vector<double>& a, const std::vector<double>& b) { return gdn::test::rel_error(a, b); };
-      std::printf("%-22s %s %s  o %.2e ht %.2e dq %.2e dk %.2e dv %.2e dg %.2e dbeta %.2e dh0 %.2e\n", cs.name,
-                  t == DType::f32 ? "fp32" : "bf16", reuse ? "reuse" : "recmp", e(got.o, want.o), e(got.ht, want.ht),
-                  e(got.dq, want.dq), e(got.dk, want.dk), e(got.dv, want.dv), e(got.dg, want.dg),
-                  e(got.dbeta, want.dbeta), want.dh0.empty() ? 0.0 : e(got.dh0, want.dh0));
+      std::printf("%-22s %s %s  o %s ht %s dq %s dk %s dv %s dg %s dbeta %s dh0 %s\n", cs.name,
+                  t == DType::f32 ? "fp32" : "bf16", reuse ? "reuse" : "recmp", err_text(got.o, want.o).c_str(),
+                  err_text(got.ht, want.ht).c_str(), err_text(got.dq, want.dq).c_str(),
+                  err_text(got.dk, want.dk).c_str(), err_text(got.dv, want.dv).c_str(),
+                  err_text(got.dg, want.dg).c_str(), err_text(got.dbeta, want.dbeta).c_str(),
+                  err_text(got.dh0, want.dh0).c_str());
     }
   }
 }
 
-TEST(GpuChunk, Fp32MatchesReference) { check_chunk(DType::f32, 1e-4); }
-TEST(GpuChunk, Bf16MatchesReference) { check_chunk(DType::bf16, 1e-2); }
-TEST(GpuChunkSmall, Fp32) { check_chunk(DType::f32, 1e-4, "varlen_mixed_gates"); }
-TEST(GpuChunkSmall, Bf16) { check_chunk(DType::bf16, 1e-2, "gva_h0_dht"); }
+TEST(GpuChunk, Fp32MatchesReference) { check_chunk(delta_cases(), DType::f32, 1e-4); }
+TEST(GpuChunk, Bf16MatchesReference) { check_chunk(delta_cases(), DType::bf16, 1e-2); }
+TEST(GpuChunkAdditive, Fp32MatchesReference) { check_chunk(additive_cases(), DType::f32, 1e-4); }
+TEST(GpuChunkAdditive, Bf16MatchesReference) { check_chunk(additive_cases(), DType::bf16, 1e-2); }
+TEST(GpuChunkSmall, Fp32) { check_chunk(delta_cases(), DType::f32, 1e-4, "varlen_mixed_gates"); }
+TEST(GpuChunkSmall, Bf16) { check_chunk(delta_cases(), DType::bf16, 1e-2, "gva_h0_dht"); }
+TEST(GpuChunkSmall, AdditiveFp32) { check_chunk(additive_cases(), DType::f32, 1e-4, "mamba2_varlen_mixed"); }
+TEST(GpuChunkSmall, AdditiveBf16) { check_chunk(additive_cases(), DType::bf16, 1e-2, "linear_gva_h0_dht"); }
 
 // Decode: `seqs` sequences in a pool of seqs + 3 states addressed through a random
 // permutation; the reference runs the same tokens from the same states. At most 64
 // sequences are compared with the reference (evenly spread); every pool slot that no
-// sequence addresses must come back bit for bit.
-void check_decode(int seqs, int tokens, DType t, double tol) {
+// sequence addresses must come back bit for bit. The variant picks the update rule and whether
+// g and beta are passed.
+void check_decode(int seqs, int tokens, DType t, double tol, Variant variant = kGdn) {
   if (!have_device()) GTEST_SKIP() << "no CUDA device";
+  const bool gated = variant_info(variant).gate != GateKind::none, delta = variant_info(variant).delta;
   const uint64_t seed = gdn::test::fresh_seed();
   const int H = 16, HV = 32, D = 128, pool = seqs + 3;
   std::mt19937_64 rng(seed);
@@ -178,8 +218,10 @@ void check_decode(int seqs, int tokens, DType t, double tol) {
   dout.poison();
   gdn::cuda::DecodeShape s;
   s.num_seqs = seqs, s.tokens = tokens, s.H = H, s.HV = HV, s.pool_size = pool, s.dtype = t;
+  s.update = update_of(variant);
   gdn::cuda::DecodeArgs a;
-  a.q = dq.ptr, a.k = dk.ptr, a.v = dv.ptr, a.g = dg.as<float>(), a.beta = db.as<float>();
+  a.q = dq.ptr, a.k = dk.ptr, a.v = dv.ptr;
+  a.g = gated ? dg.as<float>() : nullptr, a.beta = delta ? db.as<float>() : nullptr;
   a.state_pool = dpool.as<float>(), a.state_indices = didx.as<int32_t>(), a.o = dout.ptr;
   status_check(gdn::cuda::decode(s, a, nullptr));
   cuda_check(cudaDeviceSynchronize(), "decode");
@@ -196,7 +238,7 @@ void check_decode(int seqs, int tokens, DType t, double tol) {
 
   // The reference on an evenly spread subset of the sequences.
   const int checked = std::min(seqs, 64), stride = seqs / checked;
-  OpConfig cfg = gdn::test::config(Variant::gated_deltanet, checked, tokens, H, HV, D, D);
+  OpConfig cfg = gdn::test::config(variant, checked, tokens, H, HV, D, D);
   std::vector<double> sq, sk, sv, sg, sb, sh0, so, sho, ro, rht;
   for (int j = 0; j < checked; ++j) {
     const int i = j * stride;
@@ -210,11 +252,12 @@ void check_decode(int seqs, int tokens, DType t, double tol) {
   }
   ro.assign(sv.size(), NAN), rht.assign(sh0.size(), NAN);
   OpInputs<double> in;
-  in.q = sq.data(), in.k = sk.data(), in.v = sv.data(), in.g = sg.data(), in.beta = sb.data(), in.h0 = sh0.data();
+  in.q = sq.data(), in.k = sk.data(), in.v = sv.data(), in.h0 = sh0.data();
+  in.g = gated ? sg.data() : nullptr, in.beta = delta ? sb.data() : nullptr;
   reference_forward(cfg, in, {ro.data(), rht.data()});
   const double eo = gdn::test::rel_error(so, ro), es = gdn::test::rel_error(sho, rht);
-  std::printf("decode seqs=%-5d tokens=%d %s  o %.2e state %.2e (%d sequences compared)\n", seqs, tokens,
-              bf ? "bf16" : "fp32", eo, es, checked);
+  std::printf("decode %-16s seqs=%-5d tokens=%d %s  o %.2e state %.2e (%d sequences compared)\n",
+              variant_info(variant).name, seqs, tokens, bf ? "bf16" : "fp32", eo, es, checked);
   EXPECT_LE(eo, tol) << "decode o, seqs=" << seqs << " seed=" << seed;
   EXPECT_LE(es, tol) << "decode state, seqs=" << seqs << " seed=" << seed;
 }
@@ -226,7 +269,20 @@ TEST(GpuDecode, Fp32) {
 TEST(GpuDecode, Bf16) {
   for (int n : {1, 32, 256, 1024}) check_decode(n, 1, DType::bf16, 1e-2);
 }
+TEST(GpuDecode, AdditiveFp32) {
+  for (int n : {1, 32, 256}) check_decode(n, 1, DType::f32, 1e-4, kMamba2);
+  check_decode(32, 3, DType::f32, 1e-4, kMamba2);
+  check_decode(32, 3, DType::f32, 1e-4, kLinear);
+}
+TEST(GpuDecode, AdditiveBf16) {
+  for (int n : {1, 256}) check_decode(n, 1, DType::bf16, 1e-2, kMamba2);
+  check_decode(32, 3, DType::bf16, 1e-2, kLinear);
+}
 TEST(GpuDecodeSmall, Fp32) { check_decode(4, 2, DType::f32, 1e-4); }
+TEST(GpuDecodeSmall, Additive) {
+  check_decode(4, 2, DType::f32, 1e-4, kMamba2);
+  check_decode(4, 2, DType::bf16, 1e-2, kLinear);
+}
 
 TEST(GpuErrors, BadShapesAreReported) {
   if (!have_device()) GTEST_SKIP() << "no CUDA device";
@@ -237,6 +293,17 @@ TEST(GpuErrors, BadShapesAreReported) {
   EXPECT_NE(st.message.find("HV"), std::string::npos) << st.message;
   s.HV = 2, s.K = 64;
   EXPECT_NE(gdn::cuda::chunk_forward(s, {}, nullptr, 0, nullptr).message.find("K and V"), std::string::npos);
+  // beta: required by the delta rule, refused by the additive rule (checked before any launch).
+  s.K = 128;
+  const float dummy = 0.f;
+  gdn::cuda::ChunkForwardArgs a;
+  a.q = a.k = a.v = a.o = const_cast<float*>(&dummy);
+  const std::string no_beta = gdn::cuda::chunk_forward(s, a, nullptr, 0, nullptr).message;
+  EXPECT_NE(no_beta.find("the delta rule needs beta"), std::string::npos) << no_beta;
+  s.update = gdn::cuda::Update::additive;
+  a.beta = &dummy;
+  const std::string with_beta = gdn::cuda::chunk_forward(s, a, nullptr, 0, nullptr).message;
+  EXPECT_NE(with_beta.find("the additive rule takes no beta"), std::string::npos) << with_beta;
 }
 
 }  // namespace

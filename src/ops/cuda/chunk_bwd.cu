@@ -10,6 +10,9 @@
 //                    dW = −dV' Sᵀ, dK = e^{γ_L−γ} V' dS_nextᵀ, and e^{γ_L} Σ dS_next ⊙ S
 //   4. intra_grad    per (chunk, value head): P, dP, the gradient through A, dQ, dK, dV, dβ, dg
 //   5. qk_finish     per (token, q/k head): sums over grouped value heads, L2-norm backward
+// The additive rule (template parameter U; V' = V, no W) drops the terms through W and A: the
+// state pass's −Wᵀ dV' (it writes dV = dV' itself), dW, and intra_grad's dA, dβ and the W, U
+// gradients.
 #include "chunk_fwd.cuh"
 
 namespace gdn::cuda::detail {
@@ -25,7 +28,7 @@ constexpr int kLdF = kStateCols + 8;  // fp32 [*, 32] rows: the pair reads of a 
 template <class T>
 struct BackwardWorkspace {
   ForwardWorkspace<T> fwd;
-  T* dw;                   // [NC,HV,64,128]  dW
+  T* dw;                   // [NC,HV,64,128]  dW (delta rule; null otherwise)
   float* dh;               // [NC,HV,128,128] gradient of the state leaving each chunk
   float* dvp;              // [NC,HV,64,128]  dV'
   float* dgl;              // [NC,HV]         e^{γ_L} Σ dS_next ⊙ S
@@ -101,9 +104,9 @@ __global__ void __launch_bounds__(kThreads) intra_dv_kernel(BackwardParams<T> bp
   store_acc(ws.dh + hc * kDim * kDim + v0, kDim, acc, warp * 16, 0);
 }
 
-template <class T>
+template <class T, Update U>
 struct StateBwdSmem {
-  T w[2][kChunk * tile_ld<T>(kDim)];  // W of this chunk and the next (in reverse order)
+  Only<kDelta<U>, T[2][kChunk * tile_ld<T>(kDim)]> w;  // W of this chunk and the next (in reverse order)
   T kd[2][kChunk * tile_ld<T>(kDim)];
   float dvi[2][kChunk * kLdF];  // dV'_intra columns
   float gam[2][kChunk];
@@ -111,12 +114,12 @@ struct StateBwdSmem {
   T ds[kDim * tile_ld<T>(kStateCols)];     // dS as an mma operand
 };
 
-template <class T>
+template <class T, Update U>
 __global__ void __launch_bounds__(kThreads) state_bwd_kernel(BackwardParams<T> bp, BackwardWorkspace<T> ws) {
   constexpr int ldK = tile_ld<T>(kDim), ldS = tile_ld<T>(kStateCols);
   const ChunkParams<T>& p = bp.p;
   extern __shared__ float4 smem4[];
-  StateBwdSmem<T>& sm = *reinterpret_cast<StateBwdSmem<T>*>(smem4);
+  StateBwdSmem<T, U>& sm = *reinterpret_cast<StateBwdSmem<T, U>*>(smem4);
 
   constexpr int kTiles = kDim / kStateCols;
   const int n = blockIdx.x / (p.HV * kTiles), hv = blockIdx.x / kTiles % p.HV;
@@ -128,7 +131,7 @@ __global__ void __launch_bounds__(kThreads) state_bwd_kernel(BackwardParams<T> b
 
   auto prefetch = [&](int ci, int b) {
     const long hc = long(seq.first_chunk + ci) * p.HV + hv;
-    load_tile(sm.w[b], ldK, ws.fwd.w + hc * kChunk * kDim, kDim, kChunk, kDim);
+    if constexpr (kDelta<U>) load_tile(sm.w[b], ldK, ws.fwd.w + hc * kChunk * kDim, kDim, kChunk, kDim);
     load_tile(sm.kd[b], ldK, ws.fwd.kd + hc * kChunk * kDim, kDim, kChunk, kDim);
     load_tile(sm.dvi[b], kLdF, ws.dvp + hc * kChunk * kDim + v0, kDim, kChunk, kStateCols);
     load_tile(sm.gam[b], kChunk, ws.fwd.gam + hc * kChunk, kChunk, 1, kChunk);
@@ -157,14 +160,22 @@ __global__ void __launch_bounds__(kThreads) state_bwd_kernel(BackwardParams<T> b
       const int m0 = (warp % 4) * 16, n0 = (warp / 4) * 16;
       for_each(dv, m0, n0, [&](int i, int j, float& x) { x = sm.dvi[b][i * kLdF + j]; });
       warp_mma(dv, row_major(sm.kd[b], ldK), col_major(sm.ds, ldS), m0, n0, kDim);
-      store_acc(ws.dvp + hc * kChunk * kDim + v0, kDim, dv, m0, n0);
-      store_acc(sm.dvt, ldS, dv, m0, n0);
+      if constexpr (kDelta<U>) {
+        store_acc(ws.dvp + hc * kChunk * kDim + v0, kDim, dv, m0, n0);
+        store_acc(sm.dvt, ldS, dv, m0, n0);
+      } else {  // V' = V: dV' is dV
+        const long start = seq.bos + long(ci) * kChunk, row_stride = long(p.HV) * kDim;
+        T* dv_rows = bp.dv + (start * p.HV + hv) * kDim + v0;
+        for_each_pair(dv, m0, n0, [&](int i, int j, float x0, float x1) {
+          if (i < len) store2(dv_rows + i * row_stride + j, x0, x1);
+        });
+      }
     }
-    __syncthreads();
-    {  // dS = e^{γ_L} dS_next + scale (Q e^γ)ᵀ dO − Wᵀ dV'
+    __syncthreads();  // every read of sm.ds is done before it is overwritten below
+    {  // dS = e^{γ_L} dS_next + scale (Q e^γ)ᵀ dO − Wᵀ dV' (no W for the additive rule)
       float wdv[1][4][4];
       zero(wdv);
-      warp_mma(wdv, col_major(sm.w[b], ldK), col_major(sm.dvt, ldS), s0, 0, kChunk);
+      if constexpr (kDelta<U>) warp_mma(wdv, col_major(sm.w[b], ldK), col_major(sm.dvt, ldS), s0, 0, kChunk);
       const float decay = __expf(sm.gam[b][len - 1]);
 #pragma unroll
       for (int nt = 0; nt < 4; ++nt)
@@ -176,21 +187,21 @@ __global__ void __launch_bounds__(kThreads) state_bwd_kernel(BackwardParams<T> b
   if (bp.dh0) store_acc(bp.dh0 + state_base, kDim, ds, s0, 0);
 }
 
-template <class T>
+template <class T, Update U>
 struct StateGradSmem {
   T sb[kDim * tile_ld<T>(kDim)];   // S, then dS_next
   T x0[kChunk * tile_ld<T>(kDim)];  // dO, then V'
-  T x1[kChunk * tile_ld<T>(kDim)];  // dV'
+  Only<kDelta<U>, T[kChunk * tile_ld<T>(kDim)]> x1;  // dV' (for dW)
   float gam[kChunk];
   float red[8];
 };
 
-template <class T>
+template <class T, Update U>
 __global__ void __launch_bounds__(kThreads) state_grad_kernel(BackwardParams<T> bp, BackwardWorkspace<T> ws) {
   constexpr int ldK = tile_ld<T>(kDim);
   const ChunkParams<T>& p = bp.p;
   extern __shared__ float4 smem4[];
-  StateGradSmem<T>& sm = *reinterpret_cast<StateGradSmem<T>*>(smem4);
+  StateGradSmem<T, U>& sm = *reinterpret_cast<StateGradSmem<T, U>*>(smem4);
 
   const int c = blockIdx.x / p.HV, hv = blockIdx.x % p.HV;
   const ChunkRef ch = chunk_ref(ws.fwd.seqs, ws.fwd.chunk_seq, c);
@@ -199,7 +210,7 @@ __global__ void __launch_bounds__(kThreads) state_grad_kernel(BackwardParams<T> 
   const long base = hc * kChunk * kDim, sbase = hc * kDim * kDim;
   load_tile(sm.sb, ldK, ws.fwd.h + sbase, kDim, kDim, kDim);
   commit_async();
-  load_cols<kDim>(sm.x1, ldK, ws.dvp + base, kDim, kChunk);
+  if constexpr (kDelta<U>) load_cols<kDim>(sm.x1, ldK, ws.dvp + base, kDim, kChunk);
   load_rows(sm.x0, ldK, bp.d_o + (long(ch.start) * p.HV + hv) * kDim, long(p.HV) * kDim, ch.len, false);
   if (tid < kChunk) sm.gam[tid] = ws.fwd.gam[hc * kChunk + tid];
   wait_async();
@@ -219,7 +230,7 @@ __global__ void __launch_bounds__(kThreads) state_grad_kernel(BackwardParams<T> 
       if (i < ch.len) store2(dq_rows + i * row_stride + j, f * x0, f * x1);
     });
   }
-  {
+  if constexpr (kDelta<U>) {
     float acc[2][4][4];
     zero(acc);
     warp_mma(acc, row_major(sm.x1, ldK), row_major(sm.sb, ldK), m0, n0, kDim);
@@ -263,7 +274,7 @@ __global__ void __launch_bounds__(kThreads) state_grad_kernel(BackwardParams<T> 
   });
 }
 
-template <class T>
+template <class T, Update U>
 struct IntraGradSmem {
   T x0[kChunk * tile_ld<T>(kDim)];  // Q, then dV'
   T x1[kChunk * tile_ld<T>(kDim)];  // K
@@ -271,8 +282,8 @@ struct IntraGradSmem {
   T x3[kChunk * tile_ld<T>(kDim)];  // V', then dW
   T y0[kChunk * tile_ld<T>(kChunk)];  // P, then dA, then F
   T y1[kChunk * tile_ld<T>(kChunk)];  // dP ⊙ Γ, then dA Aᵀ
-  T y2[kChunk * tile_ld<T>(kChunk)];  // StrictLower(K Kᵀ ⊙ Γ)
-  T y3[kChunk * tile_ld<T>(kChunk)];  // A (from the forward pass)
+  Only<kDelta<U>, T[kChunk * tile_ld<T>(kChunk)]> y2;  // StrictLower(K Kᵀ ⊙ Γ)
+  Only<kDelta<U>, T[kChunk * tile_ld<T>(kChunk)]> y3;  // A (from the forward pass)
   float gam[kChunk];
   float bet[kChunk];
   float dgam[kChunk];   // gradient of the cumulative gate
@@ -280,13 +291,13 @@ struct IntraGradSmem {
   float kdsum[kChunk];  // Σ_k K ⊙ dK_state per row
 };
 
-template <class T>
+template <class T, Update U>
 __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<T> bp, BackwardWorkspace<T> ws) {
   constexpr int ldK = tile_ld<T>(kDim), ldC = tile_ld<T>(kChunk);
   const ChunkParams<T>& p = bp.p;
   extern __shared__ float4 smem4[];
-  IntraGradSmem<T>& sm = *reinterpret_cast<IntraGradSmem<T>*>(smem4);
-  const T *x0 = sm.x0, *x1 = sm.x1, *x2 = sm.x2, *y2 = sm.y2;
+  IntraGradSmem<T, U>& sm = *reinterpret_cast<IntraGradSmem<T, U>*>(smem4);
+  const T *x0 = sm.x0, *x1 = sm.x1, *x2 = sm.x2;
   float *gam = sm.gam, *bet = sm.bet, *dgam = sm.dgam, *dbet = sm.dbet;
 
   const int c = blockIdx.x / p.HV, hv = blockIdx.x % p.HV, h = hv / (p.HV / p.H);
@@ -299,7 +310,7 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
   float* dk_rows = ws.dk_hat + (long(ch.start) * p.HV + hv) * kDim;
 
   load_tile(sm.x3, ldK, ws.fwd.vn + base, kDim, kChunk, kDim);
-  load_tile(sm.y3, ldC, ws.fwd.a + hc * kChunk * kChunk, kChunk, kChunk, kChunk);
+  if constexpr (kDelta<U>) load_tile(sm.y3, ldC, ws.fwd.a + hc * kChunk * kChunk, kChunk, kChunk, kChunk);
   commit_async();
   load_rows(sm.x0, ldK, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
   load_rows(sm.x1, ldK, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
@@ -330,11 +341,13 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
     for_each(acc, s0, t0, [&](int i, int j, float x) {
       sm.y0[i * ldC + j] = from_float<T>(j <= i ? x * __expf(gam[i] - gam[j]) : 0.f);
     });
-    zero(acc);
-    warp_mma(acc, row_major(x1, ldK), row_major(x1, ldK), s0, t0, kDim);
-    for_each(acc, s0, t0, [&](int i, int j, float x) {
-      sm.y2[i * ldC + j] = from_float<T>(j < i ? x * __expf(gam[i] - gam[j]) : 0.f);
-    });
+    if constexpr (kDelta<U>) {
+      zero(acc);
+      warp_mma(acc, row_major(x1, ldK), row_major(x1, ldK), s0, t0, kDim);
+      for_each(acc, s0, t0, [&](int i, int j, float x) {
+        sm.y2[i * ldC + j] = from_float<T>(j < i ? x * __expf(gam[i] - gam[j]) : 0.f);
+      });
+    }
   }
   __syncthreads();
   {  // dP = scale dO V'ᵀ (lower with diagonal); dγ += rowsum(dP ⊙ P) − colsum(dP ⊙ P)
@@ -354,87 +367,88 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
   __syncthreads();
   warp_mma(dq, row_major(sm.y1, ldC), col_major(x1, ldK), m0, n0, kChunk);  // dQ += (dP ⊙ Γ) K
   warp_mma(dk, col_major(sm.y1, ldC), col_major(x0, ldK), m0, n0, kChunk);  // dK += (dP ⊙ Γ)ᵀ Q
-  __syncthreads();
-
-  load_tile(sm.x3, ldK, ws.dw + base, kDim, kChunk, kDim);
-  commit_async();
-  load_cols<kDim>(sm.x0, ldK, ws.dvp + base, kDim, kChunk);
-  load_rows(sm.x2, ldK, p.v + (long(ch.start) * p.HV + hv) * kDim, row_stride, ch.len, false);
-  wait_async();
-  __syncthreads();
-  {  // dA = (dW Kᵀ diag(e^γ) + dV' Vᵀ) diag(β)
-    float acc[1][4][4], acc2[1][4][4];
-    zero(acc);
-    zero(acc2);
-    warp_mma(acc, row_major(sm.x3, ldK), row_major(x1, ldK), s0, t0, kDim);
-    warp_mma(acc2, row_major(x0, ldK), row_major(x2, ldK), s0, t0, kDim);
-#pragma unroll
-    for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int j = t0 + 8 * nt + 2 * ((tid & 31) & 3) + (e & 1);
-        acc[0][nt][e] = (acc[0][nt][e] * __expf(gam[j]) + acc2[0][nt][e]) * bet[j];
-      }
-    store_acc(sm.y0, ldC, acc, s0, t0);
-  }
-  __syncthreads();
-  {  // X = dA Aᵀ
-    float acc[1][4][4];
-    zero(acc);
-    warp_mma(acc, row_major(sm.y0, ldC), row_major(sm.y3, ldC), s0, t0, kChunk);
-    store_acc(sm.y1, ldC, acc, s0, t0);
-  }
-  __syncthreads();
-  {  // dM = −Aᵀ X, strictly lower; M_ij = β_i (K Kᵀ)_ij Γ_ij
-    float acc[1][4][4];
-    zero(acc);
-    warp_mma(acc, col_major(sm.y3, ldC), col_major(sm.y1, ldC), s0, t0, kChunk);
-    float racc[1][4][4];
-    for_each(acc, s0, t0, [&](int i, int j, float& x) { x = j < i ? -x : 0.f; });
-#pragma unroll
-    for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) racc[0][nt][e] = acc[0][nt][e];
-    add_row_sums(racc, s0, t0, dbet, [&](int i, int j, float x) { return x * to_float(y2[i * ldC + j]); });
-    for_each(racc, s0, t0, [&](int i, int j, float& x) { x *= bet[i] * to_float(y2[i * ldC + j]); });
-    add_row_sums(racc, s0, t0, dgam, [](int, int, float x) { return x; });
-    add_col_sums(racc, s0, t0, dgam, [](int, int, float x) { return -x; });
-    for_each(acc, s0, t0, [&](int i, int j, float x) {
-      sm.y0[i * ldC + j] = from_float<T>(j < i ? bet[i] * x * __expf(gam[i] - gam[j]) : 0.f);
-    });
-  }
-  {  // W = A diag(β e^γ) K: Tw = Aᵀ dW
-    float acc[2][4][4];
-    zero(acc);
-    warp_mma(acc, col_major(sm.y3, ldC), col_major(sm.x3, ldK), m0, n0, kChunk);
-    add_row_sums(acc, m0, n0, dbet,
-                 [&](int i, int j, float x) { return __expf(gam[i]) * x * to_float(x1[i * ldK + j]); });
-    add_row_sums(acc, m0, n0, dgam, [&](int i, int j, float x) {
-      return bet[i] * __expf(gam[i]) * x * to_float(x1[i * ldK + j]);
-    });
-#pragma unroll
-    for (int mt = 0; mt < 2; ++mt)
+  if constexpr (kDelta<U>) {  // the gradient through A, W and U
+    __syncthreads();
+    load_tile(sm.x3, ldK, ws.dw + base, kDim, kChunk, kDim);
+    commit_async();
+    load_cols<kDim>(sm.x0, ldK, ws.dvp + base, kDim, kChunk);
+    load_rows(sm.x2, ldK, p.v + (long(ch.start) * p.HV + hv) * kDim, row_stride, ch.len, false);
+    wait_async();
+    __syncthreads();
+    {  // dA = (dW Kᵀ diag(e^γ) + dV' Vᵀ) diag(β)
+      float acc[1][4][4], acc2[1][4][4];
+      zero(acc);
+      zero(acc2);
+      warp_mma(acc, row_major(sm.x3, ldK), row_major(x1, ldK), s0, t0, kDim);
+      warp_mma(acc2, row_major(x0, ldK), row_major(x2, ldK), s0, t0, kDim);
 #pragma unroll
       for (int nt = 0; nt < 4; ++nt)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const int i = m0 + 16 * mt + ((tid & 31) >> 2) + 8 * (e >> 1);
-          dk[mt][nt][e] += bet[i] * __expf(gam[i]) * acc[mt][nt][e];
+          const int j = t0 + 8 * nt + 2 * ((tid & 31) & 3) + (e & 1);
+          acc[0][nt][e] = (acc[0][nt][e] * __expf(gam[j]) + acc2[0][nt][e]) * bet[j];
         }
+      store_acc(sm.y0, ldC, acc, s0, t0);
+    }
+    __syncthreads();
+    {  // X = dA Aᵀ
+      float acc[1][4][4];
+      zero(acc);
+      warp_mma(acc, row_major(sm.y0, ldC), row_major(sm.y3, ldC), s0, t0, kChunk);
+      store_acc(sm.y1, ldC, acc, s0, t0);
+    }
+    __syncthreads();
+    {  // dM = −Aᵀ X, strictly lower; M_ij = β_i (K Kᵀ)_ij Γ_ij
+      float acc[1][4][4];
+      zero(acc);
+      warp_mma(acc, col_major(sm.y3, ldC), col_major(sm.y1, ldC), s0, t0, kChunk);
+      float racc[1][4][4];
+      for_each(acc, s0, t0, [&](int i, int j, float& x) { x = j < i ? -x : 0.f; });
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) racc[0][nt][e] = acc[0][nt][e];
+      add_row_sums(racc, s0, t0, dbet, [&](int i, int j, float x) { return x * to_float(sm.y2[i * ldC + j]); });
+      for_each(racc, s0, t0, [&](int i, int j, float& x) { x *= bet[i] * to_float(sm.y2[i * ldC + j]); });
+      add_row_sums(racc, s0, t0, dgam, [](int, int, float x) { return x; });
+      add_col_sums(racc, s0, t0, dgam, [](int, int, float x) { return -x; });
+      for_each(acc, s0, t0, [&](int i, int j, float x) {
+        sm.y0[i * ldC + j] = from_float<T>(j < i ? bet[i] * x * __expf(gam[i] - gam[j]) : 0.f);
+      });
+    }
+    {  // W = A diag(β e^γ) K: Tw = Aᵀ dW
+      float acc[2][4][4];
+      zero(acc);
+      warp_mma(acc, col_major(sm.y3, ldC), col_major(sm.x3, ldK), m0, n0, kChunk);
+      add_row_sums(acc, m0, n0, dbet,
+                   [&](int i, int j, float x) { return __expf(gam[i]) * x * to_float(x1[i * ldK + j]); });
+      add_row_sums(acc, m0, n0, dgam, [&](int i, int j, float x) {
+        return bet[i] * __expf(gam[i]) * x * to_float(x1[i * ldK + j]);
+      });
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int i = m0 + 16 * mt + ((tid & 31) >> 2) + 8 * (e >> 1);
+            dk[mt][nt][e] += bet[i] * __expf(gam[i]) * acc[mt][nt][e];
+          }
+    }
+    {  // U = A diag(β) V: Tu = Aᵀ dV'
+      float acc[2][4][4];
+      zero(acc);
+      warp_mma(acc, col_major(sm.y3, ldC), col_major(x0, ldK), m0, n0, kChunk);
+      add_row_sums(acc, m0, n0, dbet, [&](int i, int j, float x) { return x * to_float(x2[i * ldK + j]); });
+      T* dv_rows = bp.dv + (long(ch.start) * p.HV + hv) * kDim;
+      for_each_pair(acc, m0, n0, [&](int i, int j, float x0, float x1) {
+        if (i < ch.len) store2(dv_rows + i * row_stride + j, bet[i] * x0, bet[i] * x1);
+      });
+    }
+    __syncthreads();
+    warp_mma(dk, row_major(sm.y0, ldC), col_major(x1, ldK), m0, n0, kChunk);  // dK += F K
+    warp_mma(dk, col_major(sm.y0, ldC), col_major(x1, ldK), m0, n0, kChunk);  // dK += Fᵀ K
   }
-  {  // U = A diag(β) V: Tu = Aᵀ dV'
-    float acc[2][4][4];
-    zero(acc);
-    warp_mma(acc, col_major(sm.y3, ldC), col_major(x0, ldK), m0, n0, kChunk);
-    add_row_sums(acc, m0, n0, dbet, [&](int i, int j, float x) { return x * to_float(x2[i * ldK + j]); });
-    T* dv_rows = bp.dv + (long(ch.start) * p.HV + hv) * kDim;
-    for_each_pair(acc, m0, n0, [&](int i, int j, float x0, float x1) {
-      if (i < ch.len) store2(dv_rows + i * row_stride + j, bet[i] * x0, bet[i] * x1);
-    });
-  }
-  __syncthreads();
-  warp_mma(dk, row_major(sm.y0, ldC), col_major(x1, ldK), m0, n0, kChunk);  // dK += F K
-  warp_mma(dk, col_major(sm.y0, ldC), col_major(x1, ldK), m0, n0, kChunk);  // dK += Fᵀ K
   for_each_pair(dq, m0, n0, [&](int i, int j, float x0, float x1) {
     if (i < ch.len) store2(dq_rows + i * row_stride + j, x0, x1);
   });
@@ -454,8 +468,8 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
     float acc = 0.f;
     for (int i = ch.len - 1; i >= 0; --i) {
       acc += dgam[i];
-      bp.dg[long(ch.start + i) * p.HV + hv] = acc;
-      bp.dbeta[long(ch.start + i) * p.HV + hv] = dbet[i];
+      if (bp.dg) bp.dg[long(ch.start + i) * p.HV + hv] = acc;
+      if constexpr (kDelta<U>) bp.dbeta[long(ch.start + i) * p.HV + hv] = dbet[i];
     }
   }
 }
@@ -503,9 +517,9 @@ __global__ void qk_finish_kernel(BackwardParams<T> bp, BackwardWorkspace<T> ws) 
 template <class T>
 BackwardWorkspace<T> carve_backward(Carve& cv, const ChunkPlan& plan, const ChunkShape& s) {
   BackwardWorkspace<T> ws;
-  ws.fwd = carve_forward<T>(cv, plan, s.HV);
+  ws.fwd = carve_forward<T>(cv, plan, s.HV, s.update);
   const size_t heads = size_t(plan.NC) * s.HV;
-  ws.dw = cv.take<T>(heads * kChunk * kDim);
+  ws.dw = s.update == Update::delta ? cv.take<T>(heads * kChunk * kDim) : nullptr;
   ws.dh = cv.take<float>(heads * kDim * kDim);
   ws.dvp = cv.take<float>(heads * kChunk * kDim);
   ws.dgl = cv.take<float>(heads);
@@ -521,14 +535,19 @@ Status allow_smem(K kernel, size_t bytes) {
   return {};
 }
 
-template <class T>
+template <class T, Update U>
 Status backward_typed(const ChunkShape& s, const ChunkBackwardArgs& a, void* workspace, size_t bytes,
                       cudaStream_t stream) {
+  constexpr const char* fn = "gdn::cuda::chunk_backward";
   ChunkPlan plan(s);
   if (!plan.error.empty()) return bad_input(plan.error);
-  if (!a.q || !a.k || !a.v || !a.g || !a.beta || !a.d_o || !a.dq || !a.dk || !a.dv || !a.dg || !a.dbeta)
-    return bad_input("gdn::cuda::chunk_backward: q, k, v, g, beta, d_o, dq, dk, dv, dg and dbeta are required");
-  if (a.h0 && !a.dh0) return bad_input("gdn::cuda::chunk_backward: h0 is given, so dh0 is required");
+  if (!a.q || !a.k || !a.v || !a.d_o || !a.dq || !a.dk || !a.dv)
+    return bad_input(gdn::cat(fn, ": q, k, v, d_o, dq, dk and dv are required"));
+  for (const std::string& e : {beta_error(fn, U, a.beta, "beta"), beta_error(fn, U, a.dbeta, "dbeta")})
+    if (!e.empty()) return bad_input(e);
+  if (bool(a.g) != bool(a.dg))
+    return bad_input(gdn::cat(fn, a.g ? ": g is given, so dg is required" : ": dg is given but g is not (no gate)"));
+  if (a.h0 && !a.dh0) return bad_input(gdn::cat(fn, ": h0 is given, so dh0 is required"));
   Carve cv{static_cast<char*>(workspace)};
   const BackwardWorkspace<T> ws = carve_backward<T>(cv, plan, s);
   if (cv.used > bytes)
@@ -544,23 +563,24 @@ Status backward_typed(const ChunkShape& s, const ChunkBackwardArgs& a, void* wor
 
   if (!a.workspace_has_forward) {
     if (Status st = upload_plan(plan, ws.fwd.seqs, ws.fwd.chunk_seq, stream); !st.ok()) return st;
-    if (Status st = forward_states(plan, bp.p, ws.fwd, a.h0, nullptr, stream); !st.ok()) return st;
+    if (Status st = forward_states<T, U>(plan, bp.p, ws.fwd, a.h0, nullptr, stream); !st.ok()) return st;
   }
   for (Status st : {allow_smem(intra_dv_kernel<T>, sizeof(IntraDvSmem<T>)),
-                    allow_smem(state_bwd_kernel<T>, sizeof(StateBwdSmem<T>)),
-                    allow_smem(state_grad_kernel<T>, sizeof(StateGradSmem<T>)),
-                    allow_smem(intra_grad_kernel<T>, sizeof(IntraGradSmem<T>))})
+                    allow_smem(state_bwd_kernel<T, U>, sizeof(StateBwdSmem<T, U>)),
+                    allow_smem(state_grad_kernel<T, U>, sizeof(StateGradSmem<T, U>)),
+                    allow_smem(intra_grad_kernel<T, U>, sizeof(IntraGradSmem<T, U>))})
     if (!st.ok()) return st;
   if (plan.NC > 0) {
     intra_dv_kernel<T><<<unsigned(plan.NC * s.HV * (kDim / kHalf)), kThreads, sizeof(IntraDvSmem<T>), stream>>>(bp, ws);
     GDN_CUDA_LAUNCHED("gdn::cuda intra_dv_kernel");
   }
-  state_bwd_kernel<T><<<unsigned(plan.N * s.HV * (kDim / kStateCols)), kThreads, sizeof(StateBwdSmem<T>), stream>>>(bp, ws);
+  state_bwd_kernel<T, U>
+      <<<unsigned(plan.N * s.HV * (kDim / kStateCols)), kThreads, sizeof(StateBwdSmem<T, U>), stream>>>(bp, ws);
   GDN_CUDA_LAUNCHED("gdn::cuda state_bwd_kernel");
   if (plan.NC > 0) {
-    state_grad_kernel<T><<<unsigned(plan.NC * s.HV), kThreads, sizeof(StateGradSmem<T>), stream>>>(bp, ws);
+    state_grad_kernel<T, U><<<unsigned(plan.NC * s.HV), kThreads, sizeof(StateGradSmem<T, U>), stream>>>(bp, ws);
     GDN_CUDA_LAUNCHED("gdn::cuda state_grad_kernel");
-    intra_grad_kernel<T><<<unsigned(plan.NC * s.HV), kThreads, sizeof(IntraGradSmem<T>), stream>>>(bp, ws);
+    intra_grad_kernel<T, U><<<unsigned(plan.NC * s.HV), kThreads, sizeof(IntraGradSmem<T, U>), stream>>>(bp, ws);
     GDN_CUDA_LAUNCHED("gdn::cuda intra_grad_kernel");
     const long rows = long(bp.tokens) * s.H;
     qk_finish_kernel<T><<<unsigned((rows + 7) / 8), kThreads, 0, stream>>>(bp, ws);
@@ -586,8 +606,9 @@ size_t chunk_backward_workspace_bytes(const ChunkShape& s) {
 
 Status chunk_backward(const ChunkShape& s, const ChunkBackwardArgs& a, void* workspace, size_t bytes,
                       cudaStream_t stream) {
-  return s.dtype == DType::f32 ? detail::backward_typed<float>(s, a, workspace, bytes, stream)
-                               : detail::backward_typed<detail::bf16>(s, a, workspace, bytes, stream);
+  return detail::dispatch(s.dtype, s.update, [&](auto t, auto u) {
+    return detail::backward_typed<decltype(t), decltype(u)::value>(s, a, workspace, bytes, stream);
+  });
 }
 
 }  // namespace gdn::cuda

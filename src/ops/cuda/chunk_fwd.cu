@@ -6,6 +6,8 @@
 //                state in registers and chunk c+1's W, Kd, U copied in while chunk c computes:
 //                stores the state entering each chunk (h, and h_lo for bf16), V' = U − W S,
 //                S ← e^{γ_L} S + Kdᵀ V'.
+// The additive rule (template parameter U) is the same kernels without A, W and U: prepare
+// stores V' = V (zero rows beyond the chunk), and the state pass streams it in place of W, U.
 //   3. output    per (chunk, value head, 64 value columns): O = scale (e^γ ⊙ Q S + P V'),
 //                P = Q Kᵀ ⊙ Γ ⊙ LowerInclDiag.
 // Stages 1–2 are reused by the backward pass.
@@ -20,21 +22,27 @@ constexpr int kStateCols = 32;  // value columns per block of the state pass
 constexpr int kOutCols = 64;    // value columns per block of the output pass
 constexpr int kLdU = kStateCols + 8;  // fp32 U rows: the pair reads of a half-warp hit 32 banks
 
+// The delta rule's tiles for A and W.
 template <class T>
-struct PrepareSmem {
-  union {
-    struct {
-      T k[kChunk * tile_ld<T>(kDim)];  // k, then k ⊙ e^γ
-      T v[kChunk * tile_ld<T>(kDim)];
-    } in;
-    float u[kChunk * tile_ld<float>(kDim)];  // U, staged for 16-byte stores
-  };
+struct InverseSmem {
   union {
     float l[kChunk * kLdL];             // strict lower part of M
     T ab[kChunk * tile_ld<T>(kChunk)];  // A diag(β)
     T w[kChunk * tile_ld<T>(kDim)];     // W, staged
   };
   T a[kChunk * tile_ld<T>(kChunk)];  // A, staged
+};
+
+template <class T, Update U>
+struct PrepareSmem {
+  union {
+    struct {
+      T k[kChunk * tile_ld<T>(kDim)];  // k, then k ⊙ e^γ (delta rule)
+      T v[kChunk * tile_ld<T>(kDim)];
+    } in;
+    float u[kChunk * tile_ld<float>(kDim)];  // U, staged for 16-byte stores
+  };
+  Only<kDelta<U>, InverseSmem<T>> inv;
   float gam[kChunk], bet[kChunk];
 };
 
@@ -42,11 +50,11 @@ struct PrepareSmem {
 template <class T>
 constexpr int kPrepareBlocksPerSm = sizeof(T) == 2 ? 3 : 2;
 
-template <class T>
+template <class T, Update U>
 __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T>) prepare_kernel(ChunkParams<T> p, ForwardWorkspace<T> ws) {
   constexpr int ldK = tile_ld<T>(kDim), ldC = tile_ld<T>(kChunk);
   extern __shared__ float4 smem4[];
-  PrepareSmem<T>& sm = *reinterpret_cast<PrepareSmem<T>*>(smem4);
+  PrepareSmem<T, U>& sm = *reinterpret_cast<PrepareSmem<T, U>*>(smem4);
 
   const int c = blockIdx.x / p.HV, hv = blockIdx.x % p.HV, h = hv / (p.HV / p.H);
   const ChunkRef ch = chunk_ref(ws.seqs, ws.chunk_seq, c);
@@ -58,67 +66,77 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T>) prepare_kern
   load_gate_beta(sm.gam, sm.bet, p.g, p.beta, ch.start, ch.len, p.HV, hv);
   __syncthreads();
 
-  {  // L = StrictLower(diag(β) (K Kᵀ) ⊙ Γ)
-    float acc[1][4][4];
-    zero(acc);
-    const int m0 = (warp % 4) * 16, n0 = (warp / 4) * 32;
-    warp_mma(acc, row_major(sm.in.k, ldK), row_major(sm.in.k, ldK), m0, n0, kDim);
-    for_each(acc, m0, n0, [&](int i, int j, float x) {
-      sm.l[i * kLdL + j] = i > j ? sm.bet[i] * x * __expf(sm.gam[i] - sm.gam[j]) : 0.f;
-    });
-  }
-  __syncthreads();
+  if constexpr (kDelta<U>) {
+    {  // L = StrictLower(diag(β) (K Kᵀ) ⊙ Γ)
+      float acc[1][4][4];
+      zero(acc);
+      const int m0 = (warp % 4) * 16, n0 = (warp / 4) * 32;
+      warp_mma(acc, row_major(sm.in.k, ldK), row_major(sm.in.k, ldK), m0, n0, kDim);
+      for_each(acc, m0, n0, [&](int i, int j, float x) {
+        sm.inv.l[i * kLdL + j] = i > j ? sm.bet[i] * x * __expf(sm.gam[i] - sm.gam[j]) : 0.f;
+      });
+    }
+    __syncthreads();
 
-  invert_unit_lower(sm.l, [&](int i, int j, float x) {
-    sm.a[i * ldC + j] = from_float<T>(x);
-    sm.ab[i * ldC + j] = from_float<T>(x * sm.bet[j]);
-  });
-  store_tile(ws.a + hc * kChunk * kChunk, kChunk, sm.a, ldC, kChunk, kChunk);  // A, kept for the backward pass
-  {  // Kd = K e^{γ_L − γ} for the state passes; K rows scaled by e^γ for W.
+    invert_unit_lower(sm.inv.l, [&](int i, int j, float x) {
+      sm.inv.a[i * ldC + j] = from_float<T>(x);
+      sm.inv.ab[i * ldC + j] = from_float<T>(x * sm.bet[j]);
+    });
+    store_tile(ws.a + hc * kChunk * kChunk, kChunk, sm.inv.a, ldC, kChunk, kChunk);  // A, kept for the backward pass
+  }
+  {  // Kd = K e^{γ_L − γ} for the state passes; for the delta rule, K rows scaled by e^γ for W.
     const float gl = sm.gam[ch.len - 1];
     T* kd = ws.kd + hc * kChunk * kDim;
     for (int i = tid; i < kChunk * kDim / 2; i += kThreads) {
       const int r = i / (kDim / 2), j = 2 * (i % (kDim / 2));
       const float2 x = load2(sm.in.k + r * ldK + j);
-      const float d = __expf(gl - sm.gam[r]), e = __expf(sm.gam[r]);
+      const float d = __expf(gl - sm.gam[r]);
       store2(kd + r * kDim + j, d * x.x, d * x.y);
-      store2(sm.in.k + r * ldK + j, e * x.x, e * x.y);
+      if constexpr (kDelta<U>) {
+        const float e = __expf(sm.gam[r]);
+        store2(sm.in.k + r * ldK + j, e * x.x, e * x.y);
+      }
     }
   }
-  __syncthreads();
-
-  const int m0 = (warp % 2) * 32, n0 = (warp / 2) * 32;
-  float u[2][4][4], w[2][4][4];
-  zero(u);
-  zero(w);
-  warp_mma(u, row_major(sm.ab, ldC), col_major(sm.in.v, ldK), m0, n0, kChunk);
-  warp_mma(w, row_major(sm.ab, ldC), col_major(sm.in.k, ldK), m0, n0, kChunk);
-  __syncthreads();  // the operands are read: stage the results over them
-  store_acc(sm.u, tile_ld<float>(kDim), u, m0, n0);
-  store_acc(sm.w, ldK, w, m0, n0);
-  __syncthreads();
   const long base = hc * kChunk * kDim;
-  store_tile(ws.u + base, kDim, sm.u, tile_ld<float>(kDim), kChunk, kDim);
-  store_tile(ws.w + base, kDim, sm.w, ldK, kChunk, kDim);
+  if constexpr (kDelta<U>) {
+    __syncthreads();
+    const int m0 = (warp % 2) * 32, n0 = (warp / 2) * 32;
+    float u[2][4][4], w[2][4][4];
+    zero(u);
+    zero(w);
+    warp_mma(u, row_major(sm.inv.ab, ldC), col_major(sm.in.v, ldK), m0, n0, kChunk);
+    warp_mma(w, row_major(sm.inv.ab, ldC), col_major(sm.in.k, ldK), m0, n0, kChunk);
+    __syncthreads();  // the operands are read: stage the results over them
+    store_acc(sm.u, tile_ld<float>(kDim), u, m0, n0);
+    store_acc(sm.inv.w, ldK, w, m0, n0);
+    __syncthreads();
+    store_tile(ws.u + base, kDim, sm.u, tile_ld<float>(kDim), kChunk, kDim);
+    store_tile(ws.w + base, kDim, sm.inv.w, ldK, kChunk, kDim);
+  } else {
+    store_tile(ws.vn + base, kDim, sm.in.v, ldK, kChunk, kDim);  // V' = V
+  }
   if (tid < kChunk) ws.gam[hc * kChunk + tid] = sm.gam[tid];
 }
 
-template <class T>
+// Buffers of this chunk and the next. The additive rule streams V' (= V) from prepare; the
+// delta rule streams W and U and computes V' into vn[0].
+template <class T, Update U>
 struct StateSmem {
-  T w[2][kChunk * tile_ld<T>(kDim)];  // W of this chunk and the next
+  Only<kDelta<U>, T[2][kChunk * tile_ld<T>(kDim)]> w;
   T kd[2][kChunk * tile_ld<T>(kDim)];
-  float u[2][kChunk * kLdU];
+  Only<kDelta<U>, float[2][kChunk * kLdU]> u;
   float gam[2][kChunk];
-  T vn[kChunk * tile_ld<T>(kStateCols)];  // V'
-  T s[kDim * tile_ld<T>(kStateCols)];     // the state as an mma operand
+  T vn[kDelta<U> ? 1 : 2][kChunk * tile_ld<T>(kStateCols)];  // V'
+  T s[kDim * tile_ld<T>(kStateCols)];                        // the state as an mma operand
 };
 
-template <class T>
+template <class T, Update U>
 __global__ void __launch_bounds__(kThreads) state_kernel(ChunkParams<T> p, ForwardWorkspace<T> ws, const float* h0,
                                                          float* ht) {
   constexpr int ldK = tile_ld<T>(kDim), ldS = tile_ld<T>(kStateCols);
   extern __shared__ float4 smem4[];
-  StateSmem<T>& sm = *reinterpret_cast<StateSmem<T>*>(smem4);
+  StateSmem<T, U>& sm = *reinterpret_cast<StateSmem<T, U>*>(smem4);
 
   constexpr int kTiles = kDim / kStateCols;
   const int n = blockIdx.x / (p.HV * kTiles), hv = blockIdx.x / kTiles % p.HV;
@@ -130,9 +148,13 @@ __global__ void __launch_bounds__(kThreads) state_kernel(ChunkParams<T> p, Forwa
 
   auto prefetch = [&](int ci, int b) {
     const long hc = long(seq.first_chunk + ci) * p.HV + hv;
-    load_tile(sm.w[b], ldK, ws.w + hc * kChunk * kDim, kDim, kChunk, kDim);
+    if constexpr (kDelta<U>) {
+      load_tile(sm.w[b], ldK, ws.w + hc * kChunk * kDim, kDim, kChunk, kDim);
+      load_tile(sm.u[b], kLdU, ws.u + hc * kChunk * kDim + v0, kDim, kChunk, kStateCols);
+    } else {
+      load_tile(sm.vn[b], ldS, ws.vn + hc * kChunk * kDim + v0, kDim, kChunk, kStateCols);
+    }
     load_tile(sm.kd[b], ldK, ws.kd + hc * kChunk * kDim, kDim, kChunk, kDim);
-    load_tile(sm.u[b], kLdU, ws.u + hc * kChunk * kDim + v0, kDim, kChunk, kStateCols);
     load_tile(sm.gam[b], kChunk, ws.gam + hc * kChunk, kChunk, 1, kChunk);
     commit_async();
   };
@@ -157,22 +179,23 @@ __global__ void __launch_bounds__(kThreads) state_kernel(ChunkParams<T> p, Forwa
         store2(lo + i * kDim + j, x0 - to_float(from_float<T>(x0)), x1 - to_float(from_float<T>(x1)));
       });
     }
-    {  // V' = U − W S
+    if constexpr (kDelta<U>) {  // V' = U − W S
       float acc[1][2][4];
       zero(acc);
       const int m0 = (warp % 4) * 16, n0 = (warp / 4) * 16;
       warp_mma(acc, row_major(sm.w[b], ldK), col_major(sm.s, ldS), m0, n0, kDim);
       for_each_pair(acc, m0, n0, [&](int i, int j, float x0, float x1) {
         const float2 u = load2(sm.u[b] + i * kLdU + j);
-        store2(sm.vn + i * ldS + j, u.x - x0, u.y - x1);
+        store2(sm.vn[0] + i * ldS + j, u.x - x0, u.y - x1);
       });
     }
-    __syncthreads();
-    store_tile(ws.vn + hc * kChunk * kDim + v0, kDim, sm.vn, ldS, kChunk, kStateCols);
+    __syncthreads();  // V' is complete, and every read of sm.s is done before it is overwritten below
+    const T* vn = sm.vn[kDelta<U> ? 0 : b];
+    if constexpr (kDelta<U>) store_tile(ws.vn + hc * kChunk * kDim + v0, kDim, vn, ldS, kChunk, kStateCols);
     // S ← e^{γ_L} S + Kdᵀ V'
     const float decay = __expf(sm.gam[b][len - 1]);
     for_each(st, s0, 0, [&](int, int, float& x) { x *= decay; });
-    warp_mma(st, col_major(sm.kd[b], ldK), col_major(sm.vn, ldS), s0, 0, kChunk);
+    warp_mma(st, col_major(sm.kd[b], ldK), col_major(vn, ldS), s0, 0, kChunk);
     store_acc(sm.s, ldS, st, s0, 0);
   }
   if (ht) store_acc(ht + state_base, kDim, st, s0, 0);
@@ -235,15 +258,16 @@ __global__ void __launch_bounds__(kThreads) output_kernel(ChunkParams<T> p, Forw
 }  // namespace
 
 template <class T>
-ForwardWorkspace<T> carve_forward(Carve& cv, const ChunkPlan& plan, int HV) {
+ForwardWorkspace<T> carve_forward(Carve& cv, const ChunkPlan& plan, int HV, Update update) {
   ForwardWorkspace<T> ws;
   ws.seqs = cv.take<SeqInfo>(plan.N);
   ws.chunk_seq = cv.take<int>(plan.NC);
   const size_t heads = size_t(plan.NC) * HV;
+  const bool delta = update == Update::delta;
   ws.gam = cv.take<float>(heads * kChunk);
-  ws.u = cv.take<float>(heads * kChunk * kDim);
-  ws.a = cv.take<T>(heads * kChunk * kChunk);
-  ws.w = cv.take<T>(heads * kChunk * kDim);
+  ws.u = delta ? cv.take<float>(heads * kChunk * kDim) : nullptr;
+  ws.a = delta ? cv.take<T>(heads * kChunk * kChunk) : nullptr;
+  ws.w = delta ? cv.take<T>(heads * kChunk * kDim) : nullptr;
   ws.kd = cv.take<T>(heads * kChunk * kDim);
   ws.vn = cv.take<T>(heads * kChunk * kDim);
   ws.h = cv.take<T>(heads * kDim * kDim);
@@ -261,18 +285,18 @@ Status upload_plan(const ChunkPlan& plan, SeqInfo* seqs, int* chunk_seq, cudaStr
   return {};
 }
 
-template <class T>
+template <class T, Update U>
 Status forward_states(const ChunkPlan& plan, const ChunkParams<T>& p, const ForwardWorkspace<T>& ws,
                       const float* h0, float* ht, cudaStream_t stream) {
-  GDN_CUDA_TRY(cudaFuncSetAttribute(prepare_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    int(sizeof(PrepareSmem<T>))));
-  GDN_CUDA_TRY(cudaFuncSetAttribute(state_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    int(sizeof(StateSmem<T>))));
+  GDN_CUDA_TRY(cudaFuncSetAttribute(prepare_kernel<T, U>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    int(sizeof(PrepareSmem<T, U>))));
+  GDN_CUDA_TRY(cudaFuncSetAttribute(state_kernel<T, U>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    int(sizeof(StateSmem<T, U>))));
   if (plan.NC > 0) {
-    prepare_kernel<T><<<unsigned(plan.NC * p.HV), kThreads, sizeof(PrepareSmem<T>), stream>>>(p, ws);
+    prepare_kernel<T, U><<<unsigned(plan.NC * p.HV), kThreads, sizeof(PrepareSmem<T, U>), stream>>>(p, ws);
     GDN_CUDA_LAUNCHED("gdn::cuda prepare_kernel");
   }
-  state_kernel<T><<<unsigned(plan.N * p.HV * (kDim / kStateCols)), kThreads, sizeof(StateSmem<T>), stream>>>(
+  state_kernel<T, U><<<unsigned(plan.N * p.HV * (kDim / kStateCols)), kThreads, sizeof(StateSmem<T, U>), stream>>>(
       p, ws, h0, ht);
   GDN_CUDA_LAUNCHED("gdn::cuda state_kernel");
   return {};
@@ -290,29 +314,33 @@ Status forward_output(const ChunkPlan& plan, const ChunkParams<T>& p, const Forw
   return {};
 }
 
-template ForwardWorkspace<float> carve_forward<float>(Carve&, const ChunkPlan&, int);
-template ForwardWorkspace<bf16> carve_forward<bf16>(Carve&, const ChunkPlan&, int);
-template Status forward_states<float>(const ChunkPlan&, const ChunkParams<float>&, const ForwardWorkspace<float>&,
-                                      const float*, float*, cudaStream_t);
-template Status forward_states<bf16>(const ChunkPlan&, const ChunkParams<bf16>&, const ForwardWorkspace<bf16>&,
-                                     const float*, float*, cudaStream_t);
+template ForwardWorkspace<float> carve_forward<float>(Carve&, const ChunkPlan&, int, Update);
+template ForwardWorkspace<bf16> carve_forward<bf16>(Carve&, const ChunkPlan&, int, Update);
+#define GDN_FORWARD_STATES(T, U)                                                                              \
+  template Status forward_states<T, U>(const ChunkPlan&, const ChunkParams<T>&, const ForwardWorkspace<T>&, \
+                                       const float*, float*, cudaStream_t);
+GDN_FORWARD_STATES(float, Update::delta)
+GDN_FORWARD_STATES(bf16, Update::delta)
+GDN_FORWARD_STATES(float, Update::additive)
+GDN_FORWARD_STATES(bf16, Update::additive)
+#undef GDN_FORWARD_STATES
 
 namespace {
-template <class T>
+template <class T, Update U>
 Status forward_typed(const ChunkShape& s, const ChunkForwardArgs& a, void* workspace, size_t bytes,
                      cudaStream_t stream) {
   ChunkPlan plan(s);
   if (!plan.error.empty()) return bad_input(plan.error);
-  if (!a.q || !a.k || !a.v || !a.g || !a.beta || !a.o)
-    return bad_input("gdn::cuda::chunk_forward: q, k, v, g, beta and o are required");
+  if (!a.q || !a.k || !a.v || !a.o) return bad_input("gdn::cuda::chunk_forward: q, k, v and o are required");
+  if (std::string e = beta_error("gdn::cuda::chunk_forward", U, a.beta, "beta"); !e.empty()) return bad_input(e);
   Carve cv{static_cast<char*>(workspace)};
-  const ForwardWorkspace<T> ws = carve_forward<T>(cv, plan, s.HV);
+  const ForwardWorkspace<T> ws = carve_forward<T>(cv, plan, s.HV, U);
   if (cv.used > bytes)
     return bad_input(gdn::cat("gdn::cuda::chunk_forward: workspace of ", bytes, " bytes, needs ", cv.used));
   const ChunkParams<T> p{static_cast<const T*>(a.q), static_cast<const T*>(a.k), static_cast<const T*>(a.v),
                          a.g, a.beta, s.H, s.HV, plan.scale, s.l2norm_qk};
   if (Status st = upload_plan(plan, ws.seqs, ws.chunk_seq, stream); !st.ok()) return st;
-  if (Status st = forward_states(plan, p, ws, a.h0, a.ht, stream); !st.ok()) return st;
+  if (Status st = forward_states<T, U>(plan, p, ws, a.h0, a.ht, stream); !st.ok()) return st;
   return forward_output(plan, p, ws, static_cast<T*>(a.o), stream);
 }
 }  // namespace
@@ -325,16 +353,17 @@ size_t chunk_forward_workspace_bytes(const ChunkShape& s) {
   detail::ChunkPlan plan(s);
   detail::Carve cv{nullptr};
   if (s.dtype == DType::f32)
-    detail::carve_forward<float>(cv, plan, s.HV);
+    detail::carve_forward<float>(cv, plan, s.HV, s.update);
   else
-    detail::carve_forward<detail::bf16>(cv, plan, s.HV);
+    detail::carve_forward<detail::bf16>(cv, plan, s.HV, s.update);
   return cv.used;
 }
 
 Status chunk_forward(const ChunkShape& s, const ChunkForwardArgs& a, void* workspace, size_t bytes,
                      cudaStream_t stream) {
-  return s.dtype == DType::f32 ? detail::forward_typed<float>(s, a, workspace, bytes, stream)
-                               : detail::forward_typed<detail::bf16>(s, a, workspace, bytes, stream);
+  return detail::dispatch(s.dtype, s.update, [&](auto t, auto u) {
+    return detail::forward_typed<decltype(t), decltype(u)::value>(s, a, workspace, bytes, stream);
+  });
 }
 
 }  // namespace gdn::cuda

@@ -15,10 +15,11 @@ struct ChunkParams {
 };
 
 // Per (chunk, value head) buffers. fp32: the cumulative gate [NC,HV,64] and U = A diag(β) V
-// [NC,HV,64,128], which the state pass updates to V' in fp32. In the input type T, the values
-// that only feed mma operands (tile.cuh): A [NC,HV,64,64], W [NC,HV,64,128],
-// Kd = K e^{γ_L − γ} [NC,HV,64,128], V' [NC,HV,64,128], chunk-entry states h [NC,HV,128,128].
-// Rows beyond a chunk's length are zero. bf16 only: h_lo = S − h in bf16 [NC,HV,128,128], so
+// [NC,HV,64,128]. In the input type T, the values that only feed mma operands (tile.cuh):
+// A [NC,HV,64,64], W [NC,HV,64,128], Kd = K e^{γ_L − γ} [NC,HV,64,128], V' [NC,HV,64,128]
+// (the state pass's U − W S; for the additive rule V itself), chunk-entry states h
+// [NC,HV,128,128]. A, W and U exist for the delta rule only (null otherwise). Rows beyond a
+// chunk's length are zero. bf16 only: h_lo = S − h in bf16 [NC,HV,128,128], so
 // that h + h_lo carries S to ~16 bits for the gate gradient's Σ dS_next ⊙ S, which is not an
 // mma operand (bench/gpu/bf16_gate_grad.py); null for fp32, where h is S.
 template <class T>
@@ -29,15 +30,15 @@ struct ForwardWorkspace {
   T *a, *w, *kd, *vn, *h, *h_lo;
 };
 
-// Inclusive cumulative sum of g over the chunk's tokens (0 beyond len) and beta (0 beyond
-// len), into smem; one warp.
+// Inclusive cumulative sum of g over the chunk's tokens (0 beyond len; all 0 when g is null:
+// no gate) and, when beta is given, beta (0 beyond len), into smem; one warp.
 __device__ inline void load_gate_beta(float* gam, float* bet, const float* g, const float* beta, int start, int len,
                                int HV, int hv) {
   if (threadIdx.x >= 32) return;
   const int lane = threadIdx.x;
   const int r0 = 2 * lane, r1 = r0 + 1;
-  const float x0 = r0 < len ? g[long(start + r0) * HV + hv] : 0.f;
-  const float x1 = r1 < len ? g[long(start + r1) * HV + hv] : 0.f;
+  const float x0 = g && r0 < len ? g[long(start + r0) * HV + hv] : 0.f;
+  const float x1 = g && r1 < len ? g[long(start + r1) * HV + hv] : 0.f;
   float s = x0 + x1;
 #pragma unroll
   for (int o = 1; o < 32; o <<= 1) {
@@ -46,7 +47,7 @@ __device__ inline void load_gate_beta(float* gam, float* bet, const float* g, co
   }
   gam[r0] = s - x1;
   gam[r1] = s;
-  if (bet) {
+  if (beta) {
     bet[r0] = r0 < len ? beta[long(start + r0) * HV + hv] : 0.f;
     bet[r1] = r1 < len ? beta[long(start + r1) * HV + hv] : 0.f;
   }
@@ -89,11 +90,11 @@ __device__ inline void invert_unit_lower(const float* ls, F&& f) {
 }
 
 template <class T>
-ForwardWorkspace<T> carve_forward(Carve& cv, const ChunkPlan& plan, int HV);
+ForwardWorkspace<T> carve_forward(Carve& cv, const ChunkPlan& plan, int HV, Update update);
 Status upload_plan(const ChunkPlan& plan, SeqInfo* seqs, int* chunk_seq, cudaStream_t stream);
 
 // Stages 1 and 2: gate cumsum, A, W, Kd, U, V' and the chunk states (and ht when non-null).
-template <class T>
+template <class T, Update U>
 Status forward_states(const ChunkPlan& plan, const ChunkParams<T>& p, const ForwardWorkspace<T>& ws,
                       const float* h0, float* ht, cudaStream_t stream);
 

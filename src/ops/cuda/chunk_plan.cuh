@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "gdn/common.h"
@@ -46,6 +47,36 @@ inline Status bad_input(std::string m) { return {cudaErrorInvalidValue, std::mov
     cudaError_t e_ = cudaGetLastError();                                \
     if (e_ != cudaSuccess) return ::gdn::cuda::detail::error_status(e_, name); \
   } while (0)
+
+// The update rule as a compile-time kernel parameter: the delta rule's stages (A, W, U and
+// their gradients) are compiled only into its kernels.
+template <Update U>
+using UpdateTag = std::integral_constant<Update, U>;
+template <Update U>
+constexpr bool kDelta = U == Update::delta;
+
+// Calls f(T{}, UpdateTag<U>{}) with the element type T (float or bf16) and update rule U that
+// a shape asks for.
+template <class F>
+auto dispatch(DType t, Update u, F&& f) {
+  using D = UpdateTag<Update::delta>;
+  using A = UpdateTag<Update::additive>;
+  if (t == DType::f32) return u == Update::delta ? f(float{}, D{}) : f(float{}, A{});
+  return u == Update::delta ? f(bf16{}, D{}) : f(bf16{}, A{});
+}
+
+// A shared-memory member that only some kernel variants have: X when `present`, else an empty
+// 16-byte placeholder (keeping the next member's cp.async alignment).
+struct alignas(16) Absent {};
+template <bool present, class X>
+using Only = std::conditional_t<present, X, Absent>;
+
+// "" when `beta` (or dbeta) is given exactly when the update rule uses it, else the error.
+inline std::string beta_error(const char* fn, Update u, const void* beta, const char* name) {
+  if (u == Update::delta && !beta) return gdn::cat(fn, ": the delta rule needs ", name);
+  if (u == Update::additive && beta) return gdn::cat(fn, ": the additive rule takes no ", name, " (pass null)");
+  return "";
+}
 
 // Bump allocator over the caller's workspace; sizes round up to 256 bytes.
 struct Carve {

@@ -80,10 +80,11 @@ __device__ __forceinline__ float column_total(const float* red, int col) {
   return sum;
 }
 
-// Per token, three barriers: partials of Sᵀk → (column totals, v' = β(v − α Sᵀk)) → v' read
-// by all, state updated, partials of S'ᵀq → column totals written as o. Two partial buffers
-// and the barrier order make a barrier between tokens unnecessary.
-template <class T, int kCols, int kRows>
+// Delta rule, per token, three barriers: partials of Sᵀk → (column totals, v' = β(v − α Sᵀk))
+// → v' read by all, state updated, partials of S'ᵀq → column totals written as o. Two partial
+// buffers and the barrier order make a barrier between tokens unnecessary. The additive rule
+// (v' = v) needs only the last barrier; its tokens alternate between the two buffers instead.
+template <class T, Update U, int kCols, int kRows>
 __global__ void __launch_bounds__(DecodeTile<kCols, kRows>::kThreads, DecodeTile<kCols, kRows>::kMinBlocks)
     decode_kernel(DecodeShape sh, DecodeArgs a, float scale) {
   using Tile = DecodeTile<kCols, kRows>;
@@ -117,7 +118,7 @@ __global__ void __launch_bounds__(DecodeTile<kCols, kRows>::kThreads, DecodeTile
     load_floats<4>(qrow + 4 * lane, q4);
     load_floats<kRows>(krow + row0, kr);
     load_floats<kRows>(qrow + row0, qr);
-    const float alpha = __expf(a.g[tok * sh.HV + hv]), beta = a.beta[tok * sh.HV + hv];
+    const float alpha = a.g ? __expf(a.g[tok * sh.HV + hv]) : 1.f;
     if (sh.l2norm_qk) {
       const float rk = rsqrtf(warp_sum(k4[0] * k4[0] + k4[1] * k4[1] + k4[2] * k4[2] + k4[3] * k4[3]) + 1e-6f);
       const float rq = rsqrtf(warp_sum(q4[0] * q4[0] + q4[1] * q4[1] + q4[2] * q4[2] + q4[3] * q4[3]) + 1e-6f);
@@ -125,19 +126,26 @@ __global__ void __launch_bounds__(DecodeTile<kCols, kRows>::kThreads, DecodeTile
       for (int m = 0; m < kRows; ++m) kr[m] *= rk, qr[m] *= rq;
     }
 
-    float4 u = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll
-    for (int m = 0; m < kRows; ++m) u.x += s[m].x * kr[m], u.y += s[m].y * kr[m], u.z += s[m].z * kr[m], u.w += s[m].w * kr[m];
-    stash_column_partials<Tile>(u, red[0]);
-    __syncthreads();
     const T* vrow = v + (tok * sh.HV + hv) * kDim + v0;
-    if (threadIdx.x < kCols) {
-      const int c = threadIdx.x;
-      vnew[c] = beta * (to_float(vrow[c]) - alpha * column_total<Tile>(red[0], c));
+    float4 vn;
+    if constexpr (kDelta<U>) {
+      float4 u = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+      for (int m = 0; m < kRows; ++m) u.x += s[m].x * kr[m], u.y += s[m].y * kr[m], u.z += s[m].z * kr[m], u.w += s[m].w * kr[m];
+      stash_column_partials<Tile>(u, red[0]);
+      __syncthreads();
+      if (threadIdx.x < kCols) {
+        const int c = threadIdx.x;
+        vnew[c] = a.beta[tok * sh.HV + hv] * (to_float(vrow[c]) - alpha * column_total<Tile>(red[0], c));
+      }
+      __syncthreads();
+      vn = reinterpret_cast<const float4*>(vnew)[cg];
+    } else {
+      float x[4];
+      load_floats<4>(vrow + 4 * cg, x);
+      vn = make_float4(x[0], x[1], x[2], x[3]);
     }
-    __syncthreads();
-
-    const float4 vn = reinterpret_cast<const float4*>(vnew)[cg];
+    float* out_red = red[kDelta<U> ? 1 : t & 1];
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
     for (int m = 0; m < kRows; ++m) {
@@ -147,11 +155,11 @@ __global__ void __launch_bounds__(DecodeTile<kCols, kRows>::kThreads, DecodeTile
       s[m].w = alpha * s[m].w + kr[m] * vn.w;
       acc.x += s[m].x * qr[m], acc.y += s[m].y * qr[m], acc.z += s[m].z * qr[m], acc.w += s[m].w * qr[m];
     }
-    stash_column_partials<Tile>(acc, red[1]);
+    stash_column_partials<Tile>(acc, out_red);
     __syncthreads();
     if (threadIdx.x < kCols) {
       const int c = threadIdx.x;
-      const float out = valid ? scale * column_total<Tile>(red[1], c) : __int_as_float(0x7fc00000);
+      const float out = valid ? scale * column_total<Tile>(out_red, c) : __int_as_float(0x7fc00000);
       o[(tok * sh.HV + hv) * kDim + v0 + c] = from_float<T>(out);
     }
   }
@@ -167,13 +175,13 @@ __global__ void __launch_bounds__(DecodeTile<kCols, kRows>::kThreads, DecodeTile
 // at 1 and 32 sequences (bench/gpu/NOTES.md, decode v4).
 constexpr int kDecodeCols = 64, kDecodeRows = 8;
 
-template <class T, int kCols, int kRows>
+template <class T, Update U, int kCols, int kRows>
 Status launch_decode(const DecodeShape& s, const DecodeArgs& a, float scale, cudaStream_t stream) {
   using Tile = DecodeTile<kCols, kRows>;
   const long blocks = long(s.num_seqs) * s.HV * Tile::kSlabs;
   if (blocks > 0x7fffffffL)
     return bad_input(gdn::cat("gdn::cuda::decode: too many sequences (", s.num_seqs, ") for one launch"));
-  decode_kernel<T, kCols, kRows><<<unsigned(blocks), Tile::kThreads, 0, stream>>>(s, a, scale);
+  decode_kernel<T, U, kCols, kRows><<<unsigned(blocks), Tile::kThreads, 0, stream>>>(s, a, scale);
   GDN_CUDA_LAUNCHED("gdn::cuda decode_kernel");
   return {};
 }
@@ -192,12 +200,14 @@ Status decode(const DecodeShape& s, const DecodeArgs& a, cudaStream_t stream) {
   if (s.tokens <= 0 || s.pool_size <= 0)
     return bad_input(gdn::cat("gdn::cuda::decode: tokens (", s.tokens, ") and pool_size (", s.pool_size,
                               ") must be positive"));
-  if (!a.q || !a.k || !a.v || !a.g || !a.beta || !a.state_pool || !a.state_indices || !a.o)
-    return bad_input("gdn::cuda::decode: every pointer of DecodeArgs is required");
+  if (!a.q || !a.k || !a.v || !a.state_pool || !a.state_indices || !a.o)
+    return bad_input("gdn::cuda::decode: q, k, v, state_pool, state_indices and o are required");
+  if (std::string e = beta_error("gdn::cuda::decode", s.update, a.beta, "beta"); !e.empty()) return bad_input(e);
   if (s.num_seqs == 0) return {};
   const float scale = s.scale > 0.f ? s.scale : 1.f / std::sqrt(float(s.K));
-  if (s.dtype == DType::f32) return launch_decode<float, kDecodeCols, kDecodeRows>(s, a, scale, stream);
-  return launch_decode<__nv_bfloat16, kDecodeCols, kDecodeRows>(s, a, scale, stream);
+  return dispatch(s.dtype, s.update, [&](auto t, auto u) {
+    return launch_decode<decltype(t), decltype(u)::value, kDecodeCols, kDecodeRows>(s, a, scale, stream);
+  });
 }
 
 }  // namespace gdn::cuda
