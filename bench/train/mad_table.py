@@ -26,6 +26,7 @@ decodes every position from it), which gdn train does not have (see the notes in
 Outputs <out>/<date>-mad-table.{json,md}.
 """
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -78,6 +79,8 @@ def parse_args(argv=None):
     sl.add_common_args(p)
     p.add_argument("--mixers", default=",".join(MIXERS), help="comma-separated mixers (default: %(default)s)")
     p.add_argument("--tasks", default=",".join(t[0] for t in TASKS), help="tasks (default: all five trainable)")
+    p.add_argument("--merge", nargs="+", metavar="JSON",
+                   help="train nothing: join the runs of earlier result files (tasks run separately) into one table")
     p.add_argument("--lrs", default="1e-4,5e-4,1e-3", help="learning rates (default: MAD's %(default)s)")
     p.add_argument("--wds", default="0,0.1", help="weight decays (default: MAD's %(default)s)")
     budget = p.add_mutually_exclusive_group()
@@ -193,6 +196,10 @@ def markdown(result):
     cols = ["Compress"] + [task_info(t)[1] for t in tasks]
     lines = ["# MAD synthetic tasks (baseline settings)\n",
              f"Machine: {m['cpu']} ({m['cores']} cores), {m['date']}, gdn {m['gdn_commit']}.\n"]
+    for src in result.get("merged_from", []):
+        sm = src["machine"]
+        lines.append(f"Merged from {src['file']}: {', '.join(task_info(t)[1] for t in src['tasks'])} "
+                     f"({sm['cpu']}, {sm['date']}, gdn {sm['gdn_commit']}).\n")
     setting = []
     for t in tasks:
         r = next((x for x in result["best"] if x["task"] == t), None)
@@ -234,9 +241,31 @@ def markdown(result):
     return "\n".join(lines)
 
 
+def merge(args, base):
+    """One table from result files whose sweeps ran different tasks with the same batch and lr/wd
+    sweep (the steps may differ: the table states each task's steps and epochs)."""
+    parts = [(path, json.load(open(path))) for path in args.merge]
+    budgets = {json.dumps({k: v for k, v in r["budget"].items() if k in ("batch", "lrs", "wds")}, sort_keys=True)
+               for _, r in parts}
+    if len(budgets) != 1:
+        sl.fail("--merge: the files differ in batch or lr/wd sweep: " + "; ".join(sorted(budgets)))
+    runs = [row for _, r in parts for row in r["runs"]]
+    tasks = [t[0] for t in TASKS if any(row["task"] == t[0] for row in runs)]
+    first = parts[0][1]
+    result = dict(first, tasks=tasks, runs=runs, best=best_rows(runs), machine=sl.machine(),
+                  merged_from=[{"file": os.path.basename(path), "tasks": r["tasks"], "machine": r["machine"]}
+                               for path, r in parts])
+    sl.write_json(base + ".json", result)
+    sl.write_atomic(base + ".md", markdown(result))
+    sl.log(f"wrote {base}.json, {base}.md")
+    return 0
+
+
 def main(argv=None):
     args = parse_args(argv)
     base = sl.out_base(args, "mad-table")
+    if args.merge:
+        return merge(args, base)
     result = {"benchmark": "mad_table", "machine": sl.machine(), "mixers": sl.parse_list(args.mixers),
               "tasks": sl.parse_list(args.tasks), "published": PUBLISHED, "compression": COMPRESSION_NOTE,
               "runs": [], "best": []}

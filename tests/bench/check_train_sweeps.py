@@ -95,6 +95,14 @@ def main():
             expect_failed_bogus(data, md)
             check("published" in data and data["published"]["rows"], "no published numbers")
             check("compression" in md, "the table does not mention compression")
+            # --merge joins result files into one table without training.
+            sweep = one(out, "*-mad-table-smoke.json")
+            run_script("mad_table", gdn, out, ["--merge", sweep, sweep, "--tag", "merged"])
+            merged = json.load(open(one(out, "*-mad-table-merged-smoke.json")))
+            check(len(merged["merged_from"]) == 2, "merged_from does not name both files")
+            check(len(merged["runs"]) == 2 * len(data["runs"]), "the merged file does not hold every run")
+            check(merged["tasks"] == data["tasks"], "merged tasks differ from the sweep's")
+            check("Merged from" in open(one(out, "*-mad-table-merged-smoke.md")).read(), "markdown names no sources")
         elif a.script == "niah":
             run_script("niah", gdn, out, ["--mixers", f"gated_deltanet,{BOGUS}"])
             data, md = check_common(out, "niah")
