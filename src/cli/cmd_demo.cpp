@@ -255,10 +255,11 @@ void run_demo(const DemoArgs& a) {
       loss += r->eval.loss / double(mine.size());
       tps += r->tokens_per_s / double(mine.size());
     }
-    acc[mixer] = median_accuracy(mine);
+    const double median = median_accuracy(mine);
+    acc[mixer] = median;
     by_seed[mixer] = seed_acc;
-    std::printf("%-18s %10zu %9.1f%%  %-24s %10.4f %10.0f\n", mixer.c_str(), mine.front()->params,
-                100 * median_accuracy(mine), each.c_str(), loss, tps);
+    std::printf("%-18s %10zu %9.1f%%  %-24s %10.4f %10.0f\n", mixer.c_str(), mine.front()->params, 100 * median,
+                each.c_str(), loss, tps);
   }
   {
     std::ofstream csv(a.out + "/demo.csv");
