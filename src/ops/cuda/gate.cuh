@@ -58,6 +58,19 @@ __device__ __forceinline__ void build_reference_tile(T* scratch, const T* x, con
   }
 }
 
+// One step of a reduce-scatter over the lanes of a warp: the 2·kHalf values of v (entries
+// base .. base + 2 kHalf − 1) become kHalf, the lower half kept where bit `o` of the lane is 0,
+// the upper half where it is 1, each summed with the partner lane's same entry.
+template <int kHalf>
+__device__ __forceinline__ void reduce_scatter_step(float (&v)[kSub], int o) {
+  const bool upper = threadIdx.x & o;
+#pragma unroll
+  for (int e = 0; e < kHalf; ++e) {
+    const float send = upper ? v[e] : v[e + kHalf];
+    v[e] = (upper ? v[e + kHalf] : v[e]) + __shfl_xor_sync(0xffffffffu, send, o);
+  }
+}
+
 // Calls f(i, j, Z_ij) for every i, j < 64: Z as above for j < i (and j == i with `diag`), 0
 // elsewhere. x, y: [64][ld] tiles, gam: [64][kLdG], scratch: [64][ld] (overwritten). The
 // caller makes x, y, gam visible first and syncs before reading what f wrote; f runs once per
@@ -69,20 +82,27 @@ __device__ void gated_lower(const T* x, const T* y, int ld, const float* gam, T*
     const int i = e / kChunk, j = e % kChunk;
     if (j / kSub > i / kSub) f(i, j, 0.f);
   }
-  // Diagonal blocks: warp w takes rows w, w + 8, ...; a lane 4 of the dimensions.
+  // Diagonal blocks: warp w takes rows w, w + 8, ...; a lane 4 of the dimensions, its partial sums
+  // of the row's 16 entries reduced over the warp at once (reduce-scatter: 16 shuffles, not 80).
   for (int i = warp; i < kChunk; i += 8) {
     const float4 xi = load4(x + i * ld + 4 * lane), gi = load4(gam + i * kLdG + 4 * lane);
     const int b0 = i & ~(kSub - 1);
-    for (int j = b0; j < b0 + kSub; ++j) {
-      float s = 0.f;
-      if (j < i || (diag && j == i)) {  // the same for the whole warp
-        const float4 yj = load4(y + j * ld + 4 * lane), gj = load4(gam + j * kLdG + 4 * lane);
-        s = xi.x * yj.x * __expf(gi.x - gj.x) + xi.y * yj.y * __expf(gi.y - gj.y) +
-            xi.z * yj.z * __expf(gi.z - gj.z) + xi.w * yj.w * __expf(gi.w - gj.w);
-        s = warp_sum(s);
-      }
-      if (lane == 0) f(i, j, s);
+    float v[kSub];
+#pragma unroll
+    for (int jj = 0; jj < kSub; ++jj) {
+      const int j = b0 + jj;
+      const float4 yj = load4(y + j * ld + 4 * lane), gj = load4(gam + j * kLdG + 4 * lane);
+      const float s = xi.x * yj.x * __expf(gi.x - gj.x) + xi.y * yj.y * __expf(gi.y - gj.y) +
+                      xi.z * yj.z * __expf(gi.z - gj.z) + xi.w * yj.w * __expf(gi.w - gj.w);
+      v[jj] = j < i || (diag && j == i) ? s : 0.f;  // a select: above the diagonal s may be inf
     }
+    reduce_scatter_step<8>(v, 16);
+    reduce_scatter_step<4>(v, 8);
+    reduce_scatter_step<2>(v, 4);
+    reduce_scatter_step<1>(v, 2);
+    v[0] += __shfl_xor_sync(0xffffffffu, v[0], 1);
+    const int jj = (lane & 16 ? 8 : 0) + (lane & 8 ? 4 : 0) + (lane & 4 ? 2 : 0) + (lane & 2 ? 1 : 0);
+    if ((lane & 1) == 0) f(i, b0 + jj, v[0]);
   }
   // Below the diagonal blocks: rows of sub-chunk R / 16 against all earlier rows, per reference.
   for (int R = kSub; R < kChunk; R += kSub) {
@@ -123,17 +143,17 @@ __device__ void gated_lower_backward(const T* dz, int ldz, const T* x, const T* 
         const int d = n0 + 8 * nt + 2 * t4;
         const float2 xi = load2(x + i * ld + d), yi = load2(y + i * ld + d), gi = load2(gam + i * kLdG + d);
         float2 row = make_float2(0.f, 0.f), col = make_float2(0.f, 0.f);
-        for (int j = b0; j < i; ++j) {
-          const float z = to_float(dz[i * ldz + j]);
-          const float2 yj = load2(y + j * ld + d), gj = load2(gam + j * kLdG + d);
-          row.x += z * yj.x * __expf(gi.x - gj.x);
-          row.y += z * yj.y * __expf(gi.y - gj.y);
-        }
-        for (int k = i + 1; k < b0 + kSub; ++k) {
-          const float z = to_float(dz[k * ldz + i]);
-          const float2 xk = load2(x + k * ld + d), gk = load2(gam + k * kLdG + d);
-          col.x += z * xk.x * __expf(gk.x - gi.x);
-          col.y += z * xk.y * __expf(gk.y - gi.y);
+        // One pass over the block's rows m, the same 16 for every lane: m < i adds to the row
+        // term (dZ_im y_m e^{γ_i − γ_m}), m > i to the column term (dZ_mi x_m e^{γ_m − γ_i}).
+#pragma unroll 4
+        for (int m = b0; m < b0 + kSub; ++m) {
+          const bool before = m < i;
+          const float z = m == i ? 0.f : to_float(before ? dz[i * ldz + m] : dz[m * ldz + i]);
+          const float2 pm = load2((before ? y : x) + m * ld + d), gm = load2(gam + m * kLdG + d);
+          const float tx = z * pm.x * __expf(before ? gi.x - gm.x : gm.x - gi.x);
+          const float ty = z * pm.y * __expf(before ? gi.y - gm.y : gm.y - gi.y);
+          row.x += before ? tx : 0.f, row.y += before ? ty : 0.f;
+          col.x += before ? 0.f : tx, col.y += before ? 0.f : ty;
         }
         const float zii = to_float(dz[i * ldz + i]);
         dx[mt][nt][2 * h] += row.x + zii * yi.x;
