@@ -50,12 +50,11 @@ struct BackwardParams {
 template <class T, Gate G>
 struct IntraDvSmem {
   T q[kChunk * tile_ld<T>(kDim)];  // Q, then scale Q e^γ
-  T k[kChunk * tile_ld<T>(kDim)];
+  Only<!kVector<G>, T[kChunk * tile_ld<T>(kDim)]> k;
   T d_o[kChunk * tile_ld<T>(kHalf)];
-  T pm[kChunk * tile_ld<T>(kChunk)];
+  T pm[kChunk * tile_ld<T>(kChunk)];  // scale P (vector gate: P, from the forward's workspace)
   float gam[kChunk];
   Only<kVector<G>, float[kChunk * kLdG]> gv;
-  Only<kVector<G>, T[kChunk * tile_ld<T>(kDim)]> scratch;
 };
 
 template <class T, Gate G>
@@ -73,20 +72,18 @@ __global__ void __launch_bounds__(kThreads) intra_dv_kernel(BackwardParams<T> bp
   const long hc = long(c) * p.HV + hv;
   if constexpr (kVector<G>) {
     load_tile(sm.gv, kLdG, ws.fwd.gam + hc * kChunk * kDim, kDim, kChunk, kDim);
+    load_tile(sm.pm, ldC, ws.fwd.p + hc * kChunk * kChunk, kChunk, kChunk, kChunk);
     commit_async();
   }
   load_rows(sm.q, ldK, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
-  load_rows(sm.k, ldK, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
+  if constexpr (!kVector<G>)
+    load_rows(sm.k, ldK, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
   load_cols<kHalf>(sm.d_o, ldH, bp.d_o + (long(ch.start) * p.HV + hv) * kDim + v0, long(p.HV) * kDim, ch.len);
   if (!kVector<G> && tid < kChunk) sm.gam[tid] = ws.fwd.gam[hc * kChunk + tid];
   wait_async();
   __syncthreads();
   const int m0 = (warp % 4) * 16, n0 = (warp / 4) * 32;
-  if constexpr (kVector<G>) {
-    const float scale = p.scale;
-    gated_lower(sm.q, sm.k, ldK, sm.gv, sm.scratch, true,
-                [&](int i, int j, float x) { sm.pm[i * ldC + j] = from_float<T>(scale * x); });
-  } else {
+  if constexpr (!kVector<G>) {
     float acc[1][4][4];
     zero(acc);
     warp_mma(acc, row_major(sm.q, ldK), row_major(sm.k, ldK), m0, n0, kDim);
@@ -100,7 +97,7 @@ __global__ void __launch_bounds__(kThreads) intra_dv_kernel(BackwardParams<T> bp
     float acc[1][4][4];
     zero(acc);
     warp_mma(acc, col_major(sm.pm, ldC), col_major(sm.d_o, ldH), m0, n0, kChunk);
-    store_acc(ws.dvp + hc * kChunk * kDim + v0, kDim, acc, m0, n0);
+    store_acc(ws.dvp + hc * kChunk * kDim + v0, kDim, acc, m0, n0, kVector<G> ? p.scale : 1.f);
   }
   // The state pass's recurrence-free term scale (Q e^γ)ᵀ dO, parked in dh[c] (which the
   // state pass reads, then overwrites with dS_next).
@@ -542,7 +539,7 @@ struct IntraGradVectorSmem {
   T x1[kChunk * tile_ld<T>(kDim)];                     // K
   T x3[kChunk * tile_ld<T>(kDim)];                     // V', then dW (delta rule)
   T y0[kChunk * tile_ld<T>(kChunk)];                   // dP, then dA, X = dA Aᵀ, dN
-  Only<kDelta<U>, T[kChunk * tile_ld<T>(kChunk)]> y2;  // N = the gated K Kᵀ, strictly lower
+  Only<kDelta<U>, T[kChunk * tile_ld<T>(kChunk)]> y2;  // N = the gated K Kᵀ, strictly lower (from prepare)
   Only<kDelta<U>, T[kChunk * tile_ld<T>(kChunk)]> y3;  // A (from the forward pass)
   float gv[kChunk * kLdG];                             // cumulative gate
   float bet[kChunk], dbet[kChunk], rq[kChunk], rk[kChunk];
@@ -569,7 +566,10 @@ __global__ void __launch_bounds__(kThreads, 1) intra_grad_vector_kernel(Backward
 
   load_tile(sm.x3, ldK, ws.fwd.vn + base, kDim, kChunk, kDim);
   load_tile(sm.gv, kLdG, ws.fwd.gam + base, kDim, kChunk, kDim);
-  if constexpr (kDelta<U>) load_tile(sm.y3, ldC, ws.fwd.a + hc * kChunk * kChunk, kChunk, kChunk, kChunk);
+  if constexpr (kDelta<U>) {
+    load_tile(sm.y3, ldC, ws.fwd.a + hc * kChunk * kChunk, kChunk, kChunk, kChunk);
+    load_tile(sm.y2, ldC, ws.fwd.n + hc * kChunk * kChunk, kChunk, kChunk, kChunk);
+  }
   commit_async();
   load_rows(sm.a.x0, ldK, q_rows, qk_stride, ch.len, p.l2norm);
   load_rows(sm.x1, ldK, k_rows, qk_stride, ch.len, p.l2norm);
@@ -627,9 +627,6 @@ __global__ void __launch_bounds__(kThreads, 1) intra_grad_vector_kernel(Backward
     for_each(acc, s0, t0, [&](int i, int j, float x) { sm.y0[i * ldC + j] = from_float<T>(j <= i ? scale * x : 0.f); });
   }
   __syncthreads();  // dP complete; dO read (x2 becomes scratch)
-  if constexpr (kDelta<U>)
-    gated_lower(sm.x1, sm.x1, ldK, sm.gv, sm.a.x2, false,
-                [&](int i, int j, float x) { sm.y2[i * ldC + j] = from_float<T>(x); });
   gated_lower_backward(sm.y0, ldC, sm.a.x0, sm.x1, ldK, sm.gv, sm.a.x2, dq, dk, dg);  // P = gated Q Kᵀ
 
   if constexpr (kDelta<U>) {  // the gradient through A, W and U

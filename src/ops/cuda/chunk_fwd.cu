@@ -11,8 +11,9 @@
 //   3. output    per (chunk, value head, 64 value columns): O = scale (e^γ ⊙ Q S + P V'),
 //                P = Q Kᵀ ⊙ Γ ⊙ LowerInclDiag.
 // The vector gate (template parameter G; GLA, KDA) keeps the cumulative gate per key dimension,
-// a [64][128] tile: the gated products L and P come from gate.cuh's sub-chunked scheme, W, Kd and
-// Q e^γ scale elements instead of rows, and the state decays row by row (e^{γ_L} per dimension).
+// a [64][128] tile: prepare forms the gated products N (for L) and P by gate.cuh's sub-chunked
+// scheme and stores them (output and backward read them), W, Kd and Q e^γ scale elements instead
+// of rows, and the state decays row by row (e^{γ_L} per dimension).
 // Stages 1–2 are reused by the backward pass.
 #include "chunk_fwd.cuh"
 
@@ -46,8 +47,9 @@ struct PrepareSmem {
     float u[kChunk * tile_ld<float>(kDim)];  // U, staged for 16-byte stores
   };
   Only<kDelta<U>, InverseSmem<T>> inv;
-  Only<kVector<G>, float[kChunk * kLdG]> gv;                                  // cumulative vector gate
-  Only<kVector<G> && kDelta<U>, T[kChunk * tile_ld<T>(kDim)]> scratch;  // gated_lower's operands
+  Only<kVector<G>, float[kChunk * kLdG]> gv;                       // cumulative vector gate
+  Only<kVector<G>, T[kChunk * tile_ld<T>(kDim)]> scratch;          // gated_lower's operands
+  Only<kVector<G> && !kDelta<U>, T[kChunk * tile_ld<T>(kChunk)]> p;  // P, staged (delta rule: in inv.a)
   float gam[kChunk], bet[kChunk];
 };
 
@@ -73,9 +75,13 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
   if constexpr (kVector<G>) load_gate_vec(sm.gv, p.g, ch.start, ch.len, p.HV, hv);
   __syncthreads();
 
-  if constexpr (kDelta<U> && kVector<G>) {  // L = diag(β) StrictLower(Σ_d k_id k_jd e^{γ_id − γ_jd})
-    gated_lower(sm.in.k, sm.in.k, ldK, sm.gv, sm.scratch, false,
-                [&](int i, int j, float x) { sm.inv.l[i * kLdL + j] = i > j ? sm.bet[i] * x : 0.f; });
+  if constexpr (kDelta<U> && kVector<G>) {  // N_ij = Σ_d k_id k_jd e^{γ_id − γ_jd} (j < i), L = diag(β) N
+    gated_lower(sm.in.k, sm.in.k, ldK, sm.gv, sm.scratch, false, [&](int i, int j, float x) {
+      sm.inv.l[i * kLdL + j] = sm.bet[i] * x;
+      sm.inv.a[i * ldC + j] = from_float<T>(x);  // N, staged until invert_unit_lower writes A here
+    });
+    __syncthreads();
+    store_tile(ws.n + hc * kChunk * kChunk, kChunk, sm.inv.a, ldC, kChunk, kChunk);
   } else if constexpr (kDelta<U>) {
     {  // L = StrictLower(diag(β) (K Kᵀ) ⊙ Γ)
       float acc[1][4][4];
@@ -133,10 +139,26 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
   } else {
     store_tile(ws.vn + base, kDim, sm.in.v, ldK, kChunk, kDim);  // V' = V
   }
-  if constexpr (kVector<G>)
+  if constexpr (kVector<G>) {
     store_tile(ws.gam + hc * kChunk * kDim, kDim, sm.gv, kLdG, kChunk, kDim);
-  else if (tid < kChunk)
+    // P = gated Q Kᵀ for the output pass and the backward, over the inputs' tiles (free now; k is
+    // reloaded, its tile holds K e^γ for the delta rule).
+    __syncthreads();
+    load_rows(sm.in.k, ldK, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
+    load_rows(sm.in.v, ldK, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
+    __syncthreads();
+    T* pt;
+    if constexpr (kDelta<U>)
+      pt = sm.inv.a;
+    else
+      pt = sm.p;
+    gated_lower(sm.in.v, sm.in.k, ldK, sm.gv, sm.scratch, true,
+                [&](int i, int j, float x) { pt[i * ldC + j] = from_float<T>(x); });
+    __syncthreads();
+    store_tile(ws.p + hc * kChunk * kChunk, kChunk, pt, ldC, kChunk, kChunk);
+  } else if (tid < kChunk) {
     ws.gam[hc * kChunk + tid] = sm.gam[tid];
+  }
 }
 
 // Buffers of this chunk and the next. The additive rule streams V' (= V) from prepare; the
@@ -233,15 +255,13 @@ __global__ void __launch_bounds__(kThreads) state_kernel(ChunkParams<T> p, Forwa
 template <class T, Gate G>
 struct OutputSmem {
   T q[kChunk * tile_ld<T>(kDim)];  // Q (vector gate: then Q ⊙ e^γ)
-  T k[kChunk * tile_ld<T>(kDim)];
-  T s[kDim * tile_ld<T>(kOutCols)];  // vector gate: first gated_lower's scratch
+  Only<!kVector<G>, T[kChunk * tile_ld<T>(kDim)]> k;
+  T s[kDim * tile_ld<T>(kOutCols)];
   T vn[kChunk * tile_ld<T>(kOutCols)];
   T pm[kChunk * tile_ld<T>(kChunk)];  // P, then O (staged)
   float gam[kChunk];
   Only<kVector<G>, float[kChunk * kLdG]> gv;
 };
-static_assert(kDim * tile_ld<bf16>(kOutCols) >= kChunk * tile_ld<bf16>(kDim) &&
-              kDim * tile_ld<float>(kOutCols) >= kChunk * tile_ld<float>(kDim), "gated_lower's scratch fits in s");
 
 template <class T, Gate G>
 __global__ void __launch_bounds__(kThreads) output_kernel(ChunkParams<T> p, ForwardWorkspace<T> ws, T* o) {
@@ -256,34 +276,27 @@ __global__ void __launch_bounds__(kThreads) output_kernel(ChunkParams<T> p, Forw
   const int warp = threadIdx.x >> 5, tid = threadIdx.x;
   const long hc = long(c) * p.HV + hv;
 
-  auto load_state_and_values = [&] {
-    load_tile(sm.s, ldO, ws.h + hc * kDim * kDim + v0, kDim, kDim, kOutCols);
-    load_tile(sm.vn, ldO, ws.vn + hc * kChunk * kDim + v0, kDim, kChunk, kOutCols);
-  };
-  if constexpr (kVector<G>)
+  load_tile(sm.s, ldO, ws.h + hc * kDim * kDim + v0, kDim, kDim, kOutCols);
+  load_tile(sm.vn, ldO, ws.vn + hc * kChunk * kDim + v0, kDim, kChunk, kOutCols);
+  if constexpr (kVector<G>) {  // the gate tile, and P as prepare formed it
     load_tile(sm.gv, kLdG, ws.gam + hc * kChunk * kDim, kDim, kChunk, kDim);
-  else
-    load_state_and_values();
+    load_tile(sm.pm, ldC, ws.p + hc * kChunk * kChunk, kChunk, kChunk, kChunk);
+  }
   commit_async();
   load_rows(sm.q, ldK, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
-  load_rows(sm.k, ldK, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
+  if constexpr (!kVector<G>)
+    load_rows(sm.k, ldK, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
   if (!kVector<G> && tid < kChunk) sm.gam[tid] = ws.gam[hc * kChunk + tid];
   wait_async();
   __syncthreads();
 
   const int m0 = (warp % 4) * 16, n0 = (warp / 4) * 32;
-  if constexpr (kVector<G>) {  // P by sub-chunks; then S and V' over the scratch, and Q ⊙ e^γ
-    gated_lower(sm.q, sm.k, ldK, sm.gv, reinterpret_cast<T*>(sm.s), true,
-                [&](int i, int j, float x) { sm.pm[i * ldC + j] = from_float<T>(x); });
-    __syncthreads();
-    load_state_and_values();
-    commit_async();
+  if constexpr (kVector<G>) {  // Q ⊙ e^γ
     for (int i = tid; i < kChunk * kDim / 2; i += kThreads) {
       const int r = i / (kDim / 2), j = 2 * (i % (kDim / 2));
       const float2 x = load2(sm.q + r * ldK + j), g = load2(sm.gv + r * kLdG + j);
       store2(sm.q + r * ldK + j, x.x * __expf(g.x), x.y * __expf(g.y));
     }
-    wait_async();
     __syncthreads();
   } else {  // P = Q Kᵀ ⊙ Γ, lower triangle with the diagonal
     float acc[1][4][4];
@@ -323,6 +336,9 @@ ForwardWorkspace<T> carve_forward(Carve& cv, const ChunkPlan& plan, int HV, Upda
   ws.vn = cv.take<T>(heads * kChunk * kDim);
   ws.h = cv.take<T>(heads * kDim * kDim);
   ws.h_lo = sizeof(T) == 2 ? cv.take<T>(heads * kDim * kDim) : nullptr;
+  const bool vector = gate == Gate::vector;
+  ws.p = vector ? cv.take<T>(heads * kChunk * kChunk) : nullptr;
+  ws.n = vector && delta ? cv.take<T>(heads * kChunk * kChunk) : nullptr;
   return ws;
 }
 

@@ -23,13 +23,16 @@ struct ChunkParams {
 // [NC,HV,128,128]. A, W and U exist for the delta rule only (null otherwise). Rows beyond a
 // chunk's length are zero. bf16 only: h_lo = S − h in bf16 [NC,HV,128,128], so
 // that h + h_lo carries S to ~16 bits for the gate gradient's Σ dS_next ⊙ S, which is not an
-// mma operand (bench/gpu/bf16_gate_grad.py); null for fp32, where h is S.
+// mma operand (bench/gpu/bf16_gate_grad.py); null for fp32, where h is S. Vector gate only (null
+// otherwise), in T: the gated products P = gated Q Kᵀ (lower with the diagonal) and, for the delta
+// rule, N = gated K Kᵀ (strictly lower), [NC,HV,64,64]: formed once by prepare, read by the output
+// pass and the backward.
 template <class T>
 struct ForwardWorkspace {
   SeqInfo* seqs;
   int* chunk_seq;
   float *gam, *u;
-  T *a, *w, *kd, *vn, *h, *h_lo;
+  T *a, *w, *kd, *vn, *h, *h_lo, *p, *n;
 };
 
 // Inclusive cumulative sum of g over the chunk's tokens (0 beyond len; all 0 when g is null:
