@@ -13,8 +13,9 @@
 // The additive rule (template parameter U; V' = V, no W) drops the terms through W and A: the
 // state pass's −Wᵀ dV' (it writes dV = dV' itself), dW, and intra_grad's dA, dβ and the W, U
 // gradients. The vector gate (template parameter G) scales elements where the scalar gate scales
-// rows, decays dS row by row, and has its own intra_grad (intra_grad_vector_kernel): the gated
-// products' gradients by gate.cuh's sub-chunks, the gate gradient per element, in registers.
+// rows, decays dS row by row, reads P and N as prepare formed them, and has its own intra_grad
+// (intra_grad_vector_kernel): the gated products' gradients by gate.cuh's sub-chunks, the gate
+// gradient per element, in registers.
 #include "chunk_fwd.cuh"
 
 namespace gdn::cuda::detail {
