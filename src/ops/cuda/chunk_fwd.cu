@@ -82,16 +82,14 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
     });
     __syncthreads();
     store_tile(ws.n + hc * kChunk * kChunk, kChunk, sm.inv.a, ldC, kChunk, kChunk);
-  } else if constexpr (kDelta<U>) {
-    {  // L = StrictLower(diag(β) (K Kᵀ) ⊙ Γ)
-      float acc[1][4][4];
-      zero(acc);
-      const int m0 = (warp % 4) * 16, n0 = (warp / 4) * 32;
-      warp_mma(acc, row_major(sm.in.k, ldK), row_major(sm.in.k, ldK), m0, n0, kDim);
-      for_each(acc, m0, n0, [&](int i, int j, float x) {
-        sm.inv.l[i * kLdL + j] = i > j ? sm.bet[i] * x * __expf(sm.gam[i] - sm.gam[j]) : 0.f;
-      });
-    }
+  } else if constexpr (kDelta<U>) {  // L = StrictLower(diag(β) (K Kᵀ) ⊙ Γ)
+    float acc[1][4][4];
+    zero(acc);
+    const int m0 = (warp % 4) * 16, n0 = (warp / 4) * 32;
+    warp_mma(acc, row_major(sm.in.k, ldK), row_major(sm.in.k, ldK), m0, n0, kDim);
+    for_each(acc, m0, n0, [&](int i, int j, float x) {
+      sm.inv.l[i * kLdL + j] = i > j ? sm.bet[i] * x * __expf(sm.gam[i] - sm.gam[j]) : 0.f;
+    });
   }
   if constexpr (kDelta<U>) {
     __syncthreads();
