@@ -5,10 +5,14 @@
 // rule runs as gated_deltanet (and deltanet: no g), the additive rule as mamba2 (scalar gate)
 // and linear_attention (no g); the vector gate as kda (delta rule) and gla (additive rule). The
 // CUDA update rule and gate kind follow the variant's.
+// GDN_GPU_CASE=text keeps the chunk cases whose name contains text (e.g. very_negative, to
+// repeat the marginal cases over many seeds).
 // Not part of CTest (it needs a GPU); without a device every test is skipped.
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <numeric>
 #include <random>
 
@@ -169,8 +173,10 @@ std::string err_text(const std::vector<double>& got, const std::vector<double>& 
 void check_chunk(const std::vector<Case>& cases, DType t, double tol, const std::string& filter = "") {
   if (!have_device()) GTEST_SKIP() << "no CUDA device";
   const uint64_t seed = gdn::test::fresh_seed();
+  const char* only = std::getenv("GDN_GPU_CASE");
   for (const Case& cs : cases) {
     if ((!filter.empty() && filter != cs.name) || (t == DType::bf16 && !cs.bf16)) continue;
+    if (only && !std::strstr(cs.name, only)) continue;
     OpConfig cfg = gdn::test::config(cs.variant, cs.B, cs.T, cs.H, cs.HV, 128, 128);
     cfg.cu_seqlens = cs.cu_seqlens;
     const Problem p = as_kernel_inputs(gdn::test::make_problem(cfg, seed, cs.gates, cs.h0, cs.dht), t);

@@ -54,7 +54,7 @@ struct IntraDvSmem {
   Only<!kVector<G>, T[kChunk * tile_ld<T>(kDim)]> k;
   T d_o[kChunk * tile_ld<T>(kHalf)];
   T pm[kChunk * tile_ld<T>(kChunk)];  // scale P (vector gate: P, from the forward's workspace)
-  float gam[kChunk];
+  float2 gam[kChunk];  // scalar gate: γ as hi + lo (chunk_fwd.cuh)
   Only<kVector<G>, float[kChunk * kLdG]> gv;
 };
 
@@ -80,7 +80,7 @@ __global__ void __launch_bounds__(kThreads) intra_dv_kernel(BackwardParams<T> bp
   if constexpr (!kVector<G>)
     load_rows(sm.k, ldK, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
   load_cols<kHalf>(sm.d_o, ldH, bp.d_o + (long(ch.start) * p.HV + hv) * kDim + v0, long(p.HV) * kDim, ch.len);
-  if (!kVector<G> && tid < kChunk) sm.gam[tid] = ws.fwd.gam[hc * kChunk + tid];
+  if constexpr (!kVector<G>) load_gate_pairs(sm.gam, ws.fwd.gam + hc * kGateStride);
   wait_async();
   __syncthreads();
   const int m0 = (warp % 4) * 16, n0 = (warp / 4) * 32;
@@ -90,7 +90,7 @@ __global__ void __launch_bounds__(kThreads) intra_dv_kernel(BackwardParams<T> bp
     warp_mma(acc, row_major(sm.q, ldK), row_major(sm.k, ldK), m0, n0, kDim);
     const float scale = p.scale;
     for_each(acc, m0, n0, [&](int i, int j, float x) {
-      sm.pm[i * ldC + j] = from_float<T>(j <= i ? scale * x * __expf(sm.gam[i] - sm.gam[j]) : 0.f);
+      sm.pm[i * ldC + j] = from_float<T>(j <= i ? scale * x * __expf(gate_diff(sm.gam[i], sm.gam[j])) : 0.f);
     });
   }
   __syncthreads();
@@ -109,7 +109,7 @@ __global__ void __launch_bounds__(kThreads) intra_dv_kernel(BackwardParams<T> bp
       const float2 g = load2(sm.gv + r * kLdG + j);
       f = make_float2(p.scale * __expf(g.x), p.scale * __expf(g.y));
     } else {
-      f.x = f.y = p.scale * __expf(sm.gam[r]);
+      f.x = f.y = p.scale * __expf(sm.gam[r].x);
     }
     const float2 x = load2(sm.q + r * ldK + j);
     store2(sm.q + r * ldK + j, f.x * x.x, f.y * x.y);
@@ -155,7 +155,7 @@ __global__ void __launch_bounds__(kThreads) state_bwd_kernel(BackwardParams<T> b
       const int last = min(kChunk, seq.eos - (seq.bos + ci * kChunk)) - 1;
       load_tile(sm.gam[b], kDim, ws.fwd.gam + (hc * kChunk + last) * kDim, kDim, 1, kDim);
     } else {
-      load_tile(sm.gam[b], kChunk, ws.fwd.gam + hc * kChunk, kChunk, 1, kChunk);
+      load_tile(sm.gam[b], kChunk, ws.fwd.gam + hc * kGateStride, kChunk, 1, kChunk);  // hi
     }
     commit_async();
   };
@@ -217,7 +217,7 @@ struct StateGradSmem {
   T sb[kDim * tile_ld<T>(kDim)];   // S, then dS_next
   T x0[kChunk * tile_ld<T>(kDim)];  // dO, then V'
   Only<kDelta<U>, T[kChunk * tile_ld<T>(kDim)]> x1;  // dV' (for dW)
-  float gam[kChunk];
+  float2 gam[kChunk];  // scalar gate: γ as hi + lo (chunk_fwd.cuh)
   float red[8];
 };
 
@@ -237,10 +237,10 @@ __global__ void __launch_bounds__(kThreads) state_grad_kernel(BackwardParams<T> 
   commit_async();
   if constexpr (kDelta<U>) load_cols<kDim>(sm.x1, ldK, ws.dvp + base, kDim, kChunk);
   load_rows(sm.x0, ldK, bp.d_o + (long(ch.start) * p.HV + hv) * kDim, long(p.HV) * kDim, ch.len, false);
-  if (!kVector<G> && tid < kChunk) sm.gam[tid] = ws.fwd.gam[hc * kChunk + tid];
+  if constexpr (!kVector<G>) load_gate_pairs(sm.gam, ws.fwd.gam + hc * kGateStride);
   wait_async();
   __syncthreads();
-  const float gl = kVector<G> ? 0.f : sm.gam[ch.len - 1];
+  const float2 gl = kVector<G> ? float2{} : sm.gam[ch.len - 1];
   // The vector gate's tile and its last row, read where needed (through L1).
   const float* gv = kVector<G> ? ws.fwd.gam + hc * kChunk * kDim : nullptr;
   const float* gv_last = kVector<G> ? gv + (ch.len - 1) * kDim : nullptr;
@@ -259,7 +259,7 @@ __global__ void __launch_bounds__(kThreads) state_grad_kernel(BackwardParams<T> 
         const float2 g = load2(gv + i * kDim + j);
         store2(dq_rows + i * row_stride + j, scale * __expf(g.x) * x0, scale * __expf(g.y) * x1);
       } else {
-        const float f = scale * __expf(sm.gam[i]);
+        const float f = scale * __expf(sm.gam[i].x);
         store2(dq_rows + i * row_stride + j, f * x0, f * x1);
       }
     });
@@ -303,7 +303,7 @@ __global__ void __launch_bounds__(kThreads) state_grad_kernel(BackwardParams<T> 
   if (!kVector<G> && tid == 0) {
     float s = 0.f;
     for (int w = 0; w < kThreads / 32; ++w) s += sm.red[w];
-    ws.dgl[hc] = __expf(gl) * s;
+    ws.dgl[hc] = __expf(gl.x) * s;
   }
   float acc[2][4][4];
   zero(acc);
@@ -314,7 +314,7 @@ __global__ void __launch_bounds__(kThreads) state_grad_kernel(BackwardParams<T> 
       const float2 g = load2(gv + i * kDim + j), gL = load2(gv_last + j);
       store2(dk_rows + i * row_stride + j, __expf(gL.x - g.x) * x0, __expf(gL.y - g.y) * x1);
     } else {
-      const float f = __expf(gl - sm.gam[i]);
+      const float f = __expf(gate_diff(gl, sm.gam[i]));
       store2(dk_rows + i * row_stride + j, f * x0, f * x1);
     }
   });
@@ -330,7 +330,7 @@ struct IntraGradSmem {
   T y1[kChunk * tile_ld<T>(kChunk)];  // dP ⊙ Γ, then dA Aᵀ
   Only<kDelta<U>, T[kChunk * tile_ld<T>(kChunk)]> y2;  // StrictLower(K Kᵀ ⊙ Γ)
   Only<kDelta<U>, T[kChunk * tile_ld<T>(kChunk)]> y3;  // A (from the forward pass)
-  float gam[kChunk];
+  float2 gam[kChunk];  // γ as hi + lo (chunk_fwd.cuh)
   float bet[kChunk];
   float dgam[kChunk];   // gradient of the cumulative gate
   float dbet[kChunk];
@@ -344,7 +344,8 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
   extern __shared__ float4 smem4[];
   IntraGradSmem<T, U>& sm = *reinterpret_cast<IntraGradSmem<T, U>*>(smem4);
   const T *x0 = sm.x0, *x1 = sm.x1, *x2 = sm.x2;
-  float *gam = sm.gam, *bet = sm.bet, *dgam = sm.dgam, *dbet = sm.dbet;
+  const float2* gam = sm.gam;
+  float *bet = sm.bet, *dgam = sm.dgam, *dbet = sm.dbet;
 
   const int c = blockIdx.x / p.HV, hv = blockIdx.x % p.HV, h = hv / (p.HV / p.H);
   const ChunkRef ch = chunk_ref(ws.fwd.seqs, ws.fwd.chunk_seq, c);
@@ -361,7 +362,7 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
   load_rows(sm.x0, ldK, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
   load_rows(sm.x1, ldK, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
   load_rows(sm.x2, ldK, bp.d_o + (long(ch.start) * p.HV + hv) * kDim, row_stride, ch.len, false);
-  load_gate_beta(gam, bet, p.g, p.beta, ch.start, ch.len, p.HV, hv);
+  load_gate_beta(sm.gam, bet, p.g, p.beta, ch.start, ch.len, p.HV, hv);
   if (tid < kChunk) dgam[tid] = dbet[tid] = sm.kdsum[tid] = 0.f;
   wait_async();
   __syncthreads();
@@ -385,13 +386,13 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
     zero(acc);
     warp_mma(acc, row_major(x0, ldK), row_major(x1, ldK), s0, t0, kDim);
     for_each(acc, s0, t0, [&](int i, int j, float x) {
-      sm.y0[i * ldC + j] = from_float<T>(j <= i ? x * __expf(gam[i] - gam[j]) : 0.f);
+      sm.y0[i * ldC + j] = from_float<T>(j <= i ? x * __expf(gate_diff(gam[i], gam[j])) : 0.f);
     });
     if constexpr (kDelta<U>) {
       zero(acc);
       warp_mma(acc, row_major(x1, ldK), row_major(x1, ldK), s0, t0, kDim);
       for_each(acc, s0, t0, [&](int i, int j, float x) {
-        sm.y2[i * ldC + j] = from_float<T>(j < i ? x * __expf(gam[i] - gam[j]) : 0.f);
+        sm.y2[i * ldC + j] = from_float<T>(j < i ? x * __expf(gate_diff(gam[i], gam[j])) : 0.f);
       });
     }
   }
@@ -404,7 +405,7 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
     for_each(acc, s0, t0, [&](int i, int j, float& x) {
       x = j <= i ? scale * x : 0.f;
       const float r = x * to_float(sm.y0[i * ldC + j]);
-      sm.y1[i * ldC + j] = from_float<T>(j <= i ? x * __expf(gam[i] - gam[j]) : 0.f);
+      sm.y1[i * ldC + j] = from_float<T>(j <= i ? x * __expf(gate_diff(gam[i], gam[j])) : 0.f);
       x = j < i ? r : 0.f;  // the diagonal's row and column terms cancel
     });
     add_row_sums(acc, s0, t0, dgam, [](int, int, float x) { return x; });
@@ -432,7 +433,7 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int j = t0 + 8 * nt + 2 * ((tid & 31) & 3) + (e & 1);
-          acc[0][nt][e] = (acc[0][nt][e] * __expf(gam[j]) + acc2[0][nt][e]) * bet[j];
+          acc[0][nt][e] = (acc[0][nt][e] * __expf(gam[j].x) + acc2[0][nt][e]) * bet[j];
         }
       store_acc(sm.y0, ldC, acc, s0, t0);
     }
@@ -459,7 +460,7 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
       add_row_sums(racc, s0, t0, dgam, [](int, int, float x) { return x; });
       add_col_sums(racc, s0, t0, dgam, [](int, int, float x) { return -x; });
       for_each(acc, s0, t0, [&](int i, int j, float x) {
-        sm.y0[i * ldC + j] = from_float<T>(j < i ? bet[i] * x * __expf(gam[i] - gam[j]) : 0.f);
+        sm.y0[i * ldC + j] = from_float<T>(j < i ? bet[i] * x * __expf(gate_diff(gam[i], gam[j])) : 0.f);
       });
     }
     {  // W = A diag(β e^γ) K: Tw = Aᵀ dW
@@ -467,9 +468,9 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
       zero(acc);
       warp_mma(acc, col_major(sm.y3, ldC), col_major(sm.x3, ldK), m0, n0, kChunk);
       add_row_sums(acc, m0, n0, dbet,
-                   [&](int i, int j, float x) { return __expf(gam[i]) * x * to_float(x1[i * ldK + j]); });
+                   [&](int i, int j, float x) { return __expf(gam[i].x) * x * to_float(x1[i * ldK + j]); });
       add_row_sums(acc, m0, n0, dgam, [&](int i, int j, float x) {
-        return bet[i] * __expf(gam[i]) * x * to_float(x1[i * ldK + j]);
+        return bet[i] * __expf(gam[i].x) * x * to_float(x1[i * ldK + j]);
       });
 #pragma unroll
       for (int mt = 0; mt < 2; ++mt)
@@ -478,7 +479,7 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const int i = m0 + 16 * mt + ((tid & 31) >> 2) + 8 * (e >> 1);
-            dk[mt][nt][e] += bet[i] * __expf(gam[i]) * acc[mt][nt][e];
+            dk[mt][nt][e] += bet[i] * __expf(gam[i].x) * acc[mt][nt][e];
           }
     }
     {  // U = A diag(β) V: Tu = Aᵀ dV'

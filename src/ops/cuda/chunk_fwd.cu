@@ -50,7 +50,8 @@ struct PrepareSmem {
   Only<kVector<G>, float[kChunk * kLdG]> gv;                       // cumulative vector gate
   Only<kVector<G>, T[kChunk * tile_ld<T>(kDim)]> scratch;          // gated_lower's operands
   Only<kVector<G> && !kDelta<U>, T[kChunk * tile_ld<T>(kChunk)]> p;  // P, staged (delta rule: in inv.a)
-  float gam[kChunk], bet[kChunk];
+  float2 gam[kChunk];  // scalar gate: γ as hi + lo (chunk_fwd.cuh)
+  float bet[kChunk];
 };
 
 // Scalar gate, bf16: 3 blocks per SM (at most 80 registers); fp32 tiles fit 2. The vector
@@ -88,7 +89,7 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
     const int m0 = (warp % 4) * 16, n0 = (warp / 4) * 32;
     warp_mma(acc, row_major(sm.in.k, ldK), row_major(sm.in.k, ldK), m0, n0, kDim);
     for_each(acc, m0, n0, [&](int i, int j, float x) {
-      sm.inv.l[i * kLdL + j] = i > j ? sm.bet[i] * x * __expf(sm.gam[i] - sm.gam[j]) : 0.f;
+      sm.inv.l[i * kLdL + j] = i > j ? sm.bet[i] * x * __expf(gate_diff(sm.gam[i], sm.gam[j])) : 0.f;
     });
   }
   if constexpr (kDelta<U>) {
@@ -101,7 +102,7 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
     store_tile(ws.a + hc * kChunk * kChunk, kChunk, sm.inv.a, ldC, kChunk, kChunk);  // A, kept for the backward pass
   }
   {  // Kd = K e^{γ_L − γ} for the state passes; for the delta rule, K scaled by e^γ for W.
-    const float gl = sm.gam[ch.len - 1];
+    const float2 gl = sm.gam[ch.len - 1];
     T* kd = ws.kd + hc * kChunk * kDim;
     for (int i = tid; i < kChunk * kDim / 2; i += kThreads) {
       const int r = i / (kDim / 2), j = 2 * (i % (kDim / 2));
@@ -112,8 +113,8 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
         d = make_float2(__expf(gL.x - gr.x), __expf(gL.y - gr.y));
         e = make_float2(__expf(gr.x), __expf(gr.y));
       } else {
-        d.x = d.y = __expf(gl - sm.gam[r]);
-        e.x = e.y = __expf(sm.gam[r]);
+        d.x = d.y = __expf(gate_diff(gl, sm.gam[r]));
+        e.x = e.y = __expf(sm.gam[r].x);
       }
       store2(kd + r * kDim + j, d.x * x.x, d.y * x.y);
       if constexpr (kDelta<U>) store2(sm.in.k + r * ldK + j, e.x * x.x, e.y * x.y);
@@ -155,7 +156,8 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
     __syncthreads();
     store_tile(ws.p + hc * kChunk * kChunk, kChunk, pt, ldC, kChunk, kChunk);
   } else if (tid < kChunk) {
-    ws.gam[hc * kChunk + tid] = sm.gam[tid];
+    ws.gam[hc * kGateStride + tid] = sm.gam[tid].x;
+    ws.gam[hc * kGateStride + kChunk + tid] = sm.gam[tid].y;
   }
 }
 
@@ -166,7 +168,7 @@ struct StateSmem {
   Only<kDelta<U>, T[2][kChunk * tile_ld<T>(kDim)]> w;
   T kd[2][kChunk * tile_ld<T>(kDim)];
   Only<kDelta<U>, float[2][kChunk * kLdU]> u;
-  float gam[2][kVector<G> ? kDim : kChunk];  // the chunk's cumulative gate; vector: its last row γ_L
+  float gam[2][kVector<G> ? kDim : kChunk];  // the chunk's cumulative gate (scalar: hi); vector: its last row γ_L
   T vn[kDelta<U> ? 1 : 2][kChunk * tile_ld<T>(kStateCols)];  // V'
   T s[kDim * tile_ld<T>(kStateCols)];                        // the state as an mma operand
 };
@@ -199,7 +201,7 @@ __global__ void __launch_bounds__(kThreads) state_kernel(ChunkParams<T> p, Forwa
       const int last = min(kChunk, seq.eos - (seq.bos + ci * kChunk)) - 1;
       load_tile(sm.gam[b], kDim, ws.gam + (hc * kChunk + last) * kDim, kDim, 1, kDim);
     } else {
-      load_tile(sm.gam[b], kChunk, ws.gam + hc * kChunk, kChunk, 1, kChunk);
+      load_tile(sm.gam[b], kChunk, ws.gam + hc * kGateStride, kChunk, 1, kChunk);
     }
     commit_async();
   };
@@ -257,7 +259,7 @@ struct OutputSmem {
   T s[kDim * tile_ld<T>(kOutCols)];
   T vn[kChunk * tile_ld<T>(kOutCols)];
   T pm[kChunk * tile_ld<T>(kChunk)];  // P, then O (staged)
-  float gam[kChunk];
+  float2 gam[kChunk];
   Only<kVector<G>, float[kChunk * kLdG]> gv;
 };
 
@@ -284,7 +286,7 @@ __global__ void __launch_bounds__(kThreads) output_kernel(ChunkParams<T> p, Forw
   load_rows(sm.q, ldK, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
   if constexpr (!kVector<G>)
     load_rows(sm.k, ldK, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
-  if (!kVector<G> && tid < kChunk) sm.gam[tid] = ws.gam[hc * kChunk + tid];
+  if constexpr (!kVector<G>) load_gate_pairs(sm.gam, ws.gam + hc * kGateStride);
   wait_async();
   __syncthreads();
 
@@ -301,14 +303,14 @@ __global__ void __launch_bounds__(kThreads) output_kernel(ChunkParams<T> p, Forw
     zero(acc);
     warp_mma(acc, row_major(sm.q, ldK), row_major(sm.k, ldK), m0, n0, kDim);
     for_each_pair(acc, m0, n0, [&](int i, int j, float x0, float x1) {
-      store2(sm.pm + i * ldC + j, j <= i ? x0 * __expf(sm.gam[i] - sm.gam[j]) : 0.f,
-             j + 1 <= i ? x1 * __expf(sm.gam[i] - sm.gam[j + 1]) : 0.f);
+      store2(sm.pm + i * ldC + j, j <= i ? x0 * __expf(gate_diff(sm.gam[i], sm.gam[j])) : 0.f,
+             j + 1 <= i ? x1 * __expf(gate_diff(sm.gam[i], sm.gam[j + 1])) : 0.f);
     });
   }
   float acc[1][4][4];
   zero(acc);
   warp_mma(acc, row_major(sm.q, ldK), col_major(sm.s, ldO), m0, n0, kDim);
-  if constexpr (!kVector<G>) for_each(acc, m0, n0, [&](int i, int, float& x) { x *= __expf(sm.gam[i]); });
+  if constexpr (!kVector<G>) for_each(acc, m0, n0, [&](int i, int, float& x) { x *= __expf(sm.gam[i].x); });
   __syncthreads();
   warp_mma(acc, row_major(sm.pm, ldC), col_major(sm.vn, ldO), m0, n0, kChunk);
   __syncthreads();  // P is read: O is staged over it
@@ -326,7 +328,7 @@ ForwardWorkspace<T> carve_forward(Carve& cv, const ChunkPlan& plan, int HV, Upda
   ws.chunk_seq = cv.take<int>(plan.NC);
   const size_t heads = size_t(plan.NC) * HV;
   const bool delta = update == Update::delta;
-  ws.gam = cv.take<float>(heads * kChunk * (gate == Gate::vector ? kDim : 1));
+  ws.gam = cv.take<float>(heads * (gate == Gate::vector ? kChunk * kDim : kGateStride));
   ws.u = delta ? cv.take<float>(heads * kChunk * kDim) : nullptr;
   ws.a = delta ? cv.take<T>(heads * kChunk * kChunk) : nullptr;
   ws.w = delta ? cv.take<T>(heads * kChunk * kDim) : nullptr;

@@ -15,8 +15,8 @@ struct ChunkParams {
   bool l2norm;
 };
 
-// Per (chunk, value head) buffers. fp32: the cumulative gate [NC,HV,64] (vector gate:
-// [NC,HV,64,128]) and U = A diag(β) V
+// Per (chunk, value head) buffers. fp32: the cumulative gate [NC,HV,2,64] (hi, then lo; vector
+// gate: [NC,HV,64,128]) and U = A diag(β) V
 // [NC,HV,64,128]. In the input type T, the values that only feed mma operands (tile.cuh):
 // A [NC,HV,64,64], W [NC,HV,64,128], Kd = K e^{γ_L − γ} [NC,HV,64,128], V' [NC,HV,64,128]
 // (the state pass's U − W S; for the additive rule V itself), chunk-entry states h
@@ -35,23 +35,42 @@ struct ForwardWorkspace {
   T *a, *w, *kd, *vn, *h, *h_lo, *p, *n;
 };
 
+// The scalar gate's cumulative sum γ_r of a chunk, kept per row as hi + lo (two fp32: hi = fp32(γ),
+// lo = fp32(γ − hi)), summed in fp64. With every gate near −30 a chunk's γ reaches −2000, where
+// fp32's spacing (2.4e-4) gives e^{γ_i − γ_j} ~1e-4 relative error, and dg (then a sum of such
+// terms alone) as much (bench/gpu/gate_cumsum_precision.py); the difference of two hi + lo pairs
+// is good to ~1e-7 of itself. e^γ alone takes hi: where it is not 0, |γ| < 88 and hi is within
+// 4e-6 of γ. The workspace keeps the hi row and then the lo row of each (chunk, value head):
+// the state passes read hi alone.
+__device__ __forceinline__ float gate_diff(float2 a, float2 b) { return (a.x - b.x) + (a.y - b.y); }
+__device__ __forceinline__ float2 split_gate(double x) {
+  const float hi = float(x);
+  return make_float2(hi, float(x - double(hi)));
+}
+constexpr int kGateStride = 2 * kChunk;  // floats per (chunk, value head) of the scalar gate
+
+// Rows r < 64 of γ from the workspace (gam: its [2,64] block); 64 threads.
+__device__ inline void load_gate_pairs(float2* gam, const float* ws_gam) {
+  if (threadIdx.x < kChunk) gam[threadIdx.x] = make_float2(ws_gam[threadIdx.x], ws_gam[kChunk + threadIdx.x]);
+}
+
 // Inclusive cumulative sum of g over the chunk's tokens (0 beyond len; all 0 when g is null:
-// no gate) and, when beta is given, beta (0 beyond len), into smem; one warp.
-__device__ inline void load_gate_beta(float* gam, float* bet, const float* g, const float* beta, int start, int len,
+// no gate) as hi + lo pairs and, when beta is given, beta (0 beyond len), into smem; one warp.
+__device__ inline void load_gate_beta(float2* gam, float* bet, const float* g, const float* beta, int start, int len,
                                int HV, int hv) {
   if (threadIdx.x >= 32) return;
   const int lane = threadIdx.x;
   const int r0 = 2 * lane, r1 = r0 + 1;
-  const float x0 = g && r0 < len ? g[long(start + r0) * HV + hv] : 0.f;
-  const float x1 = g && r1 < len ? g[long(start + r1) * HV + hv] : 0.f;
-  float s = x0 + x1;
+  const double x0 = g && r0 < len ? g[long(start + r0) * HV + hv] : 0.f;
+  const double x1 = g && r1 < len ? g[long(start + r1) * HV + hv] : 0.f;
+  double s = x0 + x1;
 #pragma unroll
   for (int o = 1; o < 32; o <<= 1) {
-    const float y = __shfl_up_sync(0xffffffffu, s, o);
+    const double y = __shfl_up_sync(0xffffffffu, s, o);
     if (lane >= o) s += y;
   }
-  gam[r0] = s - x1;
-  gam[r1] = s;
+  gam[r0] = split_gate(s - x1);
+  gam[r1] = split_gate(s);
   if (beta) {
     bet[r0] = r0 < len ? beta[long(start + r0) * HV + hv] : 0.f;
     bet[r1] = r1 < len ? beta[long(start + r1) * HV + hv] : 0.f;
