@@ -37,13 +37,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sweeplib as sl  # noqa: E402
 
 MIXERS = ["gated_deltanet", "deltanet", "gla", "mamba2", "attention"]
-# name in gdn, MAD's name, sequence length, training examples (MAD's baseline settings).
-TASKS = [("mad_compression", "Compress", 32, 12800),
-         ("mad_in_context_recall", "In-Context Recall", 128, 12800),
-         ("mad_noisy_in_context_recall", "Noisy Recall", 128, 12800),
-         ("mad_fuzzy_in_context_recall", "Fuzzy Recall", 128, 12800),
-         ("mad_selective_copying", "Selective Copy", 256, 12800),
-         ("mad_memorization", "Memorize", 32, 256)]
+# name in gdn, MAD's name, sequence length, training examples, vocabulary (MAD's baseline
+# settings, configs/tasks/*.yml; MAD sizes the model's embedding and head to the task's vocab).
+TASKS = [("mad_compression", "Compress", 32, 12800, 16),
+         ("mad_in_context_recall", "In-Context Recall", 128, 12800, 16),
+         ("mad_noisy_in_context_recall", "Noisy Recall", 128, 12800, 32),
+         ("mad_fuzzy_in_context_recall", "Fuzzy Recall", 128, 12800, 16),
+         ("mad_selective_copying", "Selective Copy", 256, 12800, 16),
+         ("mad_memorization", "Memorize", 32, 256, 256)]
 TEST_EXAMPLES, BATCH, EPOCHS, MIN_LR = 1280, 128, 200, 1e-6
 COMPRESSION_NOTE = (
     "trained and scored as MAD does (mad/model/auto_encoder.py), with gdn's model head \"autoencoder\": the "
@@ -120,7 +121,7 @@ def model_config(mixer, smoke, task="mad_in_context_recall"):
     mlp = 64 if smoke else 16 * ((int(2 * d * 4 / 3) + 15) // 16)
     # MAD's backbone for compression is its auto-encoder, a language model for the others.
     head = "autoencoder" if task == "mad_compression" else "lm"
-    return {"d_model": d, "layers": 2, "mixers": [mixer], "heads": 2 if smoke else 4, "head_dim": 16 if smoke else 32,
+    return {"vocab_size": task_info(task)[4], "d_model": d, "layers": 2, "mixers": [mixer], "heads": 2 if smoke else 4, "head_dim": 16 if smoke else 32,
             "expand_v": 2, "conv_size": 4, "attn_heads": 4 if smoke else 16, "mlp_hidden": mlp,
             "tie_embeddings": False, "head": head}
 
@@ -134,7 +135,7 @@ def make_runs(args, scale):
     runs = []
     for mixer in sl.parse_list(args.mixers):
         for task in sl.parse_list(args.tasks):
-            _, mad_name, L, n_train = task_info(task)
+            _, mad_name, L, n_train, _ = task_info(task)
             n_train_run = 64 if args.smoke else n_train
             n_test = 32 if args.smoke else TEST_EXAMPLES
             steps = steps_for(args, n_train_run)
@@ -190,7 +191,8 @@ def best_rows(rows):
             best[key] = {"mixer": r["mixer"], "task": r["task"], "mad_task": r["mad_task"], "accuracy": acc,
                          "lr": r["lr"] if acc is not None else None,
                          "weight_decay": r["weight_decay"] if acc is not None else None,
-                         "steps": r["steps"], "mad_steps": r["mad_steps"], "epochs": r["epochs"]}
+                         "steps": r["steps"], "mad_steps": r["mad_steps"], "epochs": r["epochs"],
+                         "vocab_size": r.get("model", {}).get("vocab_size")}
     return list(best.values())
 
 
@@ -209,7 +211,8 @@ def markdown(result):
     for t in tasks:
         r = next((x for x in result["best"] if x["task"] == t), None)
         if r:
-            setting.append(f"{task_info(t)[1]}: {r['steps']} steps = {r['epochs']} epochs (MAD: 200)")
+            vocab = f", model vocab {r['vocab_size']}" if r.get("vocab_size") else ""
+            setting.append(f"{task_info(t)[1]}: {r['steps']} steps = {r['epochs']} epochs (MAD: 200){vocab}")
     lines.append("**Setting** (reduced where fewer steps than MAD's): batch " + str(b["batch"]) + ", lr "
                  + str(b["lrs"]) + " x weight decay " + str(b["wds"]) + " (best kept), cosine to 1e-6; "
                  + "; ".join(setting) + ". Only MAD's baseline setting of each task; a published MAD score "
