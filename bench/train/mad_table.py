@@ -51,7 +51,8 @@ COMPRESSION_NOTE = (
     "blocks encode the sequence, the residual stream at the last position (the compression token) is the code, a "
     "decoder (RMSNorm, Linear+bias, GELU, RMSNorm, Linear+bias, GELU) fed with code + sinusoidal position "
     "embeddings of each position, then the final RMSNorm and a biased head, rebuilds all 32 tokens; loss and "
-    "accuracy over all 32 positions, the compression token included (MAD's targets are the inputs). A causal LM "
+    "accuracy over all 32 positions, the compression token included (MAD's targets are the inputs; chance is "
+    "(31/15 + 1)/32 = 9.6% once the compression token is learnt). A causal LM "
     "cannot be scored on it (its labels equal its inputs), so gdn train refuses the task with the lm head.")
 
 # The DeltaNet blog post's MAD table (Songlin Yang, "DeltaNet Explained (Part I)", 2024-12-03,
