@@ -2,8 +2,11 @@
 #include <gtest/gtest.h>
 #include <omp.h>
 
+#include <cmath>
+
 #include "gdn/common.h"
 #include "gdn/nn/activations.h"
+#include "gdn/nn/autoencoder.h"
 #include "gdn/nn/conv.h"
 #include "gdn/nn/embedding.h"
 #include "gdn/nn/linear.h"
@@ -61,6 +64,82 @@ TEST_P(LayerCheck, Linear) {
                 lin.backward(x.data(), dy.data(), n, dx.data(), false);
               },
               rng);
+}
+
+TEST_P(LayerCheck, LinearWithBias) {
+  Linear<double> lin;
+  lin.init(6, 4, rng, 0.5, true);
+  lin.bias.normal(rng, 1.0);
+  const int n = 5;
+  auto x = randn(rng, size_t(n) * 6);
+  ParamList<double> ps;
+  lin.collect("lin", ps);
+  ASSERT_EQ(ps.size(), 2u);
+  EXPECT_EQ(ps[1].first, "lin.bias");
+  EXPECT_FALSE(lin.bias.decay);
+  check_layer("linear+bias", x, size_t(n) * 4, ps, [&](std::vector<double>& y) { lin.forward(x.data(), n, y.data()); },
+              [&](const std::vector<double>& dy, std::vector<double>& dx) {
+                lin.backward(x.data(), dy.data(), n, dx.data(), false);
+              },
+              rng);
+}
+
+TEST_P(LayerCheck, Gelu) {
+  // Against its own finite differences, and the erf form against the integral's symmetry
+  // gelu(x) - gelu(-x) = x.
+  for (int i = 0; i < 50; ++i) {
+    const double x = rng.normal() * 3, h = 1e-5;
+    const double numeric = (gelu(x + h) - gelu(x - h)) / (2 * h);
+    EXPECT_NEAR(gelu_grad(x), numeric, 1e-8) << "x = " << x;
+    EXPECT_NEAR(gelu(x) - gelu(-x), x, 1e-12) << "x = " << x;
+    EXPECT_NEAR(double(gelu(float(x))), gelu(x), 1e-6 * (1 + std::abs(x)));
+  }
+}
+
+// MAD's table: [sin(p w) | cos(p w)], w from 1 down to 1e-4 in a geometric series.
+TEST_P(LayerCheck, SinusoidalPositions) {
+  for (int dim : {4, 9, 16}) {
+    const int P = 7, half = dim / 2;
+    const auto table = sinusoidal_positions(P, dim);
+    ASSERT_EQ(table.size(), size_t(P) * dim);
+    for (int p = 0; p < P; ++p) {
+      const double* row = &table[size_t(p) * dim];
+      for (int i = 0; i < half; ++i) {
+        EXPECT_NEAR(row[i] * row[i] + row[half + i] * row[half + i], 1.0, 1e-12);
+        if (i == 0) EXPECT_NEAR(row[0], std::sin(double(p)), 1e-12);
+        if (i == half - 1) EXPECT_NEAR(row[i], std::sin(p * 1e-4), 1e-12);
+        // consecutive frequencies keep one ratio
+        if (p == 1 && i > 0 && i + 1 < half)
+          EXPECT_NEAR(std::asin(row[i]) * std::asin(row[i]), std::asin(row[i - 1]) * std::asin(row[i + 1]), 1e-12);
+      }
+      if (dim % 2) EXPECT_EQ(row[dim - 1], 0.0);
+    }
+  }
+  EXPECT_THROW(sinusoidal_positions(4, 3), gdn::Error);
+}
+
+// MAD's auto-encoder decoder: the code's gradient (summed over every decoded position) and
+// each parameter's, against finite differences.
+TEST_P(LayerCheck, AutoencoderDecoder) {
+  AutoencoderDecoder<double> dec;
+  dec.init(6, 1e-6, rng, 0.5);
+  for (Param<double>* p : {&dec.fc1.bias, &dec.fc2.bias, &dec.norm1.weight, &dec.norm2.weight}) p->normal(rng, 0.5);
+  const int B = 2, T = 5;
+  auto code = randn(rng, size_t(B) * 6);
+  ParamList<double> ps;
+  dec.collect("decoder", ps);
+  ASSERT_EQ(ps.size(), 6u);
+  check_layer("autoencoder decoder", code, size_t(B) * T * 6, ps,
+              [&](std::vector<double>& y) { dec.forward(code.data(), B, T, y.data()); },
+              [&](const std::vector<double>& dy, std::vector<double>& dcode) { dec.backward(dy.data(), dcode.data()); },
+              rng);
+  // Row b * T + t depends on sequence b's code only, and differs between positions.
+  std::vector<double> y0(size_t(B) * T * 6), y1(y0.size());
+  dec.forward(code.data(), B, T, y0.data());
+  code[6] += 1.0;
+  dec.forward(code.data(), B, T, y1.data());
+  for (size_t i = 0; i < size_t(T) * 6; ++i) EXPECT_EQ(y0[i], y1[i]) << "sequence 0 moved with sequence 1's code";
+  EXPECT_NE(y0[0], y0[6]) << "positions 0 and 1 decode alike";
 }
 
 TEST_P(LayerCheck, RMSNorm) {
@@ -179,6 +258,19 @@ TEST_P(LayerCheck, LMHeadLoss) {
   expect_grad("ce dh", h, dh, loss, rng);
   const std::vector<double> g = head.grad;
   expect_grad("ce head", head.value, g, loss, rng);
+  // With a bias (the autoencoder head's).
+  Param<double> bias;
+  bias.init({vocab}, false);
+  bias.normal(rng, 1.0);
+  auto biased = [&] { return ce.forward(h.data(), labels.data(), n, D, head, &bias).loss; };
+  EXPECT_NE(biased(), loss());
+  std::fill(head.grad.begin(), head.grad.end(), 0.0);
+  biased();
+  ce.backward(dh.data(), head, &bias);
+  expect_grad("ce+bias dh", h, dh, biased, rng);
+  const std::vector<double> gb = bias.grad, gh = head.grad;
+  expect_grad("ce+bias bias", bias.value, gb, biased, rng);
+  expect_grad("ce+bias head", head.value, gh, biased, rng);
   labels[1] = vocab;
   EXPECT_THROW(ce.forward(h.data(), labels.data(), n, D, head), gdn::Error);
 }

@@ -37,8 +37,10 @@ TEST_P(ModelGrad, EveryParameter) {
   const auto& [which, seed] = GetParam();
   ModelConfig cfg = which == "gdn"  ? tiny({"gated_deltanet"}, 2)
                     : which == "h1" ? tiny({"gated_deltanet", "swa"}, 2)
+                    : which == "ae" ? tiny({"gated_deltanet", "attention"}, 2)
                                     : tiny({"mamba2", "gated_deltanet", "attention"}, 3);
   cfg.tie_embeddings = which == "h2";
+  if (which == "ae") cfg.head = "autoencoder";
   Model<double> model(cfg, seed);
   Rng rng(seed + 1);
   const int B = 2, T = 7;
@@ -57,8 +59,38 @@ TEST_P(ModelGrad, EveryParameter) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, ModelGrad,
-                         ::testing::Combine(::testing::Values("gdn", "h1", "h2"),
+                         ::testing::Combine(::testing::Values("gdn", "h1", "h2", "ae"),
                                             ::testing::Values(uint64_t(3), test::fresh_seed())));
+
+// The autoencoder head: its parameter names, the code is the last position's stream (so
+// every decoded position sees the whole input, and earlier outputs do not stay causal),
+// and the loss covers every labelled position.
+TEST(Model, Autoencoder) {
+  ModelConfig cfg = tiny({"gated_deltanet"}, 1);
+  cfg.head = "autoencoder";
+  Model<float> model(cfg, 1);
+  for (const char* name : {"model.decoder.norm1.weight", "model.decoder.fc1.weight", "model.decoder.fc1.bias",
+                           "model.decoder.norm2.weight", "model.decoder.fc2.weight", "model.decoder.fc2.bias",
+                           "model.norm.weight", "lm_head.weight", "lm_head.bias"})
+    EXPECT_NE(model.find(name), nullptr) << name;
+  EXPECT_EQ(model.find("model.decoder.fc1.weight")->shape, (std::vector<int64_t>{8, 8}));
+  EXPECT_EQ(model.find("lm_head.bias")->shape, (std::vector<int64_t>{13}));
+  EXPECT_FALSE(model.find("lm_head.bias")->decay);
+  EXPECT_EQ(Model<float>(tiny({"gated_deltanet"}, 1), 1).find("model.decoder.fc1.weight"), nullptr);
+  Rng rng(test::fresh_seed());
+  const int T = 6;
+  std::vector<int32_t> ids(T), labels(T);
+  for (auto& x : ids) x = int32_t(rng.below(cfg.vocab_size));
+  labels = ids;
+  const LossStats a = model.forward(ids.data(), labels.data(), 1, T);
+  EXPECT_EQ(a.count, T);
+  // Changing the last input changes the loss at position 0 (an LM could not).
+  std::vector<int32_t> only_first(T, kIgnoreIndex);
+  only_first[0] = ids[0];
+  const double before = model.forward(ids.data(), only_first.data(), 1, T).loss;
+  ids[T - 1] = (ids[T - 1] + 1) % cfg.vocab_size;
+  EXPECT_NE(model.forward(ids.data(), only_first.data(), 1, T).loss, before);
+}
 
 TEST(Model, FlaNames) {
   ModelConfig cfg = tiny({"gated_deltanet", "swa"}, 2);
@@ -123,6 +155,8 @@ TEST(ModelConfig, Errors) {
   expect_config_error({{"mixers", {"swa"}}, {"attn_heads", 4}, {"attn_kv_heads", 3}}, "attn_kv_heads");
   expect_config_error({{"mixers", nlohmann::json::array()}}, "at least one mixer");
   expect_config_error(nlohmann::json::array({1, 2}), "JSON object");
+  expect_config_error({{"head", "classifier"}}, "head must be lm or autoencoder");
+  expect_config_error({{"head", "autoencoder"}, {"d_model", 2}, {"heads", 1}}, "d_model >= 4");
   expect_config_error({{"gate_dt_range", {0.1, 0.01}}}, "gate_dt_range must be [min, max]");
   expect_config_error({{"gate_dt_range", {0.0, 0.01}}}, "gate_dt_range must be [min, max]");
   expect_config_error({{"gate_dt_range", {1e-3, 1e-2, 0.1}}}, "gate_dt_range must be [min, max]");
@@ -134,6 +168,8 @@ TEST(ModelConfig, RoundTrip) {
   c.gate_dt_range = {1e-4, 2e-3};
   const ModelConfig d = ModelConfig::from_json(c.to_json());
   EXPECT_EQ(c.to_json(), d.to_json());
+  c.head = "autoencoder";
+  EXPECT_TRUE(ModelConfig::from_json(c.to_json()).autoencoder());
 }
 
 TEST(Model, RejectsBadTokens) {

@@ -54,14 +54,21 @@ TEST_P(TorchModel, LossAndGradients) {
     c.layers = 2;
     c.mixers = {"gated_deltanet", "swa"};
     c.allow_neg_eigval = true;
-  } else {
+  } else if (which == "h2") {
     c.layers = 3;
     c.mixers = {"mamba2", "gated_deltanet", "attention"};
     c.tie_embeddings = true;
+  } else {  // MAD's auto-encoder
+    c.layers = 2;
+    c.mixers = {"deltanet", "attention"};
+    c.head = "autoencoder";
   }
   const uint64_t seed = test::fresh_seed();
   Model<float> model(c, seed);
   Rng rng(seed + 1);
+  // Biases start at zero; nonzero ones check that the forward uses them.
+  for (const auto& [name, p] : model.params())
+    if (name.ends_with(".bias")) p->normal(rng, 0.5);
   const int B = 2, T = 19;
   std::vector<int32_t> ids(B * T), labels(B * T);
   for (auto& x : ids) x = int32_t(rng.below(c.vocab_size));
@@ -99,6 +106,6 @@ TEST_P(TorchModel, LossAndGradients) {
   std::filesystem::remove_all(dir);
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, TorchModel, ::testing::Values("gdn", "h1", "h2"));
+INSTANTIATE_TEST_SUITE_P(Models, TorchModel, ::testing::Values("gdn", "h1", "h2", "ae"));
 
 }  // namespace

@@ -19,9 +19,11 @@ than MAD's 200 epochs; --budget-seconds picks the steps to fit a wall-clock budg
 a published MAD score averages the best accuracy over the baseline and its harder settings
 (mad/analysis.py compute_model_mad_scores), so the published numbers are a harder average.
 
-Compression is not run: MAD trains it with an auto-encoder (mad/model/auto_encoder.py: the
-encoder's last position is the code; a 2-layer GELU MLP with sinusoidal position embeddings
-decodes every position from it), which gdn train does not have (see the notes in the output).
+Compression runs as MAD runs it, with its auto-encoder (mad/model/auto_encoder.py; gdn's model
+head "autoencoder"): the 2 blocks encode the sequence, the stream at the last position (the
+compression token) is the code, and a 2-layer GELU MLP fed with code + sinusoidal position
+embeddings, then the final norm and a biased head, rebuild every token; the loss and the
+accuracy cover all seq_len positions (MAD's targets are the inputs).
 
 Outputs <out>/<date>-mad-table.{json,md}.
 """
@@ -35,20 +37,23 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sweeplib as sl  # noqa: E402
 
 MIXERS = ["gated_deltanet", "deltanet", "gla", "mamba2", "attention"]
-# name in gdn, MAD's name, sequence length, training examples (MAD's baseline settings).
-TASKS = [("mad_in_context_recall", "In-Context Recall", 128, 12800),
-         ("mad_noisy_in_context_recall", "Noisy Recall", 128, 12800),
-         ("mad_fuzzy_in_context_recall", "Fuzzy Recall", 128, 12800),
-         ("mad_selective_copying", "Selective Copy", 256, 12800),
-         ("mad_memorization", "Memorize", 32, 256)]
+# name in gdn, MAD's name, sequence length, training examples, vocabulary (MAD's baseline
+# settings, configs/tasks/*.yml; MAD sizes the model's embedding and head to the task's vocab).
+TASKS = [("mad_compression", "Compress", 32, 12800, 16),
+         ("mad_in_context_recall", "In-Context Recall", 128, 12800, 16),
+         ("mad_noisy_in_context_recall", "Noisy Recall", 128, 12800, 32),
+         ("mad_fuzzy_in_context_recall", "Fuzzy Recall", 128, 12800, 16),
+         ("mad_selective_copying", "Selective Copy", 256, 12800, 16),
+         ("mad_memorization", "Memorize", 32, 256, 256)]
 TEST_EXAMPLES, BATCH, EPOCHS, MIN_LR = 1280, 128, 200, 1e-6
 COMPRESSION_NOTE = (
-    "not run: MAD scores compression with an auto-encoder (mad/model/auto_encoder.py), not a causal LM: the "
-    "encoder's last hidden state is the code, and a 2-layer GELU MLP fed with code + sinusoidal position "
-    "embeddings reconstructs every input token. gdn train has only the causal-LM objective (on MAD's "
-    "compression labels, which equal the inputs, a causal LM scores 100% by copying). Supporting it needs a "
-    "second model kind (pooling, decoder MLP with GELU and position embeddings, forward and backward, its "
-    "checkpoint layout and an evaluation path): not a small change to the trainer, so gdn train refuses the task.")
+    "trained and scored as MAD does (mad/model/auto_encoder.py), with gdn's model head \"autoencoder\": the "
+    "blocks encode the sequence, the residual stream at the last position (the compression token) is the code, a "
+    "decoder (RMSNorm, Linear+bias, GELU, RMSNorm, Linear+bias, GELU) fed with code + sinusoidal position "
+    "embeddings of each position, then the final RMSNorm and a biased head, rebuilds all 32 tokens; loss and "
+    "accuracy over all 32 positions, the compression token included (MAD's targets are the inputs; chance is "
+    "(31/15 + 1)/32 = 9.6% once the compression token is learnt). A causal LM "
+    "cannot be scored on it (its labels equal its inputs), so gdn train refuses the task with the lm head.")
 
 # The DeltaNet blog post's MAD table (Songlin Yang, "DeltaNet Explained (Part I)", 2024-12-03,
 # https://sustcsonglin.github.io/blog/2024/deltanet-1/ ; source: github.com/sustcsonglin/
@@ -78,7 +83,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=sl.help_formatter())
     sl.add_common_args(p)
     p.add_argument("--mixers", default=",".join(MIXERS), help="comma-separated mixers (default: %(default)s)")
-    p.add_argument("--tasks", default=",".join(t[0] for t in TASKS), help="tasks (default: all five trainable)")
+    p.add_argument("--tasks", default=",".join(t[0] for t in TASKS), help="tasks (default: all six)")
     p.add_argument("--merge", nargs="+", metavar="JSON",
                    help="train nothing: join the runs of earlier result files (tasks run separately) into one table")
     p.add_argument("--lrs", default="1e-4,5e-4,1e-3", help="learning rates (default: MAD's %(default)s)")
@@ -94,7 +99,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.smoke:
         args.steps, args.lrs, args.wds, args.batch = 3, "1e-3", "0", 16
-        args.tasks = "mad_in_context_recall,mad_memorization"
+        args.tasks = "mad_compression,mad_in_context_recall,mad_memorization"
         if args.mixers == ",".join(MIXERS):
             args.mixers = "gated_deltanet,attention"
     return args
@@ -104,7 +109,7 @@ def task_info(name):
     for t in TASKS:
         if t[0] == name:
             return t
-    sl.fail(f"unknown or untrainable task {name} (trainable MAD tasks: {', '.join(t[0] for t in TASKS)})")
+    sl.fail(f"unknown task {name} (MAD tasks: {', '.join(t[0] for t in TASKS)})")
 
 
 def full_steps(train_examples, batch):
@@ -112,12 +117,14 @@ def full_steps(train_examples, batch):
     return EPOCHS * max(1, train_examples // batch)
 
 
-def model_config(mixer, smoke):
+def model_config(mixer, smoke, task="mad_in_context_recall"):
     d = 32 if smoke else 128
     mlp = 64 if smoke else 16 * ((int(2 * d * 4 / 3) + 15) // 16)
-    return {"d_model": d, "layers": 2, "mixers": [mixer], "heads": 2 if smoke else 4, "head_dim": 16 if smoke else 32,
+    # MAD's backbone for compression is its auto-encoder, a language model for the others.
+    head = "autoencoder" if task == "mad_compression" else "lm"
+    return {"vocab_size": task_info(task)[4], "d_model": d, "layers": 2, "mixers": [mixer], "heads": 2 if smoke else 4, "head_dim": 16 if smoke else 32,
             "expand_v": 2, "conv_size": 4, "attn_heads": 4 if smoke else 16, "mlp_hidden": mlp,
-            "tie_embeddings": False}
+            "tie_embeddings": False, "head": head}
 
 
 def steps_for(args, train_examples):
@@ -129,14 +136,14 @@ def make_runs(args, scale):
     runs = []
     for mixer in sl.parse_list(args.mixers):
         for task in sl.parse_list(args.tasks):
-            _, mad_name, L, n_train = task_info(task)
+            _, mad_name, L, n_train, _ = task_info(task)
             n_train_run = 64 if args.smoke else n_train
             n_test = 32 if args.smoke else TEST_EXAMPLES
             steps = steps_for(args, n_train_run)
             for lr in sl.parse_list(args.lrs, float):
                 for wd in sl.parse_list(args.wds, float):
                     config = {
-                        "model": dict(model_config(mixer, args.smoke)),
+                        "model": dict(model_config(mixer, args.smoke, task)),
                         "train": {"batch": args.batch, "steps": steps, "lr": lr, "weight_decay": wd,
                                   "warmup": 0.0, "min_lr_ratio": min(1.0, MIN_LR / lr), "clip": 1.0,
                                   "eval_every": 0, "seed": args.seed},
@@ -185,7 +192,8 @@ def best_rows(rows):
             best[key] = {"mixer": r["mixer"], "task": r["task"], "mad_task": r["mad_task"], "accuracy": acc,
                          "lr": r["lr"] if acc is not None else None,
                          "weight_decay": r["weight_decay"] if acc is not None else None,
-                         "steps": r["steps"], "mad_steps": r["mad_steps"], "epochs": r["epochs"]}
+                         "steps": r["steps"], "mad_steps": r["mad_steps"], "epochs": r["epochs"],
+                         "vocab_size": r.get("model", {}).get("vocab_size")}
     return list(best.values())
 
 
@@ -193,7 +201,7 @@ def markdown(result):
     b, m = result["budget"], result["machine"]
     tasks = result["tasks"]
     best = {(r["mixer"], r["task"]): r for r in result["best"]}
-    cols = ["Compress"] + [task_info(t)[1] for t in tasks]
+    cols = [t[1] for t in TASKS]
     lines = ["# MAD synthetic tasks (baseline settings)\n",
              f"Machine: {m['cpu']} ({m['cores']} cores), {m['date']}, gdn {m['gdn_commit']}.\n"]
     for src in result.get("merged_from", []):
@@ -204,7 +212,8 @@ def markdown(result):
     for t in tasks:
         r = next((x for x in result["best"] if x["task"] == t), None)
         if r:
-            setting.append(f"{task_info(t)[1]}: {r['steps']} steps = {r['epochs']} epochs (MAD: 200)")
+            vocab = f", model vocab {r['vocab_size']}" if r.get("vocab_size") else ""
+            setting.append(f"{task_info(t)[1]}: {r['steps']} steps = {r['epochs']} epochs (MAD: 200){vocab}")
     lines.append("**Setting** (reduced where fewer steps than MAD's): batch " + str(b["batch"]) + ", lr "
                  + str(b["lrs"]) + " x weight decay " + str(b["wds"]) + " (best kept), cosine to 1e-6; "
                  + "; ".join(setting) + ". Only MAD's baseline setting of each task; a published MAD score "
@@ -212,11 +221,13 @@ def markdown(result):
     lines.append("Accuracy (%) on the test split, best lr/wd:\n")
     body = []
     for mixer in result["mixers"]:
-        row = [f"{mixer} (gdn)", "—"]
+        row = [f"{mixer} (gdn)"]
         accs = []
-        for t in tasks:
+        for t, *_ in TASKS:
             r = best.get((mixer, t))
-            if r is None or r["accuracy"] is None:
+            if t not in tasks:
+                row.append("—")
+            elif r is None or r["accuracy"] is None:
                 row.append("failed")
             else:
                 row.append(sl.pct(r["accuracy"]))
@@ -232,7 +243,8 @@ def markdown(result):
     lines.append(f"\nPublished: {pub['source']} (MAD scores; Mamba there is MAD's Mamba layer, not Mamba2; "
                  "the post has no Gated DeltaNet row). Pairs: "
                  + ", ".join(f"{k} ↔ {v}" for k, v in PUBLISHED_ROW.items()) + ".\n")
-    lines.append(f"\n**Compression**: {COMPRESSION_NOTE}\n")
+    lines.append("\n**Compression**: " + (COMPRESSION_NOTE if "mad_compression" in tasks
+                                           else "not run in this sweep (--tasks).") + "\n")
     failed = [r for r in result["runs"] if r["status"] != "ok"]
     if failed:
         lines.append(f"\n{len(failed)} run(s) did not finish:\n")

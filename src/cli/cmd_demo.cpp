@@ -31,6 +31,10 @@ struct DemoArgs {
   bool random_non_queries = false;
   double lr = 5e-3;
   std::array<double, 2> gate_dt_range = nn::ModelConfig().gate_dt_range;
+  // ~PyTorch's default Linear scale at width 32 (1/sqrt(3 * 32) = 0.10). FLA's 0.02 suits widths
+  // of a thousand and more; at width 32 it left attention at chance (16% after 30000 steps)
+  // where 0.1 solves the task (bench/results/2026-11-25-demo-init.json).
+  double init_std = 0.1;
   uint64_t seed = 0;
   int seeds = 3;  // runs per mixer, seeds seed .. seed + seeds - 1
   std::string out = "demo_out";
@@ -103,6 +107,10 @@ std::string svg_plot(const std::vector<DemoRun>& runs, const DemoArgs& a) {
              "' y='", y + 4, "' text-anchor='end'>", t * 25, "%</text>\n");
   }
   s += cat("<text x='", cx0 + cw / 2, "' y='", y0 + h + 30, "' text-anchor='middle'>training step</text>\n");
+  // Legend above the panel, clear of the curves: names side by side (~6.5 px per character at
+  // 11 px), a second row when they do not fit in one.
+  double legend_x = cx0;
+  int legend_y = y0 - 26;
   for (int i = 0; i < nm; ++i) {
     for (const auto* r : runs_of(runs, a.mixers[size_t(i)])) {
       const auto& c = r->curve;
@@ -113,9 +121,14 @@ std::string svg_plot(const std::vector<DemoRun>& runs, const DemoArgs& a) {
       s += cat("<polyline fill='none' stroke-width='1.5' stroke-opacity='0.8' stroke='", colors[i % 8], "' points='", pts,
                "'/>\n");
     }
-    // Legend in a row above the panel, clear of the curves.
-    s += cat("<text x='", cx0 + cw * i / nm, "' y='", y0 - 22, "' fill='", colors[i % 8], "' font-size='11'>",
+    const double width = 6.5 * double(a.mixers[size_t(i)].size()) + 14;
+    if (legend_x > cx0 && legend_x + width > cx0 + cw) {
+      legend_x = cx0;
+      legend_y += 13;
+    }
+    s += cat("<text x='", legend_x, "' y='", legend_y, "' fill='", colors[i % 8], "' font-size='11'>",
              a.mixers[size_t(i)], "</text>\n");
+    legend_x += width;
   }
   return s + "</svg>\n";
 }
@@ -131,6 +144,7 @@ void run_demo(const DemoArgs& a) {
   s.model.attn_heads = a.heads;
   s.model.mlp_hidden = a.d_model;
   s.model.gate_dt_range = a.gate_dt_range;
+  s.model.init_std = a.init_std;
   s.train.batch = a.batch;
   s.train.steps = a.steps;
   s.train.adam.lr = a.lr;
@@ -276,7 +290,7 @@ void run_demo(const DemoArgs& a) {
                                   {"num_kv_pairs", a.kv}, {"random_non_queries", a.random_non_queries},
                                   {"d_model", a.d_model}, {"layers", 2},
                                   {"heads", a.heads}, {"head_dim", a.head_dim}, {"steps", a.steps},
-                                  {"batch", a.batch}, {"lr", a.lr}, {"gate_dt_range", a.gate_dt_range},
+                                  {"batch", a.batch}, {"lr", a.lr}, {"gate_dt_range", a.gate_dt_range}, {"init_std", a.init_std},
                                   {"seeds", a.seeds}, {"first_seed", a.seed}};
   std::ofstream(a.out + "/demo.json") << nlohmann::json{{"setting", setting},
                                                                      {"runs", detail},
@@ -307,6 +321,8 @@ GDN_COMMAND("demo", "Delta rule vs linear attention, gating and attention on MQA
               app.add_option("--lr", a->lr, "Peak learning rate")->capture_default_str();
               app.add_option("--gate-dt-range", a->gate_dt_range,
                              "Initial dt range of the decay gates (Gated DeltaNet, Mamba2), log-uniform")
+                  ->capture_default_str();
+              app.add_option("--init-std", a->init_std, "Standard deviation of the initial projection weights")
                   ->capture_default_str();
               app.add_option("--seed", a->seed, "First seed")->capture_default_str();
               app.add_option("--seeds", a->seeds, "Seeds per mixer (the table reports their median)")

@@ -21,7 +21,14 @@ void run_eval(const EvalArgs& a) {
   set_threads(a.threads);
   GDN_CHECK(!a.data.empty() || !a.config.empty(), "eval: give --data FILE or --config FILE (its data section)");
   auto model = train::load_model(a.checkpoint);
-  const train::Dataset data = a.data.empty() ? RunSpec::load(a.config).eval_set() : train::load_token_file(a.data);
+  train::Dataset data;
+  if (a.data.empty()) {
+    const RunSpec spec = RunSpec::load(a.config);
+    check_data_fits_model(spec.data, model->config());
+    data = spec.eval_set();
+  } else {
+    data = train::load_token_file(a.data);
+  }
   GDN_CHECK(data.vocab <= model->config().vocab_size, "eval: the data uses token ids up to ", data.vocab - 1,
             " but the model's vocab_size is ", model->config().vocab_size);
   // More than one thread: a model replica per thread, each on a shard of every batch.

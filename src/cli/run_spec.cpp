@@ -42,11 +42,22 @@ RunSpec RunSpec::load(const std::string& path) {
   return s;
 }
 
-train::Dataset RunSpec::train_set() const {
+void check_data_fits_model(const nlohmann::json& data, const nn::ModelConfig& model) {
+  // A user's own files may hold either kind of labels; a generated task has one meaning.
+  if (!data.contains("task")) return;
+  const std::string task = data["task"].is_string() ? data["task"].get<std::string>() : "";
   // MAD scores compression with an auto-encoder that rebuilds the sequence from its last
   // position; a causal LM on these labels (= inputs) scores 100% by copying.
-  GDN_CHECK(data.value("task", std::string()) != "mad_compression",
-            "task mad_compression needs MAD's auto-encoder objective, which gdn train does not have yet");
+  GDN_CHECK(task != "mad_compression" || model.autoencoder(), "task mad_compression is MAD's auto-encoder task: ",
+            "set \"head\": \"autoencoder\" in the model section (a causal LM on its labels, which equal the ",
+            "inputs, scores 100% by copying)");
+  GDN_CHECK(task == "mad_compression" || !model.autoencoder(), "the autoencoder head decodes the whole sequence ",
+            "from its last position, which only MAD's compression task asks for; task ", task,
+            " has next-token labels: use \"head\": \"lm\"");
+}
+
+train::Dataset RunSpec::train_set() const {
+  check_data_fits_model(data, model);
   if (data.contains("train_file")) return train::load_token_file(data["train_file"].get<std::string>());
   return train::make_task(data, train_examples, data_seed, false);
 }

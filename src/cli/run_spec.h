@@ -20,10 +20,15 @@ struct RunSpec {
 
   // Reads FILE (empty: defaults). Throws gdn::Error naming the file and the field.
   static RunSpec load(const std::string& path);
-  // Training and evaluation sets (generated, or loaded from the files).
+  // Training and evaluation sets (generated, or loaded from the files). train_set() checks
+  // that the task suits `model` (check_data_fits_model).
   train::Dataset train_set() const;
   train::Dataset eval_set() const;
 };
+
+// Throws gdn::Error when a generated task and the model's head do not belong together:
+// mad_compression needs the autoencoder head, which no other task uses.
+void check_data_fits_model(const nlohmann::json& data, const nn::ModelConfig& model);
 
 // Sets the OpenMP and OpenBLAS thread counts; 0 means 1. Threads inside the layers of the
 // small models trained here spin at every barrier rather than help (measured: 60k vs 2k

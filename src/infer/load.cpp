@@ -126,6 +126,8 @@ Config config_from_gdn(const nn::ModelConfig& m) {
   c.norm_eps = m.norm_eps;
   c.tie_embeddings = m.tie_embeddings;
   c.mlp_hidden = std::max(0, m.mlp_size());
+  GDN_CHECK(!m.autoencoder(), "model config: head \"autoencoder\" (MAD's compression task) decodes a sequence from ",
+            "its last position and does not generate text; gdn's inference runs the lm head");
   GDN_CHECK(m.use_short_conv, "model config: use_short_conv false is not supported by gdn's inference");
   for (int i = 0; i < m.layers; ++i) {
     const std::string& mixer = m.mixer(i);

@@ -31,7 +31,7 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j) {
                                 "expand_v", "conv_size", "allow_neg_eigval", "linear_attention_feature_map",
                                 "gate_dt_range", "form", "chunk_size",
                                 "attn_heads", "attn_kv_heads", "attn_head_dim", "window", "rope_theta",
-                                "mlp_hidden", "tie_embeddings", "norm_eps", "init_std"});
+                                "mlp_hidden", "tie_embeddings", "head", "norm_eps", "init_std"});
   ModelConfig c;
   fields.read("vocab_size", c.vocab_size);
   fields.read("d_model", c.d_model);
@@ -67,6 +67,7 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j) {
   fields.read("rope_theta", c.rope_theta);
   fields.read("mlp_hidden", c.mlp_hidden);
   fields.read("tie_embeddings", c.tie_embeddings);
+  fields.read("head", c.head);
   fields.read("norm_eps", c.norm_eps);
   fields.read("init_std", c.init_std);
   c.validate();
@@ -98,7 +99,7 @@ nlohmann::json ModelConfig::to_json() const {
           {"form", form_name(form)},
           {"chunk_size", chunk_size}, {"attn_heads", attn_heads}, {"attn_kv_heads", attn_kv_heads},
           {"attn_head_dim", attn_head_dim}, {"window", window}, {"rope_theta", rope_theta},
-          {"mlp_hidden", mlp_hidden}, {"tie_embeddings", tie_embeddings}, {"norm_eps", norm_eps},
+          {"mlp_hidden", mlp_hidden}, {"tie_embeddings", tie_embeddings}, {"head", head}, {"norm_eps", norm_eps},
           {"init_std", init_std}};
 }
 
@@ -146,6 +147,9 @@ void ModelConfig::validate() const {
       GDN_CHECK(window >= 0, "model config: window must be >= 0 (0: full attention), got ", window);
     }
   }
+  GDN_CHECK(head == "lm" || head == "autoencoder", "model config: head must be lm or autoencoder, got \"", head, "\"");
+  GDN_CHECK(!autoencoder() || d_model >= 4,
+            "model config: the autoencoder head needs d_model >= 4 (sinusoidal positions), got ", d_model);
   GDN_CHECK(mlp_hidden >= -1, "model config: mlp_hidden must be -1 (none), 0 (FLA size) or > 0, got ", mlp_hidden);
 }
 

@@ -1,6 +1,7 @@
 #include "gdn/nn/embedding.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "gdn/common.h"
 
@@ -30,6 +31,20 @@ void Embedding<T>::backward(const T* dy) {
     T* g = weight.grad.data() + size_t(ids_[i]) * dim;
     for (int j = 0; j < dim; ++j) g[j] += dy[i * dim + j];
   }
+}
+
+std::vector<double> sinusoidal_positions(int positions, int dim) {
+  GDN_CHECK(positions >= 0 && dim >= 4, "sinusoidal positions: need positions >= 0 and dim >= 4, got ", positions,
+            " and ", dim);
+  const int half = dim / 2;
+  std::vector<double> table(size_t(positions) * dim, 0.0);
+  for (int p = 0; p < positions; ++p)
+    for (int i = 0; i < half; ++i) {
+      const double angle = p * std::exp(-std::log(10000.0) * i / (half - 1));
+      table[size_t(p) * dim + i] = std::sin(angle);
+      table[size_t(p) * dim + half + i] = std::cos(angle);
+    }
+  return table;
 }
 
 template struct Embedding<float>;

@@ -10,10 +10,13 @@
 namespace gdn::nn {
 
 template <class T>
-LossStats LMHeadLoss<T>::forward(const T* h, const int32_t* labels, int n, int dim, const Param<T>& head) {
+LossStats LMHeadLoss<T>::forward(const T* h, const int32_t* labels, int n, int dim, const Param<T>& head,
+                                  const Param<T>* bias) {
   n_ = n;
   dim_ = dim;
   vocab_ = int(head.shape.at(0));
+  GDN_CHECK(!bias || bias->numel() == size_t(vocab_), "lm head: the bias holds ", bias ? bias->numel() : 0,
+            " values for a vocab of ", vocab_);
   rows_.clear();
   targets_.clear();
   for (int i = 0; i < n; ++i) {
@@ -31,6 +34,9 @@ LossStats LMHeadLoss<T>::forward(const T* h, const int32_t* labels, int n, int d
   for (int r = 0; r < m; ++r) std::copy_n(h + size_t(rows_[r]) * dim, dim, hsel_.data() + size_t(r) * dim);
   probs_.resize(size_t(m) * vocab_);
   gemm(false, true, m, vocab_, dim, T(1), hsel_.data(), dim, head.value.data(), dim, T(0), probs_.data(), vocab_);
+  if (bias)
+    for (int r = 0; r < m; ++r)
+      for (int j = 0; j < vocab_; ++j) probs_[size_t(r) * vocab_ + j] += bias->value[j];
   std::vector<double> row_loss(m);
   std::vector<char> row_hit(m);
 #pragma omp parallel for schedule(static)
@@ -59,7 +65,7 @@ LossStats LMHeadLoss<T>::forward(const T* h, const int32_t* labels, int n, int d
 }
 
 template <class T>
-void LMHeadLoss<T>::backward(T* dh, Param<T>& head) {
+void LMHeadLoss<T>::backward(T* dh, Param<T>& head, Param<T>* bias) {
   std::fill(dh, dh + size_t(n_) * dim_, T(0));
   const int m = int(rows_.size());
   if (m == 0) return;
@@ -68,6 +74,8 @@ void LMHeadLoss<T>::backward(T* dh, Param<T>& head) {
     T* p = probs_.data() + size_t(r) * vocab_;
     p[targets_[r]] -= T(1);
     for (int j = 0; j < vocab_; ++j) p[j] /= T(m);
+    if (bias)
+      for (int j = 0; j < vocab_; ++j) bias->grad[j] += p[j];
   }
   std::vector<T> dsel(size_t(m) * dim_);
   gemm(false, false, m, dim_, vocab_, T(1), probs_.data(), vocab_, head.value.data(), dim_, T(0), dsel.data(), dim_);

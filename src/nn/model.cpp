@@ -1,5 +1,6 @@
 #include "gdn/nn/model.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "gdn/common.h"
@@ -25,11 +26,13 @@ Model<T>::Model(const ModelConfig& cfg, uint64_t seed) : cfg_(cfg) {
       b.mlp.init(D, cfg_.mlp_size(), rng, cfg_.init_std, out_std);
     }
   }
+  if (cfg_.autoencoder()) decoder.init(D, cfg_.norm_eps, rng, cfg_.init_std);
   norm.init(D, cfg_.norm_eps);
   if (!cfg_.tie_embeddings) {
     lm_head.init({cfg_.vocab_size, D}, true);
     lm_head.normal(rng, cfg_.init_std);
   }
+  if (cfg_.autoencoder()) lm_head_bias.init({cfg_.vocab_size}, false);
 
   embeddings.collect("model.embeddings", params_);
   for (int i = 0; i < cfg_.layers; ++i) {
@@ -41,8 +44,10 @@ Model<T>::Model(const ModelConfig& cfg, uint64_t seed) : cfg_(cfg) {
       layers[i].mlp.collect(p + ".mlp", params_);
     }
   }
+  if (cfg_.autoencoder()) decoder.collect("model.decoder", params_);
   norm.collect("model.norm", params_);
   if (!cfg_.tie_embeddings) params_.push_back({"lm_head.weight", &lm_head});
+  if (cfg_.autoencoder()) params_.push_back({"lm_head.bias", &lm_head_bias});
 }
 
 template <class T>
@@ -86,16 +91,33 @@ LossStats Model<T>::forward(const int32_t* ids, const int32_t* labels, int B, in
       for (size_t i = 0; i < x.size(); ++i) x[i] += m[i];
     }
   }
-  norm.forward(x.data(), N, h.data());
-  return loss_.forward(h.data(), labels, N, D, head());
+  if (cfg_.autoencoder()) {
+    // MAD's code is the raw stream at the last position (no norm before the decoder's own).
+    code_.resize(size_t(B) * D);
+    for (int b = 0; b < B; ++b) std::copy_n(&x[(size_t(b) * Tn + Tn - 1) * D], D, &code_[size_t(b) * D]);
+    decoder.forward(code_.data(), B, Tn, m.data());
+    norm.forward(m.data(), N, h.data());
+  } else {
+    norm.forward(x.data(), N, h.data());
+  }
+  return loss_.forward(h.data(), labels, N, D, head(), head_bias());
 }
 
 template <class T>
 void Model<T>::backward() {
   // The forward buffers are free again (the layers keep what backward needs).
   std::vector<T>&dx = stream_, &dh = normed_;
-  loss_.backward(dh.data(), head());
-  norm.backward(dh.data(), dx.data(), false);
+  const int D = cfg_.d_model;
+  loss_.backward(dh.data(), head(), head_bias());
+  if (cfg_.autoencoder()) {
+    std::vector<T>& ddecoded = branch_;
+    norm.backward(dh.data(), ddecoded.data(), false);
+    decoder.backward(ddecoded.data(), code_.data());  // code_ now holds its gradient
+    std::fill(dx.begin(), dx.end(), T(0));
+    for (int b = 0; b < B_; ++b) std::copy_n(&code_[size_t(b) * D], D, &dx[(size_t(b) * T_ + T_ - 1) * D]);
+  } else {
+    norm.backward(dh.data(), dx.data(), false);
+  }
   for (int l = cfg_.layers - 1; l >= 0; --l) {
     Block<T>& b = layers[l];
     if (b.has_mlp) {

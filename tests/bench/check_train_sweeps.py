@@ -95,6 +95,11 @@ def main():
             expect_failed_bogus(data, md)
             check("published" in data and data["published"]["rows"], "no published numbers")
             check("compression" in md, "the table does not mention compression")
+            # Compression trains with the autoencoder head and is scored on every position.
+            comp = [r for r in data["runs"] if r.get("task") == "mad_compression" and r.get("mixer") == "gated_deltanet"]
+            check(comp and all(r["status"] == "ok" for r in comp), "the compression run did not finish")
+            check(all(r["model"]["head"] == "autoencoder" for r in comp), "compression did not use the autoencoder")
+            check(all(r["eval_count"] == 32 * 32 for r in comp), "compression is not scored on all 32 positions")
             # --merge joins result files into one table without training.
             sweep = one(out, "*-mad-table-smoke.json")
             run_script("mad_table", gdn, out, ["--merge", sweep, sweep, "--tag", "merged"])

@@ -1,5 +1,5 @@
 """An independent PyTorch (fp64, CPU) implementation of gdn's models, written from
-shared/DESIGN.md §3: it reads a dump written by tests/test_torch_model.cpp (the weights,
+shared/DESIGN.md §3 (the autoencoder head from mad-lab's mad/model/auto_encoder.py): it reads a dump written by tests/test_torch_model.cpp (the weights,
 the batch, the fp32 loss and every parameter gradient of gdn's model) and checks that the
 loss and each gradient agree to a relative error <= 1e-4.
 
@@ -120,6 +120,25 @@ def attention(x, P, p, cfg, window):
     return o.reshape(B, T, H * Dh) @ P[p + "o_proj.weight"].T
 
 
+def sincos_positions(T, D):
+    """mad-lab's posemb_sincos_1d: [sin(p w) | cos(p w)], w_i = 10000^(-i / (D/2 - 1))."""
+    half = D // 2
+    w = torch.exp(torch.arange(half, dtype=torch.float64) * -(math.log(10000) / (half - 1)))
+    angle = torch.arange(T, dtype=torch.float64)[:, None] * w[None, :]
+    table = torch.cat([torch.sin(angle), torch.cos(angle)], dim=1)
+    return F.pad(table, (0, D % 2))
+
+
+def mad_decoder(code, P, eps, T):
+    """MAD's AutoEncoder.decode up to the unembed: every position from code + its embedding."""
+    x = code[:, None, :] + sincos_positions(T, code.shape[-1])[None]
+    p = "model.decoder."
+    for i in (1, 2):
+        x = rms_norm(x, P[f"{p}norm{i}.weight"], eps)
+        x = F.gelu(x @ P[f"{p}fc{i}.weight"].T + P[f"{p}fc{i}.bias"])
+    return x
+
+
 def model_loss(P, cfg, ids, labels):
     eps = cfg["norm_eps"]
     x = P["model.embeddings.weight"][ids.long()]
@@ -137,9 +156,13 @@ def model_loss(P, cfg, ids, labels):
             h = rms_norm(x, P[p + "mlp_norm.weight"], eps)
             m = F.silu(h @ P[p + "mlp.gate_proj.weight"].T) * (h @ P[p + "mlp.up_proj.weight"].T)
             x = x + m @ P[p + "mlp.down_proj.weight"].T
+    if cfg.get("head", "lm") == "autoencoder":
+        x = mad_decoder(x[:, -1], P, eps, ids.shape[1])
     h = rms_norm(x, P["model.norm.weight"], eps)
     head = P["model.embeddings.weight"] if cfg["tie_embeddings"] else P["lm_head.weight"]
     logits = h @ head.T
+    if "lm_head.bias" in P:
+        logits = logits + P["lm_head.bias"]
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.long().reshape(-1), ignore_index=-100)
 
 

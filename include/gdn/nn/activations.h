@@ -50,6 +50,17 @@ template <class T>
 inline T elu_plus_one_grad(T x) {
   return x > T(0) ? T(1) : std::exp(x);
 }
+// GELU, the exact (erf) form of PyTorch's nn.GELU(): x Phi(x), Phi the normal CDF.
+template <class T>
+inline T gelu(T x) {
+  return T(0.5) * x * (T(1) + std::erf(x * T(0.70710678118654752440)));
+}
+// d gelu / dx = Phi(x) + x phi(x)
+template <class T>
+inline T gelu_grad(T x) {
+  return T(0.5) * (T(1) + std::erf(x * T(0.70710678118654752440))) +
+         x * T(0.39894228040143267794) * std::exp(T(-0.5) * x * x);
+}
 // softplus(x) = log(1 + e^x); its derivative is sigmoid(x). PyTorch's threshold (20).
 template <class T>
 inline T softplus(T x) {

@@ -50,6 +50,11 @@ struct ModelConfig {
   // SwiGLU MLP after every mixer; 0: FLA's size, 256 * ceil(8 d_model / 3 / 256); -1: none.
   int mlp_hidden = 0;
   bool tie_embeddings = false;
+  // What follows the layers. "lm": final norm and LM head at every position (label t is the
+  // target of the prediction at t). "autoencoder": MAD's auto-encoder for its compression
+  // task (nn/autoencoder.h): the last position's hidden state is decoded into every position,
+  // then final norm and head (with bias); label t is the target of decoded position t.
+  std::string head = "lm";
   double norm_eps = 1e-6;
   double init_std = 0.02;
 
@@ -64,6 +69,7 @@ struct ModelConfig {
   int num_attn_kv_heads() const { return attn_kv_heads > 0 ? attn_kv_heads : num_attn_heads(); }
   int attn_dim() const { return attn_head_dim > 0 ? attn_head_dim : d_model / num_attn_heads(); }
   int mlp_size() const;
+  bool autoencoder() const { return head == "autoencoder"; }
   const std::string& mixer(int layer) const { return mixers[size_t(layer) % mixers.size()]; }
 };
 

@@ -1,4 +1,4 @@
-// Token embedding: y[t] = E[id_t], E [vocab, dim].
+// Token embedding: y[t] = E[id_t], E [vocab, dim]; and the fixed sinusoidal position table.
 #pragma once
 
 #include <cstdint>
@@ -21,5 +21,10 @@ struct Embedding {
  private:
   std::vector<int32_t> ids_;
 };
+
+// Sinusoidal position embeddings [positions, dim] as MAD's posemb_sincos_1d (after fairseq):
+// row p = [sin(p w_0) .. sin(p w_{h-1}), cos(p w_0) .. cos(p w_{h-1})], h = dim / 2,
+// w_i = 10000^(-i / (h - 1)), a zero appended when dim is odd. Needs dim >= 4.
+std::vector<double> sinusoidal_positions(int positions, int dim);
 
 }  // namespace gdn::nn

@@ -19,11 +19,13 @@ struct LossStats {
 
 template <class T>
 struct LMHeadLoss {
-  // h [n, dim] (after the final norm), labels [n], head [vocab, dim].
+  // h [n, dim] (after the final norm), labels [n], head [vocab, dim], bias [vocab] or null.
   // Throws gdn::Error for a label outside [0, vocab) other than -100.
-  LossStats forward(const T* h, const int32_t* labels, int n, int dim, const Param<T>& head);
-  // Writes dh [n, dim] (zero on unlabelled rows) for d(mean loss); adds into head.grad.
-  void backward(T* dh, Param<T>& head);
+  LossStats forward(const T* h, const int32_t* labels, int n, int dim, const Param<T>& head,
+                    const Param<T>* bias = nullptr);
+  // Writes dh [n, dim] (zero on unlabelled rows) for d(mean loss); adds into head.grad (and
+  // bias->grad: the bias of the last forward must be given again).
+  void backward(T* dh, Param<T>& head, Param<T>* bias = nullptr);
 
  private:
   std::vector<int> rows_;

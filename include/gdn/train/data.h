@@ -79,8 +79,9 @@ Dataset make_mad_selective_copying(const MadSelectiveCopyConfig& cfg, int64_t nu
 // Compression (generate_compression_instance; compression.yml): seq_len - 1 tokens of
 // [0, vocab - 1 - noise) then the compression token vocab - 1; the label at t is the input
 // at t (MAD reconstructs the whole sequence from the last position's output with its
-// AutoEncoder backbone, mad/model/auto_encoder.py; a causal LM cannot be trained on it as
-// is). With frac_noise, inputs are replaced by noise tokens (MAD keeps them as targets too).
+// AutoEncoder backbone, mad/model/auto_encoder.py: gdn's model head "autoencoder"; a causal
+// LM would copy). With frac_noise, inputs are replaced by noise tokens (MAD keeps them as
+// targets too).
 struct MadCompressionConfig {
   int vocab_size = 16;
   int seq_len = 32;
