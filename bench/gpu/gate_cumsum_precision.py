@@ -8,12 +8,14 @@ fp64 everywhere except the cumulative gate γ, which is formed as the kernels fo
   fp32 seq     a plain sequential fp32 cumulative sum (no better: the stored values are the limit)
   hi + lo      γ = hi + lo, two fp32 per row (hi = fp32(γ), lo = fp32(γ − hi), the scan in fp64),
                γ_i − γ_j = (hi_i − hi_j) + (lo_i − lo_j) in fp32 (the fix)
-and, with every product in fp32 as well ("all fp32"), the rounding left once γ is exact.
+and, with γ as hi + lo, every mma as the fp32-input kernels do it ("split mma": operands as bf16 hi +
+bf16 lo, three products, lo·lo dropped), or every product in fp32 ("all fp32").
 Prints the relative error of dg (‖dg − ref‖/‖ref‖) over N inputs (default 100; ~1 min):
     python3 bench/gpu/gate_cumsum_precision.py [N]       (Debian's python3-torch is enough)
 Result (100 inputs): fp32 scan median 4.4e-5, p90 9.0e-5, max 1.5e-4, 8/100 above 1e-4 (the GPU:
-1.06e-4 on seed 3121487717, whose inputs this emulation puts at 9.8e-5); fp32 seq median 3.4e-5;
-hi + lo ≤ 1.2e-8; all fp32 with γ exact or hi + lo: median 4.0e-7, max 9.9e-7.
+1.06e-4 on seed 3121487717; that seed's inputs, dumped from gdn::test::make_problem, give 9.8e-5 here); fp32 seq median 3.4e-5;
+hi + lo ≤ 1.2e-8; hi + lo with the split mma: median 7.7e-6, p90 1.2e-5, max 2.4e-5 (the GPU after
+the fix, 20 seeds: median ~8e-6, max 2.6e-5); all fp32: median 4.0e-7, max 1.1e-6.
 """
 import sys, torch
 D, F = torch.float64, torch.float32
@@ -35,27 +37,34 @@ def kernel_scan(g):
     return gam
 
 
-def dg_of(q, k, v, b, do, gam, diff, eg, dtype=D):
+def dg_of(q, k, v, b, do, gam, diff, eg, dtype=D, mm=torch.matmul):
     """dg of one chunk (S = 0 on entry, dht = 0), Γ_ij = e^{diff(i, j)} for j ≤ i, e^γ = eg."""
     scale = K ** -0.5
     q, k, v, b, do = (x.to(dtype) for x in (q, k, v, b, do))
     low = torch.tril(torch.ones(C, C, dtype=torch.bool))
     Gam = torch.where(low, torch.exp(torch.where(low, diff, 0).to(D)), 0).to(dtype)
     eg = eg.to(dtype)
-    GG = torch.tril(k @ k.T * Gam, -1)
+    GG = torch.tril(mm(k, k.T) * Gam, -1)
     A = torch.linalg.inv((torch.eye(C, dtype=D) + (b[:, None] * GG).to(D))).to(dtype)
-    W = (A * b[None, :]) @ (k * eg[:, None]); U = (A * b[None, :]) @ v
+    W = mm(A * b[None, :], k * eg[:, None]); U = mm(A * b[None, :], v)
     Vp = U  # S = 0
-    P = torch.tril(q @ k.T) * Gam
-    dVp = scale * P.T @ do  # dS_next = 0
+    P = torch.tril(mm(q, k.T)) * Gam
+    dVp = scale * mm(P.T, do)  # dS_next = 0
     dW = -dVp @ torch.zeros(K, V, dtype=dtype).T
     dgam = torch.zeros(C, dtype=dtype)
-    dP = torch.tril(scale * do @ Vp.T); R = torch.tril(dP * P, -1); dgam += R.sum(1) - R.sum(0)  # the diagonal cancels
-    dA = (dW @ k.T * eg[None, :] + dVp @ v.T) * b[None, :]
-    dMs = torch.tril(-A.T @ (dA @ A.T), -1)
+    dP = torch.tril(scale * mm(do, Vp.T)); R = torch.tril(dP * P, -1); dgam += R.sum(1) - R.sum(0)  # the diagonal cancels
+    dA = (mm(dW, k.T) * eg[None, :] + mm(dVp, v.T)) * b[None, :]
+    dMs = torch.tril(-mm(A.T, mm(dA, A.T)), -1)
     R2 = b[:, None] * dMs * GG; dgam += R2.sum(1) - R2.sum(0)
-    Tw = A.T @ dW; dgam += b * eg * (Tw * k).sum(1)
+    Tw = mm(A.T, dW); dgam += b * eg * (Tw * k).sum(1)
     return torch.flip(torch.cumsum(torch.flip(dgam, [0]), 0), [0]).to(D)
+
+
+def split_mm(a, b):
+    """The kernels' fp32-input mma: each operand as bf16 hi + bf16 lo, three products (lo·lo dropped)."""
+    r16 = lambda x: x.to(torch.bfloat16).to(D)
+    ah, bh = r16(a), r16(b)
+    return (ah @ bh + ah @ r16(b - bh) + r16(a - ah) @ bh).to(a.dtype)
 
 
 def inputs(seed):
@@ -88,6 +97,9 @@ for seed in range(n):
     for name, (gam, diff, eg) in vs.items():
         if name != "exact":
             errs.setdefault(name, []).append(((dg_of(q, k, v, b, do, gam, diff, eg) - ref).norm() / ref.norm()).item())
+    gam, diff, eg = vs["hi + lo"]
+    d = dg_of(q, k, v, b, do, gam, diff, eg, mm=split_mm)
+    errs.setdefault("hi + lo, split mma", []).append(((d - ref).norm() / ref.norm()).item())
     for name in ("exact", "hi + lo"):
         gam, diff, eg = vs[name]
         d = dg_of(q, k, v, b, do, gam, diff.to(F), eg.to(F), dtype=F)
