@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdint>
+#include <cstdlib>
 #include <functional>
 #include <random>
 #include <string>
@@ -13,9 +15,12 @@
 
 namespace gdn::test {
 
-// A fresh seed each run (printed, so a failure can be replayed), mixed with a fixed one.
+// A fresh seed each run unless GDN_TEST_SEED is set (the same for every test of the run).
 inline uint64_t fresh_seed() {
-  static const uint64_t s = std::random_device{}();
+  static const uint64_t s = [] {
+    if (const char* e = std::getenv("GDN_TEST_SEED")) return uint64_t(std::strtoull(e, nullptr, 10));
+    return uint64_t(std::random_device{}());
+  }();
   return s;
 }
 
