@@ -2,6 +2,8 @@
 // names, and clear errors for malformed or unknown configurations.
 #include <gtest/gtest.h>
 
+#include <array>
+#include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "gdn/common.h"
@@ -78,6 +80,29 @@ TEST(Model, FlaNames) {
   EXPECT_TRUE(model.find("model.layers.0.attn.q_proj.weight")->decay);
 }
 
+// The decay gates start with dt = softplus(dt_bias) inside gate_dt_range (log-uniform), for
+// every mixer that has them, and spread over it.
+TEST(Model, GateDtInitRange) {
+  ModelConfig cfg = tiny({"gated_deltanet", "mamba2", "kda"}, 3);
+  cfg.heads = 8;
+  for (const std::array<double, 2> range : {std::array<double, 2>{1e-3, 0.1}, {1e-5, 1e-4}, {0.02, 0.02}}) {
+    cfg.gate_dt_range = range;
+    Model<double> model(cfg, test::fresh_seed());
+    double lo = 1e300, hi = 0;
+    for (const char* name : {"model.layers.0.attn.dt_bias", "model.layers.1.attn.dt_bias", "model.layers.2.attn.dt_bias"}) {
+      for (double b : model.find(name)->value) {
+        const double dt = std::log1p(std::exp(b));
+        lo = std::min(lo, dt);
+        hi = std::max(hi, dt);
+      }
+    }
+    EXPECT_GE(lo, range[0] * (1 - 1e-9)) << range[0] << ", " << range[1];
+    EXPECT_LE(hi, range[1] * (1 + 1e-9)) << range[0] << ", " << range[1];
+    // 48 draws (8 + 8 + 8 * head_dim) cover most of the log range unless it is a point.
+    if (range[0] < range[1]) EXPECT_GT(std::log(hi / lo), 0.5 * std::log(range[1] / range[0])) << range[0] << ", " << range[1];
+  }
+}
+
 // A config error message must name what is wrong.
 void expect_config_error(const nlohmann::json& j, const std::string& needle) {
   try {
@@ -98,11 +123,15 @@ TEST(ModelConfig, Errors) {
   expect_config_error({{"mixers", {"swa"}}, {"attn_heads", 4}, {"attn_kv_heads", 3}}, "attn_kv_heads");
   expect_config_error({{"mixers", nlohmann::json::array()}}, "at least one mixer");
   expect_config_error(nlohmann::json::array({1, 2}), "JSON object");
+  expect_config_error({{"gate_dt_range", {0.1, 0.01}}}, "gate_dt_range must be [min, max]");
+  expect_config_error({{"gate_dt_range", {0.0, 0.01}}}, "gate_dt_range must be [min, max]");
+  expect_config_error({{"gate_dt_range", {1e-3, 1e-2, 0.1}}}, "gate_dt_range must be [min, max]");
   EXPECT_THROW(ModelConfig::load("/nonexistent/model.json"), gdn::Error);
 }
 
 TEST(ModelConfig, RoundTrip) {
   ModelConfig c = tiny({"mamba2", "gated_deltanet", "swa"}, 3);
+  c.gate_dt_range = {1e-4, 2e-3};
   const ModelConfig d = ModelConfig::from_json(c.to_json());
   EXPECT_EQ(c.to_json(), d.to_json());
 }

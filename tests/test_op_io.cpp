@@ -315,7 +315,7 @@ TEST(OpIoCuda, RefusesWhatTheKernelsDoNotCover) {
     }
     EXPECT_FALSE(fs::exists(out));
   };
-  expect_refusal(options(gdn::Variant::kda, false, gdn::Form::chunk), {"kda", "no CUDA kernel"});
+  expect_refusal(options(gdn::Variant::longhorn, false, gdn::Form::chunk), {"longhorn", "no CUDA kernel"});
   expect_refusal(options(gdn::Variant::gated_deltanet, false, gdn::Form::reference), {"reference", "CPU only"});
   expect_refusal(options(gdn::Variant::gated_deltanet, true, gdn::Form::recurrent), {"recurrent", "backward"});
   auto small_chunks = options(gdn::Variant::gated_deltanet, false, gdn::Form::chunk);
@@ -328,6 +328,7 @@ TEST(OpIoCuda, RefusesWhatTheKernelsDoNotCover) {
 
 // --device cuda on a supported problem: where this build or machine has no CUDA the error says
 // so; with a GPU every output matches the CPU reference as the fp32 kernels promise (1e-4).
+// Gated DeltaNet (scalar gate) and KDA, GLA (vector gate: g [B,T,HV,K]).
 TEST(OpIoCuda, MatchesTheReferenceOrSaysWhyNot) {
   std::string no_device;
   try {
@@ -336,12 +337,15 @@ TEST(OpIoCuda, MatchesTheReferenceOrSaysWhyNot) {
     no_device = e.what();
   }
   TempDir dir;
-  Problem p = gdn_problem(2, 70, 1, 2, 128, 128);
-  const std::string in = p.write(dir), ref = dir.file("ref.safetensors");
+  for (gdn::Variant variant : {gdn::Variant::gated_deltanet, gdn::Variant::kda, gdn::Variant::gla})
   for (gdn::Form form : {gdn::Form::chunk, gdn::Form::recurrent}) {
-    SCOPED_TRACE(gdn::form_name(form));
+    const bool vector_gate = gdn::variant_info(variant).gate == gdn::GateKind::vector;
+    SCOPED_TRACE(gdn::cat(gdn::variant_info(variant).name, " ", gdn::form_name(form)));
+    Problem p = gdn_problem(2, 70, 1, 2, 128, 128);
+    if (vector_gate) p.add("g", {2, 70, 2, 128});
+    const std::string in = p.write(dir), ref = dir.file("ref.safetensors");
     const std::string out = dir.file(std::string("cuda_") + gdn::form_name(form) + ".safetensors");
-    auto opt = options(gdn::Variant::gated_deltanet, form == gdn::Form::chunk, form);
+    auto opt = options(variant, form == gdn::Form::chunk, form);
     opt.device = gdn::OpDevice::cuda;
     if (!no_device.empty()) {
       try {
@@ -356,7 +360,7 @@ TEST(OpIoCuda, MatchesTheReferenceOrSaysWhyNot) {
       continue;
     }
     gdn::run_op_file(in, out, opt);
-    gdn::run_op_file(in, ref, options(gdn::Variant::gated_deltanet, opt.backward, gdn::Form::reference));
+    gdn::run_op_file(in, ref, options(variant, opt.backward, gdn::Form::reference));
     const auto o = gdn::SafeTensorsFile::load(out), r = gdn::SafeTensorsFile::load(ref);
     EXPECT_EQ(o.names(), r.names());
     EXPECT_EQ(o.metadata().at("device"), "cuda");

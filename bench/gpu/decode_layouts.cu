@@ -25,7 +25,7 @@ struct Layout {
 template <class T, int kCols, int kRows>
 Layout layout(const char* name) {
   return {name, [](const DecodeShape& s, const DecodeArgs& a, float scale) {
-            return detail::launch_decode<T, Update::delta, kCols, kRows>(s, a, scale, nullptr);
+            return detail::launch_decode<T, Update::delta, Gate::scalar, kCols, kRows>(s, a, scale, nullptr);
           }};
 }
 

@@ -1,7 +1,9 @@
 // gdn_gpu_bench: times the CUDA kernels (CUDA-event medians after warm-up) and the device's
 // copy bandwidth in the same run, and writes them as JSON (bench/gpu/run.sh merges them with
 // FLA's timings, taken by fla_bench.py on the same machine). Rows time the delta rule (GDN) and,
-// on the same inputs, the additive rule with a scalar gate (Mamba2's op): additive_* keys.
+// on the same inputs, the additive rule with a scalar gate (Mamba2's op): additive_* keys, and
+// the vector gate (g [B,T,HV,128], the same α range per element) with the delta rule (KDA:
+// kda_* keys) and the additive rule (GLA: gla_* keys).
 //   gdn_gpu_bench OUT.json [--quick | --profile]
 #include <cuda_runtime.h>
 
@@ -53,8 +55,11 @@ nlohmann::json bench_chunk(int B, int T, int H, int HV, std::mt19937& rng, int r
   const size_t qk = size_t(B) * T * H * 128, vv = size_t(B) * T * HV * 128, bt = size_t(B) * T * HV;
   DeviceBuffer q = random_bf16(qk, rng), k = random_bf16(qk, rng), v = random_bf16(vv, rng), d_o = random_bf16(vv, rng);
   DeviceBuffer g = random_f32(bt, rng, 0.7f, 0.99f, true), beta = random_f32(bt, rng, 0.05f, 0.95f, false);
+  DeviceBuffer gv = random_f32(bt * 128, rng, 0.7f, 0.99f, true), dgv(bt * 128 * 4);
   DeviceBuffer o(vv * 2), dq(qk * 2), dk(qk * 2), dv(vv * 2), dg(bt * 4), dbeta(bt * 4);
-  DeviceBuffer ws(std::max(gdn::cuda::chunk_forward_workspace_bytes(s), gdn::cuda::chunk_backward_workspace_bytes(s)));
+  gdn::cuda::ChunkShape sv = s;  // the vector gate's workspace is the largest (gate tiles)
+  sv.gate = gdn::cuda::Gate::vector;
+  DeviceBuffer ws(std::max(gdn::cuda::chunk_forward_workspace_bytes(sv), gdn::cuda::chunk_backward_workspace_bytes(sv)));
   gdn::cuda::ChunkForwardArgs fa;
   fa.q = q.ptr, fa.k = k.ptr, fa.v = v.ptr, fa.g = g.as<float>(), fa.beta = beta.as<float>(), fa.o = o.ptr;
   gdn::cuda::ChunkBackwardArgs ba;
@@ -66,6 +71,12 @@ nlohmann::json bench_chunk(int B, int T, int H, int HV, std::mt19937& rng, int r
   gdn::cuda::ChunkForwardArgs faa = fa;
   gdn::cuda::ChunkBackwardArgs baa = ba;
   faa.beta = baa.beta = baa.dbeta = nullptr;
+  gdn::cuda::ChunkShape sk = sv, sg = sv;  // KDA (delta rule) and GLA (additive rule)
+  sg.update = gdn::cuda::Update::additive;
+  gdn::cuda::ChunkForwardArgs fk = fa, fg = faa;
+  gdn::cuda::ChunkBackwardArgs bk = ba, bg = baa;
+  fk.g = fg.g = bk.g = bg.g = gv.as<float>();
+  bk.dg = bg.dg = dgv.as<float>();
   auto fwd = [&](const gdn::cuda::ChunkShape& sh, const gdn::cuda::ChunkForwardArgs& a) {
     status_check(gdn::cuda::chunk_forward(sh, a, ws.ptr, ws.bytes, nullptr));
   };
@@ -76,6 +87,7 @@ nlohmann::json bench_chunk(int B, int T, int H, int HV, std::mt19937& rng, int r
   };
   if (reps == 0) {
     fwdbwd(s, fa, ba);
+    fwdbwd(sk, fk, bk);
     cuda_check(cudaDeviceSynchronize(), "profile run");
     return {};
   }
@@ -83,10 +95,17 @@ nlohmann::json bench_chunk(int B, int T, int H, int HV, std::mt19937& rng, int r
   const double fb = event_median_ms([&] { fwdbwd(s, fa, ba); }, 3, reps);
   const double af = event_median_ms([&] { fwd(sa, faa); }, 3, reps);
   const double afb = event_median_ms([&] { fwdbwd(sa, faa, baa); }, 3, reps);
+  const double kf = event_median_ms([&] { fwd(sk, fk); }, 3, reps);
+  const double kfb = event_median_ms([&] { fwdbwd(sk, fk, bk); }, 3, reps);
+  const double gf = event_median_ms([&] { fwd(sg, fg); }, 3, reps);
+  const double gfb = event_median_ms([&] { fwdbwd(sg, fg, bg); }, 3, reps);
   std::printf("chunk B=%d T=%d H=%d HV=%d: fwd %.3f ms, fwd+bwd %.3f ms; additive fwd %.3f ms (%.2fx of delta), "
               "fwd+bwd %.3f ms (%.2fx)\n", B, T, H, HV, f, fb, af, af / f, afb, afb / fb);
+  std::printf("  vector gate: kda fwd %.3f ms (%.2fx of gdn), fwd+bwd %.3f ms (%.2fx); gla fwd %.3f ms (%.2fx of "
+              "additive), fwd+bwd %.3f ms (%.2fx)\n", kf, kf / f, kfb, kfb / fb, gf, gf / af, gfb, gfb / afb);
   return {{"B", B}, {"T", T}, {"H", H}, {"HV", HV}, {"D", 128}, {"fwd_ms", f}, {"fwdbwd_ms", fb},
-          {"additive_fwd_ms", af}, {"additive_fwdbwd_ms", afb}};
+          {"additive_fwd_ms", af}, {"additive_fwdbwd_ms", afb}, {"kda_fwd_ms", kf}, {"kda_fwdbwd_ms", kfb},
+          {"gla_fwd_ms", gf}, {"gla_fwdbwd_ms", gfb}};
 }
 
 nlohmann::json bench_decode(int seqs, double copy_bw, std::mt19937& rng) {
@@ -117,12 +136,20 @@ nlohmann::json bench_decode(int seqs, double copy_bw, std::mt19937& rng) {
   gdn::cuda::DecodeArgs aa = a;
   aa.beta = nullptr;
   const double ams = event_median_ms([&] { status_check(gdn::cuda::decode(sa, aa, nullptr)); }, 10, 200);
+  DeviceBuffer gv = random_f32(size_t(seqs) * HV * 128, rng, 0.7f, 0.99f, true);
+  gdn::cuda::DecodeShape sk = s;  // KDA on the same pool: a log-gate per key dimension
+  sk.gate = gdn::cuda::Gate::vector;
+  gdn::cuda::DecodeArgs ak = a;
+  ak.g = gv.as<float>();
+  const double kms = event_median_ms([&] { status_check(gdn::cuda::decode(sk, ak, nullptr)); }, 10, 200);
   const double bytes = 2.0 * seqs * state * 4;
-  const double frac = bytes / (ms * 1e-3) / copy_bw, afrac = bytes / (ams * 1e-3) / copy_bw;
-  std::printf("decode seqs=%d: %.2f us, %.1f%% of copy bandwidth; additive %.2f us, %.1f%%\n", seqs, ms * 1e3,
-              100 * frac, ams * 1e3, 100 * afrac);
+  const double frac = bytes / (ms * 1e-3) / copy_bw, afrac = bytes / (ams * 1e-3) / copy_bw,
+               kfrac = bytes / (kms * 1e-3) / copy_bw;
+  std::printf("decode seqs=%d: %.2f us, %.1f%% of copy bandwidth; additive %.2f us, %.1f%%; kda %.2f us, %.1f%%\n",
+              seqs, ms * 1e3, 100 * frac, ams * 1e3, 100 * afrac, kms * 1e3, 100 * kfrac);
   return {{"seqs", seqs}, {"HV", HV}, {"D", 128}, {"decode_us", ms * 1e3}, {"decode_bw_fraction", frac},
-          {"additive_decode_us", ams * 1e3}, {"additive_decode_bw_fraction", afrac}};
+          {"additive_decode_us", ams * 1e3}, {"additive_decode_bw_fraction", afrac}, {"kda_decode_us", kms * 1e3},
+          {"kda_decode_bw_fraction", kfrac}};
 }
 
 }  // namespace

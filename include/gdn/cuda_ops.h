@@ -1,11 +1,13 @@
-// CUDA kernels for the scalar-gate members of the delta-rule family (shared/DESIGN.md §2):
-// chunkwise forward and backward and a recurrent decode step on a state pool, for the delta
-// rule (Gated DeltaNet; DeltaNet without g) and, as compile-time variants of the same kernels,
-// the additive rule S = α S + k vᵀ (linear attention without g; RetNet with its fixed log-gates
-// passed as g; Mamba2 with its data-dependent g, dt applied by the layer). The gate is optional
-// in both rules: g == null means α = 1. Framework-free: device pointers, a stream, and a
-// returned Status. Layouts are those of gdn/ops.h:
-//   q, k [B,T,H,K]   v [B,T,HV,V]   g, beta [B,T,HV] (fp32)   o [B,T,HV,V]
+// CUDA kernels for the delta-rule family (shared/DESIGN.md §2): chunkwise forward and backward
+// and a recurrent decode step on a state pool, for the delta rule (Gated DeltaNet; DeltaNet
+// without g) and, as compile-time variants of the same kernels, the additive rule
+// S = α S + k vᵀ (linear attention without g; RetNet with its fixed log-gates passed as g;
+// Mamba2 with its data-dependent g, dt applied by the layer) and the vector gate
+// S = Diag(e^{g_t}) S, one log-gate per key dimension (GLA: additive rule; KDA: delta rule).
+// The scalar gate is optional in both rules: g == null means α = 1. Framework-free: device
+// pointers, a stream, and a returned Status. Layouts are those of gdn/ops.h:
+//   q, k [B,T,H,K]   v [B,T,HV,V]   beta [B,T,HV] (fp32)   o [B,T,HV,V]
+//   g [B,T,HV] (scalar gate) or [B,T,HV,K] (vector gate), fp32, natural log, <= 0
 //   h0, ht [N,HV,K,V] fp32   cu_seqlens: N+1 int32 offsets (varlen, B == 1)
 // Value head hv reads q/k head hv / (HV / H). K = V = 128; q, k, v, o and their gradients
 // are bf16 or fp32 (DType); state and accumulation are fp32. The fp32 path splits every
@@ -25,6 +27,9 @@ enum class DType { f32, bf16 };
 // delta: S ← (I − β k kᵀ) α S + β k vᵀ (needs beta).  additive: S ← α S + k vᵀ (beta must be null).
 enum class Update { delta, additive };
 
+// scalar: g [B,T,HV] or null (no gate).  vector: g [B,T,HV,K], required (GLA, KDA).
+enum class Gate { scalar, vector };
+
 struct Status {
   cudaError_t code = cudaSuccess;
   std::string message;  // empty when ok
@@ -39,9 +44,11 @@ struct ChunkShape {
   bool l2norm_qk = true;                // q, k / sqrt(sum of squares + 1e-6), gradient included
   DType dtype = DType::bf16;            // of q, k, v, o, d_o, dq, dk, dv
   Update update = Update::delta;
+  Gate gate = Gate::scalar;
 };
 
-// g: optional (null: no gate). beta: required by the delta rule, null for the additive rule.
+// g: optional for the scalar gate (null: no gate), required for the vector gate. beta:
+// required by the delta rule, null for the additive rule.
 struct ChunkForwardArgs {
   const void *q = nullptr, *k = nullptr, *v = nullptr;
   const float *g = nullptr, *beta = nullptr;
@@ -57,7 +64,7 @@ struct ChunkBackwardArgs {
   const void* d_o = nullptr;   // required
   const float* dht = nullptr;  // optional
   void *dq = nullptr, *dk = nullptr, *dv = nullptr;  // required, [B,T,H,K] / [B,T,HV,V]
-  float *dg = nullptr, *dbeta = nullptr;             // dg iff g is given; dbeta iff the delta rule
+  float *dg = nullptr, *dbeta = nullptr;             // dg (like g) iff g is given; dbeta iff the delta rule
   float* dh0 = nullptr;                              // written when h0 is given
   // True when the workspace already holds chunk_forward's intermediates for these same
   // inputs (chunk_forward ran on it, sized by chunk_backward_workspace_bytes): the backward
@@ -76,9 +83,10 @@ Status chunk_backward(const ChunkShape& s, const ChunkBackwardArgs& a, void* wor
                       size_t workspace_bytes, cudaStream_t stream);
 
 // Decode: `tokens` steps for each of `num_seqs` sequences, with inputs q, k [num_seqs, tokens,
-// H, K], v [num_seqs, tokens, HV, V], g, beta [num_seqs, tokens, HV], output o like v. The
-// state of sequence i is state_pool[state_indices[i]] ([P, HV, K, V] fp32), updated in place.
-// g and beta as in ChunkForwardArgs (g optional, beta for the delta rule only).
+// H, K], v [num_seqs, tokens, HV, V], beta [num_seqs, tokens, HV], g [num_seqs, tokens, HV]
+// (scalar gate) or [num_seqs, tokens, HV, K] (vector gate), output o like v. The state of
+// sequence i is state_pool[state_indices[i]] ([P, HV, K, V] fp32), updated in place. g and
+// beta as in ChunkForwardArgs.
 struct DecodeShape {
   int num_seqs = 0, tokens = 1, H = 0, HV = 0, K = 128, V = 128;
   int pool_size = 0;  // P: a sequence whose index is outside [0, P) gets NaN outputs, state untouched
@@ -86,6 +94,7 @@ struct DecodeShape {
   bool l2norm_qk = true;
   DType dtype = DType::bf16;
   Update update = Update::delta;
+  Gate gate = Gate::scalar;
 };
 
 struct DecodeArgs {

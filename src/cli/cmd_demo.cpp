@@ -30,6 +30,7 @@ struct DemoArgs {
   int64_t steps = 6000, train_examples = 20000, eval_examples = 500;
   bool random_non_queries = false;
   double lr = 5e-3;
+  std::array<double, 2> gate_dt_range = nn::ModelConfig().gate_dt_range;
   uint64_t seed = 0;
   int seeds = 3;  // runs per mixer, seeds seed .. seed + seeds - 1
   std::string out = "demo_out";
@@ -129,6 +130,7 @@ void run_demo(const DemoArgs& a) {
   s.model.head_dim = a.head_dim;
   s.model.attn_heads = a.heads;
   s.model.mlp_hidden = a.d_model;
+  s.model.gate_dt_range = a.gate_dt_range;
   s.train.batch = a.batch;
   s.train.steps = a.steps;
   s.train.adam.lr = a.lr;
@@ -274,7 +276,8 @@ void run_demo(const DemoArgs& a) {
                                   {"num_kv_pairs", a.kv}, {"random_non_queries", a.random_non_queries},
                                   {"d_model", a.d_model}, {"layers", 2},
                                   {"heads", a.heads}, {"head_dim", a.head_dim}, {"steps", a.steps},
-                                  {"batch", a.batch}, {"lr", a.lr}, {"seeds", a.seeds}, {"first_seed", a.seed}};
+                                  {"batch", a.batch}, {"lr", a.lr}, {"gate_dt_range", a.gate_dt_range},
+                                  {"seeds", a.seeds}, {"first_seed", a.seed}};
   std::ofstream(a.out + "/demo.json") << nlohmann::json{{"setting", setting},
                                                                      {"runs", detail},
                                                                      {"accuracy", acc},
@@ -302,6 +305,9 @@ GDN_COMMAND("demo", "Delta rule vs linear attention, gating and attention on MQA
               app.add_option("--steps", a->steps, "Training steps per mixer")->capture_default_str();
               app.add_option("--batch", a->batch, "Batch size")->capture_default_str();
               app.add_option("--lr", a->lr, "Peak learning rate")->capture_default_str();
+              app.add_option("--gate-dt-range", a->gate_dt_range,
+                             "Initial dt range of the decay gates (Gated DeltaNet, Mamba2), log-uniform")
+                  ->capture_default_str();
               app.add_option("--seed", a->seed, "First seed")->capture_default_str();
               app.add_option("--seeds", a->seeds, "Seeds per mixer (the table reports their median)")
                   ->check(CLI::Range(1, 100))

@@ -18,7 +18,7 @@ GDN_COMMAND("op", "run one op (forward, optionally backward) on tensors from a s
                  "linear_attention, retnet, mamba2, gla, deltanet, gated_deltanet, kda or longhorn")
       ->required();
   app.add_option("--device", args->device,
-                 "cpu, or cuda: the CUDA kernels (gated_deltanet, deltanet, mamba2, linear_attention; K = V = 128; "
+                 "cpu, or cuda: the CUDA kernels (gated_deltanet, deltanet, kda, mamba2, linear_attention, gla; K = V = 128; "
                  "forms chunk and recurrent)")
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();

@@ -15,10 +15,10 @@ namespace gdn {
 
 void check_cuda_op_options(const OpRunOptions& opt) {
   const char* variant = variant_info(opt.variant).name;
-  GDN_CHECK(opt.variant == Variant::gated_deltanet || opt.variant == Variant::deltanet ||
-                opt.variant == Variant::mamba2 || opt.variant == Variant::linear_attention,
+  GDN_CHECK(opt.variant == Variant::gated_deltanet || opt.variant == Variant::deltanet || opt.variant == Variant::kda ||
+                opt.variant == Variant::mamba2 || opt.variant == Variant::linear_attention || opt.variant == Variant::gla,
             "--device cuda: variant ", variant,
-            " has no CUDA kernel yet (gated_deltanet, deltanet, mamba2 and linear_attention do); use --device cpu");
+            " has no CUDA kernel yet (gated_deltanet, deltanet, kda, mamba2, linear_attention and gla do); use --device cpu");
   GDN_CHECK(opt.form == Form::chunk || opt.form == Form::recurrent, "--device cuda: form ", form_name(opt.form),
             " runs on the CPU only (it is the fp64 definition); use --form chunk or recurrent");
   GDN_CHECK(opt.form == Form::chunk || !opt.backward,
@@ -39,13 +39,15 @@ using cuda::upload_vector;
 // A device copy of an optional tensor: an empty buffer (null pointer) when it is absent.
 DeviceBuffer upload_optional(const std::vector<float>& x) { return x.empty() ? DeviceBuffer() : upload_vector(x); }
 
-// The kernels' update rule, and the g and beta they take (a tensor the variant ignores stays
-// on the host).
+// The kernels' update rule and gate kind, and the g and beta they take (a tensor the variant
+// ignores stays on the host).
 struct VariantTensors {
   cuda::Update update;
+  cuda::Gate gate;
   bool gated, delta;
   explicit VariantTensors(Variant v)
       : update(variant_info(v).delta ? cuda::Update::delta : cuda::Update::additive),
+        gate(variant_info(v).gate == GateKind::vector ? cuda::Gate::vector : cuda::Gate::scalar),
         gated(variant_info(v).gate != GateKind::none),
         delta(variant_info(v).delta) {}
 };
@@ -66,7 +68,7 @@ OpResults<float> run_chunk(const OpData<float>& d, const OpRunOptions& opt) {
   s.B = c.B, s.T = c.T, s.H = c.H, s.HV = c.HV, s.K = c.K, s.V = c.V, s.num_seqs = c.num_seqs();
   s.cu_seqlens = c.cu_seqlens.empty() ? nullptr : c.cu_seqlens.data();
   s.scale = float(c.effective_scale()), s.l2norm_qk = c.l2norm_qk, s.dtype = cuda::DType::f32;
-  s.update = vt.update;
+  s.update = vt.update, s.gate = vt.gate;
   const size_t BT = size_t(c.B) * c.T, state = size_t(c.num_seqs()) * c.HV * c.K * c.V;
 
   DeviceBuffer q = upload_vector(d.q), k = upload_vector(d.k), v = upload_vector(d.v),
@@ -86,7 +88,7 @@ OpResults<float> run_chunk(const OpData<float>& d, const OpRunOptions& opt) {
   if (!opt.backward) return r;
   DeviceBuffer d_o = upload_vector(d.d_o), dht = upload_optional(d.dht);
   DeviceBuffer dq = output(BT * c.H * c.K), dk = output(BT * c.H * c.K), dv = output(BT * c.HV * c.V),
-               dg = vt.gated ? output(BT * c.HV) : DeviceBuffer(), dbeta = vt.delta ? output(BT * c.HV) : DeviceBuffer(),
+               dg = vt.gated ? output(c.g_numel()) : DeviceBuffer(), dbeta = vt.delta ? output(BT * c.HV) : DeviceBuffer(),
                dh0 = d.h0.empty() ? DeviceBuffer() : output(state);
   cuda::ChunkBackwardArgs ba;
   ba.q = q.ptr, ba.k = k.ptr, ba.v = v.ptr, ba.g = gate.as<float>(), ba.beta = beta.as<float>(), ba.h0 = h0.as<float>();
@@ -111,7 +113,7 @@ OpResults<float> run_recurrent(const OpData<float>& d) {
   cuda::DecodeShape s;
   s.num_seqs = c.B, s.tokens = c.T, s.H = c.H, s.HV = c.HV, s.K = c.K, s.V = c.V, s.pool_size = c.B;
   s.scale = float(c.effective_scale()), s.l2norm_qk = c.l2norm_qk, s.dtype = cuda::DType::f32;
-  s.update = vt.update;
+  s.update = vt.update, s.gate = vt.gate;
   const size_t state = size_t(c.B) * c.HV * c.K * c.V;
   std::vector<int32_t> slots(c.B);
   std::iota(slots.begin(), slots.end(), 0);

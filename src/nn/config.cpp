@@ -29,7 +29,7 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j) {
   const JsonFields fields(j, "model config");
   fields.allow_only({"vocab_size", "d_model", "layers", "mixers", "heads", "v_heads", "head_dim",
                                 "expand_v", "conv_size", "allow_neg_eigval", "linear_attention_feature_map",
-                                "form", "chunk_size",
+                                "gate_dt_range", "form", "chunk_size",
                                 "attn_heads", "attn_kv_heads", "attn_head_dim", "window", "rope_theta",
                                 "mlp_hidden", "tie_embeddings", "norm_eps", "init_std"});
   ModelConfig c;
@@ -48,6 +48,12 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j) {
   fields.read("conv_size", c.conv_size);
   fields.read("allow_neg_eigval", c.allow_neg_eigval);
   fields.read("linear_attention_feature_map", c.linear_attention_feature_map);
+  if (j.contains("gate_dt_range")) {
+    std::vector<double> range;
+    fields.read("gate_dt_range", range);
+    GDN_CHECK(range.size() == 2, "model config: gate_dt_range must be [min, max], got ", j["gate_dt_range"].dump());
+    c.gate_dt_range = {range[0], range[1]};
+  }
   if (j.contains("form")) {
     std::string f;
     fields.read("form", f);
@@ -88,7 +94,8 @@ nlohmann::json ModelConfig::to_json() const {
           {"mixers", mixers},         {"heads", heads},         {"v_heads", v_heads},
           {"head_dim", head_dim},     {"expand_v", expand_v},   {"conv_size", conv_size},
           {"allow_neg_eigval", allow_neg_eigval},
-          {"linear_attention_feature_map", linear_attention_feature_map}, {"form", form_name(form)},
+          {"linear_attention_feature_map", linear_attention_feature_map}, {"gate_dt_range", gate_dt_range},
+          {"form", form_name(form)},
           {"chunk_size", chunk_size}, {"attn_heads", attn_heads}, {"attn_kv_heads", attn_kv_heads},
           {"attn_head_dim", attn_head_dim}, {"window", window}, {"rope_theta", rope_theta},
           {"mlp_hidden", mlp_hidden}, {"tie_embeddings", tie_embeddings}, {"norm_eps", norm_eps},
@@ -116,6 +123,9 @@ void ModelConfig::validate() const {
   GDN_CHECK(linear_attention_feature_map == "elu_plus_one" || linear_attention_feature_map == "silu_l2norm",
             "model config: linear_attention_feature_map must be elu_plus_one or silu_l2norm, got \"",
             linear_attention_feature_map, "\"");
+  GDN_CHECK(gate_dt_range[0] > 0 && gate_dt_range[0] <= gate_dt_range[1],
+            "model config: gate_dt_range must be [min, max] with 0 < min <= max, got [", gate_dt_range[0], ", ",
+            gate_dt_range[1], "]");
   GDN_CHECK(form != Form::reference, "model config: form must be recurrent or chunk (reference is the fp64 check)");
   GDN_CHECK(!mixers.empty(), "model config: mixers must list at least one mixer");
   const auto names = mixer_names();

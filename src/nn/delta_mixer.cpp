@@ -11,13 +11,12 @@ namespace gdn::nn {
 namespace {
 constexpr double kGlaGateNormalizer = 16.0;  // FLA GLA's gate_logit_normalizer
 
-// FLA's dt initialisation: dt log-uniform in [1e-3, 0.1], floored at 1e-4;
-// dt_bias = softplus^-1(dt) = dt + log(-expm1(-dt)).
+// FLA's dt initialisation: dt log-uniform in [dt_min, dt_max] (FLA: [1e-3, 0.1]; its floor
+// of 1e-4 never binds there); dt_bias = softplus^-1(dt) = dt + log(-expm1(-dt)).
 template <class T>
-void init_dt_bias(Param<T>& p, Rng& rng) {
+void init_dt_bias(Param<T>& p, const std::array<double, 2>& dt_range, Rng& rng) {
   for (auto& x : p.value) {
-    double dt = std::exp(rng.uniform(std::log(1e-3), std::log(0.1)));
-    dt = std::max(dt, 1e-4);
+    const double dt = std::exp(rng.uniform(std::log(dt_range[0]), std::log(dt_range[1])));
     x = T(dt + std::log(-std::expm1(-dt)));
   }
 }
@@ -47,14 +46,14 @@ DeltaMixer<T>::DeltaMixer(const ModelConfig& cfg, Variant variant, Rng& rng, dou
     A_log.init({HV_}, false);
     for (auto& a : A_log.value) a = T(std::log(rng.uniform(1e-4, 16.0)));  // A ~ U(0, 16)
     dt_bias.init({HV_}, false);
-    init_dt_bias(dt_bias, rng);
+    init_dt_bias(dt_bias, cfg.gate_dt_range, rng);
   }
   if (vector_gate()) gk_proj.init(D_, HV_ * K_, rng, std);
   if (variant_ == Variant::kda) {
     A_log.init({HV_}, false);
     for (auto& a : A_log.value) a = T(std::log(rng.uniform(1.0, 16.0)));
     dt_bias.init({HV_ * K_}, false);
-    init_dt_bias(dt_bias, rng);
+    init_dt_bias(dt_bias, cfg.gate_dt_range, rng);
   }
   if (delta_) b_proj.init(D_, HV_, rng, std);
   g_proj.init(D_, HV_ * V_, rng, std);

@@ -3,7 +3,8 @@
 // to the kernel's input precision first, so the reference sees exactly what the GPU sees.
 // Tolerance (‖gpu − ref‖ / ‖ref‖): 1e-4 with fp32 inputs, 1e-2 with bf16 inputs. The delta
 // rule runs as gated_deltanet (and deltanet: no g), the additive rule as mamba2 (scalar gate)
-// and linear_attention (no g); the CUDA update rule follows the variant's.
+// and linear_attention (no g); the vector gate as kda (delta rule) and gla (additive rule). The
+// CUDA update rule and gate kind follow the variant's.
 // Not part of CTest (it needs a GPU); without a device every test is skipped.
 #include <gtest/gtest.h>
 
@@ -48,6 +49,9 @@ DeviceBuffer upload_f32(const std::vector<double>& x) { return upload(x, DType::
 gdn::cuda::Update update_of(Variant v) {
   return variant_info(v).delta ? gdn::cuda::Update::delta : gdn::cuda::Update::additive;
 }
+gdn::cuda::Gate gate_of(Variant v) {
+  return variant_info(v).gate == GateKind::vector ? gdn::cuda::Gate::vector : gdn::cuda::Gate::scalar;
+}
 
 // reuse: the backward runs on the forward's workspace (workspace_has_forward) instead of
 // recomputing the forward stages on a poisoned one.
@@ -57,7 +61,7 @@ Result run_gpu(const Problem& p, DType t, bool reuse) {
   s.B = c.B, s.T = c.T, s.H = c.H, s.HV = c.HV, s.K = c.K, s.V = c.V;
   s.num_seqs = c.num_seqs();
   s.cu_seqlens = c.cu_seqlens.empty() ? nullptr : c.cu_seqlens.data();
-  s.scale = c.scale, s.l2norm_qk = c.l2norm_qk, s.dtype = t, s.update = update_of(c.variant);
+  s.scale = c.scale, s.l2norm_qk = c.l2norm_qk, s.dtype = t, s.update = update_of(c.variant), s.gate = gate_of(c.variant);
   const size_t esz = t == DType::f32 ? 4 : 2;
   const bool gated = !p.g.empty(), delta = !p.beta.empty();
 
@@ -67,7 +71,7 @@ Result run_gpu(const Problem& p, DType t, bool reuse) {
   DeviceBuffer dht = p.dht.empty() ? DeviceBuffer() : upload_f32(p.dht);
   DeviceBuffer o(p.v_numel() * esz), ht(p.state_numel() * 4);
   DeviceBuffer dq(p.qk_numel() * esz), dk(p.qk_numel() * esz), dv(p.v_numel() * esz);
-  DeviceBuffer dg(p.bt_numel() * 4), dbeta(p.bt_numel() * 4), dh0(p.state_numel() * 4);
+  DeviceBuffer dg(c.g_numel() * 4), dbeta(p.bt_numel() * 4), dh0(p.state_numel() * 4);
   for (DeviceBuffer* b : {&o, &ht, &dq, &dk, &dv, &dg, &dbeta, &dh0}) b->poison();
 
   DeviceBuffer ws(std::max(gdn::cuda::chunk_forward_workspace_bytes(s), gdn::cuda::chunk_backward_workspace_bytes(s)));
@@ -93,7 +97,7 @@ Result run_gpu(const Problem& p, DType t, bool reuse) {
   r.o = download(o, p.v_numel(), t);
   r.ht = download(ht, p.state_numel(), DType::f32);
   r.dq = download(dq, p.qk_numel(), t), r.dk = download(dk, p.qk_numel(), t), r.dv = download(dv, p.v_numel(), t);
-  if (gated) r.dg = download(dg, p.bt_numel(), DType::f32);
+  if (gated) r.dg = download(dg, c.g_numel(), DType::f32);
   if (delta) r.dbeta = download(dbeta, p.bt_numel(), DType::f32);
   if (!p.h0.empty()) r.dh0 = download(dh0, p.state_numel(), DType::f32);
   return r;
@@ -109,7 +113,8 @@ struct Case {
   bool bf16 = true;  // also checked with bf16 inputs
 };
 
-constexpr Variant kGdn = Variant::gated_deltanet, kMamba2 = Variant::mamba2, kLinear = Variant::linear_attention;
+constexpr Variant kGdn = Variant::gated_deltanet, kMamba2 = Variant::mamba2, kLinear = Variant::linear_attention,
+                  kKda = Variant::kda, kGla = Variant::gla;
 
 std::vector<Case> delta_cases() {
   return {
@@ -134,6 +139,22 @@ std::vector<Case> additive_cases() {
       {"linear_gva_h0_dht", kLinear, 2, 200, 2, 4, {}, GateMode::random, true, true},
       {"linear_varlen", kLinear, 1, 330, 2, 2, {0, 1, 65, 200, 330}, GateMode::random, true, true},
       {"linear_long", kLinear, 1, 1000, 1, 2, {}, GateMode::random, false, true},
+  };
+}
+
+// The vector gate, one log-gate per key dimension: with the delta rule (KDA) and the additive
+// rule (GLA). "mixed" draws each element from 0, −30 and (−4, 0]: gates of −30 and 0 side by side
+// in one chunk and one token, across the 16-token sub-chunks' reference points.
+std::vector<Case> vector_cases() {
+  return {
+      {"kda_gva_h0_dht", kKda, 2, 200, 2, 4, {}, GateMode::random, true, true},
+      {"kda_varlen_mixed", kKda, 1, 330, 2, 2, {0, 1, 65, 200, 330}, GateMode::mixed, true, true},
+      {"kda_very_negative", kKda, 1, 64, 1, 1, {}, GateMode::very_negative, false, false},
+      {"kda_long", kKda, 1, 1000, 1, 2, {}, GateMode::random, true, true},
+      {"gla_gva_h0_dht", kGla, 2, 200, 2, 4, {}, GateMode::random, true, true},
+      {"gla_varlen_mixed", kGla, 1, 330, 2, 2, {0, 1, 65, 200, 330}, GateMode::mixed, true, true},
+      {"gla_very_negative", kGla, 1, 64, 1, 1, {}, GateMode::very_negative, false, false},
+      {"gla_long", kGla, 1, 1000, 1, 2, {}, GateMode::random, false, true},
   };
 }
 
@@ -173,19 +194,24 @@ TEST(GpuChunk, Fp32MatchesReference) { check_chunk(delta_cases(), DType::f32, 1e
 TEST(GpuChunk, Bf16MatchesReference) { check_chunk(delta_cases(), DType::bf16, 1e-2); }
 TEST(GpuChunkAdditive, Fp32MatchesReference) { check_chunk(additive_cases(), DType::f32, 1e-4); }
 TEST(GpuChunkAdditive, Bf16MatchesReference) { check_chunk(additive_cases(), DType::bf16, 1e-2); }
+TEST(GpuChunkVector, Fp32MatchesReference) { check_chunk(vector_cases(), DType::f32, 1e-4); }
+TEST(GpuChunkVector, Bf16MatchesReference) { check_chunk(vector_cases(), DType::bf16, 1e-2); }
 TEST(GpuChunkSmall, Fp32) { check_chunk(delta_cases(), DType::f32, 1e-4, "varlen_mixed_gates"); }
 TEST(GpuChunkSmall, Bf16) { check_chunk(delta_cases(), DType::bf16, 1e-2, "gva_h0_dht"); }
 TEST(GpuChunkSmall, AdditiveFp32) { check_chunk(additive_cases(), DType::f32, 1e-4, "mamba2_varlen_mixed"); }
 TEST(GpuChunkSmall, AdditiveBf16) { check_chunk(additive_cases(), DType::bf16, 1e-2, "linear_gva_h0_dht"); }
+TEST(GpuChunkSmall, VectorFp32) { check_chunk(vector_cases(), DType::f32, 1e-4, "kda_varlen_mixed"); }
+TEST(GpuChunkSmall, VectorBf16) { check_chunk(vector_cases(), DType::bf16, 1e-2, "gla_gva_h0_dht"); }
 
 // Decode: `seqs` sequences in a pool of seqs + 3 states addressed through a random
 // permutation; the reference runs the same tokens from the same states. At most 64
 // sequences are compared with the reference (evenly spread); every pool slot that no
-// sequence addresses must come back bit for bit. The variant picks the update rule and whether
-// g and beta are passed.
+// sequence addresses must come back bit for bit. The variant picks the update rule, the gate
+// kind and whether g and beta are passed.
 void check_decode(int seqs, int tokens, DType t, double tol, Variant variant = kGdn) {
   if (!have_device()) GTEST_SKIP() << "no CUDA device";
   const bool gated = variant_info(variant).gate != GateKind::none, delta = variant_info(variant).delta;
+  const int gate_width = variant_info(variant).gate == GateKind::vector ? 128 : 1;  // g per value head
   const uint64_t seed = gdn::test::fresh_seed();
   const int H = 16, HV = 32, D = 128, pool = seqs + 3;
   std::mt19937_64 rng(seed);
@@ -200,7 +226,7 @@ void check_decode(int seqs, int tokens, DType t, double tol, Variant variant = k
   const size_t state = size_t(HV) * D * D;
   std::vector<double> q = fill(size_t(seqs) * tokens * H * D, 1, bf), k = fill(size_t(seqs) * tokens * H * D, 1, bf),
                       v = fill(size_t(seqs) * tokens * HV * D, 1, bf);
-  std::vector<double> g(size_t(seqs) * tokens * HV), beta(g.size());
+  std::vector<double> g(size_t(seqs) * tokens * HV * gate_width), beta(size_t(seqs) * tokens * HV);
   for (auto& e : g) e = float(std::log(0.7 + 0.29 * unif(rng)));
   for (auto& e : beta) e = float(2 * unif(rng));
   std::vector<float> pool_host(size_t(pool) * state);
@@ -218,7 +244,7 @@ void check_decode(int seqs, int tokens, DType t, double tol, Variant variant = k
   dout.poison();
   gdn::cuda::DecodeShape s;
   s.num_seqs = seqs, s.tokens = tokens, s.H = H, s.HV = HV, s.pool_size = pool, s.dtype = t;
-  s.update = update_of(variant);
+  s.update = update_of(variant), s.gate = gate_of(variant);
   gdn::cuda::DecodeArgs a;
   a.q = dq.ptr, a.k = dk.ptr, a.v = dv.ptr;
   a.g = gated ? dg.as<float>() : nullptr, a.beta = delta ? db.as<float>() : nullptr;
@@ -246,7 +272,8 @@ void check_decode(int seqs, int tokens, DType t, double tol, Variant variant = k
       dst.insert(dst.end(), src.begin() + i * per, src.begin() + (i + 1) * per);
     };
     take(sq, q, size_t(tokens) * H * D), take(sk, k, size_t(tokens) * H * D), take(sv, v, size_t(tokens) * HV * D);
-    take(sg, g, size_t(tokens) * HV), take(sb, beta, size_t(tokens) * HV), take(so, o, size_t(tokens) * HV * D);
+    take(sg, g, size_t(tokens) * HV * gate_width), take(sb, beta, size_t(tokens) * HV);
+    take(so, o, size_t(tokens) * HV * D);
     sh0.insert(sh0.end(), pool_host.begin() + idx[i] * state, pool_host.begin() + (idx[i] + 1) * state);
     sho.insert(sho.end(), pool_after.begin() + idx[i] * state, pool_after.begin() + (idx[i] + 1) * state);
   }
@@ -278,10 +305,23 @@ TEST(GpuDecode, AdditiveBf16) {
   for (int n : {1, 256}) check_decode(n, 1, DType::bf16, 1e-2, kMamba2);
   check_decode(32, 3, DType::bf16, 1e-2, kLinear);
 }
+TEST(GpuDecode, VectorFp32) {
+  for (int n : {1, 32, 256}) check_decode(n, 1, DType::f32, 1e-4, kKda);
+  check_decode(32, 3, DType::f32, 1e-4, kKda);
+  check_decode(32, 3, DType::f32, 1e-4, kGla);
+}
+TEST(GpuDecode, VectorBf16) {
+  for (int n : {1, 32, 256}) check_decode(n, 1, DType::bf16, 1e-2, kKda);
+  check_decode(256, 2, DType::bf16, 1e-2, kGla);
+}
 TEST(GpuDecodeSmall, Fp32) { check_decode(4, 2, DType::f32, 1e-4); }
 TEST(GpuDecodeSmall, Additive) {
   check_decode(4, 2, DType::f32, 1e-4, kMamba2);
   check_decode(4, 2, DType::bf16, 1e-2, kLinear);
+}
+TEST(GpuDecodeSmall, Vector) {
+  check_decode(4, 2, DType::f32, 1e-4, kKda);
+  check_decode(4, 2, DType::bf16, 1e-2, kGla);
 }
 
 TEST(GpuErrors, BadShapesAreReported) {
@@ -304,6 +344,25 @@ TEST(GpuErrors, BadShapesAreReported) {
   a.beta = &dummy;
   const std::string with_beta = gdn::cuda::chunk_forward(s, a, nullptr, 0, nullptr).message;
   EXPECT_NE(with_beta.find("the additive rule takes no beta"), std::string::npos) << with_beta;
+  // The vector gate cannot be absent (chunk forward, backward and decode).
+  a.beta = nullptr;
+  s.gate = gdn::cuda::Gate::vector;
+  const std::string no_gate = gdn::cuda::chunk_forward(s, a, nullptr, 0, nullptr).message;
+  EXPECT_NE(no_gate.find("the vector gate needs g"), std::string::npos) << no_gate;
+  gdn::cuda::ChunkBackwardArgs b;
+  b.q = b.k = b.v = b.d_o = &dummy;
+  b.dq = b.dk = b.dv = const_cast<float*>(&dummy);
+  const std::string no_gate_bwd = gdn::cuda::chunk_backward(s, b, nullptr, 0, nullptr).message;
+  EXPECT_NE(no_gate_bwd.find("the vector gate needs g"), std::string::npos) << no_gate_bwd;
+  gdn::cuda::DecodeShape ds;
+  ds.num_seqs = 1, ds.H = 1, ds.HV = 1, ds.pool_size = 1, ds.update = gdn::cuda::Update::additive;
+  ds.gate = gdn::cuda::Gate::vector;
+  gdn::cuda::DecodeArgs da;
+  da.q = da.k = da.v = da.o = const_cast<float*>(&dummy);
+  da.state_pool = const_cast<float*>(&dummy);
+  da.state_indices = reinterpret_cast<const int32_t*>(&dummy);
+  const std::string no_gate_decode = gdn::cuda::decode(ds, da, nullptr).message;
+  EXPECT_NE(no_gate_decode.find("the vector gate needs g"), std::string::npos) << no_gate_decode;
 }
 
 }  // namespace

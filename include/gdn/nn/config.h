@@ -5,6 +5,7 @@
 #pragma once
 
 #include <nlohmann/json_fwd.hpp>
+#include <array>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,10 @@ struct ModelConfig {
   // et al. 2020: positive features, no L2 norm) or "silu_l2norm" (the family's shell, which
   // makes it DeltaNet without the delta rule).
   std::string linear_attention_feature_map = "elu_plus_one";
+  // Initial dt of the decay gates (GDN, Mamba2, KDA), log-uniform in [min, max] (FLA and
+  // mamba_ssm: dt_min 1e-3, dt_max 0.1); the per-token decay starts at A * dt. Models with
+  // few heads and long-range tasks may want smaller values (longer initial memory).
+  std::array<double, 2> gate_dt_range = {1e-3, 0.1};
   Form form = Form::chunk;  // the op's form for fp32 training
   int chunk_size = 64;
 

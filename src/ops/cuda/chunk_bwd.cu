@@ -12,7 +12,10 @@
 //   5. qk_finish     per (token, q/k head): sums over grouped value heads, L2-norm backward
 // The additive rule (template parameter U; V' = V, no W) drops the terms through W and A: the
 // state pass's −Wᵀ dV' (it writes dV = dV' itself), dW, and intra_grad's dA, dβ and the W, U
-// gradients.
+// gradients. The vector gate (template parameter G) scales elements where the scalar gate scales
+// rows, decays dS row by row, reads P and N as prepare formed them, and has its own intra_grad
+// (intra_grad_vector_kernel): the gated products' gradients by gate.cuh's sub-chunks, the gate
+// gradient per element, in registers.
 #include "chunk_fwd.cuh"
 
 namespace gdn::cuda::detail {
@@ -31,7 +34,7 @@ struct BackwardWorkspace {
   T* dw;                   // [NC,HV,64,128]  dW (delta rule; null otherwise)
   float* dh;               // [NC,HV,128,128] gradient of the state leaving each chunk
   float* dvp;              // [NC,HV,64,128]  dV'
-  float* dgl;              // [NC,HV]         e^{γ_L} Σ dS_next ⊙ S
+  float* dgl;              // [NC,HV]         e^{γ_L} Σ dS_next ⊙ S  (vector gate: [NC,HV,128], per row)
   float *dq_hat, *dk_hat;  // [B*T,HV,128]    gradients of the normalised q, k per value head
 };
 
@@ -45,21 +48,22 @@ struct BackwardParams {
   int tokens;  // B * T
 };
 
-template <class T>
+template <class T, Gate G>
 struct IntraDvSmem {
   T q[kChunk * tile_ld<T>(kDim)];  // Q, then scale Q e^γ
-  T k[kChunk * tile_ld<T>(kDim)];
+  Only<!kVector<G>, T[kChunk * tile_ld<T>(kDim)]> k;
   T d_o[kChunk * tile_ld<T>(kHalf)];
-  T pm[kChunk * tile_ld<T>(kChunk)];
+  T pm[kChunk * tile_ld<T>(kChunk)];  // scale P (vector gate: P, from the forward's workspace)
   float gam[kChunk];
+  Only<kVector<G>, float[kChunk * kLdG]> gv;
 };
 
-template <class T>
+template <class T, Gate G>
 __global__ void __launch_bounds__(kThreads) intra_dv_kernel(BackwardParams<T> bp, BackwardWorkspace<T> ws) {
   constexpr int ldK = tile_ld<T>(kDim), ldH = tile_ld<T>(kHalf), ldC = tile_ld<T>(kChunk);
   const ChunkParams<T>& p = bp.p;
   extern __shared__ float4 smem4[];
-  IntraDvSmem<T>& sm = *reinterpret_cast<IntraDvSmem<T>*>(smem4);
+  IntraDvSmem<T, G>& sm = *reinterpret_cast<IntraDvSmem<T, G>*>(smem4);
 
   constexpr int kTiles = kDim / kHalf;
   const int c = blockIdx.x / (p.HV * kTiles), hv = blockIdx.x / kTiles % p.HV, h = hv / (p.HV / p.H);
@@ -67,13 +71,20 @@ __global__ void __launch_bounds__(kThreads) intra_dv_kernel(BackwardParams<T> bp
   const ChunkRef ch = chunk_ref(ws.fwd.seqs, ws.fwd.chunk_seq, c);
   const int warp = threadIdx.x >> 5, tid = threadIdx.x;
   const long hc = long(c) * p.HV + hv;
+  if constexpr (kVector<G>) {
+    load_tile(sm.gv, kLdG, ws.fwd.gam + hc * kChunk * kDim, kDim, kChunk, kDim);
+    load_tile(sm.pm, ldC, ws.fwd.p + hc * kChunk * kChunk, kChunk, kChunk, kChunk);
+    commit_async();
+  }
   load_rows(sm.q, ldK, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
-  load_rows(sm.k, ldK, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
+  if constexpr (!kVector<G>)
+    load_rows(sm.k, ldK, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
   load_cols<kHalf>(sm.d_o, ldH, bp.d_o + (long(ch.start) * p.HV + hv) * kDim + v0, long(p.HV) * kDim, ch.len);
-  if (tid < kChunk) sm.gam[tid] = ws.fwd.gam[hc * kChunk + tid];
+  if (!kVector<G> && tid < kChunk) sm.gam[tid] = ws.fwd.gam[hc * kChunk + tid];
+  wait_async();
   __syncthreads();
   const int m0 = (warp % 4) * 16, n0 = (warp / 4) * 32;
-  {
+  if constexpr (!kVector<G>) {
     float acc[1][4][4];
     zero(acc);
     warp_mma(acc, row_major(sm.q, ldK), row_major(sm.k, ldK), m0, n0, kDim);
@@ -87,15 +98,21 @@ __global__ void __launch_bounds__(kThreads) intra_dv_kernel(BackwardParams<T> bp
     float acc[1][4][4];
     zero(acc);
     warp_mma(acc, col_major(sm.pm, ldC), col_major(sm.d_o, ldH), m0, n0, kChunk);
-    store_acc(ws.dvp + hc * kChunk * kDim + v0, kDim, acc, m0, n0);
+    store_acc(ws.dvp + hc * kChunk * kDim + v0, kDim, acc, m0, n0, kVector<G> ? p.scale : 1.f);
   }
   // The state pass's recurrence-free term scale (Q e^γ)ᵀ dO, parked in dh[c] (which the
   // state pass reads, then overwrites with dS_next).
   for (int i = tid; i < kChunk * kDim / 2; i += kThreads) {
     const int r = i / (kDim / 2), j = 2 * (i % (kDim / 2));
-    const float f = p.scale * __expf(sm.gam[r]);
+    float2 f;
+    if constexpr (kVector<G>) {
+      const float2 g = load2(sm.gv + r * kLdG + j);
+      f = make_float2(p.scale * __expf(g.x), p.scale * __expf(g.y));
+    } else {
+      f.x = f.y = p.scale * __expf(sm.gam[r]);
+    }
     const float2 x = load2(sm.q + r * ldK + j);
-    store2(sm.q + r * ldK + j, f * x.x, f * x.y);
+    store2(sm.q + r * ldK + j, f.x * x.x, f.y * x.y);
   }
   __syncthreads();
   float acc[1][8][4];
@@ -104,22 +121,22 @@ __global__ void __launch_bounds__(kThreads) intra_dv_kernel(BackwardParams<T> bp
   store_acc(ws.dh + hc * kDim * kDim + v0, kDim, acc, warp * 16, 0);
 }
 
-template <class T, Update U>
+template <class T, Update U, Gate G>
 struct StateBwdSmem {
   Only<kDelta<U>, T[2][kChunk * tile_ld<T>(kDim)]> w;  // W of this chunk and the next (in reverse order)
   T kd[2][kChunk * tile_ld<T>(kDim)];
   float dvi[2][kChunk * kLdF];  // dV'_intra columns
-  float gam[2][kChunk];
+  float gam[2][kVector<G> ? kDim : kChunk];  // vector gate: the last row γ_L
   T dvt[kChunk * tile_ld<T>(kStateCols)];  // dV' columns as an mma operand
   T ds[kDim * tile_ld<T>(kStateCols)];     // dS as an mma operand
 };
 
-template <class T, Update U>
+template <class T, Update U, Gate G>
 __global__ void __launch_bounds__(kThreads) state_bwd_kernel(BackwardParams<T> bp, BackwardWorkspace<T> ws) {
   constexpr int ldK = tile_ld<T>(kDim), ldS = tile_ld<T>(kStateCols);
   const ChunkParams<T>& p = bp.p;
   extern __shared__ float4 smem4[];
-  StateBwdSmem<T, U>& sm = *reinterpret_cast<StateBwdSmem<T, U>*>(smem4);
+  StateBwdSmem<T, U, G>& sm = *reinterpret_cast<StateBwdSmem<T, U, G>*>(smem4);
 
   constexpr int kTiles = kDim / kStateCols;
   const int n = blockIdx.x / (p.HV * kTiles), hv = blockIdx.x / kTiles % p.HV;
@@ -134,7 +151,12 @@ __global__ void __launch_bounds__(kThreads) state_bwd_kernel(BackwardParams<T> b
     if constexpr (kDelta<U>) load_tile(sm.w[b], ldK, ws.fwd.w + hc * kChunk * kDim, kDim, kChunk, kDim);
     load_tile(sm.kd[b], ldK, ws.fwd.kd + hc * kChunk * kDim, kDim, kChunk, kDim);
     load_tile(sm.dvi[b], kLdF, ws.dvp + hc * kChunk * kDim + v0, kDim, kChunk, kStateCols);
-    load_tile(sm.gam[b], kChunk, ws.fwd.gam + hc * kChunk, kChunk, 1, kChunk);
+    if constexpr (kVector<G>) {
+      const int last = min(kChunk, seq.eos - (seq.bos + ci * kChunk)) - 1;
+      load_tile(sm.gam[b], kDim, ws.fwd.gam + (hc * kChunk + last) * kDim, kDim, 1, kDim);
+    } else {
+      load_tile(sm.gam[b], kChunk, ws.fwd.gam + hc * kChunk, kChunk, 1, kChunk);
+    }
     commit_async();
   };
   if (chunks > 0) prefetch(chunks - 1, 0);
@@ -176,11 +198,14 @@ __global__ void __launch_bounds__(kThreads) state_bwd_kernel(BackwardParams<T> b
       float wdv[1][4][4];
       zero(wdv);
       if constexpr (kDelta<U>) warp_mma(wdv, col_major(sm.w[b], ldK), col_major(sm.dvt, ldS), s0, 0, kChunk);
-      const float decay = __expf(sm.gam[b][len - 1]);
+      const int row = s0 + ((threadIdx.x & 31) >> 2);  // rows row and row + 8 (vector gate: decay per row)
+      const float decay = __expf(sm.gam[b][kVector<G> ? row : len - 1]);
+      const float decay8 = kVector<G> ? __expf(sm.gam[b][row + 8]) : decay;
 #pragma unroll
       for (int nt = 0; nt < 4; ++nt)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) ds[0][nt][e] = decay * ds[0][nt][e] + free_term[0][nt][e] - wdv[0][nt][e];
+        for (int e = 0; e < 4; ++e)
+          ds[0][nt][e] = (e < 2 ? decay : decay8) * ds[0][nt][e] + free_term[0][nt][e] - wdv[0][nt][e];
       store_acc(sm.ds, ldS, ds, s0, 0);
     }
   }
@@ -196,7 +221,7 @@ struct StateGradSmem {
   float red[8];
 };
 
-template <class T, Update U>
+template <class T, Update U, Gate G>
 __global__ void __launch_bounds__(kThreads) state_grad_kernel(BackwardParams<T> bp, BackwardWorkspace<T> ws) {
   constexpr int ldK = tile_ld<T>(kDim);
   const ChunkParams<T>& p = bp.p;
@@ -212,10 +237,13 @@ __global__ void __launch_bounds__(kThreads) state_grad_kernel(BackwardParams<T> 
   commit_async();
   if constexpr (kDelta<U>) load_cols<kDim>(sm.x1, ldK, ws.dvp + base, kDim, kChunk);
   load_rows(sm.x0, ldK, bp.d_o + (long(ch.start) * p.HV + hv) * kDim, long(p.HV) * kDim, ch.len, false);
-  if (tid < kChunk) sm.gam[tid] = ws.fwd.gam[hc * kChunk + tid];
+  if (!kVector<G> && tid < kChunk) sm.gam[tid] = ws.fwd.gam[hc * kChunk + tid];
   wait_async();
   __syncthreads();
-  const float gl = sm.gam[ch.len - 1];
+  const float gl = kVector<G> ? 0.f : sm.gam[ch.len - 1];
+  // The vector gate's tile and its last row, read where needed (through L1).
+  const float* gv = kVector<G> ? ws.fwd.gam + hc * kChunk * kDim : nullptr;
+  const float* gv_last = kVector<G> ? gv + (ch.len - 1) * kDim : nullptr;
   const int m0 = (warp % 2) * 32, n0 = (warp / 2) * 32;
   float* dq_rows = ws.dq_hat + (long(ch.start) * p.HV + hv) * kDim;
   float* dk_rows = ws.dk_hat + (long(ch.start) * p.HV + hv) * kDim;
@@ -226,8 +254,14 @@ __global__ void __launch_bounds__(kThreads) state_grad_kernel(BackwardParams<T> 
     warp_mma(acc, row_major(sm.x0, ldK), row_major(sm.sb, ldK), m0, n0, kDim);
     const float scale = p.scale;
     for_each_pair(acc, m0, n0, [&](int i, int j, float x0, float x1) {
-      const float f = scale * __expf(sm.gam[i]);
-      if (i < ch.len) store2(dq_rows + i * row_stride + j, f * x0, f * x1);
+      if (i >= ch.len) return;
+      if constexpr (kVector<G>) {
+        const float2 g = load2(gv + i * kDim + j);
+        store2(dq_rows + i * row_stride + j, scale * __expf(g.x) * x0, scale * __expf(g.y) * x1);
+      } else {
+        const float f = scale * __expf(sm.gam[i]);
+        store2(dq_rows + i * row_stride + j, f * x0, f * x1);
+      }
     });
   }
   if constexpr (kDelta<U>) {
@@ -243,7 +277,7 @@ __global__ void __launch_bounds__(kThreads) state_grad_kernel(BackwardParams<T> 
     const float* dsn = ws.dh + sbase;
     float s = 0.f;
 #pragma unroll 4
-    for (int i = tid; i < kDim * kDim / 4; i += kThreads) {
+    for (int i = tid; i < kDim * kDim / 4; i += kThreads) {  // warp w: rows w, w + 8, ...; a lane 4 columns
       const int r = i / (kDim / 4), j = 4 * (i % (kDim / 4));
       const float4 d = *reinterpret_cast<const float4*>(dsn + r * kDim + j);
       float4 x = load4(sm.sb + r * ldK + j);
@@ -251,8 +285,14 @@ __global__ void __launch_bounds__(kThreads) state_grad_kernel(BackwardParams<T> 
         const float4 lo = load4(ws.fwd.h_lo + sbase + r * kDim + j);
         x.x += lo.x, x.y += lo.y, x.z += lo.z, x.w += lo.w;
       }
-      s += d.x * x.x + d.y * x.y + d.z * x.z + d.w * x.w;
+      const float sr = d.x * x.x + d.y * x.y + d.z * x.z + d.w * x.w;
       store4(sm.sb + r * ldK + j, d);
+      if constexpr (kVector<G>) {  // per row d of the state: e^{γ_Ld} Σ_v dS_next ⊙ S
+        const float row_sum = warp_sum(sr);
+        if (lane == 0) ws.dgl[hc * kDim + r] = __expf(gv_last[r]) * row_sum;
+      } else {
+        s += sr;
+      }
     }
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
@@ -260,7 +300,7 @@ __global__ void __launch_bounds__(kThreads) state_grad_kernel(BackwardParams<T> 
   }
   wait_async();
   __syncthreads();
-  if (tid == 0) {
+  if (!kVector<G> && tid == 0) {
     float s = 0.f;
     for (int w = 0; w < kThreads / 32; ++w) s += sm.red[w];
     ws.dgl[hc] = __expf(gl) * s;
@@ -269,8 +309,14 @@ __global__ void __launch_bounds__(kThreads) state_grad_kernel(BackwardParams<T> 
   zero(acc);
   warp_mma(acc, row_major(sm.x0, ldK), row_major(sm.sb, ldK), m0, n0, kDim);
   for_each_pair(acc, m0, n0, [&](int i, int j, float x0, float x1) {
-    const float f = __expf(gl - sm.gam[i]);
-    if (i < ch.len) store2(dk_rows + i * row_stride + j, f * x0, f * x1);
+    if (i >= ch.len) return;
+    if constexpr (kVector<G>) {
+      const float2 g = load2(gv + i * kDim + j), gL = load2(gv_last + j);
+      store2(dk_rows + i * row_stride + j, __expf(gL.x - g.x) * x0, __expf(gL.y - g.y) * x1);
+    } else {
+      const float f = __expf(gl - sm.gam[i]);
+      store2(dk_rows + i * row_stride + j, f * x0, f * x1);
+    }
   });
 }
 
@@ -474,6 +520,200 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
   }
 }
 
+// The vector gate's intra-chunk gradients (GLA, KDA) per (chunk, value head): the terms of
+// intra_grad_kernel, each gated product's gradient by gated_lower_backward, and the gradient of
+// the cumulative gate γ kept per element in registers (the warp's 32×32 tile of the chunk):
+//   dγ = q̂ ⊙ dQ_state − k̂ ⊙ dK_state (state parts; q̂, k̂ normalised in fp32) + the gated
+//        products' terms (P; for the delta rule N) + β e^γ ⊙ Tw ⊙ k (W, delta rule);
+//   dγ_L += e^{γ_L} ⊙ Σ_v dS_next ⊙ S + Σ_i k̂_i ⊙ dK_state_i (the decay and Kd);
+//   dg = the reverse cumulative sum of dγ over the chunk's rows, per dimension.
+// One block per SM: the [64][128] gate tile and the register tiles of dQ, dK and dγ.
+template <class T, Update U>
+struct IntraGradVectorSmem {
+  union {
+    struct {
+      T x0[kChunk * tile_ld<T>(kDim)];  // Q, then dV' (delta rule)
+      T x2[kChunk * tile_ld<T>(kDim)];  // dO, then scratch: gated products, K ⊙ e^γ, V (delta rule)
+    } a;
+    float dgt[kChunk * kLdG];  // dγ, staged for the scan
+  };
+  T x1[kChunk * tile_ld<T>(kDim)];                     // K
+  T x3[kChunk * tile_ld<T>(kDim)];                     // V', then dW (delta rule)
+  T y0[kChunk * tile_ld<T>(kChunk)];                   // dP, then dA, X = dA Aᵀ, dN
+  Only<kDelta<U>, T[kChunk * tile_ld<T>(kChunk)]> y2;  // N = the gated K Kᵀ, strictly lower (from prepare)
+  Only<kDelta<U>, T[kChunk * tile_ld<T>(kChunk)]> y3;  // A (from the forward pass)
+  float gv[kChunk * kLdG];                             // cumulative gate
+  float bet[kChunk], dbet[kChunk], rq[kChunk], rk[kChunk];
+  float kdsum[kDim];  // Σ_i k̂_i ⊙ dK_state_i
+};
+
+template <class T, Update U>
+__global__ void __launch_bounds__(kThreads, 1) intra_grad_vector_kernel(BackwardParams<T> bp, BackwardWorkspace<T> ws) {
+  constexpr int ldK = tile_ld<T>(kDim), ldC = tile_ld<T>(kChunk);
+  const ChunkParams<T>& p = bp.p;
+  extern __shared__ float4 smem4[];
+  IntraGradVectorSmem<T, U>& sm = *reinterpret_cast<IntraGradVectorSmem<T, U>*>(smem4);
+  static_assert(sizeof(sm.a) >= sizeof(sm.dgt), "dγ is staged over x0 and x2");
+
+  const int c = blockIdx.x / p.HV, hv = blockIdx.x % p.HV, h = hv / (p.HV / p.H);
+  const ChunkRef ch = chunk_ref(ws.fwd.seqs, ws.fwd.chunk_seq, c);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, tid = threadIdx.x, g8 = lane >> 2, t4 = lane & 3;
+  const long hc = long(c) * p.HV + hv, base = hc * kChunk * kDim;
+  const long row_stride = long(p.HV) * kDim, qk_stride = long(p.H) * kDim;
+  const T* q_rows = p.q + (long(ch.start) * p.H + h) * kDim;
+  const T* k_rows = p.k + (long(ch.start) * p.H + h) * kDim;
+  float* dq_rows = ws.dq_hat + (long(ch.start) * p.HV + hv) * kDim;
+  float* dk_rows = ws.dk_hat + (long(ch.start) * p.HV + hv) * kDim;
+
+  load_tile(sm.x3, ldK, ws.fwd.vn + base, kDim, kChunk, kDim);
+  load_tile(sm.gv, kLdG, ws.fwd.gam + base, kDim, kChunk, kDim);
+  if constexpr (kDelta<U>) {
+    load_tile(sm.y3, ldC, ws.fwd.a + hc * kChunk * kChunk, kChunk, kChunk, kChunk);
+    load_tile(sm.y2, ldC, ws.fwd.n + hc * kChunk * kChunk, kChunk, kChunk, kChunk);
+  }
+  commit_async();
+  load_rows(sm.a.x0, ldK, q_rows, qk_stride, ch.len, p.l2norm);
+  load_rows(sm.x1, ldK, k_rows, qk_stride, ch.len, p.l2norm);
+  load_rows(sm.a.x2, ldK, bp.d_o + (long(ch.start) * p.HV + hv) * kDim, row_stride, ch.len, false);
+  if (tid < kChunk) {
+    if constexpr (kDelta<U>) sm.bet[tid] = tid < ch.len ? p.beta[long(ch.start + tid) * p.HV + hv] : 0.f;
+    sm.dbet[tid] = 0.f;
+  }
+  if (tid < kDim) sm.kdsum[tid] = 0.f;
+  for (int r = warp; r < kChunk; r += 8) {  // reciprocal row norms of q and k in fp32 (1 without the L2 norm)
+    float nq = 1.f, nk = 1.f;
+    if (p.l2norm && r < ch.len) {
+      const float4 a = load4(q_rows + r * qk_stride + 4 * lane), b = load4(k_rows + r * qk_stride + 4 * lane);
+      nq = rsqrtf(warp_sum(a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w) + 1e-6f);
+      nk = rsqrtf(warp_sum(b.x * b.x + b.y * b.y + b.z * b.z + b.w * b.w) + 1e-6f);
+    }
+    if (lane == 0) sm.rq[r] = nq, sm.rk[r] = nk;
+  }
+  wait_async();
+  __syncthreads();
+
+  // 64x128 products: warp tile 32x32 (the accumulators below). 64x64 products: warp tile 16x32.
+  const int m0 = (warp % 2) * 32, n0 = (warp / 2) * 32;
+  const int s0 = (warp % 4) * 16, t0 = (warp / 4) * 32;
+  float dq[2][4][4], dk[2][4][4], dg[2][4][4];
+  {  // the state parts (state_grad_kernel) and their gate terms
+    float kd_terms[2][4][4];
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh)
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt) {
+          const int i = m0 + 16 * mt + g8 + 8 * hh, d = n0 + 8 * nt + 2 * t4;
+          float2 a = make_float2(0.f, 0.f), b = a, qv = a, kv = a;
+          if (i < ch.len) {
+            a = load2(dq_rows + i * row_stride + d), b = load2(dk_rows + i * row_stride + d);
+            qv = load2(q_rows + i * qk_stride + d), kv = load2(k_rows + i * qk_stride + d);
+          }
+          const float rq = sm.rq[i], rk = sm.rk[i];
+          const int e = 2 * hh;
+          dq[mt][nt][e] = a.x, dq[mt][nt][e + 1] = a.y;
+          dk[mt][nt][e] = b.x, dk[mt][nt][e + 1] = b.y;
+          kd_terms[mt][nt][e] = rk * kv.x * b.x, kd_terms[mt][nt][e + 1] = rk * kv.y * b.y;
+          dg[mt][nt][e] = rq * qv.x * a.x - kd_terms[mt][nt][e];
+          dg[mt][nt][e + 1] = rq * qv.y * a.y - kd_terms[mt][nt][e + 1];
+        }
+    add_col_sums(kd_terms, m0, n0, sm.kdsum, [](int, int, float x) { return x; });
+  }
+  {  // dP = scale dO V'ᵀ, lower with the diagonal
+    float acc[1][4][4];
+    zero(acc);
+    warp_mma(acc, row_major(sm.a.x2, ldK), row_major(sm.x3, ldK), s0, t0, kDim);
+    const float scale = p.scale;
+    for_each(acc, s0, t0, [&](int i, int j, float x) { sm.y0[i * ldC + j] = from_float<T>(j <= i ? scale * x : 0.f); });
+  }
+  __syncthreads();  // dP complete; dO read (x2 becomes scratch)
+  gated_lower_backward(sm.y0, ldC, sm.a.x0, sm.x1, ldK, sm.gv, sm.a.x2, dq, dk, dg);  // P = gated Q Kᵀ
+
+  if constexpr (kDelta<U>) {  // the gradient through A, W and U
+    __syncthreads();  // Q, dP and the scratch are read
+    load_tile(sm.x3, ldK, ws.dw + base, kDim, kChunk, kDim);
+    commit_async();
+    load_cols<kDim>(sm.a.x0, ldK, ws.dvp + base, kDim, kChunk);
+    for (int e = tid; e < kChunk * kDim / 2; e += kThreads) {  // K ⊙ e^γ into the scratch
+      const int r = e / (kDim / 2), j = 2 * (e % (kDim / 2));
+      const float2 x = load2(sm.x1 + r * ldK + j), g = load2(sm.gv + r * kLdG + j);
+      store2(sm.a.x2 + r * ldK + j, x.x * __expf(g.x), x.y * __expf(g.y));
+    }
+    wait_async();
+    __syncthreads();
+    float acc[1][4][4];  // dA = (dW (K ⊙ e^γ)ᵀ + dV' Vᵀ) diag(β)
+    zero(acc);
+    warp_mma(acc, row_major(sm.x3, ldK), row_major(sm.a.x2, ldK), s0, t0, kDim);
+    __syncthreads();  // K ⊙ e^γ is read: V over it
+    load_rows(sm.a.x2, ldK, p.v + (long(ch.start) * p.HV + hv) * kDim, row_stride, ch.len, false);
+    __syncthreads();
+    warp_mma(acc, row_major(sm.a.x0, ldK), row_major(sm.a.x2, ldK), s0, t0, kDim);
+    for_each(acc, s0, t0, [&](int, int j, float& x) { x *= sm.bet[j]; });
+    store_acc(sm.y0, ldC, acc, s0, t0);
+    __syncthreads();
+    zero(acc);  // X = dA Aᵀ, over dA
+    warp_mma(acc, row_major(sm.y0, ldC), row_major(sm.y3, ldC), s0, t0, kChunk);
+    __syncthreads();
+    store_acc(sm.y0, ldC, acc, s0, t0);
+    __syncthreads();
+    zero(acc);  // dM = −Aᵀ X, strictly lower; M = diag(β) N; dN = diag(β) dM, over X
+    warp_mma(acc, col_major(sm.y3, ldC), col_major(sm.y0, ldC), s0, t0, kChunk);
+    for_each(acc, s0, t0, [&](int i, int j, float& x) { x = j < i ? -x : 0.f; });
+    add_row_sums(acc, s0, t0, sm.dbet, [&](int i, int j, float x) { return x * to_float(sm.y2[i * ldC + j]); });
+    __syncthreads();
+    for_each(acc, s0, t0, [&](int i, int j, float x) { sm.y0[i * ldC + j] = from_float<T>(sm.bet[i] * x); });
+    {  // W = A diag(β) (K ⊙ e^γ): Tw = Aᵀ dW
+      float tw[2][4][4];
+      zero(tw);
+      warp_mma(tw, col_major(sm.y3, ldC), col_major(sm.x3, ldK), m0, n0, kChunk);
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int i = m0 + 16 * mt + g8 + 8 * (e >> 1), d = n0 + 8 * nt + 2 * t4 + (e & 1);
+            const float ew = __expf(sm.gv[i * kLdG + d]) * tw[mt][nt][e];  // e^γ Tw
+            tw[mt][nt][e] = ew * to_float(sm.x1[i * ldK + d]);              // e^γ Tw k, for dβ
+            dk[mt][nt][e] += sm.bet[i] * ew;
+            dg[mt][nt][e] += sm.bet[i] * tw[mt][nt][e];
+          }
+      add_row_sums(tw, m0, n0, sm.dbet, [](int, int, float x) { return x; });
+    }
+    {  // U = A diag(β) V: Tu = Aᵀ dV'
+      float tu[2][4][4];
+      zero(tu);
+      warp_mma(tu, col_major(sm.y3, ldC), col_major(sm.a.x0, ldK), m0, n0, kChunk);
+      add_row_sums(tu, m0, n0, sm.dbet, [&](int i, int j, float x) { return x * to_float(sm.a.x2[i * ldK + j]); });
+      T* dv_rows = bp.dv + (long(ch.start) * p.HV + hv) * kDim;
+      for_each_pair(tu, m0, n0, [&](int i, int j, float x0, float x1) {
+        if (i < ch.len) store2(dv_rows + i * row_stride + j, sm.bet[i] * x0, sm.bet[i] * x1);
+      });
+    }
+    __syncthreads();  // dN complete; V read (x2 becomes scratch)
+    gated_lower_backward(sm.y0, ldC, sm.x1, sm.x1, ldK, sm.gv, sm.a.x2, dk, dk, dg);  // N = gated K Kᵀ
+  }
+  for_each_pair(dq, m0, n0, [&](int i, int j, float x0, float x1) {
+    if (i < ch.len) store2(dq_rows + i * row_stride + j, x0, x1);
+  });
+  for_each_pair(dk, m0, n0, [&](int i, int j, float x0, float x1) {
+    if (i < ch.len) store2(dk_rows + i * row_stride + j, x0, x1);
+  });
+  __syncthreads();  // x0 and x2 are read; dβ and the Kd column sums complete
+  store_acc(sm.dgt, kLdG, dg, m0, n0);
+  if constexpr (kDelta<U>)
+    if (tid < ch.len) bp.dbeta[long(ch.start + tid) * p.HV + hv] = sm.dbet[tid];
+  __syncthreads();
+  if (tid < kDim) {  // dg: reverse cumulative sum of dγ, starting from γ_L's terms
+    float acc = ws.dgl[hc * kDim + tid] + sm.kdsum[tid];
+    for (int i = ch.len - 1; i >= 0; --i) {
+      acc += sm.dgt[i * kLdG + tid];
+      bp.dg[(long(ch.start + i) * p.HV + hv) * kDim + tid] = acc;
+    }
+  }
+}
+
 // One warp per (token, q/k head): dx = r (dy − y (y · dy)), y = x r, r = 1/sqrt(|x|² + 1e-6),
 // dy summed over the value heads of the group.
 template <class T>
@@ -517,12 +757,12 @@ __global__ void qk_finish_kernel(BackwardParams<T> bp, BackwardWorkspace<T> ws) 
 template <class T>
 BackwardWorkspace<T> carve_backward(Carve& cv, const ChunkPlan& plan, const ChunkShape& s) {
   BackwardWorkspace<T> ws;
-  ws.fwd = carve_forward<T>(cv, plan, s.HV, s.update);
+  ws.fwd = carve_forward<T>(cv, plan, s.HV, s.update, s.gate);
   const size_t heads = size_t(plan.NC) * s.HV;
   ws.dw = s.update == Update::delta ? cv.take<T>(heads * kChunk * kDim) : nullptr;
   ws.dh = cv.take<float>(heads * kDim * kDim);
   ws.dvp = cv.take<float>(heads * kChunk * kDim);
-  ws.dgl = cv.take<float>(heads);
+  ws.dgl = cv.take<float>(heads * (s.gate == Gate::vector ? kDim : 1));
   const size_t rows = size_t(s.B) * s.T * s.HV * kDim;
   ws.dq_hat = cv.take<float>(rows);
   ws.dk_hat = cv.take<float>(rows);
@@ -535,7 +775,7 @@ Status allow_smem(K kernel, size_t bytes) {
   return {};
 }
 
-template <class T, Update U>
+template <class T, Update U, Gate G>
 Status backward_typed(const ChunkShape& s, const ChunkBackwardArgs& a, void* workspace, size_t bytes,
                       cudaStream_t stream) {
   constexpr const char* fn = "gdn::cuda::chunk_backward";
@@ -543,7 +783,8 @@ Status backward_typed(const ChunkShape& s, const ChunkBackwardArgs& a, void* wor
   if (!plan.error.empty()) return bad_input(plan.error);
   if (!a.q || !a.k || !a.v || !a.d_o || !a.dq || !a.dk || !a.dv)
     return bad_input(gdn::cat(fn, ": q, k, v, d_o, dq, dk and dv are required"));
-  for (const std::string& e : {beta_error(fn, U, a.beta, "beta"), beta_error(fn, U, a.dbeta, "dbeta")})
+  for (const std::string& e :
+       {beta_error(fn, U, a.beta, "beta"), beta_error(fn, U, a.dbeta, "dbeta"), gate_error(fn, G, a.g)})
     if (!e.empty()) return bad_input(e);
   if (bool(a.g) != bool(a.dg))
     return bad_input(gdn::cat(fn, a.g ? ": g is given, so dg is required" : ": dg is given but g is not (no gate)"));
@@ -563,24 +804,28 @@ Status backward_typed(const ChunkShape& s, const ChunkBackwardArgs& a, void* wor
 
   if (!a.workspace_has_forward) {
     if (Status st = upload_plan(plan, ws.fwd.seqs, ws.fwd.chunk_seq, stream); !st.ok()) return st;
-    if (Status st = forward_states<T, U>(plan, bp.p, ws.fwd, a.h0, nullptr, stream); !st.ok()) return st;
+    if (Status st = forward_states<T, U, G>(plan, bp.p, ws.fwd, a.h0, nullptr, stream); !st.ok()) return st;
   }
-  for (Status st : {allow_smem(intra_dv_kernel<T>, sizeof(IntraDvSmem<T>)),
-                    allow_smem(state_bwd_kernel<T, U>, sizeof(StateBwdSmem<T, U>)),
-                    allow_smem(state_grad_kernel<T, U>, sizeof(StateGradSmem<T, U>)),
-                    allow_smem(intra_grad_kernel<T, U>, sizeof(IntraGradSmem<T, U>))})
+  // The scalar gate's intra-chunk gradients, or the vector gate's own kernel.
+  const auto intra_grad = kVector<G> ? intra_grad_vector_kernel<T, U> : intra_grad_kernel<T, U>;
+  const size_t intra_grad_smem = kVector<G> ? sizeof(IntraGradVectorSmem<T, U>) : sizeof(IntraGradSmem<T, U>);
+  for (Status st : {allow_smem(intra_dv_kernel<T, G>, sizeof(IntraDvSmem<T, G>)),
+                    allow_smem(state_bwd_kernel<T, U, G>, sizeof(StateBwdSmem<T, U, G>)),
+                    allow_smem(state_grad_kernel<T, U, G>, sizeof(StateGradSmem<T, U>)),
+                    allow_smem(intra_grad, intra_grad_smem)})
     if (!st.ok()) return st;
   if (plan.NC > 0) {
-    intra_dv_kernel<T><<<unsigned(plan.NC * s.HV * (kDim / kHalf)), kThreads, sizeof(IntraDvSmem<T>), stream>>>(bp, ws);
+    intra_dv_kernel<T, G>
+        <<<unsigned(plan.NC * s.HV * (kDim / kHalf)), kThreads, sizeof(IntraDvSmem<T, G>), stream>>>(bp, ws);
     GDN_CUDA_LAUNCHED("gdn::cuda intra_dv_kernel");
   }
-  state_bwd_kernel<T, U>
-      <<<unsigned(plan.N * s.HV * (kDim / kStateCols)), kThreads, sizeof(StateBwdSmem<T, U>), stream>>>(bp, ws);
+  state_bwd_kernel<T, U, G>
+      <<<unsigned(plan.N * s.HV * (kDim / kStateCols)), kThreads, sizeof(StateBwdSmem<T, U, G>), stream>>>(bp, ws);
   GDN_CUDA_LAUNCHED("gdn::cuda state_bwd_kernel");
   if (plan.NC > 0) {
-    state_grad_kernel<T, U><<<unsigned(plan.NC * s.HV), kThreads, sizeof(StateGradSmem<T, U>), stream>>>(bp, ws);
+    state_grad_kernel<T, U, G><<<unsigned(plan.NC * s.HV), kThreads, sizeof(StateGradSmem<T, U>), stream>>>(bp, ws);
     GDN_CUDA_LAUNCHED("gdn::cuda state_grad_kernel");
-    intra_grad_kernel<T, U><<<unsigned(plan.NC * s.HV), kThreads, sizeof(IntraGradSmem<T, U>), stream>>>(bp, ws);
+    intra_grad<<<unsigned(plan.NC * s.HV), kThreads, intra_grad_smem, stream>>>(bp, ws);
     GDN_CUDA_LAUNCHED("gdn::cuda intra_grad_kernel");
     const long rows = long(bp.tokens) * s.H;
     qk_finish_kernel<T><<<unsigned((rows + 7) / 8), kThreads, 0, stream>>>(bp, ws);
@@ -606,8 +851,8 @@ size_t chunk_backward_workspace_bytes(const ChunkShape& s) {
 
 Status chunk_backward(const ChunkShape& s, const ChunkBackwardArgs& a, void* workspace, size_t bytes,
                       cudaStream_t stream) {
-  return detail::dispatch(s.dtype, s.update, [&](auto t, auto u) {
-    return detail::backward_typed<decltype(t), decltype(u)::value>(s, a, workspace, bytes, stream);
+  return detail::dispatch(s.dtype, s.update, s.gate, [&](auto t, auto u, auto g) {
+    return detail::backward_typed<decltype(t), decltype(u)::value, decltype(g)::value>(s, a, workspace, bytes, stream);
   });
 }
 

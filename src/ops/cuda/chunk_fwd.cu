@@ -10,6 +10,10 @@
 // stores V' = V (zero rows beyond the chunk), and the state pass streams it in place of W, U.
 //   3. output    per (chunk, value head, 64 value columns): O = scale (e^γ ⊙ Q S + P V'),
 //                P = Q Kᵀ ⊙ Γ ⊙ LowerInclDiag.
+// The vector gate (template parameter G; GLA, KDA) keeps the cumulative gate per key dimension,
+// a [64][128] tile: prepare forms the gated products N (for L) and P by gate.cuh's sub-chunked
+// scheme and stores them (output and backward read them), W, Kd and Q e^γ scale elements instead
+// of rows, and the state decays row by row (e^{γ_L} per dimension).
 // Stages 1–2 are reused by the backward pass.
 #include "chunk_fwd.cuh"
 
@@ -33,7 +37,7 @@ struct InverseSmem {
   T a[kChunk * tile_ld<T>(kChunk)];  // A, staged
 };
 
-template <class T, Update U>
+template <class T, Update U, Gate G>
 struct PrepareSmem {
   union {
     struct {
@@ -43,18 +47,22 @@ struct PrepareSmem {
     float u[kChunk * tile_ld<float>(kDim)];  // U, staged for 16-byte stores
   };
   Only<kDelta<U>, InverseSmem<T>> inv;
+  Only<kVector<G>, float[kChunk * kLdG]> gv;                       // cumulative vector gate
+  Only<kVector<G>, T[kChunk * tile_ld<T>(kDim)]> scratch;          // gated_lower's operands
+  Only<kVector<G> && !kDelta<U>, T[kChunk * tile_ld<T>(kChunk)]> p;  // P, staged (delta rule: in inv.a)
   float gam[kChunk], bet[kChunk];
 };
 
-// bf16: 3 blocks per SM (at most 80 registers); fp32 tiles fit 2.
-template <class T>
-constexpr int kPrepareBlocksPerSm = sizeof(T) == 2 ? 3 : 2;
+// Scalar gate, bf16: 3 blocks per SM (at most 80 registers); fp32 tiles fit 2. The vector
+// gate's tiles fit 2 (bf16) or 1 (fp32).
+template <class T, Gate G>
+constexpr int kPrepareBlocksPerSm = kVector<G> ? (sizeof(T) == 2 ? 2 : 1) : sizeof(T) == 2 ? 3 : 2;
 
-template <class T, Update U>
-__global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T>) prepare_kernel(ChunkParams<T> p, ForwardWorkspace<T> ws) {
+template <class T, Update U, Gate G>
+__global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_kernel(ChunkParams<T> p, ForwardWorkspace<T> ws) {
   constexpr int ldK = tile_ld<T>(kDim), ldC = tile_ld<T>(kChunk);
   extern __shared__ float4 smem4[];
-  PrepareSmem<T, U>& sm = *reinterpret_cast<PrepareSmem<T, U>*>(smem4);
+  PrepareSmem<T, U, G>& sm = *reinterpret_cast<PrepareSmem<T, U, G>*>(smem4);
 
   const int c = blockIdx.x / p.HV, hv = blockIdx.x % p.HV, h = hv / (p.HV / p.H);
   const ChunkRef ch = chunk_ref(ws.seqs, ws.chunk_seq, c);
@@ -63,19 +71,27 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T>) prepare_kern
 
   load_rows(sm.in.k, ldK, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
   load_rows(sm.in.v, ldK, p.v + (long(ch.start) * p.HV + hv) * kDim, long(p.HV) * kDim, ch.len, false);
-  load_gate_beta(sm.gam, sm.bet, p.g, p.beta, ch.start, ch.len, p.HV, hv);
+  load_gate_beta(sm.gam, sm.bet, kVector<G> ? nullptr : p.g, p.beta, ch.start, ch.len, p.HV, hv);
+  if constexpr (kVector<G>) load_gate_vec(sm.gv, p.g, ch.start, ch.len, p.HV, hv);
   __syncthreads();
 
+  if constexpr (kDelta<U> && kVector<G>) {  // N_ij = Σ_d k_id k_jd e^{γ_id − γ_jd} (j < i), L = diag(β) N
+    gated_lower(sm.in.k, sm.in.k, ldK, sm.gv, sm.scratch, false, [&](int i, int j, float x) {
+      sm.inv.l[i * kLdL + j] = sm.bet[i] * x;
+      sm.inv.a[i * ldC + j] = from_float<T>(x);  // N, staged until invert_unit_lower writes A here
+    });
+    __syncthreads();
+    store_tile(ws.n + hc * kChunk * kChunk, kChunk, sm.inv.a, ldC, kChunk, kChunk);
+  } else if constexpr (kDelta<U>) {  // L = StrictLower(diag(β) (K Kᵀ) ⊙ Γ)
+    float acc[1][4][4];
+    zero(acc);
+    const int m0 = (warp % 4) * 16, n0 = (warp / 4) * 32;
+    warp_mma(acc, row_major(sm.in.k, ldK), row_major(sm.in.k, ldK), m0, n0, kDim);
+    for_each(acc, m0, n0, [&](int i, int j, float x) {
+      sm.inv.l[i * kLdL + j] = i > j ? sm.bet[i] * x * __expf(sm.gam[i] - sm.gam[j]) : 0.f;
+    });
+  }
   if constexpr (kDelta<U>) {
-    {  // L = StrictLower(diag(β) (K Kᵀ) ⊙ Γ)
-      float acc[1][4][4];
-      zero(acc);
-      const int m0 = (warp % 4) * 16, n0 = (warp / 4) * 32;
-      warp_mma(acc, row_major(sm.in.k, ldK), row_major(sm.in.k, ldK), m0, n0, kDim);
-      for_each(acc, m0, n0, [&](int i, int j, float x) {
-        sm.inv.l[i * kLdL + j] = i > j ? sm.bet[i] * x * __expf(sm.gam[i] - sm.gam[j]) : 0.f;
-      });
-    }
     __syncthreads();
 
     invert_unit_lower(sm.inv.l, [&](int i, int j, float x) {
@@ -84,18 +100,23 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T>) prepare_kern
     });
     store_tile(ws.a + hc * kChunk * kChunk, kChunk, sm.inv.a, ldC, kChunk, kChunk);  // A, kept for the backward pass
   }
-  {  // Kd = K e^{γ_L − γ} for the state passes; for the delta rule, K rows scaled by e^γ for W.
+  {  // Kd = K e^{γ_L − γ} for the state passes; for the delta rule, K scaled by e^γ for W.
     const float gl = sm.gam[ch.len - 1];
     T* kd = ws.kd + hc * kChunk * kDim;
     for (int i = tid; i < kChunk * kDim / 2; i += kThreads) {
       const int r = i / (kDim / 2), j = 2 * (i % (kDim / 2));
       const float2 x = load2(sm.in.k + r * ldK + j);
-      const float d = __expf(gl - sm.gam[r]);
-      store2(kd + r * kDim + j, d * x.x, d * x.y);
-      if constexpr (kDelta<U>) {
-        const float e = __expf(sm.gam[r]);
-        store2(sm.in.k + r * ldK + j, e * x.x, e * x.y);
+      float2 d, e;  // e^{γ_L − γ}, e^γ of the two elements
+      if constexpr (kVector<G>) {
+        const float2 gr = load2(sm.gv + r * kLdG + j), gL = load2(sm.gv + (ch.len - 1) * kLdG + j);
+        d = make_float2(__expf(gL.x - gr.x), __expf(gL.y - gr.y));
+        e = make_float2(__expf(gr.x), __expf(gr.y));
+      } else {
+        d.x = d.y = __expf(gl - sm.gam[r]);
+        e.x = e.y = __expf(sm.gam[r]);
       }
+      store2(kd + r * kDim + j, d.x * x.x, d.y * x.y);
+      if constexpr (kDelta<U>) store2(sm.in.k + r * ldK + j, e.x * x.x, e.y * x.y);
     }
   }
   const long base = hc * kChunk * kDim;
@@ -116,27 +137,46 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T>) prepare_kern
   } else {
     store_tile(ws.vn + base, kDim, sm.in.v, ldK, kChunk, kDim);  // V' = V
   }
-  if (tid < kChunk) ws.gam[hc * kChunk + tid] = sm.gam[tid];
+  if constexpr (kVector<G>) {
+    store_tile(ws.gam + hc * kChunk * kDim, kDim, sm.gv, kLdG, kChunk, kDim);
+    // P = gated Q Kᵀ for the output pass and the backward, over the inputs' tiles (free now; k is
+    // reloaded, its tile holds K e^γ for the delta rule).
+    __syncthreads();
+    load_rows(sm.in.k, ldK, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
+    load_rows(sm.in.v, ldK, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
+    __syncthreads();
+    T* pt;
+    if constexpr (kDelta<U>)
+      pt = sm.inv.a;
+    else
+      pt = sm.p;
+    gated_lower(sm.in.v, sm.in.k, ldK, sm.gv, sm.scratch, true,
+                [&](int i, int j, float x) { pt[i * ldC + j] = from_float<T>(x); });
+    __syncthreads();
+    store_tile(ws.p + hc * kChunk * kChunk, kChunk, pt, ldC, kChunk, kChunk);
+  } else if (tid < kChunk) {
+    ws.gam[hc * kChunk + tid] = sm.gam[tid];
+  }
 }
 
 // Buffers of this chunk and the next. The additive rule streams V' (= V) from prepare; the
 // delta rule streams W and U and computes V' into vn[0].
-template <class T, Update U>
+template <class T, Update U, Gate G>
 struct StateSmem {
   Only<kDelta<U>, T[2][kChunk * tile_ld<T>(kDim)]> w;
   T kd[2][kChunk * tile_ld<T>(kDim)];
   Only<kDelta<U>, float[2][kChunk * kLdU]> u;
-  float gam[2][kChunk];
+  float gam[2][kVector<G> ? kDim : kChunk];  // the chunk's cumulative gate; vector: its last row γ_L
   T vn[kDelta<U> ? 1 : 2][kChunk * tile_ld<T>(kStateCols)];  // V'
   T s[kDim * tile_ld<T>(kStateCols)];                        // the state as an mma operand
 };
 
-template <class T, Update U>
+template <class T, Update U, Gate G>
 __global__ void __launch_bounds__(kThreads) state_kernel(ChunkParams<T> p, ForwardWorkspace<T> ws, const float* h0,
                                                          float* ht) {
   constexpr int ldK = tile_ld<T>(kDim), ldS = tile_ld<T>(kStateCols);
   extern __shared__ float4 smem4[];
-  StateSmem<T, U>& sm = *reinterpret_cast<StateSmem<T, U>*>(smem4);
+  StateSmem<T, U, G>& sm = *reinterpret_cast<StateSmem<T, U, G>*>(smem4);
 
   constexpr int kTiles = kDim / kStateCols;
   const int n = blockIdx.x / (p.HV * kTiles), hv = blockIdx.x / kTiles % p.HV;
@@ -155,7 +195,12 @@ __global__ void __launch_bounds__(kThreads) state_kernel(ChunkParams<T> p, Forwa
       load_tile(sm.vn[b], ldS, ws.vn + hc * kChunk * kDim + v0, kDim, kChunk, kStateCols);
     }
     load_tile(sm.kd[b], ldK, ws.kd + hc * kChunk * kDim, kDim, kChunk, kDim);
-    load_tile(sm.gam[b], kChunk, ws.gam + hc * kChunk, kChunk, 1, kChunk);
+    if constexpr (kVector<G>) {
+      const int last = min(kChunk, seq.eos - (seq.bos + ci * kChunk)) - 1;
+      load_tile(sm.gam[b], kDim, ws.gam + (hc * kChunk + last) * kDim, kDim, 1, kDim);
+    } else {
+      load_tile(sm.gam[b], kChunk, ws.gam + hc * kChunk, kChunk, 1, kChunk);
+    }
     commit_async();
   };
   if (chunks > 0) prefetch(0, 0);
@@ -192,30 +237,35 @@ __global__ void __launch_bounds__(kThreads) state_kernel(ChunkParams<T> p, Forwa
     __syncthreads();  // V' is complete, and every read of sm.s is done before it is overwritten below
     const T* vn = sm.vn[kDelta<U> ? 0 : b];
     if constexpr (kDelta<U>) store_tile(ws.vn + hc * kChunk * kDim + v0, kDim, vn, ldS, kChunk, kStateCols);
-    // S ← e^{γ_L} S + Kdᵀ V'
-    const float decay = __expf(sm.gam[b][len - 1]);
-    for_each(st, s0, 0, [&](int, int, float& x) { x *= decay; });
+    // S ← e^{γ_L} S + Kdᵀ V' (vector gate: row d decays by e^{γ_Ld})
+    if constexpr (kVector<G>) {
+      for_each(st, s0, 0, [&](int i, int, float& x) { x *= __expf(sm.gam[b][i]); });
+    } else {
+      const float decay = __expf(sm.gam[b][len - 1]);
+      for_each(st, s0, 0, [&](int, int, float& x) { x *= decay; });
+    }
     warp_mma(st, col_major(sm.kd[b], ldK), col_major(vn, ldS), s0, 0, kChunk);
     store_acc(sm.s, ldS, st, s0, 0);
   }
   if (ht) store_acc(ht + state_base, kDim, st, s0, 0);
 }
 
-template <class T>
+template <class T, Gate G>
 struct OutputSmem {
-  T q[kChunk * tile_ld<T>(kDim)];
-  T k[kChunk * tile_ld<T>(kDim)];
+  T q[kChunk * tile_ld<T>(kDim)];  // Q (vector gate: then Q ⊙ e^γ)
+  Only<!kVector<G>, T[kChunk * tile_ld<T>(kDim)]> k;
   T s[kDim * tile_ld<T>(kOutCols)];
   T vn[kChunk * tile_ld<T>(kOutCols)];
   T pm[kChunk * tile_ld<T>(kChunk)];  // P, then O (staged)
   float gam[kChunk];
+  Only<kVector<G>, float[kChunk * kLdG]> gv;
 };
 
-template <class T>
+template <class T, Gate G>
 __global__ void __launch_bounds__(kThreads) output_kernel(ChunkParams<T> p, ForwardWorkspace<T> ws, T* o) {
   constexpr int ldK = tile_ld<T>(kDim), ldO = tile_ld<T>(kOutCols), ldC = tile_ld<T>(kChunk);
   extern __shared__ float4 smem4[];
-  OutputSmem<T>& sm = *reinterpret_cast<OutputSmem<T>*>(smem4);
+  OutputSmem<T, G>& sm = *reinterpret_cast<OutputSmem<T, G>*>(smem4);
 
   constexpr int kTiles = kDim / kOutCols;
   const int c = blockIdx.x / (p.HV * kTiles), hv = blockIdx.x / kTiles % p.HV, h = hv / (p.HV / p.H);
@@ -226,15 +276,27 @@ __global__ void __launch_bounds__(kThreads) output_kernel(ChunkParams<T> p, Forw
 
   load_tile(sm.s, ldO, ws.h + hc * kDim * kDim + v0, kDim, kDim, kOutCols);
   load_tile(sm.vn, ldO, ws.vn + hc * kChunk * kDim + v0, kDim, kChunk, kOutCols);
+  if constexpr (kVector<G>) {  // the gate tile, and P as prepare formed it
+    load_tile(sm.gv, kLdG, ws.gam + hc * kChunk * kDim, kDim, kChunk, kDim);
+    load_tile(sm.pm, ldC, ws.p + hc * kChunk * kChunk, kChunk, kChunk, kChunk);
+  }
   commit_async();
   load_rows(sm.q, ldK, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
-  load_rows(sm.k, ldK, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
-  if (tid < kChunk) sm.gam[tid] = ws.gam[hc * kChunk + tid];
+  if constexpr (!kVector<G>)
+    load_rows(sm.k, ldK, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
+  if (!kVector<G> && tid < kChunk) sm.gam[tid] = ws.gam[hc * kChunk + tid];
   wait_async();
   __syncthreads();
 
   const int m0 = (warp % 4) * 16, n0 = (warp / 4) * 32;
-  {  // P = Q Kᵀ ⊙ Γ, lower triangle with the diagonal
+  if constexpr (kVector<G>) {  // Q ⊙ e^γ
+    for (int i = tid; i < kChunk * kDim / 2; i += kThreads) {
+      const int r = i / (kDim / 2), j = 2 * (i % (kDim / 2));
+      const float2 x = load2(sm.q + r * ldK + j), g = load2(sm.gv + r * kLdG + j);
+      store2(sm.q + r * ldK + j, x.x * __expf(g.x), x.y * __expf(g.y));
+    }
+    __syncthreads();
+  } else {  // P = Q Kᵀ ⊙ Γ, lower triangle with the diagonal
     float acc[1][4][4];
     zero(acc);
     warp_mma(acc, row_major(sm.q, ldK), row_major(sm.k, ldK), m0, n0, kDim);
@@ -246,7 +308,7 @@ __global__ void __launch_bounds__(kThreads) output_kernel(ChunkParams<T> p, Forw
   float acc[1][4][4];
   zero(acc);
   warp_mma(acc, row_major(sm.q, ldK), col_major(sm.s, ldO), m0, n0, kDim);
-  for_each(acc, m0, n0, [&](int i, int, float& x) { x *= __expf(sm.gam[i]); });
+  if constexpr (!kVector<G>) for_each(acc, m0, n0, [&](int i, int, float& x) { x *= __expf(sm.gam[i]); });
   __syncthreads();
   warp_mma(acc, row_major(sm.pm, ldC), col_major(sm.vn, ldO), m0, n0, kChunk);
   __syncthreads();  // P is read: O is staged over it
@@ -258,13 +320,13 @@ __global__ void __launch_bounds__(kThreads) output_kernel(ChunkParams<T> p, Forw
 }  // namespace
 
 template <class T>
-ForwardWorkspace<T> carve_forward(Carve& cv, const ChunkPlan& plan, int HV, Update update) {
+ForwardWorkspace<T> carve_forward(Carve& cv, const ChunkPlan& plan, int HV, Update update, Gate gate) {
   ForwardWorkspace<T> ws;
   ws.seqs = cv.take<SeqInfo>(plan.N);
   ws.chunk_seq = cv.take<int>(plan.NC);
   const size_t heads = size_t(plan.NC) * HV;
   const bool delta = update == Update::delta;
-  ws.gam = cv.take<float>(heads * kChunk);
+  ws.gam = cv.take<float>(heads * kChunk * (gate == Gate::vector ? kDim : 1));
   ws.u = delta ? cv.take<float>(heads * kChunk * kDim) : nullptr;
   ws.a = delta ? cv.take<T>(heads * kChunk * kChunk) : nullptr;
   ws.w = delta ? cv.take<T>(heads * kChunk * kDim) : nullptr;
@@ -272,6 +334,9 @@ ForwardWorkspace<T> carve_forward(Carve& cv, const ChunkPlan& plan, int HV, Upda
   ws.vn = cv.take<T>(heads * kChunk * kDim);
   ws.h = cv.take<T>(heads * kDim * kDim);
   ws.h_lo = sizeof(T) == 2 ? cv.take<T>(heads * kDim * kDim) : nullptr;
+  const bool vector = gate == Gate::vector;
+  ws.p = vector ? cv.take<T>(heads * kChunk * kChunk) : nullptr;
+  ws.n = vector && delta ? cv.take<T>(heads * kChunk * kChunk) : nullptr;
   return ws;
 }
 
@@ -285,63 +350,67 @@ Status upload_plan(const ChunkPlan& plan, SeqInfo* seqs, int* chunk_seq, cudaStr
   return {};
 }
 
-template <class T, Update U>
+template <class T, Update U, Gate G>
 Status forward_states(const ChunkPlan& plan, const ChunkParams<T>& p, const ForwardWorkspace<T>& ws,
                       const float* h0, float* ht, cudaStream_t stream) {
-  GDN_CUDA_TRY(cudaFuncSetAttribute(prepare_kernel<T, U>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    int(sizeof(PrepareSmem<T, U>))));
-  GDN_CUDA_TRY(cudaFuncSetAttribute(state_kernel<T, U>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    int(sizeof(StateSmem<T, U>))));
+  using PS = PrepareSmem<T, U, G>;
+  using SS = StateSmem<T, U, G>;
+  GDN_CUDA_TRY(cudaFuncSetAttribute(prepare_kernel<T, U, G>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sizeof(PS))));
+  GDN_CUDA_TRY(cudaFuncSetAttribute(state_kernel<T, U, G>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sizeof(SS))));
   if (plan.NC > 0) {
-    prepare_kernel<T, U><<<unsigned(plan.NC * p.HV), kThreads, sizeof(PrepareSmem<T, U>), stream>>>(p, ws);
+    prepare_kernel<T, U, G><<<unsigned(plan.NC * p.HV), kThreads, sizeof(PS), stream>>>(p, ws);
     GDN_CUDA_LAUNCHED("gdn::cuda prepare_kernel");
   }
-  state_kernel<T, U><<<unsigned(plan.N * p.HV * (kDim / kStateCols)), kThreads, sizeof(StateSmem<T, U>), stream>>>(
-      p, ws, h0, ht);
+  state_kernel<T, U, G><<<unsigned(plan.N * p.HV * (kDim / kStateCols)), kThreads, sizeof(SS), stream>>>(p, ws, h0, ht);
   GDN_CUDA_LAUNCHED("gdn::cuda state_kernel");
   return {};
 }
 
-template <class T>
+template <class T, Gate G>
 Status forward_output(const ChunkPlan& plan, const ChunkParams<T>& p, const ForwardWorkspace<T>& ws, T* o,
                       cudaStream_t stream) {
   if (plan.NC == 0) return {};
-  GDN_CUDA_TRY(cudaFuncSetAttribute(output_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    int(sizeof(OutputSmem<T>))));
-  output_kernel<T><<<unsigned(plan.NC * p.HV * (kDim / kOutCols)), kThreads, sizeof(OutputSmem<T>), stream>>>(
-      p, ws, o);
+  using OS = OutputSmem<T, G>;
+  GDN_CUDA_TRY(cudaFuncSetAttribute(output_kernel<T, G>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sizeof(OS))));
+  output_kernel<T, G><<<unsigned(plan.NC * p.HV * (kDim / kOutCols)), kThreads, sizeof(OS), stream>>>(p, ws, o);
   GDN_CUDA_LAUNCHED("gdn::cuda output_kernel");
   return {};
 }
 
-template ForwardWorkspace<float> carve_forward<float>(Carve&, const ChunkPlan&, int, Update);
-template ForwardWorkspace<bf16> carve_forward<bf16>(Carve&, const ChunkPlan&, int, Update);
-#define GDN_FORWARD_STATES(T, U)                                                                              \
-  template Status forward_states<T, U>(const ChunkPlan&, const ChunkParams<T>&, const ForwardWorkspace<T>&, \
-                                       const float*, float*, cudaStream_t);
-GDN_FORWARD_STATES(float, Update::delta)
-GDN_FORWARD_STATES(bf16, Update::delta)
-GDN_FORWARD_STATES(float, Update::additive)
-GDN_FORWARD_STATES(bf16, Update::additive)
+template ForwardWorkspace<float> carve_forward<float>(Carve&, const ChunkPlan&, int, Update, Gate);
+template ForwardWorkspace<bf16> carve_forward<bf16>(Carve&, const ChunkPlan&, int, Update, Gate);
+#define GDN_FORWARD_STATES(T, U, G)                                                                              \
+  template Status forward_states<T, U, G>(const ChunkPlan&, const ChunkParams<T>&, const ForwardWorkspace<T>&, \
+                                          const float*, float*, cudaStream_t);
+#define GDN_FORWARD_STATES_ALL(T)                            \
+  GDN_FORWARD_STATES(T, Update::delta, Gate::scalar)         \
+  GDN_FORWARD_STATES(T, Update::additive, Gate::scalar)      \
+  GDN_FORWARD_STATES(T, Update::delta, Gate::vector)         \
+  GDN_FORWARD_STATES(T, Update::additive, Gate::vector)
+GDN_FORWARD_STATES_ALL(float)
+GDN_FORWARD_STATES_ALL(bf16)
+#undef GDN_FORWARD_STATES_ALL
 #undef GDN_FORWARD_STATES
 
 namespace {
-template <class T, Update U>
+template <class T, Update U, Gate G>
 Status forward_typed(const ChunkShape& s, const ChunkForwardArgs& a, void* workspace, size_t bytes,
                      cudaStream_t stream) {
+  constexpr const char* fn = "gdn::cuda::chunk_forward";
   ChunkPlan plan(s);
   if (!plan.error.empty()) return bad_input(plan.error);
-  if (!a.q || !a.k || !a.v || !a.o) return bad_input("gdn::cuda::chunk_forward: q, k, v and o are required");
-  if (std::string e = beta_error("gdn::cuda::chunk_forward", U, a.beta, "beta"); !e.empty()) return bad_input(e);
+  if (!a.q || !a.k || !a.v || !a.o) return bad_input(gdn::cat(fn, ": q, k, v and o are required"));
+  for (const std::string& e : {beta_error(fn, U, a.beta, "beta"), gate_error(fn, G, a.g)})
+    if (!e.empty()) return bad_input(e);
   Carve cv{static_cast<char*>(workspace)};
-  const ForwardWorkspace<T> ws = carve_forward<T>(cv, plan, s.HV, U);
+  const ForwardWorkspace<T> ws = carve_forward<T>(cv, plan, s.HV, U, G);
   if (cv.used > bytes)
     return bad_input(gdn::cat("gdn::cuda::chunk_forward: workspace of ", bytes, " bytes, needs ", cv.used));
   const ChunkParams<T> p{static_cast<const T*>(a.q), static_cast<const T*>(a.k), static_cast<const T*>(a.v),
                          a.g, a.beta, s.H, s.HV, plan.scale, s.l2norm_qk};
   if (Status st = upload_plan(plan, ws.seqs, ws.chunk_seq, stream); !st.ok()) return st;
-  if (Status st = forward_states<T, U>(plan, p, ws, a.h0, a.ht, stream); !st.ok()) return st;
-  return forward_output(plan, p, ws, static_cast<T*>(a.o), stream);
+  if (Status st = forward_states<T, U, G>(plan, p, ws, a.h0, a.ht, stream); !st.ok()) return st;
+  return forward_output<T, G>(plan, p, ws, static_cast<T*>(a.o), stream);
 }
 }  // namespace
 
@@ -353,16 +422,16 @@ size_t chunk_forward_workspace_bytes(const ChunkShape& s) {
   detail::ChunkPlan plan(s);
   detail::Carve cv{nullptr};
   if (s.dtype == DType::f32)
-    detail::carve_forward<float>(cv, plan, s.HV, s.update);
+    detail::carve_forward<float>(cv, plan, s.HV, s.update, s.gate);
   else
-    detail::carve_forward<detail::bf16>(cv, plan, s.HV, s.update);
+    detail::carve_forward<detail::bf16>(cv, plan, s.HV, s.update, s.gate);
   return cv.used;
 }
 
 Status chunk_forward(const ChunkShape& s, const ChunkForwardArgs& a, void* workspace, size_t bytes,
                      cudaStream_t stream) {
-  return detail::dispatch(s.dtype, s.update, [&](auto t, auto u) {
-    return detail::forward_typed<decltype(t), decltype(u)::value>(s, a, workspace, bytes, stream);
+  return detail::dispatch(s.dtype, s.update, s.gate, [&](auto t, auto u, auto g) {
+    return detail::forward_typed<decltype(t), decltype(u)::value, decltype(g)::value>(s, a, workspace, bytes, stream);
   });
 }
 

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "chunk_plan.cuh"
+#include "gate.cuh"
 
 namespace gdn::cuda::detail {
 
@@ -14,20 +15,24 @@ struct ChunkParams {
   bool l2norm;
 };
 
-// Per (chunk, value head) buffers. fp32: the cumulative gate [NC,HV,64] and U = A diag(β) V
+// Per (chunk, value head) buffers. fp32: the cumulative gate [NC,HV,64] (vector gate:
+// [NC,HV,64,128]) and U = A diag(β) V
 // [NC,HV,64,128]. In the input type T, the values that only feed mma operands (tile.cuh):
 // A [NC,HV,64,64], W [NC,HV,64,128], Kd = K e^{γ_L − γ} [NC,HV,64,128], V' [NC,HV,64,128]
 // (the state pass's U − W S; for the additive rule V itself), chunk-entry states h
 // [NC,HV,128,128]. A, W and U exist for the delta rule only (null otherwise). Rows beyond a
 // chunk's length are zero. bf16 only: h_lo = S − h in bf16 [NC,HV,128,128], so
 // that h + h_lo carries S to ~16 bits for the gate gradient's Σ dS_next ⊙ S, which is not an
-// mma operand (bench/gpu/bf16_gate_grad.py); null for fp32, where h is S.
+// mma operand (bench/gpu/bf16_gate_grad.py); null for fp32, where h is S. Vector gate only (null
+// otherwise), in T: the gated products P = gated Q Kᵀ (lower with the diagonal) and, for the delta
+// rule, N = gated K Kᵀ (strictly lower), [NC,HV,64,64]: formed once by prepare, read by the output
+// pass and the backward.
 template <class T>
 struct ForwardWorkspace {
   SeqInfo* seqs;
   int* chunk_seq;
   float *gam, *u;
-  T *a, *w, *kd, *vn, *h, *h_lo;
+  T *a, *w, *kd, *vn, *h, *h_lo, *p, *n;
 };
 
 // Inclusive cumulative sum of g over the chunk's tokens (0 beyond len; all 0 when g is null:
@@ -90,11 +95,11 @@ __device__ inline void invert_unit_lower(const float* ls, F&& f) {
 }
 
 template <class T>
-ForwardWorkspace<T> carve_forward(Carve& cv, const ChunkPlan& plan, int HV, Update update);
+ForwardWorkspace<T> carve_forward(Carve& cv, const ChunkPlan& plan, int HV, Update update, Gate gate);
 Status upload_plan(const ChunkPlan& plan, SeqInfo* seqs, int* chunk_seq, cudaStream_t stream);
 
 // Stages 1 and 2: gate cumsum, A, W, Kd, U, V' and the chunk states (and ht when non-null).
-template <class T, Update U>
+template <class T, Update U, Gate G>
 Status forward_states(const ChunkPlan& plan, const ChunkParams<T>& p, const ForwardWorkspace<T>& ws,
                       const float* h0, float* ht, cudaStream_t stream);
 

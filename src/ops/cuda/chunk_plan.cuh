@@ -55,14 +55,26 @@ using UpdateTag = std::integral_constant<Update, U>;
 template <Update U>
 constexpr bool kDelta = U == Update::delta;
 
-// Calls f(T{}, UpdateTag<U>{}) with the element type T (float or bf16) and update rule U that
-// a shape asks for.
+// The gate kind likewise: the vector gate's stages (per-dimension decays, the sub-chunked
+// gated products of gate.cuh) are compiled only into its kernels.
+template <Gate G>
+using GateTag = std::integral_constant<Gate, G>;
+template <Gate G>
+constexpr bool kVector = G == Gate::vector;
+
+// Calls f(T{}, UpdateTag<U>{}, GateTag<G>{}) with the element type T (float or bf16), update
+// rule U and gate kind G that a shape asks for.
 template <class F>
-auto dispatch(DType t, Update u, F&& f) {
-  using D = UpdateTag<Update::delta>;
-  using A = UpdateTag<Update::additive>;
-  if (t == DType::f32) return u == Update::delta ? f(float{}, D{}) : f(float{}, A{});
-  return u == Update::delta ? f(bf16{}, D{}) : f(bf16{}, A{});
+auto dispatch(DType t, Update u, Gate g, F&& f) {
+  auto with_type = [&](auto type) {
+    using D = UpdateTag<Update::delta>;
+    using A = UpdateTag<Update::additive>;
+    using S = GateTag<Gate::scalar>;
+    using V = GateTag<Gate::vector>;
+    if (u == Update::delta) return g == Gate::scalar ? f(type, D{}, S{}) : f(type, D{}, V{});
+    return g == Gate::scalar ? f(type, A{}, S{}) : f(type, A{}, V{});
+  };
+  return t == DType::f32 ? with_type(float{}) : with_type(bf16{});
 }
 
 // A shared-memory member that only some kernel variants have: X when `present`, else an empty
@@ -75,6 +87,12 @@ using Only = std::conditional_t<present, X, Absent>;
 inline std::string beta_error(const char* fn, Update u, const void* beta, const char* name) {
   if (u == Update::delta && !beta) return gdn::cat(fn, ": the delta rule needs ", name);
   if (u == Update::additive && beta) return gdn::cat(fn, ": the additive rule takes no ", name, " (pass null)");
+  return "";
+}
+
+// "" when g is given as the gate kind needs it (the vector gate cannot be absent), else the error.
+inline std::string gate_error(const char* fn, Gate gate, const void* g) {
+  if (gate == Gate::vector && !g) return gdn::cat(fn, ": the vector gate needs g [B,T,HV,K] (GLA, KDA)");
   return "";
 }
 

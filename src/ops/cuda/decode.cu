@@ -51,12 +51,6 @@ __device__ __forceinline__ void load_floats(const __nv_bfloat16* p, float* x) {
   }
 }
 
-__device__ __forceinline__ float warp_sum(float x) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
-  return x;
-}
-
 // First half of a column sum over the block's 128 rows: x holds this thread's 4 columns summed
 // over its rows; the lanes of a warp that share columns are added, and the warp's kCols partial
 // sums go to red[warp][·]. After a barrier, column_total gives the sum over all warps.
@@ -84,7 +78,9 @@ __device__ __forceinline__ float column_total(const float* red, int col) {
 // → v' read by all, state updated, partials of S'ᵀq → column totals written as o. Two partial
 // buffers and the barrier order make a barrier between tokens unnecessary. The additive rule
 // (v' = v) needs only the last barrier; its tokens alternate between the two buffers instead.
-template <class T, Update U, int kCols, int kRows>
+// The vector gate (G) decays each state row by its own α_d = e^{g_d}: a thread loads the kRows
+// log-gates of its rows with k and q, and Sᵀk becomes Σ_d α_d k_d S_d (the state decayed first).
+template <class T, Update U, Gate G, int kCols, int kRows>
 __global__ void __launch_bounds__(DecodeTile<kCols, kRows>::kThreads, DecodeTile<kCols, kRows>::kMinBlocks)
     decode_kernel(DecodeShape sh, DecodeArgs a, float scale) {
   using Tile = DecodeTile<kCols, kRows>;
@@ -118,7 +114,15 @@ __global__ void __launch_bounds__(DecodeTile<kCols, kRows>::kThreads, DecodeTile
     load_floats<4>(qrow + 4 * lane, q4);
     load_floats<kRows>(krow + row0, kr);
     load_floats<kRows>(qrow + row0, qr);
-    const float alpha = a.g ? __expf(a.g[tok * sh.HV + hv]) : 1.f;
+    float alpha[kVector<G> ? kRows : 1];
+    if constexpr (kVector<G>) {
+      load_floats<kRows>(a.g + (tok * sh.HV + hv) * kDim + row0, alpha);
+#pragma unroll
+      for (int m = 0; m < kRows; ++m) alpha[m] = __expf(alpha[m]);
+    } else {
+      alpha[0] = a.g ? __expf(a.g[tok * sh.HV + hv]) : 1.f;
+    }
+    auto alpha_of = [&](int m) { return alpha[kVector<G> ? m : 0]; };
     if (sh.l2norm_qk) {
       const float rk = rsqrtf(warp_sum(k4[0] * k4[0] + k4[1] * k4[1] + k4[2] * k4[2] + k4[3] * k4[3]) + 1e-6f);
       const float rq = rsqrtf(warp_sum(q4[0] * q4[0] + q4[1] * q4[1] + q4[2] * q4[2] + q4[3] * q4[3]) + 1e-6f);
@@ -129,14 +133,18 @@ __global__ void __launch_bounds__(DecodeTile<kCols, kRows>::kThreads, DecodeTile
     const T* vrow = v + (tok * sh.HV + hv) * kDim + v0;
     float4 vn;
     if constexpr (kDelta<U>) {
-      float4 u = make_float4(0.f, 0.f, 0.f, 0.f);
+      float4 u = make_float4(0.f, 0.f, 0.f, 0.f);  // (Sᵀ k) with the scalar α left out, (Sᵀ (α ⊙ k)) with the vector
 #pragma unroll
-      for (int m = 0; m < kRows; ++m) u.x += s[m].x * kr[m], u.y += s[m].y * kr[m], u.z += s[m].z * kr[m], u.w += s[m].w * kr[m];
+      for (int m = 0; m < kRows; ++m) {
+        const float km = kVector<G> ? alpha_of(m) * kr[m] : kr[m];
+        u.x += s[m].x * km, u.y += s[m].y * km, u.z += s[m].z * km, u.w += s[m].w * km;
+      }
       stash_column_partials<Tile>(u, red[0]);
       __syncthreads();
       if (threadIdx.x < kCols) {
         const int c = threadIdx.x;
-        vnew[c] = a.beta[tok * sh.HV + hv] * (to_float(vrow[c]) - alpha * column_total<Tile>(red[0], c));
+        const float decay = kVector<G> ? 1.f : alpha_of(0);
+        vnew[c] = a.beta[tok * sh.HV + hv] * (to_float(vrow[c]) - decay * column_total<Tile>(red[0], c));
       }
       __syncthreads();
       vn = reinterpret_cast<const float4*>(vnew)[cg];
@@ -149,10 +157,11 @@ __global__ void __launch_bounds__(DecodeTile<kCols, kRows>::kThreads, DecodeTile
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
     for (int m = 0; m < kRows; ++m) {
-      s[m].x = alpha * s[m].x + kr[m] * vn.x;
-      s[m].y = alpha * s[m].y + kr[m] * vn.y;
-      s[m].z = alpha * s[m].z + kr[m] * vn.z;
-      s[m].w = alpha * s[m].w + kr[m] * vn.w;
+      const float am = alpha_of(m);
+      s[m].x = am * s[m].x + kr[m] * vn.x;
+      s[m].y = am * s[m].y + kr[m] * vn.y;
+      s[m].z = am * s[m].z + kr[m] * vn.z;
+      s[m].w = am * s[m].w + kr[m] * vn.w;
       acc.x += s[m].x * qr[m], acc.y += s[m].y * qr[m], acc.z += s[m].z * qr[m], acc.w += s[m].w * qr[m];
     }
     stash_column_partials<Tile>(acc, out_red);
@@ -175,13 +184,13 @@ __global__ void __launch_bounds__(DecodeTile<kCols, kRows>::kThreads, DecodeTile
 // at 1 and 32 sequences (bench/gpu/NOTES.md, decode v4).
 constexpr int kDecodeCols = 64, kDecodeRows = 8;
 
-template <class T, Update U, int kCols, int kRows>
+template <class T, Update U, Gate G, int kCols, int kRows>
 Status launch_decode(const DecodeShape& s, const DecodeArgs& a, float scale, cudaStream_t stream) {
   using Tile = DecodeTile<kCols, kRows>;
   const long blocks = long(s.num_seqs) * s.HV * Tile::kSlabs;
   if (blocks > 0x7fffffffL)
     return bad_input(gdn::cat("gdn::cuda::decode: too many sequences (", s.num_seqs, ") for one launch"));
-  decode_kernel<T, U, kCols, kRows><<<unsigned(blocks), Tile::kThreads, 0, stream>>>(s, a, scale);
+  decode_kernel<T, U, G, kCols, kRows><<<unsigned(blocks), Tile::kThreads, 0, stream>>>(s, a, scale);
   GDN_CUDA_LAUNCHED("gdn::cuda decode_kernel");
   return {};
 }
@@ -202,11 +211,14 @@ Status decode(const DecodeShape& s, const DecodeArgs& a, cudaStream_t stream) {
                               ") must be positive"));
   if (!a.q || !a.k || !a.v || !a.state_pool || !a.state_indices || !a.o)
     return bad_input("gdn::cuda::decode: q, k, v, state_pool, state_indices and o are required");
-  if (std::string e = beta_error("gdn::cuda::decode", s.update, a.beta, "beta"); !e.empty()) return bad_input(e);
+  for (const std::string& e : {beta_error("gdn::cuda::decode", s.update, a.beta, "beta"),
+                                gate_error("gdn::cuda::decode", s.gate, a.g)})
+    if (!e.empty()) return bad_input(e);
   if (s.num_seqs == 0) return {};
   const float scale = s.scale > 0.f ? s.scale : 1.f / std::sqrt(float(s.K));
-  return dispatch(s.dtype, s.update, [&](auto t, auto u) {
-    return launch_decode<decltype(t), decltype(u)::value, kDecodeCols, kDecodeRows>(s, a, scale, stream);
+  return dispatch(s.dtype, s.update, s.gate, [&](auto t, auto u, auto g) {
+    return launch_decode<decltype(t), decltype(u)::value, decltype(g)::value, kDecodeCols, kDecodeRows>(s, a, scale,
+                                                                                                         stream);
   });
 }
 
