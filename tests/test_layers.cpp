@@ -1,4 +1,5 @@
 // fp64 finite-difference checks of every layer's backward (loss = <y, r>, r random).
+#include <gtest/gtest-spi.h>
 #include <gtest/gtest.h>
 
 #include "gdn/common.h"
@@ -227,6 +228,31 @@ TEST_P(LayerCheck, AttentionWindowIsRespected) {
       EXPECT_EQ(diff, 0) << "t=" << t;
     }
   }
+}
+
+// The checker itself where the loss curves sharply: the L2 norm of a 4-vector of norm 1e-3
+// (a fixed step of 1e-4 is off by about 1e-4 relative there). It must pass the exact
+// gradient and still catch one that is off by 1e-4.
+TEST_P(LayerCheck, FiniteDifferencesAtNearlyZeroL2Norm) {
+  auto x = randn(rng, 4);
+  const double to_norm = 1e-3 / std::sqrt(dot(x, x));
+  for (auto& e : x) e *= to_norm;
+  const auto r = randn(rng, 4);
+  auto loss = [&] { return dot(x, r) / std::sqrt(dot(x, x)); };  // <x / |x|, r>
+  const double n = std::sqrt(dot(x, x)), y_dot_r = dot(x, r) / n;
+  std::vector<double> grad(4), off(4);
+  for (int d = 0; d < 4; ++d) {
+    grad[d] = (r[d] - x[d] / n * y_dot_r) / n;
+    off[d] = grad[d] * (1 + 1e-4);
+  }
+  expect_grad("l2norm", x, grad, loss, rng);
+  ::testing::TestPartResultArray failures;
+  {
+    ::testing::ScopedFakeTestPartResultReporter intercept(
+        ::testing::ScopedFakeTestPartResultReporter::INTERCEPT_ONLY_CURRENT_THREAD, &failures);
+    expect_grad("l2norm, gradient off by 1e-4", x, off, loss, rng);
+  }
+  EXPECT_EQ(failures.size(), 1) << "a gradient off by 1e-4 passed the check";
 }
 
 INSTANTIATE_TEST_SUITE_P(Seeds, LayerCheck, ::testing::Values(uint64_t(1), uint64_t(20261125), gdn::test::fresh_seed()));
