@@ -213,7 +213,11 @@ double rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
 }
 
 // One step on replicas (uneven shards, uneven label counts) against one model on the whole
-// batch: the same loss, counts and gradient of every parameter, up to fp32 summation order.
+// batch: the same loss, counts and gradient, up to fp32 summation order. The whole gradient
+// must agree to 1e-5; each parameter to 1e-3, because a gradient that is a sum over every
+// token of terms of both signs (GDN's A_log, dt_bias: a few scalars) amplifies the changed
+// summation order: 26 of seeds 1-600 put one of them between 1e-5 and 1.06e-4 (seed 202 the
+// worst). A wrong reduction (a shard lost, counted twice or mis-scaled) is off by far more.
 TEST(DataParallel, OneStepMatchesOneModel) {
   const uint64_t seed = test::fresh_seed();
   for (const std::string mixer : {"gated_deltanet", "swa"}) {
@@ -230,9 +234,14 @@ TEST(DataParallel, OneStepMatchesOneModel) {
       EXPECT_EQ(a.count, b.count);
       EXPECT_EQ(a.correct, b.correct);
       EXPECT_NEAR(a.loss, b.loss, 1e-6 * a.loss) << mixer << " seed " << seed;
-      for (size_t i = 0; i < one.params().size(); ++i)
-        EXPECT_LE(rel_diff(master.params()[i].second->grad, one.params()[i].second->grad), 1e-5)
-            << mixer << " " << one.params()[i].first << " seed " << seed;
+      std::vector<float> all_master, all_one;
+      for (size_t i = 0; i < one.params().size(); ++i) {
+        const auto &gm = master.params()[i].second->grad, &g1 = one.params()[i].second->grad;
+        EXPECT_LE(rel_diff(gm, g1), 1e-3) << mixer << " " << one.params()[i].first << " seed " << seed;
+        all_master.insert(all_master.end(), gm.begin(), gm.end());
+        all_one.insert(all_one.end(), g1.begin(), g1.end());
+      }
+      EXPECT_LE(rel_diff(all_master, all_one), 1e-5) << mixer << " whole gradient, seed " << seed;
       const nn::LossStats e = replicas.forward(batch.inputs.data(), batch.labels.data(), 7, batch.len);
       EXPECT_EQ(e.count, a.count);
       EXPECT_NEAR(e.loss, a.loss, 1e-6 * a.loss);
