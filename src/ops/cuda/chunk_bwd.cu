@@ -472,15 +472,9 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
       add_row_sums(acc, m0, n0, dgam, [&](int i, int j, float x) {
         return bet[i] * __expf(gam[i].x) * x * to_float(x1[i * ldK + j]);
       });
-#pragma unroll
-      for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-        for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int i = m0 + 16 * mt + ((tid & 31) >> 2) + 8 * (e >> 1);
-            dk[mt][nt][e] += bet[i] * __expf(gam[i].x) * acc[mt][nt][e];
-          }
+      for_each_index<2, 4>(m0, n0, [&](int mt, int nt, int e, int i, int) {
+        dk[mt][nt][e] += bet[i] * __expf(gam[i].x) * acc[mt][nt][e];
+      });
     }
     {  // U = A diag(β) V: Tu = Aᵀ dV'
       float acc[2][4][4];
@@ -668,18 +662,12 @@ __global__ void __launch_bounds__(kThreads, 1) intra_grad_vector_kernel(Backward
       float tw[2][4][4];
       zero(tw);
       warp_mma(tw, col_major(sm.y3, ldC), col_major(sm.x3, ldK), m0, n0, kChunk);
-#pragma unroll
-      for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-        for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int i = m0 + 16 * mt + g8 + 8 * (e >> 1), d = n0 + 8 * nt + 2 * t4 + (e & 1);
-            const float ew = __expf(sm.gv[i * kLdG + d]) * tw[mt][nt][e];  // e^γ Tw
-            tw[mt][nt][e] = ew * to_float(sm.x1[i * ldK + d]);              // e^γ Tw k, for dβ
-            dk[mt][nt][e] += sm.bet[i] * ew;
-            dg[mt][nt][e] += sm.bet[i] * tw[mt][nt][e];
-          }
+      for_each_index<2, 4>(m0, n0, [&](int mt, int nt, int e, int i, int d) {
+        const float ew = __expf(sm.gv[i * kLdG + d]) * tw[mt][nt][e];  // e^γ Tw
+        tw[mt][nt][e] = ew * to_float(sm.x1[i * ldK + d]);              // e^γ Tw k, for dβ
+        dk[mt][nt][e] += sm.bet[i] * ew;
+        dg[mt][nt][e] += sm.bet[i] * tw[mt][nt][e];
+      });
       add_row_sums(tw, m0, n0, sm.dbet, [](int, int, float x) { return x; });
     }
     {  // U = A diag(β) V: Tu = Aᵀ dV'

@@ -210,17 +210,23 @@ __device__ __forceinline__ void zero(float (&acc)[MT][NT][4]) {
       for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0.f;
 }
 
-// Calls f(row, col, value&) for every accumulator element the lane holds.
+// Calls f(mt, nt, e, row, col) for every element [mt][nt][e] of a [MT][NT][4] accumulator
+// tile at (m0, n0) that the lane holds: for loops that walk several accumulators at once.
 template <int MT, int NT, class F>
-__device__ __forceinline__ void for_each(float (&acc)[MT][NT][4], int m0, int n0, F&& f) {
+__device__ __forceinline__ void for_each_index(int m0, int n0, F&& f) {
   const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
-      for (int i = 0; i < 4; ++i)
-        f(m0 + 16 * mt + g + 8 * (i >> 1), n0 + 8 * nt + 2 * t + (i & 1), acc[mt][nt][i]);
+      for (int e = 0; e < 4; ++e) f(mt, nt, e, m0 + 16 * mt + g + 8 * (e >> 1), n0 + 8 * nt + 2 * t + (e & 1));
+}
+
+// Calls f(row, col, value&) for every accumulator element the lane holds.
+template <int MT, int NT, class F>
+__device__ __forceinline__ void for_each(float (&acc)[MT][NT][4], int m0, int n0, F&& f) {
+  for_each_index<MT, NT>(m0, n0, [&](int mt, int nt, int e, int i, int j) { f(i, j, acc[mt][nt][e]); });
 }
 
 // Calls f(row, col, v0, v1) for every pair of adjacent accumulator elements (row, col),
