@@ -174,29 +174,21 @@ __device__ void gated_lower_backward(const T* dz, int ldz, const T* x, const T* 
       float acc[1][4][4];
       zero(acc);
       warp_mma(acc, row_major(dz, ldz), col_major(scratch, ld), R, n0, R);
-#pragma unroll
-      for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int i = R + g8 + 8 * (e >> 1), d = n0 + 8 * nt + 2 * t4 + (e & 1);
-          const float v = acc[0][nt][e] * __expf(gam[i * kLdG + d] - gam[R * kLdG + d]);
-          dx[I % 2][nt][e] += v;
-          dg[I % 2][nt][e] += to_float(x[i * ld + d]) * v;
-        }
+      for_each_index<1, 4>(R, n0, [&](int, int nt, int e, int i, int d) {
+        const float v = acc[0][nt][e] * __expf(gam[i * kLdG + d] - gam[R * kLdG + d]);
+        dx[I % 2][nt][e] += v;
+        dg[I % 2][nt][e] += to_float(x[i * ld + d]) * v;
+      });
     }
     if ((warp & 1) == (I - 1) / 2) {  // rows of block I − 1: (Σ_{i≥R} dZ_ij x̃_i) e^{γ_R − γ_j}
       float acc[1][4][4];
       zero(acc);
       warp_mma(acc, col_major(dz + R * ldz, ldz), col_major(scratch + R * ld, ld), R - kSub, n0, kChunk - R);
-#pragma unroll
-      for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int j = R - kSub + g8 + 8 * (e >> 1), d = n0 + 8 * nt + 2 * t4 + (e & 1);
-          const float v = acc[0][nt][e] * __expf(gam[R * kLdG + d] - gam[j * kLdG + d]);
-          dy[(I - 1) % 2][nt][e] += v;
-          dg[(I - 1) % 2][nt][e] -= to_float(y[j * ld + d]) * v;
-        }
+      for_each_index<1, 4>(R - kSub, n0, [&](int, int nt, int e, int j, int d) {
+        const float v = acc[0][nt][e] * __expf(gam[R * kLdG + d] - gam[j * kLdG + d]);
+        dy[(I - 1) % 2][nt][e] += v;
+        dg[(I - 1) % 2][nt][e] -= to_float(y[j * ld + d]) * v;
+      });
     }
   }
 }
