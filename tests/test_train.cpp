@@ -8,6 +8,9 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <tuple>
+
+#include <nlohmann/json.hpp>
 
 #include "gdn/common.h"
 #include "gdn/nn/loss.h"
@@ -95,6 +98,51 @@ TEST(Mqar, Errors) {
   EXPECT_THROW(make_task({{"task", "mqqr"}}, 1, 0, false), gdn::Error);
 }
 
+// Zoology's training mixture: each part in its own form, right-padded to the longest
+// length with unlabelled pad tokens; the evaluation split is the one setting of the task.
+TEST(Mqar, TrainMixture) {
+  const nlohmann::json spec = {{"task", "mqar"},
+                               {"vocab_size", 512},
+                               {"seq_len", 128},
+                               {"num_kv_pairs", 16},
+                               {"train_mix",
+                                {{{"seq_len", 64}, {"num_kv_pairs", 4}, {"examples", 30}},
+                                 {{"seq_len", 128}, {"num_kv_pairs", 8}, {"examples", 20}}}}};
+  const uint64_t seed = test::fresh_seed();
+  const Dataset train = make_task(spec, 0, seed, false);
+  ASSERT_EQ(train.n, 50);
+  ASSERT_EQ(train.len, 128);
+  train.validate("mixture");
+  for (int64_t e = 0; e < train.n; ++e) {
+    const bool short_part = e < 30;
+    int labels = 0;
+    for (int t = 0; t < train.len; ++t) labels += train.label_row(e)[t] != nn::kIgnoreIndex;
+    EXPECT_EQ(labels, short_part ? 4 : 8) << "row " << e;
+    if (short_part) {
+      EXPECT_LE(train.label_end(e), 64);
+      for (int t = 64; t < 128; ++t) ASSERT_EQ(train.input_row(e)[t], 0) << "padding of row " << e;
+    }
+  }
+  const Dataset eval = make_task(spec, 10, seed, true);
+  ASSERT_EQ(eval.len, 128);
+  int labels = 0;
+  for (int t = 0; t < eval.len; ++t) labels += eval.label_row(0)[t] != nn::kIgnoreIndex;
+  EXPECT_EQ(labels, 16);
+
+  nlohmann::json bad = spec;
+  bad["train_examples"] = 50;
+  EXPECT_THROW(make_task(bad, 50, 0, false), gdn::Error);
+  bad = spec;
+  bad["train_mix"][0].erase("examples");
+  EXPECT_THROW(make_task(bad, 0, 0, false), gdn::Error);
+  bad = spec;
+  bad["train_mix"][1]["num_kv"] = 8;
+  EXPECT_THROW(make_task(bad, 0, 0, false), gdn::Error);
+  bad = spec;
+  bad["train_mix"] = nlohmann::json::array();
+  EXPECT_THROW(make_task(bad, 0, 0, false), gdn::Error);
+}
+
 TEST(Schedule, WarmupThenCosine) {
   EXPECT_NEAR(lr_at(0, 100, 10, 1.0, 0.1), 0.1, 1e-12);
   EXPECT_NEAR(lr_at(9, 100, 10, 1.0, 0.1), 1.0, 1e-12);
@@ -180,6 +228,74 @@ TEST(Trainer, ResumeIsExact) {
   // A different model refuses the checkpoint.
   Trainer other(small_model("deltanet"), tc, data, nullptr);
   EXPECT_THROW(other.resume(ckpt), gdn::Error);
+}
+
+// group_by_length: every epoch deals each row at most once into floor(n / batch) batches,
+// all but the few mixed ones of one 64-token block; cutting a batch after its last label
+// leaves the loss of the whole rows; and a resumed run is still exact.
+TEST(Trainer, GroupByLength) {
+  MqarConfig c;
+  c.vocab_size = 256;
+  std::vector<Dataset> parts;
+  for (auto [len, kv, n] : {std::tuple{32, 4, 37}, {96, 8, 29}, {160, 8, 21}}) {
+    c.seq_len = len;
+    c.num_kv_pairs = kv;
+    parts.push_back(make_mqar(c, n, test::fresh_seed()));
+  }
+  const Dataset data = concat_padded(parts, 160);
+  TrainConfig tc;
+  tc.batch = 8;
+  tc.steps = 12;
+  tc.seed = test::fresh_seed();
+  tc.progress = false;
+  tc.group_by_length = true;
+  nn::ModelConfig model = small_model("gated_deltanet");
+  model.vocab_size = 256;
+  Trainer t(model, tc, data, nullptr);
+  for (int64_t epoch : {0, 1}) {
+    const std::vector<int64_t> order = t.epoch_order(epoch);
+    ASSERT_EQ(order.size(), size_t(data.n / tc.batch * tc.batch));
+    EXPECT_EQ(std::set<int64_t>(order.begin(), order.end()).size(), order.size()) << "a row twice";
+    int mixed = 0;
+    for (size_t b = 0; b < order.size(); b += size_t(tc.batch)) {
+      std::set<int> blocks;
+      for (int i = 0; i < tc.batch; ++i) blocks.insert((data.label_end(order[b + size_t(i)]) + 63) / 64);
+      mixed += blocks.size() > 1;
+    }
+    EXPECT_LE(mixed, 2) << "epoch " << epoch;
+  }
+  const std::vector<int64_t> epoch0 = t.epoch_order(0);
+  EXPECT_NE(epoch0, t.epoch_order(1));
+
+  // The first step's loss equals the untrimmed forward of the same rows by the same model.
+  std::vector<int32_t> ids, labels;
+  const std::vector<int64_t> first(t.epoch_order(0).begin(), t.epoch_order(0).begin() + tc.batch);
+  for (int64_t row : first) {
+    ids.insert(ids.end(), data.input_row(row), data.input_row(row) + data.len);
+    labels.insert(labels.end(), data.label_row(row), data.label_row(row) + data.len);
+  }
+  nn::Model<float> fresh(model, tc.seed);
+  const double untrimmed = fresh.forward(ids.data(), labels.data(), tc.batch, data.len).loss;
+  t.run();
+  EXPECT_NEAR(t.log()[0].loss, untrimmed, 1e-5 * std::abs(untrimmed));
+
+  const std::string ckpt = temp_path("group_by_length.safetensors");
+  TrainConfig first_half = tc;
+  first_half.steps = 12;
+  first_half.checkpoint = ckpt;
+  first_half.checkpoint_every = 7;
+  {
+    Trainer a(model, first_half, data, nullptr);
+    a.on_step = [](const StepLog& l) {
+      if (l.step == 8) throw std::runtime_error("interrupted");
+    };
+    EXPECT_THROW(a.run(), std::runtime_error);
+  }
+  Trainer b(model, tc, data, nullptr);
+  b.resume(ckpt);
+  b.run();
+  ASSERT_EQ(b.log().size(), 5u);
+  for (size_t i = 0; i < b.log().size(); ++i) EXPECT_EQ(b.log()[i].loss, t.log()[7 + i].loss) << "step " << 7 + i;
 }
 
 TEST(Trainer, SameSeedSameRun) {

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <fstream>
 #include <iterator>
 #include <nlohmann/json.hpp>
@@ -14,6 +15,32 @@ int64_t Dataset::labelled() const {
   int64_t n_lab = 0;
   for (int32_t l : labels) n_lab += l != nn::kIgnoreIndex;
   return n_lab;
+}
+
+int Dataset::label_end(int64_t i) const {
+  const int32_t* lab = label_row(i);
+  int end = len;
+  while (end > 0 && lab[end - 1] == nn::kIgnoreIndex) --end;
+  return end;
+}
+
+Dataset concat_padded(const std::vector<Dataset>& parts, int len) {
+  Dataset d;
+  d.len = len;
+  for (const Dataset& p : parts) {
+    GDN_CHECK(p.len <= len, "concat_padded: a part's rows hold ", p.len, " tokens, more than ", len);
+    d.n += p.n;
+    d.vocab = std::max(d.vocab, p.vocab);
+  }
+  d.inputs.assign(size_t(d.n) * len, 0);
+  d.labels.assign(d.inputs.size(), nn::kIgnoreIndex);
+  int64_t row = 0;
+  for (const Dataset& p : parts)
+    for (int64_t i = 0; i < p.n; ++i, ++row) {
+      std::copy_n(p.input_row(i), p.len, d.inputs.data() + row * len);
+      std::copy_n(p.label_row(i), p.len, d.labels.data() + row * len);
+    }
+  return d;
 }
 
 void Dataset::validate(const std::string& what) const {
@@ -114,14 +141,38 @@ Dataset make_task(const nlohmann::json& spec, int64_t num_examples, uint64_t see
   const uint64_t s = seed * 2 + (eval_split ? 1 : 0) + 0x5eed;
   const JsonFields fields(spec, "task " + task, {"task", "train_examples", "eval_examples", "seed"});
   if (task == "mqar") {
-    fields.allow_only({"vocab_size", "seq_len", "num_kv_pairs", "power_a", "random_non_queries"});
+    fields.allow_only({"vocab_size", "seq_len", "num_kv_pairs", "power_a", "random_non_queries", "train_mix"});
     MqarConfig c;
     fields.read("vocab_size", c.vocab_size);
     fields.read("seq_len", c.seq_len);
     fields.read("num_kv_pairs", c.num_kv_pairs);
     fields.read("power_a", c.power_a);
     fields.read("random_non_queries", c.random_non_queries);
-    return make_mqar(c, num_examples, s);
+    if (eval_split || !spec.contains("train_mix")) return make_mqar(c, num_examples, s);
+    // Zoology trains on a mixture of settings (e.g. 100k of (64, 4) and 20k each of (128, 8),
+    // (256, 16), (256, 32), (256, 64)) and tests on one; the evaluation split is seq_len /
+    // num_kv_pairs above.
+    const auto& mix = spec["train_mix"];
+    GDN_CHECK(mix.is_array() && !mix.empty(), "task mqar: train_mix must be a non-empty list of ",
+              "{\"seq_len\", \"num_kv_pairs\", \"examples\"}, got ", mix.dump());
+    GDN_CHECK(!spec.contains("train_examples"), "task mqar: train_mix gives each part's examples; ",
+              "drop train_examples");
+    std::vector<Dataset> parts;
+    int len = c.seq_len;
+    for (size_t i = 0; i < mix.size(); ++i) {
+      const JsonFields part(mix[i], cat("task mqar: train_mix[", i, "]"));
+      part.allow_only({"seq_len", "num_kv_pairs", "examples"});
+      GDN_CHECK(mix[i].contains("examples"), "task mqar: train_mix[", i, "] needs \"examples\"");
+      MqarConfig pc = c;
+      int64_t examples = 0;
+      part.read("seq_len", pc.seq_len);
+      part.read("num_kv_pairs", pc.num_kv_pairs);
+      part.read("examples", examples);
+      GDN_CHECK(examples > 0, "task mqar: train_mix[", i, "] examples must be > 0, got ", examples);
+      parts.push_back(make_mqar(pc, examples, s + 0x100 * (i + 1)));
+      len = std::max(len, pc.seq_len);
+    }
+    return concat_padded(parts, len);
   }
   if (task == "text") {
     fields.allow_only({"path", "seq_len", "eval_fraction"});

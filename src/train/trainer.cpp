@@ -32,7 +32,7 @@ TrainConfig TrainConfig::from_json(const nlohmann::json& j) {
   const JsonFields fields(j, "train config");
   fields.allow_only({"steps", "epochs", "batch", "lr", "beta1", "beta2", "eps", "weight_decay",
                                 "warmup", "min_lr_ratio", "clip", "seed", "eval_every", "checkpoint",
-                                "checkpoint_every", "progress", "threads", "parallel"});
+                                "checkpoint_every", "progress", "threads", "parallel", "group_by_length"});
   TrainConfig c;
   fields.read("steps", c.steps);
   fields.read("epochs", c.epochs);
@@ -51,6 +51,7 @@ TrainConfig TrainConfig::from_json(const nlohmann::json& j) {
   fields.read("checkpoint_every", c.checkpoint_every);
   fields.read("progress", c.progress);
   fields.read("threads", c.threads);
+  fields.read("group_by_length", c.group_by_length);
   std::string parallel = to_string(c.parallel);
   fields.read("parallel", parallel);
   try {
@@ -70,7 +71,7 @@ nlohmann::json TrainConfig::to_json() const {
           {"beta2", adam.beta2}, {"eps", adam.eps}, {"weight_decay", adam.weight_decay}, {"warmup", warmup},
           {"min_lr_ratio", min_lr_ratio}, {"clip", clip}, {"seed", seed}, {"eval_every", eval_every},
           {"checkpoint", checkpoint}, {"checkpoint_every", checkpoint_every}, {"threads", threads},
-          {"parallel", to_string(parallel)}};
+          {"parallel", to_string(parallel)}, {"group_by_length", group_by_length}};
 }
 
 int64_t TrainConfig::total_steps(int64_t train_examples) const {
@@ -154,28 +155,64 @@ Trainer::Trainer(const nn::ModelConfig& model_cfg, const TrainConfig& cfg, const
   if (parallel_ == Parallel::data && threads_ > 1) replicas_ = std::make_unique<DataParallel>(*model_, threads_);
   opt_ = std::make_unique<AdamW>(model_->params(), cfg_.adam);
   total_ = cfg_.total_steps(train_.n);
+  if (cfg_.group_by_length) {
+    GDN_CHECK(!model_cfg_.autoencoder(), "train: group_by_length cuts rows after their last label, but the ",
+              "autoencoder head reads each row's last position");
+    row_blocks_.resize(size_t(train_.n));
+    for (int64_t i = 0; i < train_.n; ++i) row_blocks_[size_t(i)] = (train_.label_end(i) + 63) / 64;
+  }
 }
 
-// Batch `step` is a slice of a permutation drawn per epoch from (seed, epoch): a function
-// of the step alone, so a resumed run sees the same batches.
-void Trainer::fill_batch(int64_t step, std::vector<int32_t>& ids, std::vector<int32_t>& labels) {
+// The epoch's order is drawn from (seed, epoch) alone, so a resumed run sees the same
+// batches. With group_by_length the shuffled rows are dealt into batches of one length
+// block (the rows left over from each block fill mixed batches) and the batches shuffled:
+// still floor(n / batch) batches, each row at most once.
+const std::vector<int64_t>& Trainer::epoch_order(int64_t epoch) {
+  if (epoch == order_epoch_) return order_;
+  order_.resize(train_.n);
+  std::iota(order_.begin(), order_.end(), 0);
+  nn::Rng rng(cfg_.seed * 0x9e3779b97f4a7c15ull + uint64_t(epoch) + 1);
+  for (int64_t i = train_.n - 1; i > 0; --i) std::swap(order_[i], order_[rng.below(uint64_t(i + 1))]);
+  order_epoch_ = epoch;
+  if (!cfg_.group_by_length) return order_;
+  const int B = cfg_.batch;
+  std::vector<std::vector<int64_t>> by_block;
+  for (int64_t row : order_) {
+    const size_t block = size_t(row_blocks_[size_t(row)]);
+    if (by_block.size() <= block) by_block.resize(block + 1);
+    by_block[block].push_back(row);
+  }
+  std::vector<std::vector<int64_t>> batches;
+  std::vector<int64_t> rest;
+  for (const auto& rows : by_block) {
+    size_t i = 0;
+    for (; i + size_t(B) <= rows.size(); i += size_t(B)) batches.emplace_back(rows.begin() + i, rows.begin() + i + B);
+    rest.insert(rest.end(), rows.begin() + i, rows.end());
+  }
+  for (size_t i = 0; i + size_t(B) <= rest.size(); i += size_t(B))
+    batches.emplace_back(rest.begin() + i, rest.begin() + i + B);
+  for (size_t i = batches.size() - 1; i > 0; --i) std::swap(batches[i], batches[rng.below(uint64_t(i + 1))]);
+  order_.clear();
+  for (const auto& b : batches) order_.insert(order_.end(), b.begin(), b.end());
+  return order_;
+}
+
+int Trainer::fill_batch(int64_t step, std::vector<int32_t>& ids, std::vector<int32_t>& labels) {
   const int64_t per_epoch = train_.n / cfg_.batch;
   const int64_t epoch = step / per_epoch, slot = step % per_epoch;
-  if (epoch != order_epoch_) {
-    order_.resize(train_.n);
-    std::iota(order_.begin(), order_.end(), 0);
-    nn::Rng rng(cfg_.seed * 0x9e3779b97f4a7c15ull + uint64_t(epoch) + 1);
-    for (int64_t i = train_.n - 1; i > 0; --i) std::swap(order_[i], order_[rng.below(uint64_t(i + 1))]);
-    order_epoch_ = epoch;
+  const int64_t* rows = epoch_order(epoch).data() + slot * cfg_.batch;
+  int L = train_.len;
+  if (cfg_.group_by_length) {
+    L = 1;
+    for (int b = 0; b < cfg_.batch; ++b) L = std::max(L, train_.label_end(rows[b]));
   }
-  const int L = train_.len;
   ids.resize(size_t(cfg_.batch) * L);
   labels.resize(ids.size());
   for (int b = 0; b < cfg_.batch; ++b) {
-    const int64_t row = order_[slot * cfg_.batch + b];
-    std::copy_n(train_.input_row(row), L, ids.data() + size_t(b) * L);
-    std::copy_n(train_.label_row(row), L, labels.data() + size_t(b) * L);
+    std::copy_n(train_.input_row(rows[b]), L, ids.data() + size_t(b) * L);
+    std::copy_n(train_.label_row(rows[b]), L, labels.data() + size_t(b) * L);
   }
+  return L;
 }
 
 EvalResult Trainer::run() {
@@ -190,19 +227,21 @@ EvalResult Trainer::run() {
   const int64_t warmup = cfg_.warmup < 1 ? int64_t(cfg_.warmup * double(total_)) : int64_t(cfg_.warmup);
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t first = step_;
+  int64_t tokens = 0;
   train_seconds_ = 0;
   EvalResult last_eval;
   double ema_loss = NAN;
   auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
   for (; step_ < total_;) {
     const auto step_t0 = std::chrono::steady_clock::now();
-    fill_batch(step_, ids, labels);
+    const int len = fill_batch(step_, ids, labels);
+    tokens += int64_t(cfg_.batch) * len;
     nn::LossStats st;
     if (replicas_) {
-      st = replicas_->forward_backward(ids.data(), labels.data(), cfg_.batch, train_.len);
+      st = replicas_->forward_backward(ids.data(), labels.data(), cfg_.batch, len);
     } else {
       model_->zero_grad();
-      st = model_->forward(ids.data(), labels.data(), cfg_.batch, train_.len);
+      st = model_->forward(ids.data(), labels.data(), cfg_.batch, len);
       model_->backward();
     }
     GDN_CHECK(std::isfinite(st.loss), "training: the loss is not finite at step ", step_);
@@ -219,7 +258,7 @@ EvalResult Trainer::run() {
     if (on_step) on_step(rec);
     ema_loss = std::isnan(ema_loss) ? rec.loss : 0.9 * ema_loss + 0.1 * rec.loss;
     const double secs = elapsed();
-    tokens_per_s_ = double(step_ - first) * cfg_.batch * train_.len / std::max(train_seconds_, 1e-9);
+    tokens_per_s_ = double(tokens) / std::max(train_seconds_, 1e-9);
     if (!cfg_.checkpoint.empty() && cfg_.checkpoint_every > 0 && step_ % cfg_.checkpoint_every == 0 && step_ < total_)
       save(cfg_.checkpoint);
     const bool eval_now = eval_ && cfg_.eval_every > 0 && step_ % cfg_.eval_every == 0 && step_ < total_;

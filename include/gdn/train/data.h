@@ -20,6 +20,9 @@ struct Dataset {
   const int32_t* input_row(int64_t i) const { return inputs.data() + i * len; }
   const int32_t* label_row(int64_t i) const { return labels.data() + i * len; }
   int64_t labelled() const;  // positions with a label
+  // One past row i's last labelled position (0 without labels): a causal model's loss on
+  // the row does not depend on the positions from there on.
+  int label_end(int64_t i) const;
   // Throws gdn::Error naming `what` if a size, input id or label is out of range.
   void validate(const std::string& what) const;
 };
@@ -36,6 +39,10 @@ struct MqarConfig {
   bool random_non_queries = true;
 };
 Dataset make_mqar(const MqarConfig& cfg, int64_t num_examples, uint64_t seed);
+
+// The rows of `parts` one after another, each right-padded to `len` with input 0 and label
+// -100 (Zoology's training mixtures of several (seq_len, num_kv_pairs) settings).
+Dataset concat_padded(const std::vector<Dataset>& parts, int len);
 
 // The six MAD tasks exactly as Poli et al.'s mad-lab generates them (mad/data/instances.py;
 // benchmark baselines from configs/tasks/*.yml; MADConfig in mad/configs.py). Tokens: keys,

@@ -31,6 +31,10 @@ struct TrainConfig {
   bool progress = true;          // progress bar on stderr
   int threads = 0;               // 0: OpenMP's current thread count
   Parallel parallel = Parallel::automatic;
+  // Batches of rows whose labels end in the same 64-token block, each batch cut after its
+  // last label (exact for a causal model, whose loss ignores later positions): the same
+  // examples for less compute when rows are padded to a common length (training mixtures).
+  bool group_by_length = false;
 
   static TrainConfig from_json(const nlohmann::json& j);  // unknown fields are errors
   nlohmann::json to_json() const;
@@ -67,11 +71,14 @@ class Trainer {
   double train_seconds() const { return train_seconds_; }  // in steps, without evaluations
   int threads() const { return threads_; }
   Parallel parallel() const { return parallel_; }  // data or op (auto resolved)
+  // The rows of `epoch` in training order, batch after batch.
+  const std::vector<int64_t>& epoch_order(int64_t epoch);
   // Called after every step (for tests and the demo's curves).
   std::function<void(const StepLog&)> on_step;
 
  private:
-  void fill_batch(int64_t step, std::vector<int32_t>& ids, std::vector<int32_t>& labels);
+  // Fills the batch of `step` and returns its row length.
+  int fill_batch(int64_t step, std::vector<int32_t>& ids, std::vector<int32_t>& labels);
 
   nn::ModelConfig model_cfg_;
   TrainConfig cfg_;
@@ -86,7 +93,8 @@ class Trainer {
   std::vector<StepLog> log_;
   double tokens_per_s_ = 0, train_seconds_ = 0;
   int64_t order_epoch_ = -1;
-  std::vector<int64_t> order_;
+  std::vector<int64_t> order_;   // the epoch's rows, batch after batch
+  std::vector<int> row_blocks_;  // group_by_length: label_end of each row in 64-token blocks
 };
 
 // Model weights from a checkpoint (FLA names; optimizer tensors are ignored). The model
