@@ -72,8 +72,8 @@ TEST(BenchOps, CudaRefusesBadOptionsAndRunsOrSaysWhyNot) {
   bad.cfg.K = bad.cfg.V = 64;
   expect_error(bad, "--head-dim 128");
   bad = opt;
-  bad.cfg.variant = gdn::Variant::gla;
-  expect_error(bad, "gla");
+  bad.cfg.variant = gdn::Variant::retnet;
+  expect_error(bad, "retnet");
   bad = opt;
   bad.decode_seqs = {0};
   expect_error(bad, "--decode-seqs");
@@ -99,4 +99,17 @@ TEST(BenchOps, CudaRefusesBadOptionsAndRunsOrSaysWhyNot) {
   EXPECT_LE(r["decode"][1]["o_rel_err"].get<double>(), 1e-2);
   const std::string table = gdn::bench::format_ops_bench(r);
   EXPECT_NE(table.find("decode (1 token)"), std::string::npos) << table;
+  // Every other variant with a kernel: checked (gradients of g and beta where it has them) and timed.
+  for (gdn::Variant v : {gdn::Variant::deltanet, gdn::Variant::kda, gdn::Variant::gla, gdn::Variant::mamba2,
+                         gdn::Variant::linear_attention}) {
+    auto o = opt;
+    o.cfg.variant = v;
+    const auto info = gdn::variant_info(v);
+    const auto rv = gdn::bench::run_ops_bench(o, quiet);
+    const auto& errors = rv["chunk_check_rel_err"];
+    EXPECT_EQ(errors.contains("dbeta"), info.delta) << info.name;
+    EXPECT_EQ(errors.contains("dg"), info.gate != gdn::GateKind::none) << info.name;
+    EXPECT_GT(rv["chunk_fwdbwd_ms"].get<double>(), 0) << info.name;
+    EXPECT_LE(rv["decode"][1]["o_rel_err"].get<double>(), 1e-2) << info.name;
+  }
 }

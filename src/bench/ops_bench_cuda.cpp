@@ -15,6 +15,7 @@
 #include "gdn/cuda_ops.h"
 #include "ops/cuda/device_memory.h"
 #include "ops/cuda/timing.h"
+#include "ops/cuda_variant.h"
 #endif
 
 namespace gdn::bench {
@@ -27,8 +28,8 @@ void check_cuda_options(const OpsBenchOptions& opt) {
   const OpConfig& c = opt.cfg;
   GDN_CHECK(opt.repeats >= 1 && opt.warmup >= 0, "--repeats must be >= 1 and --warmup >= 0");
   GDN_CHECK(opt.dtype == "bf16" || opt.dtype == "f32", "--dtype: expected bf16 or f32, got '", opt.dtype, "'");
-  GDN_CHECK(c.variant == Variant::gated_deltanet || c.variant == Variant::deltanet, "--device cuda: variant ",
-            c.info().name, " has no CUDA kernel yet (gated_deltanet and deltanet do)");
+  GDN_CHECK(cuda_has_kernel(c.variant), "--device cuda: variant ", c.info().name, " has no CUDA kernel yet (",
+            cuda_kernel_variants(), " do)");
   GDN_CHECK(c.K == 128 && c.V == 128, "--device cuda: the CUDA kernels need --head-dim 128, got K=", c.K, ", V=", c.V);
   GDN_CHECK(c.chunk_size == 64, "--device cuda: the CUDA chunk kernels use --chunk-size 64, got ", c.chunk_size);
   GDN_CHECK(c.B >= 1 && c.T >= 1 && c.H >= 1 && c.HV >= c.H && c.HV % c.H == 0,
@@ -118,15 +119,18 @@ void bench_chunk(const OpsBenchOptions& opt, DType dt, json& r, const std::funct
     r["cpu_chunk_fwdbwd_ms"] = cpu_fwd.median_ms + cpu_bwd.median_ms;
   }
 
+  const cuda::KernelVariant kv(c.variant);
   cuda::ChunkShape s;
   s.B = c.B, s.T = c.T, s.H = c.H, s.HV = c.HV, s.K = c.K, s.V = c.V, s.num_seqs = c.B;
   s.scale = float(c.effective_scale()), s.l2norm_qk = c.l2norm_qk, s.dtype = dt;
-  const std::vector<float> gate = p.g.empty() ? std::vector<float>(BT * c.HV, 0.f) : p.g;  // deltanet: g = 0
+  s.update = kv.update, s.gate = kv.gate;
   const size_t es = dt == DType::bf16 ? 2 : 4;
   DeviceBuffer q = upload_as(p.q, dt), k = upload_as(p.k, dt), v = upload_as(p.v, dt), d_o = upload_as(p.d_o, dt);
-  DeviceBuffer g = cuda::upload_vector(gate), beta = cuda::upload_vector(p.beta);
+  DeviceBuffer g = kv.gated ? cuda::upload_vector(p.g) : DeviceBuffer(),
+               beta = kv.delta ? cuda::upload_vector(p.beta) : DeviceBuffer();
   DeviceBuffer o = poisoned(vo * es), dq = poisoned(qk * es), dk = poisoned(qk * es), dv = poisoned(vo * es),
-               dg = poisoned(BT * c.HV * 4), dbeta = poisoned(BT * c.HV * 4);
+               dg = kv.gated ? poisoned(p.g.size() * 4) : DeviceBuffer(),
+               dbeta = kv.delta ? poisoned(BT * c.HV * 4) : DeviceBuffer();
   DeviceBuffer ws(opt.backward ? cuda::chunk_backward_workspace_bytes(s) : cuda::chunk_forward_workspace_bytes(s));
   cuda::ChunkForwardArgs fa;
   fa.q = q.ptr, fa.k = k.ptr, fa.v = v.ptr, fa.g = g.as<float>(), fa.beta = beta.as<float>(), fa.o = o.ptr;
@@ -151,8 +155,8 @@ void bench_chunk(const OpsBenchOptions& opt, DType dt, json& r, const std::funct
     errors["dq"] = rel_err(download_as(dq, qk, dt), dq_ref);
     errors["dk"] = rel_err(download_as(dk, qk, dt), dk_ref);
     errors["dv"] = rel_err(download_as(dv, vo, dt), dv_ref);
-    errors["dbeta"] = rel_err(cuda::download_vector<float>(dbeta, BT * c.HV), db_ref);
-    if (!p.g.empty()) errors["dg"] = rel_err(cuda::download_vector<float>(dg, BT * c.HV), dg_ref);
+    if (kv.delta) errors["dbeta"] = rel_err(cuda::download_vector<float>(dbeta, BT * c.HV), db_ref);
+    if (kv.gated) errors["dg"] = rel_err(cuda::download_vector<float>(dg, p.g.size()), dg_ref);
   }
   r["chunk_check_rel_err"] = errors;
   for (const auto& [name, err] : errors.items()) expect_close(cat("CUDA chunk ", name).c_str(), err.get<double>(), tol);
@@ -204,13 +208,15 @@ json bench_decode(const OpsBenchOptions& opt, DType dt, int seqs, double copy_bw
   in.h0 = h0.data();
   forward(Form::recurrent, c, in, {o_ref.data(), ht_ref.data()});
 
+  const cuda::KernelVariant kv(c.variant);
   cuda::DecodeShape s;
   s.num_seqs = seqs, s.tokens = 1, s.H = c.H, s.HV = c.HV, s.K = c.K, s.V = c.V, s.pool_size = seqs;
   s.scale = float(c.effective_scale()), s.l2norm_qk = c.l2norm_qk, s.dtype = dt;
-  const std::vector<float> gate = p.g.empty() ? std::vector<float>(size_t(seqs) * c.HV, 0.f) : p.g;
-  DeviceBuffer q = upload_as(p.q, dt), k = upload_as(p.k, dt), v = upload_as(p.v, dt), g = cuda::upload_vector(gate),
-               beta = cuda::upload_vector(p.beta), dpool = cuda::upload_vector(pool), idx = cuda::upload_vector(slot),
-               o = poisoned(vo * (dt == DType::bf16 ? 2 : 4));
+  s.update = kv.update, s.gate = kv.gate;
+  DeviceBuffer q = upload_as(p.q, dt), k = upload_as(p.k, dt), v = upload_as(p.v, dt),
+               g = kv.gated ? cuda::upload_vector(p.g) : DeviceBuffer(),
+               beta = kv.delta ? cuda::upload_vector(p.beta) : DeviceBuffer(), dpool = cuda::upload_vector(pool),
+               idx = cuda::upload_vector(slot), o = poisoned(vo * (dt == DType::bf16 ? 2 : 4));
   cuda::DecodeArgs a;
   a.q = q.ptr, a.k = k.ptr, a.v = v.ptr, a.g = g.as<float>(), a.beta = beta.as<float>();
   a.state_pool = dpool.as<float>(), a.state_indices = idx.as<int32_t>(), a.o = o.ptr;

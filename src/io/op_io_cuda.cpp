@@ -9,16 +9,15 @@
 #if GDN_HAVE_CUDA
 #include "gdn/cuda_ops.h"
 #include "ops/cuda/device_memory.h"
+#include "ops/cuda_variant.h"
 #endif
 
 namespace gdn {
 
 void check_cuda_op_options(const OpRunOptions& opt) {
   const char* variant = variant_info(opt.variant).name;
-  GDN_CHECK(opt.variant == Variant::gated_deltanet || opt.variant == Variant::deltanet || opt.variant == Variant::kda ||
-                opt.variant == Variant::mamba2 || opt.variant == Variant::linear_attention || opt.variant == Variant::gla,
-            "--device cuda: variant ", variant,
-            " has no CUDA kernel yet (gated_deltanet, deltanet, kda, mamba2, linear_attention and gla do); use --device cpu");
+  GDN_CHECK(cuda_has_kernel(opt.variant), "--device cuda: variant ", variant, " has no CUDA kernel yet (",
+            cuda_kernel_variants(), " do); use --device cpu");
   GDN_CHECK(opt.form == Form::chunk || opt.form == Form::recurrent, "--device cuda: form ", form_name(opt.form),
             " runs on the CPU only (it is the fp64 definition); use --form chunk or recurrent");
   GDN_CHECK(opt.form == Form::chunk || !opt.backward,
@@ -39,19 +38,6 @@ using cuda::upload_vector;
 // A device copy of an optional tensor: an empty buffer (null pointer) when it is absent.
 DeviceBuffer upload_optional(const std::vector<float>& x) { return x.empty() ? DeviceBuffer() : upload_vector(x); }
 
-// The kernels' update rule and gate kind, and the g and beta they take (a tensor the variant
-// ignores stays on the host).
-struct VariantTensors {
-  cuda::Update update;
-  cuda::Gate gate;
-  bool gated, delta;
-  explicit VariantTensors(Variant v)
-      : update(variant_info(v).delta ? cuda::Update::delta : cuda::Update::additive),
-        gate(variant_info(v).gate == GateKind::vector ? cuda::Gate::vector : cuda::Gate::scalar),
-        gated(variant_info(v).gate != GateKind::none),
-        delta(variant_info(v).delta) {}
-};
-
 // An output buffer of n floats, poisoned with NaN so that an element the kernel forgets shows.
 DeviceBuffer output(size_t n) {
   DeviceBuffer b(n * sizeof(float));
@@ -63,7 +49,7 @@ std::vector<float> download(const DeviceBuffer& b) { return cuda::download_vecto
 
 OpResults<float> run_chunk(const OpData<float>& d, const OpRunOptions& opt) {
   const OpConfig& c = d.cfg;
-  const VariantTensors vt(c.variant);
+  const cuda::KernelVariant vt(c.variant);
   cuda::ChunkShape s;
   s.B = c.B, s.T = c.T, s.H = c.H, s.HV = c.HV, s.K = c.K, s.V = c.V, s.num_seqs = c.num_seqs();
   s.cu_seqlens = c.cu_seqlens.empty() ? nullptr : c.cu_seqlens.data();
@@ -109,7 +95,7 @@ OpResults<float> run_chunk(const OpData<float>& d, const OpRunOptions& opt) {
 // a pool of B slots starting from h0 (or zeros) that ends as ht.
 OpResults<float> run_recurrent(const OpData<float>& d) {
   const OpConfig& c = d.cfg;
-  const VariantTensors vt(c.variant);
+  const cuda::KernelVariant vt(c.variant);
   cuda::DecodeShape s;
   s.num_seqs = c.B, s.tokens = c.T, s.H = c.H, s.HV = c.HV, s.K = c.K, s.V = c.V, s.pool_size = c.B;
   s.scale = float(c.effective_scale()), s.l2norm_qk = c.l2norm_qk, s.dtype = cuda::DType::f32;

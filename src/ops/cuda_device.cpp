@@ -9,6 +9,24 @@
 
 namespace gdn {
 
+namespace {
+// RetNet's fixed gates and Longhorn's update have no kernel (yet).
+constexpr Variant kCudaVariants[] = {Variant::gated_deltanet, Variant::deltanet, Variant::kda,
+                                     Variant::mamba2,         Variant::linear_attention, Variant::gla};
+}  // namespace
+
+bool cuda_has_kernel(Variant v) {
+  for (Variant k : kCudaVariants)
+    if (k == v) return true;
+  return false;
+}
+
+std::string cuda_kernel_variants() {
+  std::string s;
+  for (Variant k : kCudaVariants) s += cat(s.empty() ? "" : ", ", variant_info(k).name);
+  return s;
+}
+
 bool cuda_built() {
 #if GDN_HAVE_CUDA
   return true;

@@ -4,7 +4,14 @@
 
 #include <string>
 
+#include "gdn/ops.h"
+
 namespace gdn {
+
+// Whether the CUDA kernels implement variant v (in any build), and the list of those that
+// do, for messages.
+bool cuda_has_kernel(Variant v);
+std::string cuda_kernel_variants();
 
 // True when this build has the CUDA kernels (nvcc was found when it was configured).
 bool cuda_built();
