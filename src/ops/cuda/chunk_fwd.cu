@@ -65,10 +65,9 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
   const int warp = threadIdx.x >> 5, tid = threadIdx.x;
   const long hc = long(c) * p.HV + hv;
 
+  load_rows(sm.k, ldK, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
+  load_rows(sm.v, ldK, p.v + (long(ch.start) * p.HV + hv) * kDim, long(p.HV) * kDim, ch.len, false);
   load_gate_beta(sm.gam, sm.bet, kVector<G> ? nullptr : p.g, p.beta, ch.start, ch.len, p.HV, hv);
-  const RowLoad<T, T> kv[2] = {{sm.k, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, p.l2norm},
-                               {sm.v, p.v + (long(ch.start) * p.HV + hv) * kDim, long(p.HV) * kDim, false}};
-  load_rows(kv, ldK, ch.len);
   if constexpr (kVector<G>) load_gate_vec(sm.gv, p.g, ch.start, ch.len, p.HV, hv);
   __syncthreads();
 
@@ -128,13 +127,11 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
   };
   const long base = hc * kChunk * kDim;
   if constexpr (kDelta<U>) {
-    // Scalar gate: warps 0–3 invert while warps 4–7 scale. Vector gate: all warps scale once A is
-    // formed (its scaling takes an exponential per element).
+    // Warps 0–3 invert while warps 4–7 scale.
     if (warp < 4)
       invert_unit_lower(sm.inv.l, [&](int i, int j, float x0, float x1) { store2(sm.inv.a + i * ldC + j, x0, x1); });
-    else if constexpr (!kVector<G>)
+    else
       scale_rows(kThreads / 2, kThreads / 2);
-    if constexpr (kVector<G>) scale_rows(0, kThreads);
     __syncthreads();
     store_tile(ws.a + hc * kChunk * kChunk, kChunk, sm.inv.a, ldC, kChunk, kChunk);  // A, kept for the backward pass
     // U = A (β V) and W = A (β e^γ K), warp w: columns 16 (w % 8) .. + 15 of both, all 64 rows. A
@@ -170,9 +167,8 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
     // P = gated Q Kᵀ for the output pass and the backward, over the inputs' tiles (free now; k is
     // reloaded, its tile holds β K e^γ for the delta rule).
     __syncthreads();
-    const RowLoad<T, T> kq[2] = {{sm.k, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, p.l2norm},
-                                 {sm.v, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, p.l2norm}};
-    load_rows(kq, ldK, ch.len);
+    load_rows(sm.k, ldK, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
+    load_rows(sm.v, ldK, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
     __syncthreads();
     T* pt;
     if constexpr (kDelta<U>)
@@ -311,14 +307,10 @@ __global__ void __launch_bounds__(kThreads) output_kernel(ChunkParams<T> p, Forw
     load_tile(sm.pm, ldC, ws.p + hc * kChunk * kChunk, kChunk, kChunk, kChunk);
   }
   commit_async();
-  if constexpr (kVector<G>) {
-    load_rows(sm.q, ldK, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
-  } else {
-    load_gate_pairs(sm.gam, ws.gam + hc * kGateStride);
-    const RowLoad<T, T> qk[2] = {{sm.q, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, p.l2norm},
-                                 {sm.k, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, p.l2norm}};
-    load_rows(qk, ldK, ch.len);
-  }
+  load_rows(sm.q, ldK, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
+  if constexpr (!kVector<G>)
+    load_rows(sm.k, ldK, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
+  if constexpr (!kVector<G>) load_gate_pairs(sm.gam, ws.gam + hc * kGateStride);
   wait_async();
   __syncthreads();
 

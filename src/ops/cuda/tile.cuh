@@ -284,50 +284,31 @@ __device__ __forceinline__ void store4(bf16* p, float4 x) {
   *reinterpret_cast<uint2*>(p) = v;
 }
 
-// One source of load_rows: rows of a [*, 128] tensor (row r at src + r * stride) into the
-// [64][ld] tile dst, each row divided by sqrt(sum of squares + 1e-6) in fp32 when `l2norm`.
-template <class T, class S>
-struct RowLoad {
-  T* dst;
-  const S* src;
-  long stride;
-  bool l2norm;
-};
-
-// Loads rows [0, rows) of each of the N sources, zero-filling rows [rows, 64). 256 threads: warp
-// w owns rows w, w + 8, ...; every load of all N sources is issued before the first use (one
-// memory round trip for all of them).
-template <int N, class T, class S>
-__device__ __forceinline__ void load_rows(const RowLoad<T, S> (&srcs)[N], int ld, int rows) {
-  constexpr int kRows = kChunk / 8;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  float4 x[N][kRows];
-#pragma unroll
-  for (int n = 0; n < N; ++n)
-#pragma unroll
-    for (int i = 0; i < kRows; ++i) {
-      const int r = warp + 8 * i;
-      x[n][i] = r < rows ? load4(srcs[n].src + r * srcs[n].stride + 4 * lane) : make_float4(0.f, 0.f, 0.f, 0.f);
-    }
-#pragma unroll
-  for (int n = 0; n < N; ++n)
-#pragma unroll
-    for (int i = 0; i < kRows; ++i) {
-      float4& y = x[n][i];
-      if (srcs[n].l2norm) {
-        float ss = y.x * y.x + y.y * y.y + y.z * y.z + y.w * y.w;
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-        const float rn = rsqrtf(ss + 1e-6f);
-        y.x *= rn, y.y *= rn, y.z *= rn, y.w *= rn;
-      }
-      store4(srcs[n].dst + (warp + 8 * i) * ld + 4 * lane, y);
-    }
-}
+// Loads rows [0, rows) of a [*, 128] tensor (row r at src + r * stride) into a [64][ld] tile,
+// zero-filling rows [rows, 64). With `l2norm`, each row is divided by sqrt(sum of squares +
+// 1e-6) in fp32. 256 threads: warp w owns rows w, w + 8, ...; every load is issued before
+// the first use.
 template <class T, class S>
 __device__ __forceinline__ void load_rows(T* dst, int ld, const S* src, long stride, int rows, bool l2norm) {
-  const RowLoad<T, S> one[1] = {{dst, src, stride, l2norm}};
-  load_rows(one, ld, rows);
+  constexpr int kRows = kChunk / 8;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  float4 x[kRows];
+#pragma unroll
+  for (int i = 0; i < kRows; ++i) {
+    const int r = warp + 8 * i;
+    x[i] = r < rows ? load4(src + r * stride + 4 * lane) : make_float4(0.f, 0.f, 0.f, 0.f);
+  }
+#pragma unroll
+  for (int i = 0; i < kRows; ++i) {
+    if (l2norm) {
+      float ss = x[i].x * x[i].x + x[i].y * x[i].y + x[i].z * x[i].z + x[i].w * x[i].w;
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+      const float rn = rsqrtf(ss + 1e-6f);
+      x[i].x *= rn, x[i].y *= rn, x[i].z *= rn, x[i].w *= rn;
+    }
+    store4(dst + (warp + 8 * i) * ld + 4 * lane, x[i]);
+  }
 }
 
 // dst[r] += Σ_c x̂[r][c] y[r][c] for rows r < rows of two [*, 128] tensors (row r at
