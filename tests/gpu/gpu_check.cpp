@@ -131,9 +131,6 @@ std::vector<Case> delta_cases() {
       {"zero_gates_one_token", kGdn, 1, 1, 1, 2, {}, GateMode::zero, true, false, false},
       {"long_sequence", kGdn, 1, 1000, 1, 2, {}, GateMode::random, true, true},
       {"deltanet_no_gate", Variant::deltanet, 1, 150, 1, 2, {}, GateMode::random, true, true},
-      // 40 sequences × 2 value heads: enough state-pass blocks on an H100/H200 for the 32-column
-      // blocks with bf16 inputs (the cases above, with few sequences, take 16 columns).
-      {"many_sequences", kGdn, 40, 70, 1, 2, {}, GateMode::random, true, true},
   };
 }
 
@@ -146,7 +143,6 @@ std::vector<Case> additive_cases() {
       {"linear_gva_h0_dht", kLinear, 2, 200, 2, 4, {}, GateMode::random, true, true},
       {"linear_varlen", kLinear, 1, 330, 2, 2, {0, 1, 65, 200, 330}, GateMode::random, true, true},
       {"linear_long", kLinear, 1, 1000, 1, 2, {}, GateMode::random, false, true},
-      {"mamba2_many_sequences", kMamba2, 40, 70, 1, 2, {}, GateMode::random, true, true},
   };
 }
 
@@ -163,8 +159,6 @@ std::vector<Case> vector_cases() {
       {"gla_varlen_mixed", kGla, 1, 330, 2, 2, {0, 1, 65, 200, 330}, GateMode::mixed, true, true},
       {"gla_very_negative", kGla, 1, 64, 1, 1, {}, GateMode::very_negative, false, false},
       {"gla_long", kGla, 1, 1000, 1, 2, {}, GateMode::random, false, true},
-      {"kda_many_sequences", kKda, 40, 70, 1, 2, {}, GateMode::random, true, true},
-      {"gla_many_sequences", kGla, 40, 70, 1, 2, {}, GateMode::random, true, true},
   };
 }
 

@@ -2,10 +2,10 @@
 //   1. prepare   per (chunk, value head): cumulative gate, A = (I + StrictLower(diag(β) KKᵀ ⊙ Γ))⁻¹
 //                by 16×16 blocks (chunk_fwd.cuh; stored for the backward pass), W = A diag(β e^γ) K,
 //                U = A diag(β) V, Kd = K e^{γ_L − γ}.
-//   2. states    per (sequence, value head, 32 value columns; 16 for few sequences × heads),
-//                sequential over chunks, the state in registers and chunk c+1's W, Kd, U copied
-//                in while chunk c computes: stores the state entering each chunk (h, and h_lo
-//                for bf16), V' = U − W S, S ← e^{γ_L} S + Kdᵀ V'.
+//   2. states    per (sequence, value head, 32 value columns), sequential over chunks, the
+//                state in registers and chunk c+1's W, Kd, U copied in while chunk c computes:
+//                stores the state entering each chunk (h, and h_lo for bf16), V' = U − W S,
+//                S ← e^{γ_L} S + Kdᵀ V'.
 // The additive rule (template parameter U) is the same kernels without A, W and U: prepare
 // stores V' = V (zero rows beyond the chunk), and the state pass streams it in place of W, U.
 //   3. output    per (chunk, value head, 64 value columns): O = scale (e^γ ⊙ Q S + P V'),
@@ -22,12 +22,9 @@ namespace gdn::cuda::detail {
 namespace {
 
 constexpr int kThreads = 256;
-// Value columns per block of the state pass: 32, or (bf16) 16 where blocks of 32 would leave an
-// SM's second slot empty (few sequences × value heads): twice the blocks hide each chunk's loads.
-constexpr int kStateCols = 32, kStateColsFew = 16;
-constexpr int kOutCols = 64;  // value columns per block of the output pass
-template <int Cols>
-constexpr int kLdU = Cols + 8;  // fp32 U rows: the pair reads of a half-warp hit 32 banks
+constexpr int kStateCols = 32;  // value columns per block of the state pass
+constexpr int kOutCols = 64;    // value columns per block of the output pass
+constexpr int kLdU = kStateCols + 8;  // fp32 U rows: the pair reads of a half-warp hit 32 banks
 
 // The delta rule's tiles for L, A and W.
 template <class T>
@@ -190,26 +187,26 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
 
 // Buffers of this chunk and the next. The additive rule streams V' (= V) from prepare; the
 // delta rule streams W and U and computes V' into vn[0].
-template <class T, Update U, Gate G, int Cols>
+template <class T, Update U, Gate G>
 struct StateSmem {
   Only<kDelta<U>, T[2][kChunk * tile_ld<T>(kDim)]> w;
   T kd[2][kChunk * tile_ld<T>(kDim)];
-  Only<kDelta<U>, float[2][kChunk * kLdU<Cols>]> u;
+  Only<kDelta<U>, float[2][kChunk * kLdU]> u;
   float gam[2][kVector<G> ? kDim : kChunk];  // the chunk's cumulative gate (scalar: hi); vector: its last row γ_L
-  T vn[kDelta<U> ? 1 : 2][kChunk * tile_ld<T>(Cols)];  // V'
-  T s[kDim * tile_ld<T>(Cols)];                        // the state as an mma operand
+  T vn[kDelta<U> ? 1 : 2][kChunk * tile_ld<T>(kStateCols)];  // V'
+  T s[kDim * tile_ld<T>(kStateCols)];                        // the state as an mma operand
 };
 
-template <class T, Update U, Gate G, int Cols>
+template <class T, Update U, Gate G>
 __global__ void __launch_bounds__(kThreads) state_kernel(ChunkParams<T> p, ForwardWorkspace<T> ws, const float* h0,
                                                          float* ht) {
-  constexpr int ldK = tile_ld<T>(kDim), ldS = tile_ld<T>(Cols), ldU = kLdU<Cols>;
+  constexpr int ldK = tile_ld<T>(kDim), ldS = tile_ld<T>(kStateCols);
   extern __shared__ float4 smem4[];
-  StateSmem<T, U, G, Cols>& sm = *reinterpret_cast<StateSmem<T, U, G, Cols>*>(smem4);
+  StateSmem<T, U, G>& sm = *reinterpret_cast<StateSmem<T, U, G>*>(smem4);
 
-  constexpr int kTiles = kDim / Cols;
+  constexpr int kTiles = kDim / kStateCols;
   const int n = blockIdx.x / (p.HV * kTiles), hv = blockIdx.x / kTiles % p.HV;
-  const int v0 = blockIdx.x % kTiles * Cols;
+  const int v0 = blockIdx.x % kTiles * kStateCols;
   const int warp = threadIdx.x >> 5;
   const SeqInfo seq = ws.seqs[n];
   const long state_base = (long(n) * p.HV + hv) * kDim * kDim + v0;
@@ -219,9 +216,9 @@ __global__ void __launch_bounds__(kThreads) state_kernel(ChunkParams<T> p, Forwa
     const long hc = long(seq.first_chunk + ci) * p.HV + hv;
     if constexpr (kDelta<U>) {
       load_tile(sm.w[b], ldK, ws.w + hc * kChunk * kDim, kDim, kChunk, kDim);
-      load_tile(sm.u[b], ldU, ws.u + hc * kChunk * kDim + v0, kDim, kChunk, Cols);
+      load_tile(sm.u[b], kLdU, ws.u + hc * kChunk * kDim + v0, kDim, kChunk, kStateCols);
     } else {
-      load_tile(sm.vn[b], ldS, ws.vn + hc * kChunk * kDim + v0, kDim, kChunk, Cols);
+      load_tile(sm.vn[b], ldS, ws.vn + hc * kChunk * kDim + v0, kDim, kChunk, kStateCols);
     }
     load_tile(sm.kd[b], ldK, ws.kd + hc * kChunk * kDim, kDim, kChunk, kDim);
     if constexpr (kVector<G>) {
@@ -234,9 +231,9 @@ __global__ void __launch_bounds__(kThreads) state_kernel(ChunkParams<T> p, Forwa
   };
   if (chunks > 0) prefetch(0, 0);
 
-  // Warp w holds state rows 16w..16w+15, all Cols columns, in fp32 for the whole sequence.
+  // Warp w holds state rows 16w..16w+15, all 32 columns, in fp32 for the whole sequence.
   const int s0 = 16 * warp;
-  float st[1][Cols / 8][4];
+  float st[1][4][4];
   for_each(st, s0, 0, [&](int i, int j, float& x) { x = h0 ? h0[state_base + i * kDim + j] : 0.f; });
   store_acc(sm.s, ldS, st, s0, 0);
   for (int ci = 0; ci < chunks; ++ci) {
@@ -246,28 +243,26 @@ __global__ void __launch_bounds__(kThreads) state_kernel(ChunkParams<T> p, Forwa
     wait_async();
     __syncthreads();  // chunk ci's copies and the state are visible; chunk ci−1 is done with buffer b^1
     if (ci + 1 < chunks) prefetch(ci + 1, b ^ 1);
-    store_tile(ws.h + hc * kDim * kDim + v0, kDim, sm.s, ldS, kDim, Cols);
+    store_tile(ws.h + hc * kDim * kDim + v0, kDim, sm.s, ldS, kDim, kStateCols);
     if constexpr (sizeof(T) == 2) {  // h_lo = S − h, h = bf16(S) as store_acc rounded it into sm.s
       T* lo = ws.h_lo + hc * kDim * kDim + v0;
       for_each_pair(st, s0, 0, [&](int i, int j, float x0, float x1) {
         store2(lo + i * kDim + j, x0 - to_float(from_float<T>(x0)), x1 - to_float(from_float<T>(x1)));
       });
     }
-    if constexpr (kDelta<U>) {  // V' = U − W S, a 16×16 tile per warp (16 columns: warps 0–3)
+    if constexpr (kDelta<U>) {  // V' = U − W S
+      float acc[1][2][4];
+      zero(acc);
       const int m0 = (warp % 4) * 16, n0 = (warp / 4) * 16;
-      if (n0 < Cols) {
-        float acc[1][2][4];
-        zero(acc);
-        warp_mma(acc, row_major(sm.w[b], ldK), col_major(sm.s, ldS), m0, n0, kDim);
-        for_each_pair(acc, m0, n0, [&](int i, int j, float x0, float x1) {
-          const float2 u = load2(sm.u[b] + i * ldU + j);
-          store2(sm.vn[0] + i * ldS + j, u.x - x0, u.y - x1);
-        });
-      }
+      warp_mma(acc, row_major(sm.w[b], ldK), col_major(sm.s, ldS), m0, n0, kDim);
+      for_each_pair(acc, m0, n0, [&](int i, int j, float x0, float x1) {
+        const float2 u = load2(sm.u[b] + i * kLdU + j);
+        store2(sm.vn[0] + i * ldS + j, u.x - x0, u.y - x1);
+      });
     }
     __syncthreads();  // V' is complete, and every read of sm.s is done before it is overwritten below
     const T* vn = sm.vn[kDelta<U> ? 0 : b];
-    if constexpr (kDelta<U>) store_tile(ws.vn + hc * kChunk * kDim + v0, kDim, vn, ldS, kChunk, Cols);
+    if constexpr (kDelta<U>) store_tile(ws.vn + hc * kChunk * kDim + v0, kDim, vn, ldS, kChunk, kStateCols);
     // S ← e^{γ_L} S + Kdᵀ V' (vector gate: row d decays by e^{γ_Ld})
     if constexpr (kVector<G>) {
       for_each(st, s0, 0, [&](int i, int, float& x) { x *= __expf(sm.gam[b][i]); });
@@ -381,35 +376,20 @@ Status upload_plan(const ChunkPlan& plan, SeqInfo* seqs, int* chunk_seq, cudaStr
   return {};
 }
 
-namespace {
-template <class T, Update U, Gate G, int Cols>
-Status launch_state(const ChunkPlan& plan, const ChunkParams<T>& p, const ForwardWorkspace<T>& ws, const float* h0,
-                    float* ht, cudaStream_t stream) {
-  using SS = StateSmem<T, U, G, Cols>;
-  GDN_CUDA_TRY(cudaFuncSetAttribute(state_kernel<T, U, G, Cols>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sizeof(SS))));
-  state_kernel<T, U, G, Cols><<<unsigned(plan.N * p.HV * (kDim / Cols)), kThreads, sizeof(SS), stream>>>(p, ws, h0, ht);
-  GDN_CUDA_LAUNCHED("gdn::cuda state_kernel");
-  return {};
-}
-}  // namespace
-
 template <class T, Update U, Gate G>
 Status forward_states(const ChunkPlan& plan, const ChunkParams<T>& p, const ForwardWorkspace<T>& ws,
                       const float* h0, float* ht, cudaStream_t stream) {
   using PS = PrepareSmem<T, U, G>;
+  using SS = StateSmem<T, U, G>;
   GDN_CUDA_TRY(cudaFuncSetAttribute(prepare_kernel<T, U, G>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sizeof(PS))));
+  GDN_CUDA_TRY(cudaFuncSetAttribute(state_kernel<T, U, G>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sizeof(SS))));
   if (plan.NC > 0) {
     prepare_kernel<T, U, G><<<unsigned(plan.NC * p.HV), kThreads, sizeof(PS), stream>>>(p, ws);
     GDN_CUDA_LAUNCHED("gdn::cuda prepare_kernel");
   }
-  int device = 0, sms = 0;
-  GDN_CUDA_TRY(cudaGetDevice(&device));
-  GDN_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  // bf16: both widths fit 2 blocks per SM (the fp32 tiles fit one, so fewer columns would only
-  // add blocks that re-read W and Kd).
-  if (sizeof(T) == 2 && plan.N * p.HV * (kDim / kStateCols) < 2 * sms)
-    return launch_state<T, U, G, kStateColsFew>(plan, p, ws, h0, ht, stream);
-  return launch_state<T, U, G, kStateCols>(plan, p, ws, h0, ht, stream);
+  state_kernel<T, U, G><<<unsigned(plan.N * p.HV * (kDim / kStateCols)), kThreads, sizeof(SS), stream>>>(p, ws, h0, ht);
+  GDN_CUDA_LAUNCHED("gdn::cuda state_kernel");
+  return {};
 }
 
 template <class T, Gate G>
