@@ -1,6 +1,6 @@
 // Chunkwise Gated DeltaNet forward (shared/DESIGN.md §2, chunk size 64), three kernels:
 //   1. prepare   per (chunk, value head): cumulative gate, A = (I + StrictLower(diag(β) KKᵀ ⊙ Γ))⁻¹
-//                by forward substitution (stored for the backward pass), W = A diag(β e^γ) K,
+//                by 16×16 blocks (chunk_fwd.cuh; stored for the backward pass), W = A diag(β e^γ) K,
 //                U = A diag(β) V, Kd = K e^{γ_L − γ}.
 //   2. states    per (sequence, value head, 32 value columns), sequential over chunks, the
 //                state in registers and chunk c+1's W, Kd, U copied in while chunk c computes:
@@ -26,30 +26,25 @@ constexpr int kStateCols = 32;  // value columns per block of the state pass
 constexpr int kOutCols = 64;    // value columns per block of the output pass
 constexpr int kLdU = kStateCols + 8;  // fp32 U rows: the pair reads of a half-warp hit 32 banks
 
-// The delta rule's tiles for A and W.
+// The delta rule's tiles for L, A and W.
 template <class T>
 struct InverseSmem {
   union {
-    float l[kChunk * kLdL];             // strict lower part of M
-    T ab[kChunk * tile_ld<T>(kChunk)];  // A diag(β)
-    T w[kChunk * tile_ld<T>(kDim)];     // W, staged
+    float l[kChunk * kLdL];          // L = StrictLower(diag(β) N), its diagonal blocks then inverted in place
+    T w[kChunk * tile_ld<T>(kDim)];  // W, staged
   };
-  T a[kChunk * tile_ld<T>(kChunk)];  // A, staged
+  T a[kChunk * tile_ld<T>(kChunk)];  // A, staged (vector gate: N before it)
 };
 
 template <class T, Update U, Gate G>
 struct PrepareSmem {
-  union {
-    struct {
-      T k[kChunk * tile_ld<T>(kDim)];  // k, then k ⊙ e^γ (delta rule)
-      T v[kChunk * tile_ld<T>(kDim)];
-    } in;
-    float u[kChunk * tile_ld<float>(kDim)];  // U, staged for 16-byte stores
-  };
+  T k[kChunk * tile_ld<T>(kDim)];  // k; the delta rule's W operand β e^γ ⊙ k after N is formed
+  T v[kChunk * tile_ld<T>(kDim)];  // v; the delta rule's U operand β ⊙ v likewise (vector gate: then q)
   Only<kDelta<U>, InverseSmem<T>> inv;
   Only<kVector<G>, float[kChunk * kLdG]> gv;                       // cumulative vector gate
   Only<kVector<G>, T[kChunk * tile_ld<T>(kDim)]> scratch;          // gated_lower's operands
   Only<kVector<G> && !kDelta<U>, T[kChunk * tile_ld<T>(kChunk)]> p;  // P, staged (delta rule: in inv.a)
+  Only<!kVector<G>, float4[kChunk]> row_scale;  // scalar gate, per row: e^{γ_L − γ}, β e^γ, β
   float2 gam[kChunk];  // scalar gate: γ as hi + lo (chunk_fwd.cuh)
   float bet[kChunk];
 };
@@ -70,14 +65,21 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
   const int warp = threadIdx.x >> 5, tid = threadIdx.x;
   const long hc = long(c) * p.HV + hv;
 
-  load_rows(sm.in.k, ldK, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
-  load_rows(sm.in.v, ldK, p.v + (long(ch.start) * p.HV + hv) * kDim, long(p.HV) * kDim, ch.len, false);
+  load_rows(sm.k, ldK, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
+  load_rows(sm.v, ldK, p.v + (long(ch.start) * p.HV + hv) * kDim, long(p.HV) * kDim, ch.len, false);
   load_gate_beta(sm.gam, sm.bet, kVector<G> ? nullptr : p.g, p.beta, ch.start, ch.len, p.HV, hv);
   if constexpr (kVector<G>) load_gate_vec(sm.gv, p.g, ch.start, ch.len, p.HV, hv);
   __syncthreads();
 
+  if constexpr (!kVector<G>) {
+    if (tid < kChunk) {
+      const float2 gr = sm.gam[tid];
+      const float b = kDelta<U> ? sm.bet[tid] : 0.f;
+      sm.row_scale[tid] = make_float4(__expf(gate_diff(sm.gam[ch.len - 1], gr)), b * __expf(gr.x), b, 0.f);
+    }
+  }
   if constexpr (kDelta<U> && kVector<G>) {  // N_ij = Σ_d k_id k_jd e^{γ_id − γ_jd} (j < i), L = diag(β) N
-    gated_lower(sm.in.k, sm.in.k, ldK, sm.gv, sm.scratch, false, [&](int i, int j, float x) {
+    gated_lower(sm.k, sm.k, ldK, sm.gv, sm.scratch, false, [&](int i, int j, float x) {
       sm.inv.l[i * kLdL + j] = sm.bet[i] * x;
       sm.inv.a[i * ldC + j] = from_float<T>(x);  // N, staged until invert_unit_lower writes A here
     });
@@ -87,71 +89,93 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
     float acc[1][4][4];
     zero(acc);
     const int m0 = (warp % 4) * 16, n0 = (warp / 4) * 32;
-    warp_mma(acc, row_major(sm.in.k, ldK), row_major(sm.in.k, ldK), m0, n0, kDim);
-    for_each(acc, m0, n0, [&](int i, int j, float x) {
-      sm.inv.l[i * kLdL + j] = i > j ? sm.bet[i] * x * __expf(gate_diff(sm.gam[i], sm.gam[j])) : 0.f;
+    warp_mma(acc, row_major(sm.k, ldK), row_major(sm.k, ldK), m0, n0, kDim);
+    for_each_pair(acc, m0, n0, [&](int i, int j, float x0, float x1) {
+      const float b = sm.bet[i];
+      store2(sm.inv.l + i * kLdL + j, i > j ? b * x0 * __expf(gate_diff(sm.gam[i], sm.gam[j])) : 0.f,
+             i > j + 1 ? b * x1 * __expf(gate_diff(sm.gam[i], sm.gam[j + 1])) : 0.f);
     });
   }
-  if constexpr (kDelta<U>) {
-    __syncthreads();
+  __syncthreads();  // L, N and the row scales are complete; nothing reads K K^T's operands any more
 
-    invert_unit_lower(sm.inv.l, [&](int i, int j, float x) {
-      sm.inv.a[i * ldC + j] = from_float<T>(x);
-      sm.inv.ab[i * ldC + j] = from_float<T>(x * sm.bet[j]);
-    });
-    store_tile(ws.a + hc * kChunk * kChunk, kChunk, sm.inv.a, ldC, kChunk, kChunk);  // A, kept for the backward pass
-  }
-  {  // Kd = K e^{γ_L − γ} for the state passes; for the delta rule, K scaled by e^γ for W.
-    const float2 gl = sm.gam[ch.len - 1];
+  // Kd = K e^{γ_L − γ} for the state passes, by threads [t0, t0 + n); for the delta rule the
+  // operands of W = A diag(β e^γ) K and U = A diag(β) V are scaled in place.
+  auto scale_rows = [&](int t0, int n) {
     T* kd = ws.kd + hc * kChunk * kDim;
-    for (int i = tid; i < kChunk * kDim / 2; i += kThreads) {
+    for (int i = tid - t0; i < kChunk * kDim / 2; i += n) {
       const int r = i / (kDim / 2), j = 2 * (i % (kDim / 2));
-      const float2 x = load2(sm.in.k + r * ldK + j);
-      float2 d, e;  // e^{γ_L − γ}, e^γ of the two elements
+      const float2 x = load2(sm.k + r * ldK + j);
+      float2 d, e;  // e^{γ_L − γ}, β e^γ of the two elements
       if constexpr (kVector<G>) {
         const float2 gr = load2(sm.gv + r * kLdG + j), gL = load2(sm.gv + (ch.len - 1) * kLdG + j);
+        const float b = kDelta<U> ? sm.bet[r] : 0.f;
         d = make_float2(__expf(gL.x - gr.x), __expf(gL.y - gr.y));
-        e = make_float2(__expf(gr.x), __expf(gr.y));
+        e = make_float2(b * __expf(gr.x), b * __expf(gr.y));
       } else {
-        d.x = d.y = __expf(gate_diff(gl, sm.gam[r]));
-        e.x = e.y = __expf(sm.gam[r].x);
+        const float4 f = sm.row_scale[r];
+        d = make_float2(f.x, f.x);
+        e = make_float2(f.y, f.y);
       }
       store2(kd + r * kDim + j, d.x * x.x, d.y * x.y);
-      if constexpr (kDelta<U>) store2(sm.in.k + r * ldK + j, e.x * x.x, e.y * x.y);
+      if constexpr (kDelta<U>) {
+        const float b = sm.bet[r];
+        const float2 y = load2(sm.v + r * ldK + j);
+        store2(sm.k + r * ldK + j, e.x * x.x, e.y * x.y);
+        store2(sm.v + r * ldK + j, b * y.x, b * y.y);
+      }
     }
-  }
+  };
   const long base = hc * kChunk * kDim;
   if constexpr (kDelta<U>) {
+    // Warps 0–3 invert while warps 4–7 scale.
+    if (warp < 4)
+      invert_unit_lower(sm.inv.l, [&](int i, int j, float x0, float x1) { store2(sm.inv.a + i * ldC + j, x0, x1); });
+    else
+      scale_rows(kThreads / 2, kThreads / 2);
     __syncthreads();
-    const int m0 = (warp % 2) * 32, n0 = (warp / 2) * 32;
-    float u[2][4][4], w[2][4][4];
-    zero(u);
-    zero(w);
-    warp_mma(u, row_major(sm.inv.ab, ldC), col_major(sm.in.v, ldK), m0, n0, kChunk);
-    warp_mma(w, row_major(sm.inv.ab, ldC), col_major(sm.in.k, ldK), m0, n0, kChunk);
-    __syncthreads();  // the operands are read: stage the results over them
-    store_acc(sm.u, tile_ld<float>(kDim), u, m0, n0);
-    store_acc(sm.inv.w, ldK, w, m0, n0);
+    store_tile(ws.a + hc * kChunk * kChunk, kChunk, sm.inv.a, ldC, kChunk, kChunk);  // A, kept for the backward pass
+    // U = A (β V) and W = A (β e^γ K), warp w: columns 16 (w % 8) .. + 15 of both, all 64 rows. A
+    // is block lower triangular: rows < 32 need only its first 32 columns.
+    const int n0 = 16 * warp;
+    {
+      float top[2][2][4], bottom[2][2][4];
+      zero(top);
+      zero(bottom);
+      warp_mma(top, row_major(sm.inv.a, ldC), col_major(sm.v, ldK), 0, n0, kChunk / 2);
+      warp_mma(bottom, row_major(sm.inv.a, ldC), col_major(sm.v, ldK), kChunk / 2, n0, kChunk);
+      // Straight from the accumulators: each row's 4 lanes fill a 32-byte sector.
+      store_acc(ws.u + base, kDim, top, 0, n0);
+      store_acc(ws.u + base, kDim, bottom, kChunk / 2, n0);
+    }
+    {
+      float top[2][2][4], bottom[2][2][4];
+      zero(top);
+      zero(bottom);
+      warp_mma(top, row_major(sm.inv.a, ldC), col_major(sm.k, ldK), 0, n0, kChunk / 2);
+      warp_mma(bottom, row_major(sm.inv.a, ldC), col_major(sm.k, ldK), kChunk / 2, n0, kChunk);
+      store_acc(sm.inv.w, ldK, top, 0, n0);  // over L, dead since the barrier above
+      store_acc(sm.inv.w, ldK, bottom, kChunk / 2, n0);
+    }
     __syncthreads();
-    store_tile(ws.u + base, kDim, sm.u, tile_ld<float>(kDim), kChunk, kDim);
     store_tile(ws.w + base, kDim, sm.inv.w, ldK, kChunk, kDim);
   } else {
-    store_tile(ws.vn + base, kDim, sm.in.v, ldK, kChunk, kDim);  // V' = V
+    scale_rows(0, kThreads);
+    store_tile(ws.vn + base, kDim, sm.v, ldK, kChunk, kDim);  // V' = V
   }
   if constexpr (kVector<G>) {
     store_tile(ws.gam + hc * kChunk * kDim, kDim, sm.gv, kLdG, kChunk, kDim);
     // P = gated Q Kᵀ for the output pass and the backward, over the inputs' tiles (free now; k is
-    // reloaded, its tile holds K e^γ for the delta rule).
+    // reloaded, its tile holds β K e^γ for the delta rule).
     __syncthreads();
-    load_rows(sm.in.k, ldK, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
-    load_rows(sm.in.v, ldK, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
+    load_rows(sm.k, ldK, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
+    load_rows(sm.v, ldK, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
     __syncthreads();
     T* pt;
     if constexpr (kDelta<U>)
       pt = sm.inv.a;
     else
       pt = sm.p;
-    gated_lower(sm.in.v, sm.in.k, ldK, sm.gv, sm.scratch, true,
+    gated_lower(sm.v, sm.k, ldK, sm.gv, sm.scratch, true,
                 [&](int i, int j, float x) { pt[i * ldC + j] = from_float<T>(x); });
     __syncthreads();
     store_tile(ws.p + hc * kChunk * kChunk, kChunk, pt, ldC, kChunk, kChunk);

@@ -77,40 +77,120 @@ __device__ inline void load_gate_beta(float2* gam, float* bet, const float* g, c
   }
 }
 
-// Row stride of the strictly lower matrix that invert_unit_lower reads: odd, so that a warp
-// reading one column (32 rows) hits 32 banks.
-constexpr int kLdL = kChunk + 1;
+// Row stride of the fp32 tile that invert_unit_lower works in: ≡ 8 (mod 32) words, so that the
+// fp32 pairs of an mma accumulator (rows g, columns 2t, t < 4) stored or read by a half-warp hit
+// 32 distinct banks.
+constexpr int kLdL = kChunk + 8;
+constexpr int kBlock = 16;  // the block size of invert_unit_lower
 
-// Calls f(row, col, value) for every element of (I + ls)⁻¹, ls ([64][kLdL]) strictly lower
-// triangular, zero on and above the diagonal. Columns are independent: warp w solves columns
-// 8w..8w+7 by forward substitution, lane l holding rows l and l + 32; row j of a column is
-// final once rows < j have been subtracted from it, and is then broadcast by a shuffle.
-// 256 threads; a barrier after the last read of ls (f may overwrite it) and one at the end.
+namespace inverse {
+
+// A fragment (mma.m16n8k16) of fp32 values as bf16 hi + lo, from the 16×16 accumulator pair
+// acc[0][0..1] (the accumulator layout of two 8-column tiles is the A layout of one 16-wide k
+// step): rows g, g + 8, columns 2t, 2t + 8 (tile.cuh's fp32 split).
+__device__ __forceinline__ void split_acc(const float (&acc)[1][2][4], uint32_t (&hi)[4], uint32_t (&lo)[4]) {
+#pragma unroll
+  for (int e = 0; e < 4; ++e) split_bf16(make_float2(acc[0][e >> 1][2 * (e & 1)], acc[0][e >> 1][2 * (e & 1) + 1]), hi[e], lo[e]);
+}
+// The same from a 16×16 block of an fp32 tile at (r0, c0).
+__device__ __forceinline__ void split_tile(const float* l, int r0, int c0, uint32_t (&hi)[4], uint32_t (&lo)[4]) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int e = 0; e < 4; ++e) split_bf16(load2(l + (r0 + g + 8 * (e & 1)) * kLdL + c0 + 2 * t + 8 * (e >> 1)), hi[e], lo[e]);
+}
+// acc[0][0..1] (16×16) += (hi + lo) · X, X the 16×16 block of the fp32 tile at (r0, c0); three
+// products as tile.cuh's fp32 path (~1e-5).
+__device__ __forceinline__ void mma_block(float (&acc)[1][2][4], const uint32_t (&hi)[4], const uint32_t (&lo)[4],
+                                          const float* l, int r0, int c0) {
+  const ColMajorK<float> b{l, kLdL};  // element (n, k) of the operand: X[k][n]
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int nt = 0; nt < 2; ++nt) {
+    uint32_t bh0, bl0, bh1, bl1;
+    split_bf16(b.pair(c0 + 8 * nt + g, r0 + 2 * t), bh0, bl0);
+    split_bf16(b.pair(c0 + 8 * nt + g, r0 + 2 * t + 8), bh1, bl1);
+    mma_bf16(acc[0][nt], hi, bh0, bh1);
+    mma_bf16(acc[0][nt], hi, bl0, bl1);
+    mma_bf16(acc[0][nt], lo, bh0, bh1);
+  }
+}
+
+// Warp b: the diagonal block D_b = I + L_bb of l replaced by D_b⁻¹, by forward substitution in
+// fp32; lane c (mod 16) solves column c, 15 dependent steps, L's rows read as broadcasts.
+__device__ __forceinline__ void invert_diagonal_block(float* l, int b) {
+  const int lane = threadIdx.x & 31, c = lane & (kBlock - 1);
+  float* d = l + kBlock * b * (kLdL + 1);
+  float x[kBlock];
+#pragma unroll
+  for (int r = 0; r < kBlock; ++r) {
+    float s = r == c ? 1.f : 0.f;
+#pragma unroll
+    for (int k = 0; k < r; ++k) s -= d[r * kLdL + k] * x[k];  // x[r − 1] last: the chain is one FMA a row
+    x[r] = s;
+  }
+  __syncwarp();
+  if (lane < kBlock) {
+#pragma unroll
+    for (int r = 0; r < kBlock; ++r) d[r * kLdL + c] = x[r];
+  }
+}
+
+// Row block B of A = (I + L)⁻¹, right to left, from A (I + L) = I:
+//   A_Bj = −(D_B⁻¹ L_Bj + Σ_{j<k<B} A_Bk L_kj) D_j⁻¹   (j < B),
+// the A_Bk kept as split fragments; f(i, j, v0, v1) for the pairs of the row block (the
+// accumulator layout), zeros right of D_B⁻¹ included.
+template <int B, class F>
+__device__ __forceinline__ void inverse_row(const float* l, F&& f) {
+  constexpr int r0 = kBlock * B;
+  uint32_t dh[4], dl[4], xh[B + 1][4], xl[B + 1][4];
+  split_tile(l, r0, r0, dh, dl);
+#pragma unroll
+  for (int j = B - 1; j >= 0; --j) {
+    float s[1][2][4], x[1][2][4];
+    zero(s);
+    zero(x);
+    mma_block(s, dh, dl, l, r0, kBlock * j);
+#pragma unroll
+    for (int k = j + 1; k < B; ++k) mma_block(s, xh[k], xl[k], l, kBlock * k, kBlock * j);
+    for_each(s, 0, 0, [](int, int, float& v) { v = -v; });
+    uint32_t sh[4], sl[4];
+    split_acc(s, sh, sl);
+    mma_block(x, sh, sl, l, kBlock * j, kBlock * j);
+    for_each_pair(x, r0, kBlock * j, f);
+    split_acc(x, xh[j], xl[j]);
+  }
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int cb = B; cb < kChunk / kBlock; ++cb)
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int i = r0 + g + 8 * h, j = kBlock * cb + 8 * nt + 2 * t;
+        const float2 v = cb == B ? load2(l + i * kLdL + j) : make_float2(0.f, 0.f);
+        f(i, j, v.x, v.y);
+      }
+}
+
+}  // namespace inverse
+
+// A = (I + L)⁻¹ for L strictly lower triangular, l ([64][kLdL] fp32; its diagonal 16×16 blocks are
+// overwritten by their inverses, the rest only read), by blocks: warp b inverts D_b = I + L_bb by
+// forward substitution, then (after a barrier of the four warps) forms row block b of A from
+// small tensor-core products (inverse::inverse_row). Calls f(i, j, v0, v1) for every pair
+// (i, j), (i, j + 1) of A, each once. Warps 0–3 only (named barrier 1); the caller synchronises
+// before others read l or what f wrote.
 template <class F>
-__device__ inline void invert_unit_lower(const float* ls, F&& f) {
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, c0 = 8 * warp;
-  float a[8][2];
-#pragma unroll
-  for (int cc = 0; cc < 8; ++cc) {
-    a[cc][0] = lane == c0 + cc ? 1.f : 0.f;
-    a[cc][1] = lane + 32 == c0 + cc ? 1.f : 0.f;
+__device__ inline void invert_unit_lower(float* l, F&& f) {
+  const int b = threadIdx.x >> 5;
+  inverse::invert_diagonal_block(l, b);
+  asm volatile("bar.sync 1, 128;\n" ::: "memory");
+  switch (b) {
+    case 0: inverse::inverse_row<0>(l, f); break;
+    case 1: inverse::inverse_row<1>(l, f); break;
+    case 2: inverse::inverse_row<2>(l, f); break;
+    default: inverse::inverse_row<3>(l, f); break;
   }
-  for (int j = 0; j < kChunk - 1; ++j) {
-    const float l_lo = ls[lane * kLdL + j], l_hi = ls[(lane + 32) * kLdL + j];
-#pragma unroll
-    for (int cc = 0; cc < 8; ++cc) {
-      const float aj = __shfl_sync(0xffffffffu, j < 32 ? a[cc][0] : a[cc][1], j & 31);
-      a[cc][0] -= l_lo * aj;
-      a[cc][1] -= l_hi * aj;
-    }
-  }
-  __syncthreads();
-#pragma unroll
-  for (int cc = 0; cc < 8; ++cc) {
-    f(lane, c0 + cc, a[cc][0]);
-    f(lane + 32, c0 + cc, a[cc][1]);
-  }
-  __syncthreads();
 }
 
 template <class T>
