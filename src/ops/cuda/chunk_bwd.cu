@@ -1,6 +1,6 @@
 // Chunkwise Gated DeltaNet backward. After the forward stages 1–2 (W, V', the chunk-entry
-// states h; recomputed unless the workspace still holds them), five kernels; the math is bench/gpu/chunk_math_check.py, checked
-// there against autograd of the recurrence in fp64:
+// states h; recomputed unless the workspace still holds them), four or five kernels;
+// the math is bench/gpu/chunk_math_check.py, checked there against autograd of the recurrence in fp64:
 //   1. intra_dv      per (chunk, value head, 64 columns): dV'_intra = scale Pᵀ dO, and the
 //                    state pass's recurrence-free term scale Qgᵀ dO (Qg = Q e^γ)
 //   2. state_bwd     per (sequence, value head, 32 columns), chunks in reverse: stores dS_next
@@ -8,8 +8,10 @@
 //                    + Kd dS_next, and dS = e^{γ_L} dS_next + scale Qgᵀ dO − Wᵀ dV' (→ dh0)
 //   3. state_grad    per (chunk, value head): the products with the states: dQ = scale e^γ dO Sᵀ,
 //                    dW = −dV' Sᵀ, dK = e^{γ_L−γ} V' dS_nextᵀ, and e^{γ_L} Σ dS_next ⊙ S
-//   4. intra_grad    per (chunk, value head): P, dP, the gradient through A, dQ, dK, dV, dβ, dg
-//   5. qk_finish     per (token, q/k head): sums over grouped value heads, L2-norm backward
+//   4. intra_grad    per (chunk, value head): P, dP, the gradient through A, dQ, dK, dV, dβ, dg;
+//                    with one value head per q/k head (scalar gate) also the L2-norm backward: dq, dk
+//   5. qk_finish     per (token, q/k head), for grouped value heads and the vector gate: sums over
+//                    the group, L2-norm backward
 // The additive rule (template parameter U; V' = V, no W) drops the terms through W and A: the
 // state pass's −Wᵀ dV' (it writes dV = dV' itself), dW, and intra_grad's dA, dβ and the W, U
 // gradients. The vector gate (template parameter G) scales elements where the scalar gate scales
@@ -322,10 +324,10 @@ __global__ void __launch_bounds__(kThreads) state_grad_kernel(BackwardParams<T> 
 
 template <class T, Update U>
 struct IntraGradSmem {
-  T x0[kChunk * tile_ld<T>(kDim)];  // Q, then dV'
+  T x0[kChunk * tile_ld<T>(kDim)];  // Q, then dV'; at the end dQ in fp32 over x0 and x1
   T x1[kChunk * tile_ld<T>(kDim)];  // K
   T x2[kChunk * tile_ld<T>(kDim)];  // dO, then V
-  T x3[kChunk * tile_ld<T>(kDim)];  // V', then dW
+  T x3[kChunk * tile_ld<T>(kDim)];  // V', then dW; at the end dK in fp32 over x2 and x3
   T y0[kChunk * tile_ld<T>(kChunk)];  // P, then dA, then F
   T y1[kChunk * tile_ld<T>(kChunk)];  // dP ⊙ Γ, then dA Aᵀ
   Only<kDelta<U>, T[kChunk * tile_ld<T>(kChunk)]> y2;  // StrictLower(K Kᵀ ⊙ Γ)
@@ -334,9 +336,54 @@ struct IntraGradSmem {
   float bet[kChunk];
   float dgam[kChunk];   // gradient of the cumulative gate
   float dbet[kChunk];
-  float kdsum[kChunk];  // Σ_k K ⊙ dK_state per row
+  float kdsum[kChunk];  // Σ_k k̂ ⊙ dK_state per row
+  float rq[kChunk], rk[kChunk];  // reciprocal row norms of q and k (fp32; 1 without the L2 norm)
 };
 
+// The four rows a lane holds in a 32×32 warp tile at row m0 (fragment layout of tile.cuh) each
+// have a partial sum `part` over the lane's columns; dst[row] += r[row] Σ part for rows < len.
+__device__ __forceinline__ void add_scaled_row_parts(float (&part)[2][2], const float* r, float* dst, int len, int m0) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh) {
+      const int row = m0 + 16 * mt + g + 8 * hh;
+      float s = part[mt][hh];
+      s += __shfl_xor_sync(0xffffffffu, s, 1);
+      s += __shfl_xor_sync(0xffffffffu, s, 2);
+      if (t == 0 && row < len) atomicAdd(dst + row, r[row] * s);
+    }
+}
+
+// Adds the state part of dQ (or dK) of one value head, fp32 rows from state_grad_kernel, to the
+// lane's elements of the 32×32 accumulator tile at (m0, n0), and its gate term
+// dot[i] += r_i Σ_j x_ij hat_ij (x̂ = r x: the row of q or k normalised in fp32) for rows i < len.
+template <class T>
+__device__ __forceinline__ void add_state_part(float (&acc)[2][4][4], const float* hat, long hat_stride, const T* x,
+                                               long x_stride, const float* r, float* dot, int len, int m0, int n0) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  float part[2][2] = {};
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        const int i = m0 + 16 * mt + g + 8 * hh, j = n0 + 8 * nt + 2 * t;
+        if (i < len) {
+          const float2 a = load2(hat + i * hat_stride + j), xv = load2(x + i * x_stride + j);
+          acc[mt][nt][2 * hh] += a.x, acc[mt][nt][2 * hh + 1] += a.y;
+          part[mt][hh] += xv.x * a.x + xv.y * a.y;
+        }
+      }
+  add_scaled_row_parts(part, r, dot, len, m0);
+}
+
+// Per (chunk, value head): P, dP, the gradient through A; dV, dβ, dg; dQ and dK from the state
+// parts that state_grad_kernel wrote plus the intra-chunk terms. Without grouped value heads the
+// kernel finishes dq and dk itself (the L2-norm backward); with them it writes dQ, dK back to
+// dq_hat / dk_hat and qk_finish_kernel sums the group.
 template <class T, Update U>
 __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<T> bp, BackwardWorkspace<T> ws) {
   constexpr int ldK = tile_ld<T>(kDim), ldC = tile_ld<T>(kChunk);
@@ -349,18 +396,20 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
 
   const int c = blockIdx.x / p.HV, hv = blockIdx.x % p.HV, h = hv / (p.HV / p.H);
   const ChunkRef ch = chunk_ref(ws.fwd.seqs, ws.fwd.chunk_seq, c);
-  const int warp = threadIdx.x >> 5, tid = threadIdx.x;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, tid = threadIdx.x;
   const long hc = long(c) * p.HV + hv;
   const long base = hc * kChunk * kDim;
-  const long row_stride = long(p.HV) * kDim;
+  const long row_stride = long(p.HV) * kDim, qk_stride = long(p.H) * kDim;
+  const T* q_rows = p.q + (long(ch.start) * p.H + h) * kDim;
+  const T* k_rows = p.k + (long(ch.start) * p.H + h) * kDim;
   float* dq_rows = ws.dq_hat + (long(ch.start) * p.HV + hv) * kDim;
   float* dk_rows = ws.dk_hat + (long(ch.start) * p.HV + hv) * kDim;
 
   load_tile(sm.x3, ldK, ws.fwd.vn + base, kDim, kChunk, kDim);
   if constexpr (kDelta<U>) load_tile(sm.y3, ldC, ws.fwd.a + hc * kChunk * kChunk, kChunk, kChunk, kChunk);
   commit_async();
-  load_rows(sm.x0, ldK, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
-  load_rows(sm.x1, ldK, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
+  load_rows(sm.x0, ldK, q_rows, qk_stride, ch.len, p.l2norm, sm.rq);
+  load_rows(sm.x1, ldK, k_rows, qk_stride, ch.len, p.l2norm, sm.rk);
   load_rows(sm.x2, ldK, bp.d_o + (long(ch.start) * p.HV + hv) * kDim, row_stride, ch.len, false);
   load_gate_beta(sm.gam, bet, p.g, p.beta, ch.start, ch.len, p.HV, hv);
   if (tid < kChunk) dgam[tid] = dbet[tid] = sm.kdsum[tid] = 0.f;
@@ -371,16 +420,12 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
   const int m0 = (warp % 2) * 32, n0 = (warp / 2) * 32;
   const int s0 = (warp % 4) * 16, t0 = (warp / 4) * 32;
   float dq[2][4][4], dk[2][4][4];
-  auto load_state_part = [&](int i, int j, float& x0, float& x1, const float* rows) {
-    const float2 d = i < ch.len ? load2(rows + i * row_stride + j) : make_float2(0.f, 0.f);
-    x0 = d.x, x1 = d.y;
-  };
-  for_each_pair(dq, m0, n0, [&](int i, int j, float& x0, float& x1) { load_state_part(i, j, x0, x1, dq_rows); });
-  for_each_pair(dk, m0, n0, [&](int i, int j, float& x0, float& x1) { load_state_part(i, j, x0, x1, dk_rows); });
-  // Gate gradients of the state terms: Qg = Q e^γ and Kd = K e^{γ_L − γ}, with q̂ and k̂ in fp32.
-  add_row_dots(dgam, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, dq_rows, row_stride, ch.len, p.l2norm);
-  add_row_dots(sm.kdsum, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, dk_rows, row_stride, ch.len,
-               p.l2norm);
+  zero(dq);
+  zero(dk);
+
+  // The state parts, and their gate terms for Qg = Q e^γ and Kd = K e^{γ_L − γ} (q̂, k̂ in fp32).
+  add_state_part(dq, dq_rows, row_stride, q_rows, qk_stride, sm.rq, dgam, ch.len, m0, n0);
+  add_state_part(dk, dk_rows, row_stride, k_rows, qk_stride, sm.rk, sm.kdsum, ch.len, m0, n0);
   {
     float acc[1][4][4];
     zero(acc);
@@ -411,13 +456,15 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
     add_row_sums(acc, s0, t0, dgam, [](int, int, float x) { return x; });
     add_col_sums(acc, s0, t0, dgam, [](int, int, float x) { return -x; });
   }
-  __syncthreads();
+  __syncthreads();  // dO and V' are read: dW's copy into V''s tile overlaps the products below
+  if constexpr (kDelta<U>) {
+    load_tile(sm.x3, ldK, ws.dw + base, kDim, kChunk, kDim);
+    commit_async();
+  }
   warp_mma(dq, row_major(sm.y1, ldC), col_major(x1, ldK), m0, n0, kChunk);  // dQ += (dP ⊙ Γ) K
   warp_mma(dk, col_major(sm.y1, ldC), col_major(x0, ldK), m0, n0, kChunk);  // dK += (dP ⊙ Γ)ᵀ Q
   if constexpr (kDelta<U>) {  // the gradient through A, W and U
     __syncthreads();
-    load_tile(sm.x3, ldK, ws.dw + base, kDim, kChunk, kDim);
-    commit_async();
     load_cols<kDim>(sm.x0, ldK, ws.dvp + base, kDim, kChunk);
     load_rows(sm.x2, ldK, p.v + (long(ch.start) * p.HV + hv) * kDim, row_stride, ch.len, false);
     wait_async();
@@ -432,7 +479,7 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
       for (int nt = 0; nt < 4; ++nt)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const int j = t0 + 8 * nt + 2 * ((tid & 31) & 3) + (e & 1);
+          const int j = t0 + 8 * nt + 2 * (lane & 3) + (e & 1);
           acc[0][nt][e] = (acc[0][nt][e] * __expf(gam[j].x) + acc2[0][nt][e]) * bet[j];
         }
       store_acc(sm.y0, ldC, acc, s0, t0);
@@ -490,27 +537,58 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
     warp_mma(dk, row_major(sm.y0, ldC), col_major(x1, ldK), m0, n0, kChunk);  // dK += F K
     warp_mma(dk, col_major(sm.y0, ldC), col_major(x1, ldK), m0, n0, kChunk);  // dK += Fᵀ K
   }
-  for_each_pair(dq, m0, n0, [&](int i, int j, float x0, float x1) {
-    if (i < ch.len) store2(dq_rows + i * row_stride + j, x0, x1);
-  });
-  for_each_pair(dk, m0, n0, [&](int i, int j, float x0, float x1) {
-    if (i < ch.len) store2(dk_rows + i * row_stride + j, x0, x1);
-  });
-  __syncthreads();
-  if (tid == 0) {
-    // Kd = K e^{γ_L − γ}: −Σ K ⊙ dK_state on each row, +their total on γ_L; then the state
-    // decay's term; then g is the reverse cumulative sum of dγ.
-    float total = ws.dgl[hc];
-    for (int i = 0; i < ch.len; ++i) {
-      dgam[i] -= sm.kdsum[i];
-      total += sm.kdsum[i];
+  __syncthreads();  // every tile read; dγ, dβ and the Kd row sums of this value head complete
+  if (warp == 0) {
+    // Kd = K e^{γ_L − γ}: −Σ k̂ ⊙ dK_state on each row, +their total on γ_L; then the state
+    // decay's term on γ_L; then g is the reverse cumulative sum of dγ (a suffix scan over the
+    // lanes' row pairs: lane l holds rows 2l, 2l + 1).
+    const int r0 = 2 * lane, r1 = r0 + 1;
+    const float total = warp_sum(sm.kdsum[r0] + sm.kdsum[r1]) + ws.dgl[hc];
+    float d0 = r0 < ch.len ? dgam[r0] - sm.kdsum[r0] + (r0 == ch.len - 1 ? total : 0.f) : 0.f;
+    float d1 = r1 < ch.len ? dgam[r1] - sm.kdsum[r1] + (r1 == ch.len - 1 ? total : 0.f) : 0.f;
+    float suffix = d0 + d1;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const float y = __shfl_down_sync(0xffffffffu, suffix, o);
+      if (lane + o < 32) suffix += y;
     }
-    dgam[ch.len - 1] += total;
-    float acc = 0.f;
-    for (int i = ch.len - 1; i >= 0; --i) {
-      acc += dgam[i];
-      if (bp.dg) bp.dg[long(ch.start + i) * p.HV + hv] = acc;
-      if constexpr (kDelta<U>) bp.dbeta[long(ch.start + i) * p.HV + hv] = dbet[i];
+    const long tok0 = long(ch.start + r0) * p.HV + hv, tok1 = tok0 + p.HV;
+    if (bp.dg && r0 < ch.len) bp.dg[tok0] = suffix;
+    if (bp.dg && r1 < ch.len) bp.dg[tok1] = suffix - d0;
+    if constexpr (kDelta<U>) {
+      if (r0 < ch.len) bp.dbeta[tok0] = dbet[r0];
+      if (r1 < ch.len) bp.dbeta[tok1] = dbet[r1];
+    }
+  }
+
+  // dQ and dK in fp32 over the tiles (x0|x1 and x2|x3, all read), then whole rows per warp
+  // (warp w: rows w, w + 8, ...; a lane 4 columns): without grouped value heads dq and dk after
+  // the L2-norm backward, dx = r (dy − ŷ (ŷ · dy)), ŷ = r x; with them dQ, dK to dq_hat, dk_hat.
+  constexpr int ldF = kDim + 8;  // the fragments' pair stores of a half-warp hit 32 banks
+  static_assert(kChunk * ldF * sizeof(float) <= 2 * sizeof(sm.x0), "dQ (dK) fits over two tiles");
+  float* dq_f = reinterpret_cast<float*>(sm.x0);
+  float* dk_f = reinterpret_cast<float*>(sm.x2);
+  store_acc(dq_f, ldF, dq, m0, n0);
+  store_acc(dk_f, ldF, dk, m0, n0);
+  __syncthreads();
+  const bool finish = p.HV == p.H;
+  for (int r = warp; r < ch.len; r += 8) {
+#pragma unroll
+    for (int which = 0; which < 2; ++which) {
+      float4 d = *reinterpret_cast<const float4*>((which == 0 ? dq_f : dk_f) + r * ldF + 4 * lane);
+      if (!finish) {
+        store4((which == 0 ? dq_rows : dk_rows) + r * row_stride + 4 * lane, d);
+        continue;
+      }
+      const long at = r * qk_stride + 4 * lane;
+      if (p.l2norm) {
+        const float4 x = load4((which == 0 ? q_rows : k_rows) + at);
+        const float rn = (which == 0 ? sm.rq : sm.rk)[r];
+        const float ry = rn * rn * warp_sum(x.x * d.x + x.y * d.y + x.z * d.z + x.w * d.w);
+        d = make_float4(rn * (d.x - x.x * ry), rn * (d.y - x.y * ry), rn * (d.z - x.z * ry), rn * (d.w - x.w * ry));
+      }
+      T* out = which == 0 ? bp.dq : bp.dk;
+      store4(out + (long(ch.start) * p.H + h) * kDim + at, d);
     }
   }
 }
@@ -816,9 +894,11 @@ Status backward_typed(const ChunkShape& s, const ChunkBackwardArgs& a, void* wor
     GDN_CUDA_LAUNCHED("gdn::cuda state_grad_kernel");
     intra_grad<<<unsigned(plan.NC * s.HV), kThreads, intra_grad_smem, stream>>>(bp, ws);
     GDN_CUDA_LAUNCHED("gdn::cuda intra_grad_kernel");
-    const long rows = long(bp.tokens) * s.H;
-    qk_finish_kernel<T><<<unsigned((rows + 7) / 8), kThreads, 0, stream>>>(bp, ws);
-    GDN_CUDA_LAUNCHED("gdn::cuda qk_finish_kernel");
+    if (kVector<G> || s.HV != s.H) {  // the scalar gate's intra_grad finishes dq, dk of ungrouped heads
+      const long rows = long(bp.tokens) * s.H;
+      qk_finish_kernel<T><<<unsigned((rows + 7) / 8), kThreads, 0, stream>>>(bp, ws);
+      GDN_CUDA_LAUNCHED("gdn::cuda qk_finish_kernel");
+    }
   }
   return {};
 }
