@@ -115,6 +115,7 @@ struct Case {
   GateMode gates;
   bool h0, dht;
   bool bf16 = true;  // also checked with bf16 inputs
+  bool l2norm = true;  // the fused L2 norm of q and k
 };
 
 constexpr Variant kGdn = Variant::gated_deltanet, kMamba2 = Variant::mamba2, kLinear = Variant::linear_attention,
@@ -131,6 +132,8 @@ std::vector<Case> delta_cases() {
       {"zero_gates_one_token", kGdn, 1, 1, 1, 2, {}, GateMode::zero, true, false, false},
       {"long_sequence", kGdn, 1, 1000, 1, 2, {}, GateMode::random, true, true},
       {"deltanet_no_gate", Variant::deltanet, 1, 150, 1, 2, {}, GateMode::random, true, true},
+      {"no_l2norm", kGdn, 1, 200, 2, 2, {}, GateMode::random, true, true, true, false},
+      {"gva_no_l2norm", kGdn, 1, 200, 2, 4, {}, GateMode::random, false, true, true, false},
   };
 }
 
@@ -143,6 +146,7 @@ std::vector<Case> additive_cases() {
       {"linear_gva_h0_dht", kLinear, 2, 200, 2, 4, {}, GateMode::random, true, true},
       {"linear_varlen", kLinear, 1, 330, 2, 2, {0, 1, 65, 200, 330}, GateMode::random, true, true},
       {"linear_long", kLinear, 1, 1000, 1, 2, {}, GateMode::random, false, true},
+      {"mamba2_no_l2norm", kMamba2, 1, 200, 2, 2, {}, GateMode::random, true, true, true, false},
   };
 }
 
@@ -179,7 +183,11 @@ void check_chunk(const std::vector<Case>& cases, DType t, double tol, const std:
     if (only && !std::strstr(cs.name, only)) continue;
     OpConfig cfg = gdn::test::config(cs.variant, cs.B, cs.T, cs.H, cs.HV, 128, 128);
     cfg.cu_seqlens = cs.cu_seqlens;
-    const Problem p = as_kernel_inputs(gdn::test::make_problem(cfg, seed, cs.gates, cs.h0, cs.dht), t);
+    cfg.l2norm_qk = cs.l2norm;
+    Problem raw = gdn::test::make_problem(cfg, seed, cs.gates, cs.h0, cs.dht);
+    if (!cs.l2norm)  // |k| ~ 1 as the L2 norm would make it: the delta rule stays finite (test_chunk)
+      for (double& x : raw.k) x /= std::sqrt(128.0);
+    const Problem p = as_kernel_inputs(raw, t);
     const Result want = gdn::test::run_reference(p);
     for (bool reuse : {false, true}) {
       const Result got = run_gpu(p, t, reuse);

@@ -1,15 +1,18 @@
 // Chunkwise Gated DeltaNet backward. After the forward stages 1–2 (W, V', the chunk-entry
-// states h; recomputed unless the workspace still holds them), five kernels; the math is bench/gpu/chunk_math_check.py, checked
-// there against autograd of the recurrence in fp64:
+// states h; recomputed unless the workspace still holds them), three to five kernels;
+// the math is bench/gpu/chunk_math_check.py, checked there against autograd of the recurrence in fp64:
 //   1. intra_dv      per (chunk, value head, 64 columns): dV'_intra = scale Pᵀ dO, and the
 //                    state pass's recurrence-free term scale Qgᵀ dO (Qg = Q e^γ)
 //   2. state_bwd     per (sequence, value head, 32 columns), chunks in reverse: stores dS_next
 //                    (the gradient of the state leaving each chunk), completes dV' = dV'_intra
 //                    + Kd dS_next, and dS = e^{γ_L} dS_next + scale Qgᵀ dO − Wᵀ dV' (→ dh0)
-//   3. state_grad    per (chunk, value head): the products with the states: dQ = scale e^γ dO Sᵀ,
-//                    dW = −dV' Sᵀ, dK = e^{γ_L−γ} V' dS_nextᵀ, and e^{γ_L} Σ dS_next ⊙ S
-//   4. intra_grad    per (chunk, value head): P, dP, the gradient through A, dQ, dK, dV, dβ, dg
-//   5. qk_finish     per (token, q/k head): sums over grouped value heads, L2-norm backward
+//   3. state_grad    vector gate only, per (chunk, value head): the products with the states:
+//                    dQ = scale e^γ dO Sᵀ, dW = −dV' Sᵀ, dK = e^{γ_L−γ} V' dS_nextᵀ, e^{γ_L} Σ dS_next ⊙ S
+//   4. intra_grad    per (chunk, value head): (scalar gate: the products of 3 first, in the same
+//                    block) P, dP, the gradient through A, dQ, dK, dV, dβ, dg; with one value head
+//                    per q/k head (scalar gate) also the L2-norm backward: dq, dk
+//   5. qk_finish     per (token, q/k head), for grouped value heads and the vector gate: sums over
+//                    the group, L2-norm backward
 // The additive rule (template parameter U; V' = V, no W) drops the terms through W and A: the
 // state pass's −Wᵀ dV' (it writes dV = dV' itself), dW, and intra_grad's dA, dβ and the W, U
 // gradients. The vector gate (template parameter G) scales elements where the scalar gate scales
@@ -31,11 +34,12 @@ constexpr int kLdF = kStateCols + 8;  // fp32 [*, 32] rows: the pair reads of a 
 template <class T>
 struct BackwardWorkspace {
   ForwardWorkspace<T> fwd;
-  T* dw;                   // [NC,HV,64,128]  dW (delta rule; null otherwise)
+  T* dw;                   // [NC,HV,64,128]  dW (vector gate and delta rule; null otherwise)
   float* dh;               // [NC,HV,128,128] gradient of the state leaving each chunk
   float* dvp;              // [NC,HV,64,128]  dV'
-  float* dgl;              // [NC,HV]         e^{γ_L} Σ dS_next ⊙ S  (vector gate: [NC,HV,128], per row)
-  float *dq_hat, *dk_hat;  // [B*T,HV,128]    gradients of the normalised q, k per value head
+  float* dgl;              // [NC,HV,128]     vector gate: e^{γ_Ld} Σ_v dS_next ⊙ S per state row d
+  float *dq_hat, *dk_hat;  // [B*T,HV,128]    gradients of the normalised q, k per value head (vector
+                           //                 gate, grouped value heads; null otherwise)
 };
 
 template <class T>
@@ -212,16 +216,17 @@ __global__ void __launch_bounds__(kThreads) state_bwd_kernel(BackwardParams<T> b
   if (bp.dh0) store_acc(bp.dh0 + state_base, kDim, ds, s0, 0);
 }
 
+// The vector gate's products with the states (the scalar gate's intra_grad_kernel forms them
+// itself): dQ = scale e^γ ⊙ dO Sᵀ and dK = e^{γ_L − γ} ⊙ V' dS_nextᵀ to dq_hat / dk_hat,
+// dW = −dV' Sᵀ (delta rule), and per state row d e^{γ_Ld} Σ_v dS_next ⊙ S.
 template <class T, Update U>
 struct StateGradSmem {
   T sb[kDim * tile_ld<T>(kDim)];   // S, then dS_next
   T x0[kChunk * tile_ld<T>(kDim)];  // dO, then V'
   Only<kDelta<U>, T[kChunk * tile_ld<T>(kDim)]> x1;  // dV' (for dW)
-  float2 gam[kChunk];  // scalar gate: γ as hi + lo (chunk_fwd.cuh)
-  float red[8];
 };
 
-template <class T, Update U, Gate G>
+template <class T, Update U>
 __global__ void __launch_bounds__(kThreads) state_grad_kernel(BackwardParams<T> bp, BackwardWorkspace<T> ws) {
   constexpr int ldK = tile_ld<T>(kDim);
   const ChunkParams<T>& p = bp.p;
@@ -237,13 +242,11 @@ __global__ void __launch_bounds__(kThreads) state_grad_kernel(BackwardParams<T> 
   commit_async();
   if constexpr (kDelta<U>) load_cols<kDim>(sm.x1, ldK, ws.dvp + base, kDim, kChunk);
   load_rows(sm.x0, ldK, bp.d_o + (long(ch.start) * p.HV + hv) * kDim, long(p.HV) * kDim, ch.len, false);
-  if constexpr (!kVector<G>) load_gate_pairs(sm.gam, ws.fwd.gam + hc * kGateStride);
   wait_async();
   __syncthreads();
-  const float2 gl = kVector<G> ? float2{} : sm.gam[ch.len - 1];
-  // The vector gate's tile and its last row, read where needed (through L1).
-  const float* gv = kVector<G> ? ws.fwd.gam + hc * kChunk * kDim : nullptr;
-  const float* gv_last = kVector<G> ? gv + (ch.len - 1) * kDim : nullptr;
+  // The gate tile and its last row, read where needed (through L1).
+  const float* gv = ws.fwd.gam + hc * kChunk * kDim;
+  const float* gv_last = gv + (ch.len - 1) * kDim;
   const int m0 = (warp % 2) * 32, n0 = (warp / 2) * 32;
   float* dq_rows = ws.dq_hat + (long(ch.start) * p.HV + hv) * kDim;
   float* dk_rows = ws.dk_hat + (long(ch.start) * p.HV + hv) * kDim;
@@ -255,13 +258,8 @@ __global__ void __launch_bounds__(kThreads) state_grad_kernel(BackwardParams<T> 
     const float scale = p.scale;
     for_each_pair(acc, m0, n0, [&](int i, int j, float x0, float x1) {
       if (i >= ch.len) return;
-      if constexpr (kVector<G>) {
-        const float2 g = load2(gv + i * kDim + j);
-        store2(dq_rows + i * row_stride + j, scale * __expf(g.x) * x0, scale * __expf(g.y) * x1);
-      } else {
-        const float f = scale * __expf(sm.gam[i].x);
-        store2(dq_rows + i * row_stride + j, f * x0, f * x1);
-      }
+      const float2 g = load2(gv + i * kDim + j);
+      store2(dq_rows + i * row_stride + j, scale * __expf(g.x) * x0, scale * __expf(g.y) * x1);
     });
   }
   if constexpr (kDelta<U>) {
@@ -273,9 +271,9 @@ __global__ void __launch_bounds__(kThreads) state_grad_kernel(BackwardParams<T> 
   __syncthreads();  // S read by every warp: now replaced by dS_next
   load_tile(sm.x0, ldK, ws.fwd.vn + base, kDim, kChunk, kDim);
   commit_async();
-  {  // e^{γ_L} Σ dS_next ⊙ S (S = h + h_lo for bf16), and dS_next into sb over S (each thread its own elements)
+  {  // per row d of the state e^{γ_Ld} Σ_v dS_next ⊙ S (S = h + h_lo for bf16), and dS_next into
+     // sb over S (each thread its own elements)
     const float* dsn = ws.dh + sbase;
-    float s = 0.f;
 #pragma unroll 4
     for (int i = tid; i < kDim * kDim / 4; i += kThreads) {  // warp w: rows w, w + 8, ...; a lane 4 columns
       const int r = i / (kDim / 4), j = 4 * (i % (kDim / 4));
@@ -285,82 +283,119 @@ __global__ void __launch_bounds__(kThreads) state_grad_kernel(BackwardParams<T> 
         const float4 lo = load4(ws.fwd.h_lo + sbase + r * kDim + j);
         x.x += lo.x, x.y += lo.y, x.z += lo.z, x.w += lo.w;
       }
-      const float sr = d.x * x.x + d.y * x.y + d.z * x.z + d.w * x.w;
+      const float row_sum = warp_sum(d.x * x.x + d.y * x.y + d.z * x.z + d.w * x.w);
       store4(sm.sb + r * ldK + j, d);
-      if constexpr (kVector<G>) {  // per row d of the state: e^{γ_Ld} Σ_v dS_next ⊙ S
-        const float row_sum = warp_sum(sr);
-        if (lane == 0) ws.dgl[hc * kDim + r] = __expf(gv_last[r]) * row_sum;
-      } else {
-        s += sr;
-      }
+      if (lane == 0) ws.dgl[hc * kDim + r] = __expf(gv_last[r]) * row_sum;
     }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-    if (lane == 0) sm.red[warp] = s;
   }
   wait_async();
   __syncthreads();
-  if (!kVector<G> && tid == 0) {
-    float s = 0.f;
-    for (int w = 0; w < kThreads / 32; ++w) s += sm.red[w];
-    ws.dgl[hc] = __expf(gl.x) * s;
-  }
   float acc[2][4][4];
   zero(acc);
   warp_mma(acc, row_major(sm.x0, ldK), row_major(sm.sb, ldK), m0, n0, kDim);
   for_each_pair(acc, m0, n0, [&](int i, int j, float x0, float x1) {
     if (i >= ch.len) return;
-    if constexpr (kVector<G>) {
-      const float2 g = load2(gv + i * kDim + j), gL = load2(gv_last + j);
-      store2(dk_rows + i * row_stride + j, __expf(gL.x - g.x) * x0, __expf(gL.y - g.y) * x1);
-    } else {
-      const float f = __expf(gate_diff(gl, sm.gam[i]));
-      store2(dk_rows + i * row_stride + j, f * x0, f * x1);
-    }
+    const float2 g = load2(gv + i * kDim + j), gL = load2(gv_last + j);
+    store2(dk_rows + i * row_stride + j, __expf(gL.x - g.x) * x0, __expf(gL.y - g.y) * x1);
   });
 }
 
 template <class T, Update U>
 struct IntraGradSmem {
-  T x0[kChunk * tile_ld<T>(kDim)];  // Q, then dV'
-  T x1[kChunk * tile_ld<T>(kDim)];  // K
-  T x2[kChunk * tile_ld<T>(kDim)];  // dO, then V
-  T x3[kChunk * tile_ld<T>(kDim)];  // V', then dW
+  T x0[kChunk * tile_ld<T>(kDim)];  // delta: dV', then dW; additive: S, dS_next (rows 0..63), then Q
+  T x1[kChunk * tile_ld<T>(kDim)];  // K (additive: S, dS_next rows 64..127 first)
+  T x2[kChunk * tile_ld<T>(kDim)];  // dO, then dV' (delta)
+  T x3[kChunk * tile_ld<T>(kDim)];  // V', then V (delta)
+  // At the end dQ and dK in fp32 over x0|x1 and x2|x3. Delta rule: S, then dS_next over y0..y3.
   T y0[kChunk * tile_ld<T>(kChunk)];  // P, then dA, then F
   T y1[kChunk * tile_ld<T>(kChunk)];  // dP ⊙ Γ, then dA Aᵀ
-  Only<kDelta<U>, T[kChunk * tile_ld<T>(kChunk)]> y2;  // StrictLower(K Kᵀ ⊙ Γ)
-  Only<kDelta<U>, T[kChunk * tile_ld<T>(kChunk)]> y3;  // A (from the forward pass)
+  Only<kDelta<U>, T[kChunk * tile_ld<T>(kChunk)]> y2;  // Q over y2|y3, then StrictLower(K Kᵀ ⊙ Γ)
+  Only<kDelta<U>, T[kChunk * tile_ld<T>(kChunk)]> y3;  // then A (from the forward pass)
   float2 gam[kChunk];  // γ as hi + lo (chunk_fwd.cuh)
   float bet[kChunk];
   float dgam[kChunk];   // gradient of the cumulative gate
   float dbet[kChunk];
-  float kdsum[kChunk];  // Σ_k K ⊙ dK_state per row
+  float kdsum[kChunk];  // Σ_k k̂ ⊙ dK_state per row
+  float rq[kChunk], rk[kChunk];  // reciprocal row norms of q and k (fp32; 1 without the L2 norm)
+  float red[kThreads / 32];      // Σ dS_next ⊙ S per warp
 };
 
+// dst[i] += r_i Σ_j x_ij a_ij over the lane's elements (i, j) of the 32×32 accumulator tile at
+// (m0, n0), rows i < len, x in global memory ([*, 128] rows, read in pairs): the row dots of a
+// gradient with the rows of q or k normalised in fp32. One atomic per row and lane quad.
+template <class T>
+__device__ __forceinline__ void add_row_dots(const float (&a)[2][4][4], const T* x, long x_stride, const float* r,
+                                             float* dst, int len, int m0, int n0) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  float part[2][2] = {};
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh) {
+      const int i = m0 + 16 * mt + g + 8 * hh;
+      if (i < len) {
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt) {
+          const float2 xv = load2(x + i * x_stride + n0 + 8 * nt + 2 * t);
+          part[mt][hh] += xv.x * a[mt][nt][2 * hh] + xv.y * a[mt][nt][2 * hh + 1];
+        }
+      }
+    }
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh) {
+      const int row = m0 + 16 * mt + g + 8 * hh;
+      float s = part[mt][hh];
+      s += __shfl_xor_sync(0xffffffffu, s, 1);
+      s += __shfl_xor_sync(0xffffffffu, s, 2);
+      if (t == 0 && row < len) atomicAdd(dst + row, r[row] * s);
+    }
+}
+
+// Per (chunk, value head), the scalar gate's gradients of everything but the state pass:
+//   the products with the states: dQ = scale e^γ dO Sᵀ, dW = −dV' Sᵀ, dK = e^{γ_L−γ} V' dS_nextᵀ,
+//   e^{γ_L} Σ dS_next ⊙ S (S = h + h_lo for bf16), and the gate terms q̂ · dQ, k̂ · dK of Qg = Q e^γ
+//   and Kd = K e^{γ_L − γ} (q̂, k̂ in fp32);
+//   the intra-chunk terms: P, dP, the gradient through A, W and U (delta rule); dV, dβ, dg;
+//   without grouped value heads the L2-norm backward, dq and dk; with them dQ, dK to dq_hat, dk_hat
+//   for qk_finish_kernel to sum.
 template <class T, Update U>
 __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<T> bp, BackwardWorkspace<T> ws) {
   constexpr int ldK = tile_ld<T>(kDim), ldC = tile_ld<T>(kChunk);
   const ChunkParams<T>& p = bp.p;
   extern __shared__ float4 smem4[];
   IntraGradSmem<T, U>& sm = *reinterpret_cast<IntraGradSmem<T, U>*>(smem4);
-  const T *x0 = sm.x0, *x1 = sm.x1, *x2 = sm.x2;
+  static_assert(sizeof(sm.y0) * (kDelta<U> ? 4 : 0) + sizeof(sm.x0) * (kDelta<U> ? 0 : 2) >=
+                    sizeof(T) * kDim * tile_ld<T>(kDim), "S fits over y0..y3 (delta rule) or x0|x1 (additive)");
+  static_assert(!kDelta<U> || 2 * sizeof(sm.y0) >= sizeof(sm.x0), "Q fits over y2|y3");
+  T* st;  // S, then dS_next: [128][ldK]
+  T* qt;  // Q: [64][ldK]
+  if constexpr (kDelta<U>) {
+    st = sm.y0, qt = sm.y2;
+  } else {
+    st = sm.x0, qt = sm.x0;
+  }
+  const T *x1 = sm.x1, *x2 = sm.x2;
   const float2* gam = sm.gam;
   float *bet = sm.bet, *dgam = sm.dgam, *dbet = sm.dbet;
 
   const int c = blockIdx.x / p.HV, hv = blockIdx.x % p.HV, h = hv / (p.HV / p.H);
   const ChunkRef ch = chunk_ref(ws.fwd.seqs, ws.fwd.chunk_seq, c);
-  const int warp = threadIdx.x >> 5, tid = threadIdx.x;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, tid = threadIdx.x;
   const long hc = long(c) * p.HV + hv;
-  const long base = hc * kChunk * kDim;
-  const long row_stride = long(p.HV) * kDim;
-  float* dq_rows = ws.dq_hat + (long(ch.start) * p.HV + hv) * kDim;
-  float* dk_rows = ws.dk_hat + (long(ch.start) * p.HV + hv) * kDim;
+  const long base = hc * kChunk * kDim, sbase = hc * kDim * kDim;
+  const long row_stride = long(p.HV) * kDim, qk_stride = long(p.H) * kDim;
+  const T* q_rows = p.q + (long(ch.start) * p.H + h) * kDim;
+  const T* k_rows = p.k + (long(ch.start) * p.H + h) * kDim;
 
+  load_tile(st, ldK, ws.fwd.h + sbase, kDim, kDim, kDim);
   load_tile(sm.x3, ldK, ws.fwd.vn + base, kDim, kChunk, kDim);
-  if constexpr (kDelta<U>) load_tile(sm.y3, ldC, ws.fwd.a + hc * kChunk * kChunk, kChunk, kChunk, kChunk);
   commit_async();
-  load_rows(sm.x0, ldK, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
-  load_rows(sm.x1, ldK, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
+  if constexpr (kDelta<U>) {
+    load_cols<kDim>(sm.x0, ldK, ws.dvp + base, kDim, kChunk);
+    load_rows(sm.x1, ldK, k_rows, qk_stride, ch.len, p.l2norm, sm.rk);
+  }
   load_rows(sm.x2, ldK, bp.d_o + (long(ch.start) * p.HV + hv) * kDim, row_stride, ch.len, false);
   load_gate_beta(sm.gam, bet, p.g, p.beta, ch.start, ch.len, p.HV, hv);
   if (tid < kChunk) dgam[tid] = dbet[tid] = sm.kdsum[tid] = 0.f;
@@ -370,31 +405,56 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
   // 64x128 products: warp tile 32x32. 64x64 products: warp tile 16x32.
   const int m0 = (warp % 2) * 32, n0 = (warp / 2) * 32;
   const int s0 = (warp % 4) * 16, t0 = (warp / 4) * 32;
+  const float2 gl = gam[ch.len - 1];
   float dq[2][4][4], dk[2][4][4];
-  auto load_state_part = [&](int i, int j, float& x0, float& x1, const float* rows) {
-    const float2 d = i < ch.len ? load2(rows + i * row_stride + j) : make_float2(0.f, 0.f);
-    x0 = d.x, x1 = d.y;
-  };
-  for_each_pair(dq, m0, n0, [&](int i, int j, float& x0, float& x1) { load_state_part(i, j, x0, x1, dq_rows); });
-  for_each_pair(dk, m0, n0, [&](int i, int j, float& x0, float& x1) { load_state_part(i, j, x0, x1, dk_rows); });
-  // Gate gradients of the state terms: Qg = Q e^γ and Kd = K e^{γ_L − γ}, with q̂ and k̂ in fp32.
-  add_row_dots(dgam, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, dq_rows, row_stride, ch.len, p.l2norm);
-  add_row_dots(sm.kdsum, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, dk_rows, row_stride, ch.len,
-               p.l2norm);
-  {
+  zero(dq);
+  warp_mma(dq, row_major(x2, ldK), row_major(st, ldK), m0, n0, kDim);  // dO Sᵀ
+  if constexpr (kDelta<U>) {
+    float dw[2][4][4];
+    zero(dw);
+    warp_mma(dw, row_major(sm.x0, ldK), row_major(st, ldK), m0, n0, kDim);  // dV' Sᵀ
+    __syncthreads();  // S and dV' are read
+    store_acc(sm.x0, ldK, dw, m0, n0, -1.f);  // dW
+  } else {
+    __syncthreads();  // S is read
+  }
+  for_each(dq, m0, n0, [&](int i, int, float& x) { x *= p.scale * __expf(gam[i].x); });
+  {  // Σ dS_next ⊙ S, and dS_next over S (each thread its own elements)
+    const float* dsn = ws.dh + sbase;
+    float s = 0.f;
+#pragma unroll 4
+    for (int i = tid; i < kDim * kDim / 4; i += kThreads) {  // warp w: rows w, w + 8, ...; a lane 4 columns
+      const int r = i / (kDim / 4), j = 4 * (i % (kDim / 4));
+      const float4 d = *reinterpret_cast<const float4*>(dsn + r * kDim + j);
+      float4 x = load4(st + r * ldK + j);
+      if constexpr (sizeof(T) == 2) {
+        const float4 lo = load4(ws.fwd.h_lo + sbase + r * kDim + j);
+        x.x += lo.x, x.y += lo.y, x.z += lo.z, x.w += lo.w;
+      }
+      s += d.x * x.x + d.y * x.y + d.z * x.z + d.w * x.w;
+      store4(st + r * ldK + j, d);
+    }
+    s = warp_sum(s);
+    if (lane == 0) sm.red[warp] = s;
+  }
+  __syncthreads();  // dS_next complete
+  zero(dk);
+  warp_mma(dk, row_major(sm.x3, ldK), row_major(st, ldK), m0, n0, kDim);  // V' dS_nextᵀ
+  for_each(dk, m0, n0, [&](int i, int, float& x) { x *= __expf(gate_diff(gl, gam[i])); });
+  __syncthreads();  // dS_next is read: Q (and K) over it
+  load_rows(qt, ldK, q_rows, qk_stride, ch.len, p.l2norm, sm.rq);
+  if constexpr (!kDelta<U>) load_rows(sm.x1, ldK, k_rows, qk_stride, ch.len, p.l2norm, sm.rk);
+  __syncthreads();
+  // The gate terms of the state parts, then the intra-chunk products.
+  add_row_dots(dq, q_rows, qk_stride, sm.rq, dgam, ch.len, m0, n0);
+  add_row_dots(dk, k_rows, qk_stride, sm.rk, sm.kdsum, ch.len, m0, n0);
+  {  // P = Q Kᵀ ⊙ Γ
     float acc[1][4][4];
     zero(acc);
-    warp_mma(acc, row_major(x0, ldK), row_major(x1, ldK), s0, t0, kDim);
+    warp_mma(acc, row_major(qt, ldK), row_major(x1, ldK), s0, t0, kDim);
     for_each(acc, s0, t0, [&](int i, int j, float x) {
       sm.y0[i * ldC + j] = from_float<T>(j <= i ? x * __expf(gate_diff(gam[i], gam[j])) : 0.f);
     });
-    if constexpr (kDelta<U>) {
-      zero(acc);
-      warp_mma(acc, row_major(x1, ldK), row_major(x1, ldK), s0, t0, kDim);
-      for_each(acc, s0, t0, [&](int i, int j, float x) {
-        sm.y2[i * ldC + j] = from_float<T>(j < i ? x * __expf(gate_diff(gam[i], gam[j])) : 0.f);
-      });
-    }
   }
   __syncthreads();
   {  // dP = scale dO V'ᵀ (lower with diagonal); dγ += rowsum(dP ⊙ P) − colsum(dP ⊙ P)
@@ -413,26 +473,35 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
   }
   __syncthreads();
   warp_mma(dq, row_major(sm.y1, ldC), col_major(x1, ldK), m0, n0, kChunk);  // dQ += (dP ⊙ Γ) K
-  warp_mma(dk, col_major(sm.y1, ldC), col_major(x0, ldK), m0, n0, kChunk);  // dK += (dP ⊙ Γ)ᵀ Q
+  warp_mma(dk, col_major(sm.y1, ldC), col_major(qt, ldK), m0, n0, kChunk);  // dK += (dP ⊙ Γ)ᵀ Q
   if constexpr (kDelta<U>) {  // the gradient through A, W and U
-    __syncthreads();
-    load_tile(sm.x3, ldK, ws.dw + base, kDim, kChunk, kDim);
+    __syncthreads();  // Q, dO and V' are read
+    load_tile(sm.y3, ldC, ws.fwd.a + hc * kChunk * kChunk, kChunk, kChunk, kChunk);
     commit_async();
-    load_cols<kDim>(sm.x0, ldK, ws.dvp + base, kDim, kChunk);
-    load_rows(sm.x2, ldK, p.v + (long(ch.start) * p.HV + hv) * kDim, row_stride, ch.len, false);
+    load_cols<kDim>(sm.x2, ldK, ws.dvp + base, kDim, kChunk);
+    load_rows(sm.x3, ldK, p.v + (long(ch.start) * p.HV + hv) * kDim, row_stride, ch.len, false);
+    {  // M = StrictLower(K Kᵀ ⊙ Γ)
+      float acc[1][4][4];
+      zero(acc);
+      warp_mma(acc, row_major(x1, ldK), row_major(x1, ldK), s0, t0, kDim);
+      for_each(acc, s0, t0, [&](int i, int j, float x) {
+        sm.y2[i * ldC + j] = from_float<T>(j < i ? x * __expf(gate_diff(gam[i], gam[j])) : 0.f);
+      });
+    }
     wait_async();
     __syncthreads();
+    const T *dw = sm.x0, *dvp = sm.x2, *v = sm.x3;
     {  // dA = (dW Kᵀ diag(e^γ) + dV' Vᵀ) diag(β)
       float acc[1][4][4], acc2[1][4][4];
       zero(acc);
       zero(acc2);
-      warp_mma(acc, row_major(sm.x3, ldK), row_major(x1, ldK), s0, t0, kDim);
-      warp_mma(acc2, row_major(x0, ldK), row_major(x2, ldK), s0, t0, kDim);
+      warp_mma(acc, row_major(dw, ldK), row_major(x1, ldK), s0, t0, kDim);
+      warp_mma(acc2, row_major(dvp, ldK), row_major(v, ldK), s0, t0, kDim);
 #pragma unroll
       for (int nt = 0; nt < 4; ++nt)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const int j = t0 + 8 * nt + 2 * ((tid & 31) & 3) + (e & 1);
+          const int j = t0 + 8 * nt + 2 * (lane & 3) + (e & 1);
           acc[0][nt][e] = (acc[0][nt][e] * __expf(gam[j].x) + acc2[0][nt][e]) * bet[j];
         }
       store_acc(sm.y0, ldC, acc, s0, t0);
@@ -466,7 +535,7 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
     {  // W = A diag(β e^γ) K: Tw = Aᵀ dW
       float acc[2][4][4];
       zero(acc);
-      warp_mma(acc, col_major(sm.y3, ldC), col_major(sm.x3, ldK), m0, n0, kChunk);
+      warp_mma(acc, col_major(sm.y3, ldC), col_major(dw, ldK), m0, n0, kChunk);
       add_row_sums(acc, m0, n0, dbet,
                    [&](int i, int j, float x) { return __expf(gam[i].x) * x * to_float(x1[i * ldK + j]); });
       add_row_sums(acc, m0, n0, dgam, [&](int i, int j, float x) {
@@ -479,8 +548,8 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
     {  // U = A diag(β) V: Tu = Aᵀ dV'
       float acc[2][4][4];
       zero(acc);
-      warp_mma(acc, col_major(sm.y3, ldC), col_major(x0, ldK), m0, n0, kChunk);
-      add_row_sums(acc, m0, n0, dbet, [&](int i, int j, float x) { return x * to_float(x2[i * ldK + j]); });
+      warp_mma(acc, col_major(sm.y3, ldC), col_major(dvp, ldK), m0, n0, kChunk);
+      add_row_sums(acc, m0, n0, dbet, [&](int i, int j, float x) { return x * to_float(v[i * ldK + j]); });
       T* dv_rows = bp.dv + (long(ch.start) * p.HV + hv) * kDim;
       for_each_pair(acc, m0, n0, [&](int i, int j, float x0, float x1) {
         if (i < ch.len) store2(dv_rows + i * row_stride + j, bet[i] * x0, bet[i] * x1);
@@ -490,27 +559,62 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
     warp_mma(dk, row_major(sm.y0, ldC), col_major(x1, ldK), m0, n0, kChunk);  // dK += F K
     warp_mma(dk, col_major(sm.y0, ldC), col_major(x1, ldK), m0, n0, kChunk);  // dK += Fᵀ K
   }
-  for_each_pair(dq, m0, n0, [&](int i, int j, float x0, float x1) {
-    if (i < ch.len) store2(dq_rows + i * row_stride + j, x0, x1);
-  });
-  for_each_pair(dk, m0, n0, [&](int i, int j, float x0, float x1) {
-    if (i < ch.len) store2(dk_rows + i * row_stride + j, x0, x1);
-  });
-  __syncthreads();
-  if (tid == 0) {
-    // Kd = K e^{γ_L − γ}: −Σ K ⊙ dK_state on each row, +their total on γ_L; then the state
-    // decay's term; then g is the reverse cumulative sum of dγ.
-    float total = ws.dgl[hc];
-    for (int i = 0; i < ch.len; ++i) {
-      dgam[i] -= sm.kdsum[i];
-      total += sm.kdsum[i];
+  __syncthreads();  // every tile read; dγ, dβ and the Kd row sums complete
+  if (warp == 0) {
+    // Kd = K e^{γ_L − γ}: −Σ k̂ ⊙ dK_state on each row, +their total on γ_L; then the state
+    // decay's term e^{γ_L} Σ dS_next ⊙ S on γ_L; then g is the reverse cumulative sum of dγ (a
+    // suffix scan over the lanes' row pairs: lane l holds rows 2l, 2l + 1).
+    float decay = 0.f;
+#pragma unroll
+    for (int w = 0; w < kThreads / 32; ++w) decay += sm.red[w];
+    const int r0 = 2 * lane, r1 = r0 + 1;
+    const float total = warp_sum(sm.kdsum[r0] + sm.kdsum[r1]) + __expf(gl.x) * decay;
+    const float d0 = r0 < ch.len ? dgam[r0] - sm.kdsum[r0] + (r0 == ch.len - 1 ? total : 0.f) : 0.f;
+    const float d1 = r1 < ch.len ? dgam[r1] - sm.kdsum[r1] + (r1 == ch.len - 1 ? total : 0.f) : 0.f;
+    float suffix = d0 + d1;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const float y = __shfl_down_sync(0xffffffffu, suffix, o);
+      if (lane + o < 32) suffix += y;
     }
-    dgam[ch.len - 1] += total;
-    float acc = 0.f;
-    for (int i = ch.len - 1; i >= 0; --i) {
-      acc += dgam[i];
-      if (bp.dg) bp.dg[long(ch.start + i) * p.HV + hv] = acc;
-      if constexpr (kDelta<U>) bp.dbeta[long(ch.start + i) * p.HV + hv] = dbet[i];
+    const long tok0 = long(ch.start + r0) * p.HV + hv, tok1 = tok0 + p.HV;
+    if (bp.dg && r0 < ch.len) bp.dg[tok0] = suffix;
+    if (bp.dg && r1 < ch.len) bp.dg[tok1] = suffix - d0;
+    if constexpr (kDelta<U>) {
+      if (r0 < ch.len) bp.dbeta[tok0] = dbet[r0];
+      if (r1 < ch.len) bp.dbeta[tok1] = dbet[r1];
+    }
+  }
+
+  // dQ and dK in fp32 over the tiles (x0|x1 and x2|x3, all read), then whole rows per warp
+  // (warp w: rows w, w + 8, ...; a lane 4 columns): without grouped value heads dq and dk after
+  // the L2-norm backward, dx = r (dy − ŷ (ŷ · dy)), ŷ = r x; with them dQ, dK to dq_hat, dk_hat.
+  constexpr int ldF = kDim + 8;  // the fragments' pair stores of a half-warp hit 32 banks
+  static_assert(kChunk * ldF * sizeof(float) <= 2 * sizeof(sm.x0), "dQ (dK) fits over two tiles");
+  float* dq_f = reinterpret_cast<float*>(sm.x0);
+  float* dk_f = reinterpret_cast<float*>(sm.x2);
+  store_acc(dq_f, ldF, dq, m0, n0);
+  store_acc(dk_f, ldF, dk, m0, n0);
+  __syncthreads();
+  const bool finish = p.HV == p.H;
+  for (int r = warp; r < ch.len; r += 8) {
+#pragma unroll
+    for (int which = 0; which < 2; ++which) {
+      float4 d = *reinterpret_cast<const float4*>((which == 0 ? dq_f : dk_f) + r * ldF + 4 * lane);
+      if (!finish) {
+        float* hat = which == 0 ? ws.dq_hat : ws.dk_hat;
+        store4(hat + (long(ch.start + r) * p.HV + hv) * kDim + 4 * lane, d);
+        continue;
+      }
+      const long at = r * qk_stride + 4 * lane;
+      if (p.l2norm) {
+        const float4 x = load4((which == 0 ? q_rows : k_rows) + at);
+        const float rn = (which == 0 ? sm.rq : sm.rk)[r];
+        const float ry = rn * rn * warp_sum(x.x * d.x + x.y * d.y + x.z * d.z + x.w * d.w);
+        d = make_float4(rn * (d.x - x.x * ry), rn * (d.y - x.y * ry), rn * (d.z - x.z * ry), rn * (d.w - x.w * ry));
+      }
+      T* out = which == 0 ? bp.dq : bp.dk;
+      store4(out + (long(ch.start) * p.H + h) * kDim + at, d);
     }
   }
 }
@@ -748,13 +852,14 @@ BackwardWorkspace<T> carve_backward(Carve& cv, const ChunkPlan& plan, const Chun
   BackwardWorkspace<T> ws;
   ws.fwd = carve_forward<T>(cv, plan, s.HV, s.update, s.gate);
   const size_t heads = size_t(plan.NC) * s.HV;
-  ws.dw = s.update == Update::delta ? cv.take<T>(heads * kChunk * kDim) : nullptr;
+  const bool vector = s.gate == Gate::vector;
+  ws.dw = vector && s.update == Update::delta ? cv.take<T>(heads * kChunk * kDim) : nullptr;
   ws.dh = cv.take<float>(heads * kDim * kDim);
   ws.dvp = cv.take<float>(heads * kChunk * kDim);
-  ws.dgl = cv.take<float>(heads * (s.gate == Gate::vector ? kDim : 1));
-  const size_t rows = size_t(s.B) * s.T * s.HV * kDim;
-  ws.dq_hat = cv.take<float>(rows);
-  ws.dk_hat = cv.take<float>(rows);
+  ws.dgl = vector ? cv.take<float>(heads * kDim) : nullptr;
+  const size_t rows = vector || s.HV != s.H ? size_t(s.B) * s.T * s.HV * kDim : 0;
+  ws.dq_hat = rows ? cv.take<float>(rows) : nullptr;
+  ws.dk_hat = rows ? cv.take<float>(rows) : nullptr;
   return ws;
 }
 
@@ -795,14 +900,16 @@ Status backward_typed(const ChunkShape& s, const ChunkBackwardArgs& a, void* wor
     if (Status st = upload_plan(plan, ws.fwd.seqs, ws.fwd.chunk_seq, stream); !st.ok()) return st;
     if (Status st = forward_states<T, U, G>(plan, bp.p, ws.fwd, a.h0, nullptr, stream); !st.ok()) return st;
   }
-  // The scalar gate's intra-chunk gradients, or the vector gate's own kernel.
+  // The scalar gate's intra_grad (the state products included), or the vector gate's own kernel
+  // after state_grad.
   const auto intra_grad = kVector<G> ? intra_grad_vector_kernel<T, U> : intra_grad_kernel<T, U>;
   const size_t intra_grad_smem = kVector<G> ? sizeof(IntraGradVectorSmem<T, U>) : sizeof(IntraGradSmem<T, U>);
   for (Status st : {allow_smem(intra_dv_kernel<T, G>, sizeof(IntraDvSmem<T, G>)),
                     allow_smem(state_bwd_kernel<T, U, G>, sizeof(StateBwdSmem<T, U, G>)),
-                    allow_smem(state_grad_kernel<T, U, G>, sizeof(StateGradSmem<T, U>)),
                     allow_smem(intra_grad, intra_grad_smem)})
     if (!st.ok()) return st;
+  if constexpr (kVector<G>)
+    if (Status st = allow_smem(state_grad_kernel<T, U>, sizeof(StateGradSmem<T, U>)); !st.ok()) return st;
   if (plan.NC > 0) {
     intra_dv_kernel<T, G>
         <<<unsigned(plan.NC * s.HV * (kDim / kHalf)), kThreads, sizeof(IntraDvSmem<T, G>), stream>>>(bp, ws);
@@ -812,13 +919,17 @@ Status backward_typed(const ChunkShape& s, const ChunkBackwardArgs& a, void* wor
       <<<unsigned(plan.N * s.HV * (kDim / kStateCols)), kThreads, sizeof(StateBwdSmem<T, U, G>), stream>>>(bp, ws);
   GDN_CUDA_LAUNCHED("gdn::cuda state_bwd_kernel");
   if (plan.NC > 0) {
-    state_grad_kernel<T, U, G><<<unsigned(plan.NC * s.HV), kThreads, sizeof(StateGradSmem<T, U>), stream>>>(bp, ws);
-    GDN_CUDA_LAUNCHED("gdn::cuda state_grad_kernel");
+    if constexpr (kVector<G>) {
+      state_grad_kernel<T, U><<<unsigned(plan.NC * s.HV), kThreads, sizeof(StateGradSmem<T, U>), stream>>>(bp, ws);
+      GDN_CUDA_LAUNCHED("gdn::cuda state_grad_kernel");
+    }
     intra_grad<<<unsigned(plan.NC * s.HV), kThreads, intra_grad_smem, stream>>>(bp, ws);
     GDN_CUDA_LAUNCHED("gdn::cuda intra_grad_kernel");
-    const long rows = long(bp.tokens) * s.H;
-    qk_finish_kernel<T><<<unsigned((rows + 7) / 8), kThreads, 0, stream>>>(bp, ws);
-    GDN_CUDA_LAUNCHED("gdn::cuda qk_finish_kernel");
+    if (kVector<G> || s.HV != s.H) {  // the scalar gate's intra_grad finishes dq, dk of ungrouped heads
+      const long rows = long(bp.tokens) * s.H;
+      qk_finish_kernel<T><<<unsigned((rows + 7) / 8), kThreads, 0, stream>>>(bp, ws);
+      GDN_CUDA_LAUNCHED("gdn::cuda qk_finish_kernel");
+    }
   }
   return {};
 }

@@ -286,10 +286,11 @@ __device__ __forceinline__ void store4(bf16* p, float4 x) {
 
 // Loads rows [0, rows) of a [*, 128] tensor (row r at src + r * stride) into a [64][ld] tile,
 // zero-filling rows [rows, 64). With `l2norm`, each row is divided by sqrt(sum of squares +
-// 1e-6) in fp32. 256 threads: warp w owns rows w, w + 8, ...; every load is issued before
-// the first use.
+// 1e-6) in fp32. With `rnorm`, rnorm[r] gets that reciprocal norm for every r < 64 (1 without
+// l2norm). 256 threads: warp w owns rows w, w + 8, ...; every load is issued before the first use.
 template <class T, class S>
-__device__ __forceinline__ void load_rows(T* dst, int ld, const S* src, long stride, int rows, bool l2norm) {
+__device__ __forceinline__ void load_rows(T* dst, int ld, const S* src, long stride, int rows, bool l2norm,
+                                          float* rnorm = nullptr) {
   constexpr int kRows = kChunk / 8;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   float4 x[kRows];
@@ -300,36 +301,16 @@ __device__ __forceinline__ void load_rows(T* dst, int ld, const S* src, long str
   }
 #pragma unroll
   for (int i = 0; i < kRows; ++i) {
+    float rn = 1.f;
     if (l2norm) {
       float ss = x[i].x * x[i].x + x[i].y * x[i].y + x[i].z * x[i].z + x[i].w * x[i].w;
 #pragma unroll
       for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-      const float rn = rsqrtf(ss + 1e-6f);
+      rn = rsqrtf(ss + 1e-6f);
       x[i].x *= rn, x[i].y *= rn, x[i].z *= rn, x[i].w *= rn;
     }
+    if (rnorm && lane == 0) rnorm[warp + 8 * i] = rn;
     store4(dst + (warp + 8 * i) * ld + 4 * lane, x[i]);
-  }
-}
-
-// dst[r] += Σ_c x̂[r][c] y[r][c] for rows r < rows of two [*, 128] tensors (row r at
-// x + r * x_stride, y + r * y_stride), x̂ the row of x L2-normalised in fp32 as load_rows
-// does when l2norm, else x. Keeps sums with normalised rows at fp32 precision where the tile
-// holds them in bf16. 256 threads: warp w owns rows w, w + 8, ...; one atomic per row.
-template <class S>
-__device__ __forceinline__ void add_row_dots(float* dst, const S* x, long x_stride, const float* y, long y_stride,
-                                             int rows, bool l2norm) {
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  for (int r = warp; r < rows; r += 8) {
-    const float4 a = load4(x + r * x_stride + 4 * lane);
-    const float4 b = *reinterpret_cast<const float4*>(y + r * y_stride + 4 * lane);
-    float ss = a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w;
-    float d = a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w;
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-      ss += __shfl_xor_sync(0xffffffffu, ss, o);
-      d += __shfl_xor_sync(0xffffffffu, d, o);
-    }
-    if (lane == 0) atomicAdd(dst + r, l2norm ? d * rsqrtf(ss + 1e-6f) : d);
   }
 }
 
