@@ -1,10 +1,11 @@
 // Chunkwise Gated DeltaNet forward (shared/DESIGN.md §2, chunk size 64), three kernels:
 //   1. prepare   per (chunk, value head): cumulative gate, A = (I + StrictLower(diag(β) KKᵀ ⊙ Γ))⁻¹
-//                by 16×16 blocks (chunk_fwd.cuh; stored for the backward pass), W = A diag(β e^γ) K,
+//                by 16×16 blocks (chunk_fwd.cuh; stored when a backward follows), W = A diag(β e^γ) K,
 //                U = A diag(β) V, Kd = K e^{γ_L − γ}.
 //   2. states    per (sequence, value head, 32 value columns), sequential over chunks, the
 //                state in registers and chunk c+1's W, Kd, U copied in while chunk c computes:
-//                stores the state entering each chunk (h, and h_lo for bf16), V' = U − W S,
+//                stores the state entering each chunk (h, and h_lo for bf16 when a backward
+//                follows), V' = U − W S,
 //                S ← e^{γ_L} S + Kdᵀ V'.
 // The additive rule (template parameter U) is the same kernels without A, W and U: prepare
 // stores V' = V (zero rows beyond the chunk), and the state pass streams it in place of W, U.
@@ -84,7 +85,7 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
       sm.inv.a[i * ldC + j] = from_float<T>(x);  // N, staged until invert_unit_lower writes A here
     });
     __syncthreads();
-    store_tile(ws.n + hc * kChunk * kChunk, kChunk, sm.inv.a, ldC, kChunk, kChunk);
+    if (ws.n) store_tile(ws.n + hc * kChunk * kChunk, kChunk, sm.inv.a, ldC, kChunk, kChunk);
   } else if constexpr (kDelta<U>) {  // L = StrictLower(diag(β) (K Kᵀ) ⊙ Γ)
     float acc[1][4][4];
     zero(acc);
@@ -133,7 +134,7 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
     else
       scale_rows(kThreads / 2, kThreads / 2);
     __syncthreads();
-    store_tile(ws.a + hc * kChunk * kChunk, kChunk, sm.inv.a, ldC, kChunk, kChunk);  // A, kept for the backward pass
+    if (ws.a) store_tile(ws.a + hc * kChunk * kChunk, kChunk, sm.inv.a, ldC, kChunk, kChunk);  // for the backward
     // U = A (β V) and W = A (β e^γ K), warp w: columns 16 (w % 8) .. + 15 of both, all 64 rows. A
     // is block lower triangular: rows < 32 need only its first 32 columns.
     const int n0 = 16 * warp;
@@ -244,7 +245,7 @@ __global__ void __launch_bounds__(kThreads) state_kernel(ChunkParams<T> p, Forwa
     __syncthreads();  // chunk ci's copies and the state are visible; chunk ci−1 is done with buffer b^1
     if (ci + 1 < chunks) prefetch(ci + 1, b ^ 1);
     store_tile(ws.h + hc * kDim * kDim + v0, kDim, sm.s, ldS, kDim, kStateCols);
-    if constexpr (sizeof(T) == 2) {  // h_lo = S − h, h = bf16(S) as store_acc rounded it into sm.s
+    if (sizeof(T) == 2 && ws.h_lo) {  // h_lo = S − h, h = bf16(S) as store_acc rounded it into sm.s
       T* lo = ws.h_lo + hc * kDim * kDim + v0;
       for_each_pair(st, s0, 0, [&](int i, int j, float x0, float x1) {
         store2(lo + i * kDim + j, x0 - to_float(from_float<T>(x0)), x1 - to_float(from_float<T>(x1)));
@@ -429,9 +430,10 @@ Status forward_typed(const ChunkShape& s, const ChunkForwardArgs& a, void* works
   for (const std::string& e : {beta_error(fn, U, a.beta, "beta"), gate_error(fn, G, a.g)})
     if (!e.empty()) return bad_input(e);
   Carve cv{static_cast<char*>(workspace)};
-  const ForwardWorkspace<T> ws = carve_forward<T>(cv, plan, s.HV, U, G);
+  ForwardWorkspace<T> ws = carve_forward<T>(cv, plan, s.HV, U, G);
   if (cv.used > bytes)
     return bad_input(gdn::cat("gdn::cuda::chunk_forward: workspace of ", bytes, " bytes, needs ", cv.used));
+  if (!a.for_backward) ws.a = ws.n = ws.h_lo = nullptr;  // the backward's alone: not stored
   const ChunkParams<T> p{static_cast<const T*>(a.q), static_cast<const T*>(a.k), static_cast<const T*>(a.v),
                          a.g, a.beta, s.H, s.HV, plan.scale, s.l2norm_qk};
   if (Status st = upload_plan(plan, ws.seqs, ws.chunk_seq, stream); !st.ok()) return st;
