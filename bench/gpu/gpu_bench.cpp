@@ -49,7 +49,7 @@ DeviceBuffer random_f32(size_t n, std::mt19937& rng, float lo, float hi, bool lo
   return b;
 }
 
-// reps == 0: one forward and one backward, untimed (for a profiler).
+// reps == 0: one forward and one backward, then GDN's forward alone, untimed (for a profiler).
 nlohmann::json bench_chunk(int B, int T, int H, int HV, std::mt19937& rng, int reps) {
   gdn::cuda::ChunkShape s;
   s.B = B, s.T = T, s.H = H, s.HV = HV, s.num_seqs = B, s.dtype = DType::bf16, s.l2norm_qk = true;
@@ -86,17 +86,18 @@ nlohmann::json bench_chunk(int B, int T, int H, int HV, std::mt19937& rng, int r
     fwd(sh, a);
     status_check(gdn::cuda::chunk_backward(sh, b, ws.ptr, ws.bytes, nullptr));
   };
-  if (reps == 0) {
-    fwdbwd(s, fa, ba);
-    fwdbwd(sk, fk, bk);
-    cuda_check(cudaDeviceSynchronize(), "profile run");
-    return {};
-  }
   auto infer = [](gdn::cuda::ChunkForwardArgs a) {
     a.for_backward = false;
     return a;
   };
   const gdn::cuda::ChunkForwardArgs fi = infer(fa), fai = infer(faa), fki = infer(fk), fgi = infer(fg);
+  if (reps == 0) {
+    fwdbwd(s, fa, ba);
+    fwd(s, fi);
+    fwdbwd(sk, fk, bk);
+    cuda_check(cudaDeviceSynchronize(), "profile run");
+    return {};
+  }
   const double f = event_median_ms([&] { fwd(s, fa); }, 3, reps);
   const double fin = event_median_ms([&] { fwd(s, fi); }, 3, reps);
   const double ain = event_median_ms([&] { fwd(sa, fai); }, 3, reps);
