@@ -3,7 +3,8 @@
 // FLA's timings, taken by fla_bench.py on the same machine). Rows time the delta rule (GDN) and,
 // on the same inputs, the additive rule with a scalar gate (Mamba2's op): additive_* keys, and
 // the vector gate (g [B,T,HV,128], the same α range per element) with the delta rule (KDA:
-// kda_* keys) and the additive rule (GLA: gla_* keys).
+// kda_* keys) and the additive rule (GLA: gla_* keys). fwd_ms times the forward of a training
+// step (for_backward: it stores what the backward reads), fwd_infer_ms the forward alone.
 //   gdn_gpu_bench OUT.json [--quick | --profile]
 #include <cuda_runtime.h>
 
@@ -48,7 +49,7 @@ DeviceBuffer random_f32(size_t n, std::mt19937& rng, float lo, float hi, bool lo
   return b;
 }
 
-// reps == 0: one forward and one backward, untimed (for a profiler).
+// reps == 0: one forward and one backward, then GDN's forward alone, untimed (for a profiler).
 nlohmann::json bench_chunk(int B, int T, int H, int HV, std::mt19937& rng, int reps) {
   gdn::cuda::ChunkShape s;
   s.B = B, s.T = T, s.H = H, s.HV = HV, s.num_seqs = B, s.dtype = DType::bf16, s.l2norm_qk = true;
@@ -85,13 +86,23 @@ nlohmann::json bench_chunk(int B, int T, int H, int HV, std::mt19937& rng, int r
     fwd(sh, a);
     status_check(gdn::cuda::chunk_backward(sh, b, ws.ptr, ws.bytes, nullptr));
   };
+  auto infer = [](gdn::cuda::ChunkForwardArgs a) {
+    a.for_backward = false;
+    return a;
+  };
+  const gdn::cuda::ChunkForwardArgs fi = infer(fa), fai = infer(faa), fki = infer(fk), fgi = infer(fg);
   if (reps == 0) {
     fwdbwd(s, fa, ba);
+    fwd(s, fi);
     fwdbwd(sk, fk, bk);
     cuda_check(cudaDeviceSynchronize(), "profile run");
     return {};
   }
   const double f = event_median_ms([&] { fwd(s, fa); }, 3, reps);
+  const double fin = event_median_ms([&] { fwd(s, fi); }, 3, reps);
+  const double ain = event_median_ms([&] { fwd(sa, fai); }, 3, reps);
+  const double kin = event_median_ms([&] { fwd(sk, fki); }, 3, reps);
+  const double gin = event_median_ms([&] { fwd(sg, fgi); }, 3, reps);
   const double fb = event_median_ms([&] { fwdbwd(s, fa, ba); }, 3, reps);
   const double af = event_median_ms([&] { fwd(sa, faa); }, 3, reps);
   const double afb = event_median_ms([&] { fwdbwd(sa, faa, baa); }, 3, reps);
@@ -103,9 +114,12 @@ nlohmann::json bench_chunk(int B, int T, int H, int HV, std::mt19937& rng, int r
               "fwd+bwd %.3f ms (%.2fx)\n", B, T, H, HV, f, fb, af, af / f, afb, afb / fb);
   std::printf("  vector gate: kda fwd %.3f ms (%.2fx of gdn), fwd+bwd %.3f ms (%.2fx); gla fwd %.3f ms (%.2fx of "
               "additive), fwd+bwd %.3f ms (%.2fx)\n", kf, kf / f, kfb, kfb / fb, gf, gf / af, gfb, gfb / afb);
+  std::printf("  forward alone (inference): gdn %.3f ms (%.2fx of training's), additive %.3f (%.2fx), kda %.3f "
+              "(%.2fx), gla %.3f (%.2fx)\n", fin, fin / f, ain, ain / af, kin, kin / kf, gin, gin / gf);
   return {{"B", B}, {"T", T}, {"H", H}, {"HV", HV}, {"D", 128}, {"fwd_ms", f}, {"fwdbwd_ms", fb},
           {"additive_fwd_ms", af}, {"additive_fwdbwd_ms", afb}, {"kda_fwd_ms", kf}, {"kda_fwdbwd_ms", kfb},
-          {"gla_fwd_ms", gf}, {"gla_fwdbwd_ms", gfb}};
+          {"gla_fwd_ms", gf}, {"gla_fwdbwd_ms", gfb}, {"fwd_infer_ms", fin}, {"additive_fwd_infer_ms", ain},
+          {"kda_fwd_infer_ms", kin}, {"gla_fwd_infer_ms", gin}};
 }
 
 nlohmann::json bench_decode(int seqs, double copy_bw, std::mt19937& rng) {

@@ -55,6 +55,11 @@ struct ChunkForwardArgs {
   const float* h0 = nullptr;  // optional
   void* o = nullptr;          // required
   float* ht = nullptr;        // optional
+  // False when no chunk_backward will reuse this workspace (inference): the forward then skips
+  // the intermediates that only the backward reads (A, the vector gate's gated K Kᵀ, and for
+  // bf16 the state's low half, ~12% of the forward's memory traffic). o and ht are the same
+  // either way. chunk_backward with workspace_has_forward needs a forward run with true.
+  bool for_backward = true;
 };
 
 struct ChunkBackwardArgs {

@@ -134,6 +134,7 @@ void bench_chunk(const OpsBenchOptions& opt, DType dt, json& r, const std::funct
   DeviceBuffer ws(opt.backward ? cuda::chunk_backward_workspace_bytes(s) : cuda::chunk_forward_workspace_bytes(s));
   cuda::ChunkForwardArgs fa;
   fa.q = q.ptr, fa.k = k.ptr, fa.v = v.ptr, fa.g = g.as<float>(), fa.beta = beta.as<float>(), fa.o = o.ptr;
+  fa.for_backward = opt.backward;  // forward alone: timed as inference
   cuda::ChunkBackwardArgs ba;
   ba.q = q.ptr, ba.k = k.ptr, ba.v = v.ptr, ba.g = g.as<float>(), ba.beta = beta.as<float>(), ba.d_o = d_o.ptr;
   ba.dq = dq.ptr, ba.dk = dk.ptr, ba.dv = dv.ptr, ba.dg = dg.as<float>(), ba.dbeta = dbeta.as<float>();

@@ -64,7 +64,7 @@ OpResults<float> run_chunk(const OpData<float>& d, const OpRunOptions& opt) {
   DeviceBuffer ws(opt.backward ? cuda::chunk_backward_workspace_bytes(s) : cuda::chunk_forward_workspace_bytes(s));
   cuda::ChunkForwardArgs fa;
   fa.q = q.ptr, fa.k = k.ptr, fa.v = v.ptr, fa.g = gate.as<float>(), fa.beta = beta.as<float>();
-  fa.h0 = h0.as<float>(), fa.o = o.ptr, fa.ht = ht.as<float>();
+  fa.h0 = h0.as<float>(), fa.o = o.ptr, fa.ht = ht.as<float>(), fa.for_backward = opt.backward;
   status_check(cuda::chunk_forward(s, fa, ws.ptr, ws.bytes, nullptr));
   cuda_check(cudaDeviceSynchronize(), "gdn::cuda::chunk_forward");
 

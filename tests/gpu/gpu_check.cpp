@@ -58,7 +58,8 @@ gdn::cuda::Gate gate_of(Variant v) {
 }
 
 // reuse: the backward runs on the forward's workspace (workspace_has_forward) instead of
-// recomputing the forward stages on a poisoned one.
+// recomputing the forward stages on a poisoned one. Without reuse the forward runs as inference
+// (for_backward false), on the poisoned workspace: o and ht must not read what it skips.
 Result run_gpu(const Problem& p, DType t, bool reuse) {
   const OpConfig& c = p.cfg;
   gdn::cuda::ChunkShape s;
@@ -82,7 +83,7 @@ Result run_gpu(const Problem& p, DType t, bool reuse) {
   ws.poison();
   gdn::cuda::ChunkForwardArgs fa;
   fa.q = q.ptr, fa.k = k.ptr, fa.v = v.ptr, fa.g = g.as<float>(), fa.beta = beta.as<float>();
-  fa.h0 = h0.as<float>(), fa.o = o.ptr, fa.ht = ht.as<float>();
+  fa.h0 = h0.as<float>(), fa.o = o.ptr, fa.ht = ht.as<float>(), fa.for_backward = reuse;
   status_check(gdn::cuda::chunk_forward(s, fa, ws.ptr, ws.bytes, nullptr));
   cuda_check(cudaDeviceSynchronize(), "chunk_forward");
 

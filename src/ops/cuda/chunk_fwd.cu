@@ -1,14 +1,15 @@
 // Chunkwise Gated DeltaNet forward (shared/DESIGN.md §2, chunk size 64), three kernels:
 //   1. prepare   per (chunk, value head): cumulative gate, A = (I + StrictLower(diag(β) KKᵀ ⊙ Γ))⁻¹
-//                by 16×16 blocks (chunk_fwd.cuh; stored for the backward pass), W = A diag(β e^γ) K,
+//                by 16×16 blocks (chunk_fwd.cuh; stored when a backward follows), W = A diag(β e^γ) K,
 //                U = A diag(β) V, Kd = K e^{γ_L − γ}.
 //   2. states    per (sequence, value head, 32 value columns), sequential over chunks, the
 //                state in registers and chunk c+1's W, Kd, U copied in while chunk c computes:
-//                stores the state entering each chunk (h, and h_lo for bf16), V' = U − W S,
+//                stores the state entering each chunk (h, and h_lo for bf16 when a backward
+//                follows), V' = U − W S,
 //                S ← e^{γ_L} S + Kdᵀ V'.
 // The additive rule (template parameter U) is the same kernels without A, W and U: prepare
 // stores V' = V (zero rows beyond the chunk), and the state pass streams it in place of W, U.
-//   3. output    per (chunk, value head, 64 value columns): O = scale (e^γ ⊙ Q S + P V'),
+//   3. output    per (chunk, value head): O = scale (e^γ ⊙ Q S + P V'),
 //                P = Q Kᵀ ⊙ Γ ⊙ LowerInclDiag.
 // The vector gate (template parameter G; GLA, KDA) keeps the cumulative gate per key dimension,
 // a [64][128] tile: prepare forms the gated products N (for L) and P by gate.cuh's sub-chunked
@@ -23,7 +24,6 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kStateCols = 32;  // value columns per block of the state pass
-constexpr int kOutCols = 64;    // value columns per block of the output pass
 constexpr int kLdU = kStateCols + 8;  // fp32 U rows: the pair reads of a half-warp hit 32 banks
 
 // The delta rule's tiles for L, A and W.
@@ -84,7 +84,7 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
       sm.inv.a[i * ldC + j] = from_float<T>(x);  // N, staged until invert_unit_lower writes A here
     });
     __syncthreads();
-    store_tile(ws.n + hc * kChunk * kChunk, kChunk, sm.inv.a, ldC, kChunk, kChunk);
+    if (ws.n) store_tile(ws.n + hc * kChunk * kChunk, kChunk, sm.inv.a, ldC, kChunk, kChunk);
   } else if constexpr (kDelta<U>) {  // L = StrictLower(diag(β) (K Kᵀ) ⊙ Γ)
     float acc[1][4][4];
     zero(acc);
@@ -133,7 +133,7 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
     else
       scale_rows(kThreads / 2, kThreads / 2);
     __syncthreads();
-    store_tile(ws.a + hc * kChunk * kChunk, kChunk, sm.inv.a, ldC, kChunk, kChunk);  // A, kept for the backward pass
+    if (ws.a) store_tile(ws.a + hc * kChunk * kChunk, kChunk, sm.inv.a, ldC, kChunk, kChunk);  // for the backward
     // U = A (β V) and W = A (β e^γ K), warp w: columns 16 (w % 8) .. + 15 of both, all 64 rows. A
     // is block lower triangular: rows < 32 need only its first 32 columns.
     const int n0 = 16 * warp;
@@ -244,7 +244,7 @@ __global__ void __launch_bounds__(kThreads) state_kernel(ChunkParams<T> p, Forwa
     __syncthreads();  // chunk ci's copies and the state are visible; chunk ci−1 is done with buffer b^1
     if (ci + 1 < chunks) prefetch(ci + 1, b ^ 1);
     store_tile(ws.h + hc * kDim * kDim + v0, kDim, sm.s, ldS, kDim, kStateCols);
-    if constexpr (sizeof(T) == 2) {  // h_lo = S − h, h = bf16(S) as store_acc rounded it into sm.s
+    if (sizeof(T) == 2 && ws.h_lo) {  // h_lo = S − h, h = bf16(S) as store_acc rounded it into sm.s
       T* lo = ws.h_lo + hc * kDim * kDim + v0;
       for_each_pair(st, s0, 0, [&](int i, int j, float x0, float x1) {
         store2(lo + i * kDim + j, x0 - to_float(from_float<T>(x0)), x1 - to_float(from_float<T>(x1)));
@@ -276,45 +276,48 @@ __global__ void __launch_bounds__(kThreads) state_kernel(ChunkParams<T> p, Forwa
   if (ht) store_acc(ht + state_base, kDim, st, s0, 0);
 }
 
+// One block per (chunk, value head), all 128 value columns: Q and K are loaded and P formed
+// once per chunk. Blocks of 64 columns did both twice per chunk at 3 blocks/SM (bf16); this
+// block needs 97 KB (2/SM) and was 12% faster on an H200 (bench/gpu/NOTES.md, helper fuse).
 template <class T, Gate G>
 struct OutputSmem {
-  T q[kChunk * tile_ld<T>(kDim)];  // Q (vector gate: then Q ⊙ e^γ)
+  T q[kChunk * tile_ld<T>(kDim)];  // Q (vector gate: then Q ⊙ e^γ), then O (staged)
   Only<!kVector<G>, T[kChunk * tile_ld<T>(kDim)]> k;
-  T s[kDim * tile_ld<T>(kOutCols)];
-  T vn[kChunk * tile_ld<T>(kOutCols)];
-  T pm[kChunk * tile_ld<T>(kChunk)];  // P, then O (staged)
-  float2 gam[kChunk];
+  T s[kDim * tile_ld<T>(kDim)];
+  T vn[kChunk * tile_ld<T>(kDim)];
+  T pm[kChunk * tile_ld<T>(kChunk)];  // P
+  Only<!kVector<G>, float2[kChunk]> gam;
   Only<kVector<G>, float[kChunk * kLdG]> gv;
 };
 
 template <class T, Gate G>
 __global__ void __launch_bounds__(kThreads) output_kernel(ChunkParams<T> p, ForwardWorkspace<T> ws, T* o) {
-  constexpr int ldK = tile_ld<T>(kDim), ldO = tile_ld<T>(kOutCols), ldC = tile_ld<T>(kChunk);
+  constexpr int ldK = tile_ld<T>(kDim), ldC = tile_ld<T>(kChunk);
   extern __shared__ float4 smem4[];
   OutputSmem<T, G>& sm = *reinterpret_cast<OutputSmem<T, G>*>(smem4);
 
-  constexpr int kTiles = kDim / kOutCols;
-  const int c = blockIdx.x / (p.HV * kTiles), hv = blockIdx.x / kTiles % p.HV, h = hv / (p.HV / p.H);
-  const int v0 = blockIdx.x % kTiles * kOutCols;
+  const int c = blockIdx.x / p.HV, hv = blockIdx.x % p.HV, h = hv / (p.HV / p.H);
   const ChunkRef ch = chunk_ref(ws.seqs, ws.chunk_seq, c);
   const int warp = threadIdx.x >> 5, tid = threadIdx.x;
   const long hc = long(c) * p.HV + hv;
 
-  load_tile(sm.s, ldO, ws.h + hc * kDim * kDim + v0, kDim, kDim, kOutCols);
-  load_tile(sm.vn, ldO, ws.vn + hc * kChunk * kDim + v0, kDim, kChunk, kOutCols);
+  load_tile(sm.s, ldK, ws.h + hc * kDim * kDim, kDim, kDim, kDim);
+  load_tile(sm.vn, ldK, ws.vn + hc * kChunk * kDim, kDim, kChunk, kDim);
   if constexpr (kVector<G>) {  // the gate tile, and P as prepare formed it
     load_tile(sm.gv, kLdG, ws.gam + hc * kChunk * kDim, kDim, kChunk, kDim);
     load_tile(sm.pm, ldC, ws.p + hc * kChunk * kChunk, kChunk, kChunk, kChunk);
   }
   commit_async();
   load_rows(sm.q, ldK, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
-  if constexpr (!kVector<G>)
+  if constexpr (!kVector<G>) {
     load_rows(sm.k, ldK, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
-  if constexpr (!kVector<G>) load_gate_pairs(sm.gam, ws.gam + hc * kGateStride);
+    load_gate_pairs(sm.gam, ws.gam + hc * kGateStride);
+  }
   wait_async();
   __syncthreads();
 
-  const int m0 = (warp % 4) * 16, n0 = (warp / 4) * 32;
+  // Warp w: rows m0..m0+15 of P (columns n0..n0+31) and of O (columns o0..o0+63).
+  const int m0 = (warp % 4) * 16, n0 = (warp / 4) * 32, o0 = (warp / 4) * 64;
   if constexpr (kVector<G>) {  // Q ⊙ e^γ
     for (int i = tid; i < kChunk * kDim / 2; i += kThreads) {
       const int r = i / (kDim / 2), j = 2 * (i % (kDim / 2));
@@ -331,16 +334,15 @@ __global__ void __launch_bounds__(kThreads) output_kernel(ChunkParams<T> p, Forw
              j + 1 <= i ? x1 * __expf(gate_diff(sm.gam[i], sm.gam[j + 1])) : 0.f);
     });
   }
-  float acc[1][4][4];
+  float acc[1][8][4];
   zero(acc);
-  warp_mma(acc, row_major(sm.q, ldK), col_major(sm.s, ldO), m0, n0, kDim);
-  if constexpr (!kVector<G>) for_each(acc, m0, n0, [&](int i, int, float& x) { x *= __expf(sm.gam[i].x); });
+  warp_mma(acc, row_major(sm.q, ldK), col_major(sm.s, ldK), m0, o0, kDim);
+  if constexpr (!kVector<G>) for_each(acc, m0, o0, [&](int i, int, float& x) { x *= __expf(sm.gam[i].x); });
+  __syncthreads();  // P is complete, and every read of Q is done: O is staged over it
+  warp_mma(acc, row_major(sm.pm, ldC), col_major(sm.vn, ldK), m0, o0, kChunk);
+  store_acc(sm.q, ldK, acc, m0, o0, p.scale);
   __syncthreads();
-  warp_mma(acc, row_major(sm.pm, ldC), col_major(sm.vn, ldO), m0, n0, kChunk);
-  __syncthreads();  // P is read: O is staged over it
-  store_acc(sm.pm, ldC, acc, m0, n0, p.scale);
-  __syncthreads();
-  store_tile(o + (long(ch.start) * p.HV + hv) * kDim + v0, long(p.HV) * kDim, sm.pm, ldC, ch.len, kOutCols);
+  store_tile(o + (long(ch.start) * p.HV + hv) * kDim, long(p.HV) * kDim, sm.q, ldK, ch.len, kDim);
 }
 
 }  // namespace
@@ -398,7 +400,7 @@ Status forward_output(const ChunkPlan& plan, const ChunkParams<T>& p, const Forw
   if (plan.NC == 0) return {};
   using OS = OutputSmem<T, G>;
   GDN_CUDA_TRY(cudaFuncSetAttribute(output_kernel<T, G>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sizeof(OS))));
-  output_kernel<T, G><<<unsigned(plan.NC * p.HV * (kDim / kOutCols)), kThreads, sizeof(OS), stream>>>(p, ws, o);
+  output_kernel<T, G><<<unsigned(plan.NC * p.HV), kThreads, sizeof(OS), stream>>>(p, ws, o);
   GDN_CUDA_LAUNCHED("gdn::cuda output_kernel");
   return {};
 }
@@ -429,9 +431,10 @@ Status forward_typed(const ChunkShape& s, const ChunkForwardArgs& a, void* works
   for (const std::string& e : {beta_error(fn, U, a.beta, "beta"), gate_error(fn, G, a.g)})
     if (!e.empty()) return bad_input(e);
   Carve cv{static_cast<char*>(workspace)};
-  const ForwardWorkspace<T> ws = carve_forward<T>(cv, plan, s.HV, U, G);
+  ForwardWorkspace<T> ws = carve_forward<T>(cv, plan, s.HV, U, G);
   if (cv.used > bytes)
     return bad_input(gdn::cat("gdn::cuda::chunk_forward: workspace of ", bytes, " bytes, needs ", cv.used));
+  if (!a.for_backward) ws.a = ws.n = ws.h_lo = nullptr;  // the backward's alone: not stored
   const ChunkParams<T> p{static_cast<const T*>(a.q), static_cast<const T*>(a.k), static_cast<const T*>(a.v),
                          a.g, a.beta, s.H, s.HV, plan.scale, s.l2norm_qk};
   if (Status st = upload_plan(plan, ws.seqs, ws.chunk_seq, stream); !st.ok()) return st;

@@ -26,7 +26,8 @@ struct ChunkParams {
 // mma operand (bench/gpu/bf16_gate_grad.py); null for fp32, where h is S. Vector gate only (null
 // otherwise), in T: the gated products P = gated Q Kᵀ (lower with the diagonal) and, for the delta
 // rule, N = gated K Kᵀ (strictly lower), [NC,HV,64,64]: formed once by prepare, read by the output
-// pass and the backward.
+// pass and the backward. A, N and h_lo are read by the backward alone: null when none follows
+// (ChunkForwardArgs::for_backward false), and the kernels skip their stores.
 template <class T>
 struct ForwardWorkspace {
   SeqInfo* seqs;
