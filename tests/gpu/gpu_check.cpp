@@ -18,6 +18,7 @@
 
 #include "gpu_util.h"
 #include "op_test_util.h"
+#include "ops/cuda_variant.h"
 
 namespace gdn::gpu {
 namespace {
@@ -50,13 +51,6 @@ Problem as_kernel_inputs(const Problem& p, DType t) {
 
 DeviceBuffer upload_f32(const std::vector<double>& x) { return upload(x, DType::f32); }
 
-gdn::cuda::Update update_of(Variant v) {
-  return variant_info(v).delta ? gdn::cuda::Update::delta : gdn::cuda::Update::additive;
-}
-gdn::cuda::Gate gate_of(Variant v) {
-  return variant_info(v).gate == GateKind::vector ? gdn::cuda::Gate::vector : gdn::cuda::Gate::scalar;
-}
-
 // reuse: the backward runs on the forward's workspace (workspace_has_forward) instead of
 // recomputing the forward stages on a poisoned one. Without reuse the forward runs as inference
 // (for_backward false), on the poisoned workspace: o and ht must not read what it skips.
@@ -66,7 +60,8 @@ Result run_gpu(const Problem& p, DType t, bool reuse) {
   s.B = c.B, s.T = c.T, s.H = c.H, s.HV = c.HV, s.K = c.K, s.V = c.V;
   s.num_seqs = c.num_seqs();
   s.cu_seqlens = c.cu_seqlens.empty() ? nullptr : c.cu_seqlens.data();
-  s.scale = c.scale, s.l2norm_qk = c.l2norm_qk, s.dtype = t, s.update = update_of(c.variant), s.gate = gate_of(c.variant);
+  const gdn::cuda::KernelVariant kv(c.variant);
+  s.scale = c.scale, s.l2norm_qk = c.l2norm_qk, s.dtype = t, s.update = kv.update, s.gate = kv.gate;
   const size_t esz = t == DType::f32 ? 4 : 2;
   const bool gated = !p.g.empty(), delta = !p.beta.empty();
 
@@ -225,8 +220,9 @@ TEST(GpuChunkSmall, VectorBf16) { check_chunk(vector_cases(), DType::bf16, 1e-2,
 // kind and whether g and beta are passed.
 void check_decode(int seqs, int tokens, DType t, double tol, Variant variant = kGdn) {
   if (!have_device()) GTEST_SKIP() << "no CUDA device";
-  const bool gated = variant_info(variant).gate != GateKind::none, delta = variant_info(variant).delta;
-  const int gate_width = variant_info(variant).gate == GateKind::vector ? 128 : 1;  // g per value head
+  const gdn::cuda::KernelVariant kv(variant);
+  const bool gated = kv.gated, delta = kv.delta;
+  const int gate_width = kv.gate == gdn::cuda::Gate::vector ? 128 : 1;  // g per value head
   const uint64_t seed = gdn::test::fresh_seed();
   const int H = 16, HV = 32, D = 128, pool = seqs + 3;
   std::mt19937_64 rng(seed);
@@ -259,7 +255,7 @@ void check_decode(int seqs, int tokens, DType t, double tol, Variant variant = k
   dout.poison();
   gdn::cuda::DecodeShape s;
   s.num_seqs = seqs, s.tokens = tokens, s.H = H, s.HV = HV, s.pool_size = pool, s.dtype = t;
-  s.update = update_of(variant), s.gate = gate_of(variant);
+  s.update = kv.update, s.gate = kv.gate;
   gdn::cuda::DecodeArgs a;
   a.q = dq.ptr, a.k = dk.ptr, a.v = dv.ptr;
   a.g = gated ? dg.as<float>() : nullptr, a.beta = delta ? db.as<float>() : nullptr;
