@@ -158,8 +158,8 @@ Trainer::Trainer(const nn::ModelConfig& model_cfg, const TrainConfig& cfg, const
   if (cfg_.group_by_length) {
     GDN_CHECK(!model_cfg_.autoencoder(), "train: group_by_length cuts rows after their last label, but the ",
               "autoencoder head reads each row's last position");
-    row_blocks_.resize(size_t(train_.n));
-    for (int64_t i = 0; i < train_.n; ++i) row_blocks_[size_t(i)] = (train_.label_end(i) + 63) / 64;
+    row_label_end_.resize(size_t(train_.n));
+    for (int64_t i = 0; i < train_.n; ++i) row_label_end_[size_t(i)] = train_.label_end(i);
   }
 }
 
@@ -178,7 +178,7 @@ const std::vector<int64_t>& Trainer::epoch_order(int64_t epoch) {
   const int B = cfg_.batch;
   std::vector<std::vector<int64_t>> by_block;
   for (int64_t row : order_) {
-    const size_t block = size_t(row_blocks_[size_t(row)]);
+    const size_t block = size_t(row_label_end_[size_t(row)] + 63) / 64;
     if (by_block.size() <= block) by_block.resize(block + 1);
     by_block[block].push_back(row);
   }
@@ -204,7 +204,7 @@ int Trainer::fill_batch(int64_t step, std::vector<int32_t>& ids, std::vector<int
   int L = train_.len;
   if (cfg_.group_by_length) {
     L = 1;
-    for (int b = 0; b < cfg_.batch; ++b) L = std::max(L, train_.label_end(rows[b]));
+    for (int b = 0; b < cfg_.batch; ++b) L = std::max(L, row_label_end_[size_t(rows[b])]);
   }
   ids.resize(size_t(cfg_.batch) * L);
   labels.resize(ids.size());

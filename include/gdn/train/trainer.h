@@ -94,7 +94,7 @@ class Trainer {
   double tokens_per_s_ = 0, train_seconds_ = 0;
   int64_t order_epoch_ = -1;
   std::vector<int64_t> order_;   // the epoch's rows, batch after batch
-  std::vector<int> row_blocks_;  // group_by_length: label_end of each row in 64-token blocks
+  std::vector<int> row_label_end_;  // group_by_length: each training row's label_end()
 };
 
 // Model weights from a checkpoint (FLA names; optimizer tensors are ignored). The model
