@@ -230,6 +230,44 @@ TEST(Trainer, ResumeIsExact) {
   EXPECT_THROW(other.resume(ckpt), gdn::Error);
 }
 
+// A warm start takes the checkpoint's weights and nothing else: the first step sees the
+// saved model (same loss as the saved run would have had at a fresh step 0 with these
+// weights, checked through evaluation), the optimizer starts empty and the schedule at step 0.
+TEST(Trainer, InitFromTakesWeightsOnly) {
+  const Dataset data = small_mqar(64, 2), eval = small_mqar(32, 3);
+  TrainConfig tc;
+  tc.batch = 8;
+  tc.steps = 10;
+  tc.seed = 7;
+  tc.progress = false;
+  tc.checkpoint = temp_path("init_from.safetensors");
+  Trainer a(small_model("gated_deltanet"), tc, data, nullptr);
+  a.run();  // writes the checkpoint at its end
+  const EvalResult saved = evaluate(a.model(), eval, 8);
+
+  TrainConfig fresh = tc;
+  fresh.checkpoint.clear();
+  fresh.seed = 8;
+  Trainer b(small_model("gated_deltanet"), fresh, data, nullptr);
+  const EvalResult before = evaluate(b.model(), eval, 8);
+  b.init_from(tc.checkpoint);
+  EXPECT_EQ(b.step(), 0);
+  const EvalResult after = evaluate(b.model(), eval, 8);
+  EXPECT_EQ(after.loss, saved.loss);
+  EXPECT_NE(before.loss, saved.loss);
+  for (size_t i = 0; i < a.model().params().size(); ++i)
+    EXPECT_EQ(a.model().params()[i].second->value, b.model().params()[i].second->value) << a.model().params()[i].first;
+  // The first step runs AdamW from empty moments and the schedule's first learning rate.
+  b.run();
+  ASSERT_FALSE(b.log().empty());
+  EXPECT_EQ(b.log().front().step, 0);
+  EXPECT_EQ(b.log().front().lr, a.log().front().lr);
+  // A different model refuses; a run that has taken steps refuses.
+  Trainer other(small_model("deltanet"), fresh, data, nullptr);
+  EXPECT_THROW(other.init_from(tc.checkpoint), gdn::Error);
+  EXPECT_THROW(b.init_from(tc.checkpoint), gdn::Error);
+}
+
 // group_by_length: every epoch deals each row at most once into floor(n / batch) batches,
 // all but the few mixed ones of one 64-token block; cutting a batch after its last label
 // leaves the loss of the whole rows; and a resumed run is still exact.

@@ -11,7 +11,7 @@ namespace gdn::cli {
 namespace {
 
 struct TrainArgs {
-  std::string config, mixer, data, eval_data, checkpoint, parallel;
+  std::string config, mixer, data, eval_data, checkpoint, init_from, parallel;
   int layers = 0, d_model = 0, heads = 0, batch = 0, seq_len = 0, kv = 0, threads = 0;
   double lr = 0, epochs = 0;
   int64_t steps = 0, seed = -1, eval_every = -1, checkpoint_every = -1;
@@ -53,6 +53,7 @@ void run_train(const TrainArgs& a) {
             " but the model's vocab_size is ", s.model.vocab_size);
   train::Trainer trainer(s.model, s.train, train_set, &eval_set);
   if (a.resume) trainer.resume(s.train.checkpoint);
+  if (!a.init_from.empty()) trainer.init_from(a.init_from);
   std::fprintf(stderr, "gdn train: %s, %zu parameters, %lld training sequences of %d tokens, %lld steps, %d thread%s%s\n",
                s.model.to_json()["mixers"].dump().c_str(), trainer.model().num_params(), (long long)train_set.n,
                train_set.len, (long long)s.train.total_steps(train_set.n), trainer.threads(),
@@ -108,7 +109,10 @@ GDN_COMMAND("train", "Train a model (MQAR and other tasks, or your own safetenso
   app.add_option("--eval-every", a->eval_every, "Evaluate every N steps (0: at the end)");
   app.add_option("--checkpoint", a->checkpoint, "Checkpoint path (safetensors, written atomically)");
   app.add_option("--checkpoint-every", a->checkpoint_every, "Write the checkpoint every N steps");
-  app.add_flag("--resume", a->resume, "Continue from --checkpoint exactly where it stopped");
+  auto* resume = app.add_flag("--resume", a->resume, "Continue from --checkpoint exactly where it stopped");
+  app.add_option("--init-from", a->init_from,
+                 "Warm start: weights from this checkpoint of the same model; optimizer, step and schedule start fresh")
+      ->excludes(resume);
   app.add_option("--threads", a->threads, "Threads; default: the config's train.threads, else 1");
   app.add_option("--parallel", a->parallel,
                  "How the threads are used: data = one model replica per thread, each on a fixed shard of the "

@@ -327,16 +327,29 @@ void load_params(const SafeTensorsFile& f, const nn::ParamList<float>& params, c
       GDN_CHECK(std::isfinite(x), "checkpoint ", f.path(), ": tensor ", key, " holds a non-finite value");
   }
 }
-}  // namespace
 
-void Trainer::resume(const std::string& path) {
-  const SafeTensorsFile f = SafeTensorsFile::load(path);
+// A checkpoint of the model `cfg`: its format and model config checked, its weights loaded
+// into `params`.
+SafeTensorsFile load_checkpoint_of(const std::string& path, const nn::ModelConfig& cfg,
+                                   const nn::ParamList<float>& params) {
+  SafeTensorsFile f = SafeTensorsFile::load(path);
   GDN_CHECK(meta(f, "format") == kFormat, "checkpoint ", path, ": format \"", meta(f, "format"), "\", expected ", kFormat);
   const nn::ModelConfig saved = checkpoint_model_config(f);
-  GDN_CHECK(saved.to_json() == model_cfg_.to_json(), "checkpoint ", path,
+  GDN_CHECK(saved.to_json() == cfg.to_json(), "checkpoint ", path,
             ": its model config differs from this run's:\n  checkpoint ", saved.to_json().dump(), "\n  this run   ",
-            model_cfg_.to_json().dump());
-  load_params(f, model_->params());
+            cfg.to_json().dump());
+  load_params(f, params);
+  return f;
+}
+}  // namespace
+
+void Trainer::init_from(const std::string& path) {
+  GDN_CHECK(step_ == 0, "init_from: the run has already taken ", step_, " steps");
+  load_checkpoint_of(path, model_cfg_, model_->params());
+}
+
+void Trainer::resume(const std::string& path) {
+  const SafeTensorsFile f = load_checkpoint_of(path, model_cfg_, model_->params());
   const auto& params = model_->params();
   for (size_t i = 0; i < params.size(); ++i) {
     opt_->exp_avg(i) = f.get_f32("optimizer.exp_avg." + params[i].first, params[i].second->shape);

@@ -60,6 +60,9 @@ class Trainer {
 
   // Restores weights, optimizer state and step from a checkpoint of the same model.
   void resume(const std::string& path);
+  // Warm start: weights from a checkpoint of the same model; the optimizer state, step and
+  // schedule start fresh (a new run, e.g. a second learning-rate cycle or a fine-tune).
+  void init_from(const std::string& path);
   void save(const std::string& path) const;
   // Trains to the configured number of steps; returns the final evaluation (if any).
   EvalResult run();
