@@ -1,12 +1,16 @@
 """Times FLA's chunk_gated_delta_rule (forward, forward+backward) and
 fused_recurrent_gated_delta_rule (one decode token) on the shapes of gdn_gpu_bench, with
-CUDA-event medians after warm-up (triton.testing.do_bench). FLA is imported from --fla (the
-folder that holds the `fla` package); it is never part of this repository.
+CUDA-event medians after warm-up and an L2 flush before each call, as triton.testing.do_bench
+takes them except for the flush: a 256 MiB buffer is read (the L2 left clean), as gdn's
+event_median_ms does (src/ops/cuda/timing.h), instead of zeroed (the L2 left dirty, which the
+timed call pays for by writing it back); decode is timed both ways. FLA is imported from --fla
+(the folder that holds the `fla` package); it is never part of this repository.
 
-    python3 bench/gpu/fla_bench.py --fla PATH --out fla.json [--quick]
+    python3 bench/gpu/fla_bench.py --fla PATH --out fla.json [--quick] [--decode-only]
 """
 import argparse
 import json
+import statistics
 import sys
 import time
 
@@ -16,6 +20,7 @@ def main():
     ap.add_argument("--fla", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--decode-only", action="store_true", help="skip the chunk shapes (minutes of Triton autotune)")
     args = ap.parse_args()
     sys.path.insert(0, args.fla)
     import torch
@@ -28,10 +33,35 @@ def main():
     out = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
            "rows": [], "decode": []}
 
-    def bench(fn):
-        return triton.testing.do_bench(fn, warmup=25, rep=rep, return_mode="median")
+    cache = torch.zeros(256 << 18, dtype=torch.int32, device=dev)  # 256 MiB
 
-    for B, T, H, HV in [(8, 2048, 16, 16), (2, 8192, 16, 16), (4, 4096, 16, 32)]:
+    def bench(fn, flush="clean"):
+        """Median ms of fn over ~`rep` ms of calls after ~25 ms of warm-up (do_bench's budgets)."""
+        flush_l2 = cache.sum if flush == "clean" else cache.zero_
+        fn()
+        torch.cuda.synchronize()
+        t0, t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        t0.record()
+        for _ in range(5):
+            flush_l2()
+            fn()
+        t1.record()
+        torch.cuda.synchronize()
+        estimate = t0.elapsed_time(t1) / 5
+        for _ in range(max(1, int(25 / estimate))):
+            fn()
+        n = max(1, int(rep / estimate))
+        start = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+        stop = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+        for i in range(n):
+            flush_l2()
+            start[i].record()
+            fn()
+            stop[i].record()
+        torch.cuda.synchronize()
+        return statistics.median(a.elapsed_time(b) for a, b in zip(start, stop))
+
+    for B, T, H, HV in [] if args.decode_only else [(8, 2048, 16, 16), (2, 8192, 16, 16), (4, 4096, 16, 32)]:
         t0 = time.time()
         q = torch.randn(B, T, H, 128, dtype=torch.bfloat16, device=dev, requires_grad=True)
         k = torch.randn(B, T, H, 128, dtype=torch.bfloat16, device=dev, requires_grad=True)
@@ -80,6 +110,7 @@ def main():
             step()
             torch.cuda.synchronize()
             row["fla_decode_us"] = 1e3 * bench(step)
+            row["fla_decode_us_dirty_l2"] = 1e3 * bench(step, flush="dirty")
         except Exception as e:
             row["fla_decode_error"] = repr(e)[:300]
         print(f"FLA decode seqs={n}: {row}", flush=True)

@@ -24,7 +24,9 @@
 #include "../../tests/gpu/gpu_util.h"
 
 using gdn::cuda::DType;
+using gdn::cuda::copy_ms;
 using gdn::cuda::event_median_ms;
+using gdn::cuda::L2Flush;
 using gdn::gpu::cuda_check;
 using gdn::gpu::DeviceBuffer;
 using gdn::gpu::status_check;
@@ -145,6 +147,11 @@ nlohmann::json bench_decode(int seqs, double copy_bw, std::mt19937& rng) {
   a.q = q.ptr, a.k = k.ptr, a.v = v.ptr, a.g = g.as<float>(), a.beta = beta.as<float>();
   a.state_pool = pool.as<float>(), a.state_indices = idx.as<int32_t>(), a.o = o.ptr;
   const double ms = event_median_ms([&] { status_check(gdn::cuda::decode(s, a, nullptr)); }, 10, 200);
+  // The same step after triton's flush (memset: the L2 left dirty), and a copy of the same bytes
+  // after each flush, to tell what the kernel costs from what any transfer of that size pays.
+  const double dirty_ms =
+      event_median_ms([&] { status_check(gdn::cuda::decode(s, a, nullptr)); }, 10, 200, L2Flush::dirty);
+  const double copy_same_ms = copy_ms(pool.bytes), copy_same_dirty_ms = copy_ms(pool.bytes, L2Flush::dirty);
   gdn::cuda::DecodeShape sa = s;  // the additive rule on the same pool: no beta
   sa.update = gdn::cuda::Update::additive;
   gdn::cuda::DecodeArgs aa = a;
@@ -161,7 +168,12 @@ nlohmann::json bench_decode(int seqs, double copy_bw, std::mt19937& rng) {
                kfrac = bytes / (kms * 1e-3) / copy_bw;
   std::printf("decode seqs=%d: %.2f us, %.1f%% of copy bandwidth; additive %.2f us, %.1f%%; kda %.2f us, %.1f%%\n",
               seqs, ms * 1e3, 100 * frac, ams * 1e3, 100 * afrac, kms * 1e3, 100 * kfrac);
+  std::printf("  same bytes copied: %.2f us; after a memset flush (L2 dirty): decode %.2f us (%.1f%%), copy %.2f us\n",
+              copy_same_ms * 1e3, dirty_ms * 1e3, 100 * bytes / (dirty_ms * 1e-3) / copy_bw, copy_same_dirty_ms * 1e3);
   return {{"seqs", seqs}, {"HV", HV}, {"D", 128}, {"decode_us", ms * 1e3}, {"decode_bw_fraction", frac},
+          {"copy_same_bytes_us", copy_same_ms * 1e3}, {"decode_us_dirty_l2", dirty_ms * 1e3},
+          {"decode_bw_fraction_dirty_l2", bytes / (dirty_ms * 1e-3) / copy_bw},
+          {"copy_same_bytes_us_dirty_l2", copy_same_dirty_ms * 1e3},
           {"additive_decode_us", ams * 1e3}, {"additive_decode_bw_fraction", afrac}, {"kda_decode_us", kms * 1e3},
           {"kda_decode_bw_fraction", kfrac}};
 }
