@@ -80,7 +80,7 @@ json run_ops_bench(const OpsBenchOptions& opt, const std::function<void(const st
   json r;
   r["bench"] = "ops";
   r["date"] = utc_now();
-  r["git_commit"] = git_commit();
+  r["git_commit"] = build_commit();
   r["device"] = opt.device;
   r["machine"] = {{"cpu", cpu_model()}, {"cores", std::thread::hardware_concurrency()}, {"threads", opt.threads}};
   r["config"] = {{"variant", c.info().name},

@@ -255,7 +255,7 @@ json run_ops_bench_cuda(const OpsBenchOptions& opt, const std::function<void(con
   json r;
   r["bench"] = "ops";
   r["date"] = utc_now();
-  r["git_commit"] = git_commit();
+  r["git_commit"] = build_commit();
   r["device"] = "cuda";
   r["machine"] = {{"gpu", gpu},
                   {"sms", prop.multiProcessorCount},

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bench/ops_bench.h"
+#include "gdn_build_commit.h"  // generated in the build tree
 #include "gdn/common.h"
 #include "gdn/ops.h"
 
@@ -48,17 +49,9 @@ inline std::string utc_now() {
   return buf;
 }
 
-// The commit of the working directory's repository, when there is one.
-inline std::string git_commit() {
-  FILE* p = ::popen("git rev-parse --short=12 HEAD 2>/dev/null", "r");
-  if (!p) return "";
-  char buf[64] = {0};
-  const bool ok = std::fgets(buf, sizeof buf, p) != nullptr;
-  ::pclose(p);
-  std::string s = ok ? buf : "";
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
-  return s;
-}
+// The commit this binary was built from (git describe at build time; "-dirty" with local changes),
+// not the commit of whatever directory it runs in.
+inline std::string build_commit() { return GDN_BUILD_COMMIT; }
 
 inline double rel_err(const std::vector<float>& x, const std::vector<float>& ref) {
   double num = 0, den = 0;
