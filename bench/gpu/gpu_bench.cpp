@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../../src/ops/cuda/timing.h"
+#include "gdn_build_commit.h"  // generated in the build tree
 #include "../../tests/gpu/gpu_util.h"
 
 using gdn::cuda::DType;
@@ -198,6 +199,7 @@ int main(int argc, char** argv) {
     }
     nlohmann::json out;
     out["gpu"] = prop.name;
+    out["gdn_commit"] = GDN_BUILD_COMMIT;
     const double bw = gdn::cuda::copy_bandwidth();
     out["copy_bandwidth_bytes_per_s"] = bw;
     std::printf("%s: copy bandwidth %.2f TB/s\n", prop.name, bw / 1e12);

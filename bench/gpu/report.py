@@ -30,7 +30,8 @@ def main():
         decode.append(m)
     date = datetime.date.today().isoformat()
     gpu = gdn["gpu"]
-    out = {"date": date, "gpu": gpu, "copy_bandwidth_bytes_per_s": gdn["copy_bandwidth_bytes_per_s"],
+    commit = gdn.get("gdn_commit", "unknown")
+    out = {"date": date, "gpu": gpu, "gdn_commit": commit, "copy_bandwidth_bytes_per_s": gdn["copy_bandwidth_bytes_per_s"],
            "fla": {k: fla.get(k) for k in ("torch", "triton")}, "note": note, "rows": rows, "decode": decode}
     slug = re.sub(r"[^A-Za-z0-9]+", "-", gpu).strip("-").lower()
     os.makedirs(results, exist_ok=True)
@@ -43,17 +44,20 @@ def main():
     def ratio(a, b):
         return f"{a / b:.2f}×" if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b > 0 else "—"
 
-    lines = [f"GPU: {gpu}, {date}; copy bandwidth {gdn['copy_bandwidth_bytes_per_s'] / 1e12:.2f} TB/s. {note}", "",
+    lines = [f"GPU: {gpu}, {date}, gdn {commit}; copy bandwidth {gdn['copy_bandwidth_bytes_per_s'] / 1e12:.2f} TB/s. {note}",
+             "",
              "| B×T×H (HV) ×D | gdn fwd ms | FLA fwd ms | speed-up | gdn fwd+bwd ms | FLA fwd+bwd ms | speed-up |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['B']}×{r['T']}×{r['H']} ({r['HV']}) ×{r['D']} | {f(r['fwd_ms'])} | {f(r.get('fla_fwd_ms'))} | "
                      f"{ratio(r.get('fla_fwd_ms'), r['fwd_ms'])} | {f(r['fwdbwd_ms'])} | {f(r.get('fla_fwdbwd_ms'))} | "
                      f"{ratio(r.get('fla_fwdbwd_ms'), r['fwdbwd_ms'])} |")
-    lines += ["", "| decode seqs (HV=32, D=128) | gdn µs | of copy bandwidth | FLA µs |", "|---|---|---|---|"]
+    lines += ["", "| decode seqs (HV=32, D=128) | gdn µs | of copy bandwidth | same bytes copied µs | FLA µs |",
+              "|---|---|---|---|---|"]
     for r in decode:
         fla_us = f(r.get("fla_decode_us"), "{:.1f}") if "fla_decode_us" in r else ("error" if "fla_decode_error" in r else "—")
-        lines.append(f"| {r['seqs']} | {r['decode_us']:.1f} | {100 * r['decode_bw_fraction']:.0f}% | {fla_us} |")
+        lines.append(f"| {r['seqs']} | {r['decode_us']:.1f} | {100 * r['decode_bw_fraction']:.1f}% | "
+                     f"{f(r.get('copy_same_bytes_us'), '{:.1f}')} | {fla_us} |")
     open(base + ".md", "w").write("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"wrote {base}.json and {base}.md")
