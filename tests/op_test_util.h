@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -155,6 +156,17 @@ inline double rel_error(const std::vector<double>& a, const std::vector<double>&
   }
   if (den == 0) return num == 0 ? 0 : INFINITY;
   return std::sqrt(num / den);
+}
+
+inline double rms(const std::vector<double>& x) {
+  double ss = 0;
+  for (double e : x) ss += e * e;
+  return x.empty() ? 0 : std::sqrt(ss / double(x.size()));
+}
+inline double max_abs(const std::vector<double>& x) {
+  double m = 0;
+  for (double e : x) m = std::max(m, std::abs(e));
+  return m;
 }
 
 // Compares every output and gradient present in both results.

@@ -38,7 +38,7 @@ namespace {
 DeviceBuffer random_bf16(size_t n, std::mt19937& rng) {
   std::normal_distribution<float> normal(0.f, 1.f);
   std::vector<uint16_t> h(n);
-  for (auto& e : h) e = gdn::gpu::bf16_bits(normal(rng));
+  for (auto& e : h) e = gdn::cuda::bf16_bits(normal(rng));
   DeviceBuffer b(n * 2);
   cuda_check(cudaMemcpy(b.ptr, h.data(), b.bytes, cudaMemcpyHostToDevice), "upload");
   return b;

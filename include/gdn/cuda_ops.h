@@ -10,8 +10,9 @@
 //   g [B,T,HV] (scalar gate) or [B,T,HV,K] (vector gate), fp32, natural log, <= 0
 //   h0, ht [N,HV,K,V] fp32   cu_seqlens: N+1 int32 offsets (varlen, B == 1)
 // Value head hv reads q/k head hv / (HV / H). K = V = 128; q, k, v, o and their gradients
-// are bf16 or fp32 (DType); state and accumulation are fp32. The fp32 path splits every
-// tensor-core operand into two bf16 halves and agrees with the fp64 reference to ~1e-5.
+// are bf16, fp16 or fp32 (DType); state and accumulation are fp32. The 16-bit paths run the
+// tensor cores in their own type; the fp32 path splits every tensor-core operand into two bf16
+// halves and agrees with the fp64 reference to ~1e-5.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -22,7 +23,7 @@
 
 namespace gdn::cuda {
 
-enum class DType { f32, bf16 };
+enum class DType { f32, bf16, f16 };
 
 // delta: S ← (I − β k kᵀ) α S + β k vᵀ (needs beta).  additive: S ← α S + k vᵀ (beta must be null).
 enum class Update { delta, additive };

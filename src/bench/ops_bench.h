@@ -26,7 +26,7 @@ struct OpsBenchOptions {
   bool backward = true;  // also time forward + backward
   bool recurrent_backward = true;
   OpConfig cfg = default_config();
-  // cuda only: q, k, v, o dtype of the kernels (bf16 or f32; the CPU forms are f32), and the
+  // cuda only: q, k, v, o dtype of the kernels (bf16, f16 or f32; the CPU forms are f32), and the
   // sequence counts of the decode rows (one token each, H and HV of cfg).
   std::string dtype = "bf16";
   std::vector<int> decode_seqs = {1, 32, 256};

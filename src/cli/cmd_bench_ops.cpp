@@ -28,8 +28,8 @@ GDN_COMMAND("bench ops",
               app.add_option("--device", o.device, "cpu, or cuda (the CUDA kernels, each checked against the CPU first)")
                   ->check(CLI::IsMember({"cpu", "cuda"}))
                   ->capture_default_str();
-              app.add_option("--dtype", o.dtype, "cuda: dtype of q, k, v, o (bf16 or f32)")
-                  ->check(CLI::IsMember({"bf16", "f32"}))
+              app.add_option("--dtype", o.dtype, "cuda: dtype of q, k, v, o (bf16, f16 or f32)")
+                  ->check(CLI::IsMember({"bf16", "f16", "f32"}))
                   ->capture_default_str();
               app.add_option("--decode-seqs", o.decode_seqs, "cuda: sequence counts of the decode rows (e.g. 1,32,256)")
                   ->delimiter(',')

@@ -1,4 +1,4 @@
-// Test data for the GPU check and benchmark (device buffers and bf16 rounding come from
+// Test data for the GPU check and benchmark (device buffers and 16-bit rounding come from
 // src/ops/cuda/device_memory.h).
 #pragma once
 
@@ -15,13 +15,14 @@
 
 namespace gdn::gpu {
 
-using gdn::cuda::bf16_bits;
-using gdn::cuda::bf16_value;
 using gdn::cuda::cuda_check;
 using gdn::cuda::DeviceBuffer;
+using gdn::cuda::half_bits;
+using gdn::cuda::half_value;
 using gdn::cuda::status_check;
 
-inline double round_bf16(double x) { return bf16_value(bf16_bits(float(x))); }
+// x as a kernel with inputs of type t sees it.
+inline double round_to(double x, gdn::cuda::DType t) { return gdn::cuda::round_to(t, float(x)); }
 
 // Uniform values in [-scale, scale) from a splitmix64 stream: fast enough for the
 // gigabyte-sized state pools of the decode check and benchmark.
@@ -36,7 +37,7 @@ inline void fill_uniform(std::vector<float>& x, uint64_t seed, float scale) {
   }
 }
 
-// Uploads doubles as fp32 or bf16.
+// Uploads doubles as fp32, bf16 or fp16.
 inline DeviceBuffer upload(const std::vector<double>& x, gdn::cuda::DType t) {
   if (t == gdn::cuda::DType::f32) {
     std::vector<float> f(x.begin(), x.end());
@@ -45,7 +46,7 @@ inline DeviceBuffer upload(const std::vector<double>& x, gdn::cuda::DType t) {
     return b;
   }
   std::vector<uint16_t> h(x.size());
-  for (size_t i = 0; i < x.size(); ++i) h[i] = bf16_bits(float(x[i]));
+  for (size_t i = 0; i < x.size(); ++i) h[i] = half_bits(t, float(x[i]));
   DeviceBuffer b(h.size() * 2);
   cuda_check(cudaMemcpy(b.ptr, h.data(), b.bytes, cudaMemcpyHostToDevice), "upload");
   return b;
@@ -60,7 +61,7 @@ inline std::vector<double> download(const DeviceBuffer& b, size_t n, gdn::cuda::
   } else {
     std::vector<uint16_t> h(n);
     cuda_check(cudaMemcpy(h.data(), b.ptr, n * 2, cudaMemcpyDeviceToHost), "download");
-    for (size_t i = 0; i < n; ++i) out[i] = bf16_value(h[i]);
+    for (size_t i = 0; i < n; ++i) out[i] = half_value(t, h[i]);
   }
   return out;
 }

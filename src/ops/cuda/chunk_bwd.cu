@@ -942,10 +942,10 @@ namespace gdn::cuda {
 size_t chunk_backward_workspace_bytes(const ChunkShape& s) {
   detail::ChunkPlan plan(s);
   detail::Carve cv{nullptr};
-  if (s.dtype == DType::f32)
-    detail::carve_backward<float>(cv, plan, s);
-  else
-    detail::carve_backward<detail::bf16>(cv, plan, s);
+  detail::with_element_type(s.dtype, [&](auto t) {
+    detail::carve_backward<decltype(t)>(cv, plan, s);
+    return 0;
+  });
   return cv.used;
 }
 

@@ -407,6 +407,7 @@ Status forward_output(const ChunkPlan& plan, const ChunkParams<T>& p, const Forw
 
 template ForwardWorkspace<float> carve_forward<float>(Carve&, const ChunkPlan&, int, Update, Gate);
 template ForwardWorkspace<bf16> carve_forward<bf16>(Carve&, const ChunkPlan&, int, Update, Gate);
+template ForwardWorkspace<f16> carve_forward<f16>(Carve&, const ChunkPlan&, int, Update, Gate);
 #define GDN_FORWARD_STATES(T, U, G)                                                                              \
   template Status forward_states<T, U, G>(const ChunkPlan&, const ChunkParams<T>&, const ForwardWorkspace<T>&, \
                                           const float*, float*, cudaStream_t);
@@ -417,6 +418,7 @@ template ForwardWorkspace<bf16> carve_forward<bf16>(Carve&, const ChunkPlan&, in
   GDN_FORWARD_STATES(T, Update::additive, Gate::vector)
 GDN_FORWARD_STATES_ALL(float)
 GDN_FORWARD_STATES_ALL(bf16)
+GDN_FORWARD_STATES_ALL(f16)
 #undef GDN_FORWARD_STATES_ALL
 #undef GDN_FORWARD_STATES
 
@@ -450,10 +452,10 @@ namespace gdn::cuda {
 size_t chunk_forward_workspace_bytes(const ChunkShape& s) {
   detail::ChunkPlan plan(s);
   detail::Carve cv{nullptr};
-  if (s.dtype == DType::f32)
-    detail::carve_forward<float>(cv, plan, s.HV, s.update, s.gate);
-  else
-    detail::carve_forward<detail::bf16>(cv, plan, s.HV, s.update, s.gate);
+  detail::with_element_type(s.dtype, [&](auto t) {
+    detail::carve_forward<decltype(t)>(cv, plan, s.HV, s.update, s.gate);
+    return 0;
+  });
   return cv.used;
 }
 

@@ -62,8 +62,15 @@ using GateTag = std::integral_constant<Gate, G>;
 template <Gate G>
 constexpr bool kVector = G == Gate::vector;
 
-// Calls f(T{}, UpdateTag<U>{}, GateTag<G>{}) with the element type T (float or bf16), update
-// rule U and gate kind G that a shape asks for.
+// Calls f(T{}) with the element type T (float, bf16 or f16) of `t`.
+template <class F>
+auto with_element_type(DType t, F&& f) {
+  if (t == DType::f32) return f(float{});
+  return t == DType::bf16 ? f(bf16{}) : f(f16{});
+}
+
+// Calls f(T{}, UpdateTag<U>{}, GateTag<G>{}) with the element type T, update rule U and gate
+// kind G that a shape asks for.
 template <class F>
 auto dispatch(DType t, Update u, Gate g, F&& f) {
   auto with_type = [&](auto type) {
@@ -74,7 +81,7 @@ auto dispatch(DType t, Update u, Gate g, F&& f) {
     if (u == Update::delta) return g == Gate::scalar ? f(type, D{}, S{}) : f(type, D{}, V{});
     return g == Gate::scalar ? f(type, A{}, S{}) : f(type, A{}, V{});
   };
-  return t == DType::f32 ? with_type(float{}) : with_type(bf16{});
+  return with_element_type(t, with_type);
 }
 
 // A shared-memory member that only some kernel variants have: X when `present`, else an empty

@@ -40,14 +40,12 @@ __device__ __forceinline__ void load_floats(const float* p, float* x) {
     x[i] = t.x, x[i + 1] = t.y, x[i + 2] = t.z, x[i + 3] = t.w;
   }
 }
-template <int n>
-__device__ __forceinline__ void load_floats(const __nv_bfloat16* p, float* x) {
+template <int n, class T, std::enable_if_t<k16Bit<T>, int> = 0>
+__device__ __forceinline__ void load_floats(const T* p, float* x) {
 #pragma unroll
   for (int i = 0; i < n; i += 4) {
-    const uint2 t = *reinterpret_cast<const uint2*>(p + i);
-    const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&t.x));
-    const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&t.y));
-    x[i] = a.x, x[i + 1] = a.y, x[i + 2] = b.x, x[i + 3] = b.y;
+    const float4 t = load4(p + i);
+    x[i] = t.x, x[i + 1] = t.y, x[i + 2] = t.z, x[i + 3] = t.w;
   }
 }
 

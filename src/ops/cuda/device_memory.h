@@ -3,6 +3,7 @@
 // GPU check; compiled only when this build has CUDA.
 #pragma once
 
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -36,6 +37,18 @@ inline float bf16_value(uint16_t b) {
   std::memcpy(&x, &u, 4);
   return x;
 }
+// 16-bit storage of x for a 16-bit DType (bf16 as above; fp16 by CUDA's host conversion, round
+// to nearest even), and back; x as the kernels see it after a round trip through t.
+inline uint16_t half_bits(DType t, float x) {
+  return t == DType::bf16 ? bf16_bits(x) : __half_as_ushort(__float2half_rn(x));
+}
+inline float half_value(DType t, uint16_t b) {
+  return t == DType::bf16 ? bf16_value(b) : __half2float(__ushort_as_half(b));
+}
+inline float round_to(DType t, float x) { return t == DType::f32 ? x : half_value(t, half_bits(t, x)); }
+inline size_t element_bytes(DType t) { return t == DType::f32 ? 4 : 2; }
+inline const char* dtype_name(DType t) { return t == DType::f32 ? "fp32" : t == DType::bf16 ? "bf16" : "fp16"; }
+
 // A device allocation; poisoned with 0xFF bytes (NaN in fp32 and bf16) on request.
 struct DeviceBuffer {
   void* ptr = nullptr;

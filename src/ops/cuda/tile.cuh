@@ -1,15 +1,17 @@
 // Block-level building blocks of the CUDA kernels: tensor-core products of tiles in shared
-// memory, loads of bf16/fp32 rows and tiles, the fused L2 norm.
+// memory, loads of bf16/fp16/fp32 rows and tiles, the fused L2 norm.
 //
-// Operand tiles have the element type of the inputs. bf16 tiles feed mma.sync.m16n8k16 through
-// ldmatrix (rows padded by 16 bytes: the 8 rows of one 8x8 matrix hit 8 distinct 16-byte bank
-// groups). fp32 tiles (the fp32-input path) split each value into bf16 hi + lo and issue
-// three products (hi·hi + hi·lo + lo·hi), ~1e-5 relative, so that the GPU can be checked
-// against the fp64 reference at 1e-4. Values consumed only as mma operands may therefore be
-// stored in the input type without changing any result: the product rounds them to bf16 anyway.
+// Operand tiles have the element type of the inputs. 16-bit tiles (bf16 or fp16) feed
+// mma.sync.m16n8k16 of their type through ldmatrix (rows padded by 16 bytes: the 8 rows of one
+// 8x8 matrix hit 8 distinct 16-byte bank groups). fp32 tiles (the fp32-input path) split each
+// value into bf16 hi + lo and issue three products (hi·hi + hi·lo + lo·hi), ~1e-5 relative, so
+// that the GPU can be checked against the fp64 reference at 1e-4. Values consumed only as mma
+// operands may therefore be stored in the input type without changing any result: the product
+// rounds them to that type anyway.
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -21,6 +23,9 @@ constexpr int kChunk = 64;  // tokens per chunk
 constexpr int kDim = 128;   // K = V = 128 (head dimension)
 
 using bf16 = __nv_bfloat16;
+using f16 = __half;
+template <class T>
+constexpr bool k16Bit = std::is_same_v<T, bf16> || std::is_same_v<T, f16>;
 
 // Row stride (elements) of a shared-memory tile of `cols` columns: 16 bytes of padding.
 template <class T>
@@ -30,12 +35,15 @@ constexpr int tile_ld(int cols) {
 
 __device__ __forceinline__ float to_float(float x) { return x; }
 __device__ __forceinline__ float to_float(bf16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float to_float(f16 x) { return __half2float(x); }
 template <class T>
 __device__ __forceinline__ T from_float(float x);
 template <>
 __device__ __forceinline__ float from_float<float>(float x) { return x; }
 template <>
 __device__ __forceinline__ bf16 from_float<bf16>(float x) { return __float2bfloat16_rn(x); }
+template <>
+__device__ __forceinline__ f16 from_float<f16>(float x) { return __float2half_rn(x); }
 
 __device__ __forceinline__ float warp_sum(float x) {
 #pragma unroll
@@ -48,10 +56,12 @@ __device__ __forceinline__ void store2(float* p, float a, float b) { *reinterpre
 __device__ __forceinline__ void store2(bf16* p, float a, float b) {
   *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(a, b);
 }
+__device__ __forceinline__ void store2(f16* p, float a, float b) { *reinterpret_cast<__half2*>(p) = __floats2half2_rn(a, b); }
 __device__ __forceinline__ float2 load2(const float* p) { return *reinterpret_cast<const float2*>(p); }
 __device__ __forceinline__ float2 load2(const bf16* p) {
   return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(p));
 }
+__device__ __forceinline__ float2 load2(const f16* p) { return __half22float2(*reinterpret_cast<const __half2*>(p)); }
 
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
@@ -65,15 +75,15 @@ __device__ __forceinline__ void split_bf16(float2 x, uint32_t& hi, uint32_t& lo)
   lo = pack_bf16(x.x - hf.x, x.y - hf.y);
 }
 
-// Four 8x8 bf16 matrices; lane l gives the address of row l % 8 of matrix l / 8. With
-// .trans each matrix arrives transposed.
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const bf16* p) {
+// Four 8x8 matrices of 16-bit elements; lane l gives the address of row l % 8 of matrix l / 8.
+// With .trans each matrix arrives transposed.
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
   const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(p));
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(a));
 }
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const bf16* p) {
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* p) {
   const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(p));
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
@@ -82,13 +92,37 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const bf16* 
 
 // Operand views. Element (r, k) of the product's operand, r the row of A (or the column of
 // B), k the reduction index. RowMajorK: stored p[r * ld + k]; ColMajorK: stored p[k * ld + r].
-// fp32 views give pairs (r, k), (r, k + 1); bf16 views give whole fragments: a_frag the
-// 16x16 A fragment at (r0, k0), b_frags the 16x8 B fragments of columns c0..c0+7 and
-// c0+8..c0+15 at k0 (register order of mma.m16n8k16).
+// fp32 views give pairs (r, k), (r, k + 1); 16-bit views (the primary templates, T bf16 or
+// fp16) give whole fragments: a_frag the 16x16 A fragment at (r0, k0), b_frags the 16x8 B
+// fragments of columns c0..c0+7 and c0+8..c0+15 at k0 (register order of mma.m16n8k16).
 template <class T>
-struct RowMajorK;
+struct RowMajorK {
+  static_assert(k16Bit<T>);
+  const T* p;
+  int ld;
+  __device__ __forceinline__ void a_frag(uint32_t (&a)[4], int r0, int k0) const {
+    const int l = threadIdx.x & 31, m = l >> 3;
+    ldmatrix_x4(a, p + (r0 + (l & 7) + 8 * (m & 1)) * ld + k0 + 8 * (m >> 1));
+  }
+  __device__ __forceinline__ void b_frags(uint32_t (&b)[4], int c0, int k0) const {
+    const int l = threadIdx.x & 31, m = l >> 3;
+    ldmatrix_x4(b, p + (c0 + (l & 7) + 8 * (m >> 1)) * ld + k0 + 8 * (m & 1));
+  }
+};
 template <class T>
-struct ColMajorK;
+struct ColMajorK {
+  static_assert(k16Bit<T>);
+  const T* p;
+  int ld;
+  __device__ __forceinline__ void a_frag(uint32_t (&a)[4], int r0, int k0) const {
+    const int l = threadIdx.x & 31, m = l >> 3;
+    ldmatrix_x4_trans(a, p + (k0 + (l & 7) + 8 * (m >> 1)) * ld + r0 + 8 * (m & 1));
+  }
+  __device__ __forceinline__ void b_frags(uint32_t (&b)[4], int c0, int k0) const {
+    const int l = threadIdx.x & 31, m = l >> 3;
+    ldmatrix_x4_trans(b, p + (k0 + (l & 7) + 8 * (m & 1)) * ld + c0 + 8 * (m >> 1));
+  }
+};
 
 template <>
 struct RowMajorK<float> {
@@ -101,32 +135,6 @@ struct ColMajorK<float> {
   const float* p;
   int ld;
   __device__ __forceinline__ float2 pair(int r, int k) const { return make_float2(p[k * ld + r], p[(k + 1) * ld + r]); }
-};
-template <>
-struct RowMajorK<bf16> {
-  const bf16* p;
-  int ld;
-  __device__ __forceinline__ void a_frag(uint32_t (&a)[4], int r0, int k0) const {
-    const int l = threadIdx.x & 31, m = l >> 3;
-    ldmatrix_x4(a, p + (r0 + (l & 7) + 8 * (m & 1)) * ld + k0 + 8 * (m >> 1));
-  }
-  __device__ __forceinline__ void b_frags(uint32_t (&b)[4], int c0, int k0) const {
-    const int l = threadIdx.x & 31, m = l >> 3;
-    ldmatrix_x4(b, p + (c0 + (l & 7) + 8 * (m >> 1)) * ld + k0 + 8 * (m & 1));
-  }
-};
-template <>
-struct ColMajorK<bf16> {
-  const bf16* p;
-  int ld;
-  __device__ __forceinline__ void a_frag(uint32_t (&a)[4], int r0, int k0) const {
-    const int l = threadIdx.x & 31, m = l >> 3;
-    ldmatrix_x4_trans(a, p + (k0 + (l & 7) + 8 * (m >> 1)) * ld + r0 + 8 * (m & 1));
-  }
-  __device__ __forceinline__ void b_frags(uint32_t (&b)[4], int c0, int k0) const {
-    const int l = threadIdx.x & 31, m = l >> 3;
-    ldmatrix_x4_trans(b, p + (k0 + (l & 7) + 8 * (m & 1)) * ld + c0 + 8 * (m >> 1));
-  }
 };
 template <class T>
 __device__ __forceinline__ RowMajorK<T> row_major(const T* p, int ld) {
@@ -145,8 +153,24 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+__device__ __forceinline__ void mma_f16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+// The tensor-core product of 16-bit fragments of type T.
+template <class T>
+__device__ __forceinline__ void mma_16bit(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  if constexpr (std::is_same_v<T, bf16>)
+    mma_bf16(c, a, b0, b1);
+  else
+    mma_f16(c, a, b0, b1);
+}
+
 template <class Op>
-constexpr bool is_bf16_view = std::is_same_v<decltype(Op::p), const bf16*>;
+using view_element = std::remove_const_t<std::remove_pointer_t<decltype(Op::p)>>;
 
 // One warp: acc[MT][NT] (16x8 tiles) += A[m0 : m0+16MT, 0:kdim] * B[0:kdim, n0 : n0+8NT].
 // kdim is a multiple of 16, NT even. Accumulator element i of tile (mt, nt) is at
@@ -154,8 +178,9 @@ constexpr bool is_bf16_view = std::is_same_v<decltype(Op::p), const bf16*>;
 template <int MT, int NT, class OpA, class OpB>
 __device__ __forceinline__ void warp_mma(float (&acc)[MT][NT][4], OpA a, OpB b, int m0, int n0, int kdim) {
   static_assert(NT % 2 == 0, "B fragments come in pairs of 8-column tiles");
-  static_assert(is_bf16_view<OpA> == is_bf16_view<OpB>, "both operands bf16 or both fp32");
-  if constexpr (is_bf16_view<OpA>) {
+  using T = view_element<OpA>;
+  static_assert(std::is_same_v<T, view_element<OpB>>, "both operands of one element type");
+  if constexpr (k16Bit<T>) {
 #pragma unroll 2
     for (int k0 = 0; k0 < kdim; k0 += 16) {
       uint32_t af[MT][4], bf[NT / 2][4];
@@ -167,7 +192,7 @@ __device__ __forceinline__ void warp_mma(float (&acc)[MT][NT][4], OpA a, OpB b, 
       for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt)
-          mma_bf16(acc[mt][nt], af[mt], bf[nt / 2][2 * (nt % 2)], bf[nt / 2][2 * (nt % 2) + 1]);
+          mma_16bit<T>(acc[mt][nt], af[mt], bf[nt / 2][2 * (nt % 2)], bf[nt / 2][2 * (nt % 2) + 1]);
     }
   } else {
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
@@ -269,18 +294,17 @@ __device__ __forceinline__ float4 load4(const T* p) {
   if constexpr (sizeof(T) == 4) {
     return *reinterpret_cast<const float4*>(p);
   } else {
-    uint2 v = *reinterpret_cast<const uint2*>(p);
-    float2 a = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162*>(&v.x));
-    float2 b = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162*>(&v.y));
+    const uint2 v = *reinterpret_cast<const uint2*>(p);
+    const float2 a = load2(reinterpret_cast<const T*>(&v.x)), b = load2(reinterpret_cast<const T*>(&v.y));
     return make_float4(a.x, a.y, b.x, b.y);
   }
 }
 __device__ __forceinline__ void store4(float* p, float4 x) { *reinterpret_cast<float4*>(p) = x; }
-__device__ __forceinline__ void store4(bf16* p, float4 x) {
-  __nv_bfloat162 a = __floats2bfloat162_rn(x.x, x.y), b = __floats2bfloat162_rn(x.z, x.w);
+template <class T, std::enable_if_t<k16Bit<T>, int> = 0>
+__device__ __forceinline__ void store4(T* p, float4 x) {
   uint2 v;
-  v.x = *reinterpret_cast<uint32_t*>(&a);
-  v.y = *reinterpret_cast<uint32_t*>(&b);
+  store2(reinterpret_cast<T*>(&v.x), x.x, x.y);
+  store2(reinterpret_cast<T*>(&v.y), x.z, x.w);
   *reinterpret_cast<uint2*>(p) = v;
 }
 
@@ -314,7 +338,7 @@ __device__ __forceinline__ void load_rows(T* dst, int ld, const S* src, long str
   }
 }
 
-// Loads rows [0, rows) and Cols columns of a bf16/fp32 tensor (row r at src + r * stride)
+// Loads rows [0, rows) and Cols columns of a bf16/fp16/fp32 tensor (row r at src + r * stride)
 // into a [64][ld] tile, zero-filling rows [rows, 64). Through registers, so the element
 // types may differ. 256 threads.
 template <int Cols, class T, class S>
