@@ -5,7 +5,7 @@
 //   2. states    per (sequence, value head, 32 value columns), sequential over chunks, the
 //                state in registers and chunk c+1's W, Kd, U copied in while chunk c computes:
 //                stores the state entering each chunk (h, and h_lo for bf16 when a backward
-//                follows), V' = U − W S,
+//                follows; from the registers), V' = U − W S,
 //                S ← e^{γ_L} S + Kdᵀ V'.
 // The additive rule (template parameter U) is the same kernels without A, W and U: prepare
 // stores V' = V (zero rows beyond the chunk), and the state pass streams it in place of W, U.
@@ -197,9 +197,14 @@ struct StateSmem {
   T s[kDim * tile_ld<T>(kStateCols)];                        // the state as an mma operand
 };
 
+// Blocks per SM that shared memory allows (bf16; fp32 fits fewer): the register budget for ptxas,
+// which otherwise chose 64 registers and spilled for the delta rule's vector gate.
+template <Update U>
+constexpr int kStateBlocksPerSm = kDelta<U> ? 2 : 4;
+
 template <class T, Update U, Gate G>
-__global__ void __launch_bounds__(kThreads) state_kernel(ChunkParams<T> p, ForwardWorkspace<T> ws, const float* h0,
-                                                         float* ht) {
+__global__ void __launch_bounds__(kThreads, kStateBlocksPerSm<U>)
+    state_kernel(ChunkParams<T> p, ForwardWorkspace<T> ws, const float* h0, float* ht) {
   constexpr int ldK = tile_ld<T>(kDim), ldS = tile_ld<T>(kStateCols);
   extern __shared__ float4 smem4[];
   StateSmem<T, U, G>& sm = *reinterpret_cast<StateSmem<T, U, G>*>(smem4);
@@ -235,7 +240,23 @@ __global__ void __launch_bounds__(kThreads) state_kernel(ChunkParams<T> p, Forwa
   const int s0 = 16 * warp;
   float st[1][4][4];
   for_each(st, s0, 0, [&](int i, int j, float& x) { x = h0 ? h0[state_base + i * kDim + j] : 0.f; });
+  // The state entering chunk ci, from the registers by each warp alone: h (bf16(S) for bf16, as
+  // store_acc rounds it into sm.s) and, for bf16 when a backward follows, h_lo = S − h. Issued as
+  // soon as the state is known, before the warps wait on the next chunk's copies; bf16 rows leave
+  // in 16-byte stores (h_lo by 4-byte stores from the accumulators cost the state pass 25%,
+  // bench/gpu/NOTES.md, helper fuse).
+  auto store_state = [&](int ci) {
+    const long off = (long(seq.first_chunk + ci) * p.HV + hv) * kDim * kDim + v0;
+    if constexpr (sizeof(T) == 2) {
+      store_acc_rows(ws.h + off, kDim, st, s0, 0, [](float x) { return x; });
+      if (ws.h_lo)
+        store_acc_rows(ws.h_lo + off, kDim, st, s0, 0, [](float x) { return x - to_float(from_float<T>(x)); });
+    } else {
+      store_acc(ws.h + off, kDim, st, s0, 0);  // each row's 4 lanes fill a 32-byte sector
+    }
+  };
   store_acc(sm.s, ldS, st, s0, 0);
+  if (chunks > 0) store_state(0);
   for (int ci = 0; ci < chunks; ++ci) {
     const int b = ci & 1, c = seq.first_chunk + ci;
     const int len = min(kChunk, seq.eos - (seq.bos + ci * kChunk));
@@ -243,13 +264,6 @@ __global__ void __launch_bounds__(kThreads) state_kernel(ChunkParams<T> p, Forwa
     wait_async();
     __syncthreads();  // chunk ci's copies and the state are visible; chunk ci−1 is done with buffer b^1
     if (ci + 1 < chunks) prefetch(ci + 1, b ^ 1);
-    store_tile(ws.h + hc * kDim * kDim + v0, kDim, sm.s, ldS, kDim, kStateCols);
-    if (sizeof(T) == 2 && ws.h_lo) {  // h_lo = S − h, h = bf16(S) as store_acc rounded it into sm.s
-      T* lo = ws.h_lo + hc * kDim * kDim + v0;
-      for_each_pair(st, s0, 0, [&](int i, int j, float x0, float x1) {
-        store2(lo + i * kDim + j, x0 - to_float(from_float<T>(x0)), x1 - to_float(from_float<T>(x1)));
-      });
-    }
     if constexpr (kDelta<U>) {  // V' = U − W S
       float acc[1][2][4];
       zero(acc);
@@ -272,6 +286,7 @@ __global__ void __launch_bounds__(kThreads) state_kernel(ChunkParams<T> p, Forwa
     }
     warp_mma(st, col_major(sm.kd[b], ldK), col_major(vn, ldS), s0, 0, kChunk);
     store_acc(sm.s, ldS, st, s0, 0);
+    if (ci + 1 < chunks) store_state(ci + 1);
   }
   if (ht) store_acc(ht + state_base, kDim, st, s0, 0);
 }
