@@ -185,29 +185,36 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
   }
 }
 
-// Buffers of this chunk and the next. The additive rule streams V' (= V) from prepare; the
-// delta rule streams W and U and computes V' into vn[0].
-template <class T, Update U, Gate G>
+// Buffers of this chunk and the next Stages − 1. The additive rule streams V' (= V) from
+// prepare; the delta rule streams W and U and computes V' into vn[0].
+template <class T, Update U, Gate G, int Stages>
 struct StateSmem {
-  Only<kDelta<U>, T[2][kChunk * tile_ld<T>(kDim)]> w;
-  T kd[2][kChunk * tile_ld<T>(kDim)];
-  Only<kDelta<U>, float[2][kChunk * kLdU]> u;
-  float gam[2][kVector<G> ? kDim : kChunk];  // the chunk's cumulative gate (scalar: hi); vector: its last row γ_L
-  T vn[kDelta<U> ? 1 : 2][kChunk * tile_ld<T>(kStateCols)];  // V'
-  T s[kDim * tile_ld<T>(kStateCols)];                        // the state as an mma operand
+  Only<kDelta<U>, T[Stages][kChunk * tile_ld<T>(kDim)]> w;
+  T kd[Stages][kChunk * tile_ld<T>(kDim)];
+  Only<kDelta<U>, float[Stages][kChunk * kLdU]> u;
+  float gam[Stages][kVector<G> ? kDim : kChunk];  // the chunk's cumulative gate (scalar: hi); vector: its last row γ_L
+  T vn[kDelta<U> ? 1 : Stages][kChunk * tile_ld<T>(kStateCols)];  // V'
+  T s[kDim * tile_ld<T>(kStateCols)];                             // the state as an mma operand
 };
+
+// Chunks whose copies are in flight or landed: 2 (chunk c + 1 copied while chunk c computes) fits
+// two blocks per SM. Where the grid leaves one block per SM anyway (few sequences), bf16 takes 4
+// (193 KB for the delta rule): the copies of chunks c + 1 .. c + 3 in flight.
+constexpr int kStages = 2;
+template <class T>
+constexpr int kDeepStages = sizeof(T) == 2 ? 4 : kStages;
 
 // Blocks per SM that shared memory allows (bf16; fp32 fits fewer): the register budget for ptxas,
 // which otherwise chose 64 registers and spilled for the delta rule's vector gate.
-template <Update U>
-constexpr int kStateBlocksPerSm = kDelta<U> ? 2 : 4;
+template <Update U, int Stages>
+constexpr int kStateBlocksPerSm = Stages > kStages ? 1 : kDelta<U> ? 2 : 4;
 
-template <class T, Update U, Gate G>
-__global__ void __launch_bounds__(kThreads, kStateBlocksPerSm<U>)
+template <class T, Update U, Gate G, int Stages>
+__global__ void __launch_bounds__(kThreads, kStateBlocksPerSm<U, Stages>)
     state_kernel(ChunkParams<T> p, ForwardWorkspace<T> ws, const float* h0, float* ht) {
   constexpr int ldK = tile_ld<T>(kDim), ldS = tile_ld<T>(kStateCols);
   extern __shared__ float4 smem4[];
-  StateSmem<T, U, G>& sm = *reinterpret_cast<StateSmem<T, U, G>*>(smem4);
+  StateSmem<T, U, G, Stages>& sm = *reinterpret_cast<StateSmem<T, U, G, Stages>*>(smem4);
 
   constexpr int kTiles = kDim / kStateCols;
   const int n = blockIdx.x / (p.HV * kTiles), hv = blockIdx.x / kTiles % p.HV;
@@ -232,9 +239,13 @@ __global__ void __launch_bounds__(kThreads, kStateBlocksPerSm<U>)
     } else {
       load_tile(sm.gam[b], kChunk, ws.gam + hc * kGateStride, kChunk, 1, kChunk);
     }
-    commit_async();
   };
-  if (chunks > 0) prefetch(0, 0);
+  // One group of copies per chunk, empty past the last, so that wait_async<Stages − 2> at chunk c
+  // always means chunk c's copies have landed.
+  for (int ci = 0; ci < Stages - 1; ++ci) {
+    if (ci < chunks) prefetch(ci, ci);
+    commit_async();
+  }
 
   // Warp w holds state rows 16w..16w+15, all 32 columns, in fp32 for the whole sequence.
   const int s0 = 16 * warp;
@@ -258,12 +269,13 @@ __global__ void __launch_bounds__(kThreads, kStateBlocksPerSm<U>)
   store_acc(sm.s, ldS, st, s0, 0);
   if (chunks > 0) store_state(0);
   for (int ci = 0; ci < chunks; ++ci) {
-    const int b = ci & 1, c = seq.first_chunk + ci;
+    const int b = ci % Stages, c = seq.first_chunk + ci;
     const int len = min(kChunk, seq.eos - (seq.bos + ci * kChunk));
     const long hc = long(c) * p.HV + hv;
-    wait_async();
-    __syncthreads();  // chunk ci's copies and the state are visible; chunk ci−1 is done with buffer b^1
-    if (ci + 1 < chunks) prefetch(ci + 1, b ^ 1);
+    wait_async<Stages - 2>();
+    __syncthreads();  // chunk ci's copies and the state are visible; chunk ci−1 is done with its buffer
+    if (ci + Stages - 1 < chunks) prefetch(ci + Stages - 1, (ci + Stages - 1) % Stages);
+    commit_async();
     if constexpr (kDelta<U>) {  // V' = U − W S
       float acc[1][2][4];
       zero(acc);
@@ -393,20 +405,34 @@ Status upload_plan(const ChunkPlan& plan, SeqInfo* seqs, int* chunk_seq, cudaStr
   return {};
 }
 
+template <class T, Update U, Gate G, int Stages>
+Status launch_states(unsigned blocks, const ChunkParams<T>& p, const ForwardWorkspace<T>& ws, const float* h0,
+                     float* ht, cudaStream_t stream) {
+  using SS = StateSmem<T, U, G, Stages>;
+  GDN_CUDA_TRY(cudaFuncSetAttribute(state_kernel<T, U, G, Stages>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    int(sizeof(SS))));
+  state_kernel<T, U, G, Stages><<<blocks, kThreads, sizeof(SS), stream>>>(p, ws, h0, ht);
+  GDN_CUDA_LAUNCHED("gdn::cuda state_kernel");
+  return {};
+}
+
 template <class T, Update U, Gate G>
 Status forward_states(const ChunkPlan& plan, const ChunkParams<T>& p, const ForwardWorkspace<T>& ws,
                       const float* h0, float* ht, cudaStream_t stream) {
   using PS = PrepareSmem<T, U, G>;
-  using SS = StateSmem<T, U, G>;
   GDN_CUDA_TRY(cudaFuncSetAttribute(prepare_kernel<T, U, G>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sizeof(PS))));
-  GDN_CUDA_TRY(cudaFuncSetAttribute(state_kernel<T, U, G>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sizeof(SS))));
   if (plan.NC > 0) {
     prepare_kernel<T, U, G><<<unsigned(plan.NC * p.HV), kThreads, sizeof(PS), stream>>>(p, ws);
     GDN_CUDA_LAUNCHED("gdn::cuda prepare_kernel");
   }
-  state_kernel<T, U, G><<<unsigned(plan.N * p.HV * (kDim / kStateCols)), kThreads, sizeof(SS), stream>>>(p, ws, h0, ht);
-  GDN_CUDA_LAUNCHED("gdn::cuda state_kernel");
-  return {};
+  const unsigned blocks = unsigned(plan.N * p.HV * (kDim / kStateCols));
+  if constexpr (kDeepStages<T> != kStages) {
+    int device = 0, sms = 0;
+    GDN_CUDA_TRY(cudaGetDevice(&device));
+    GDN_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    if (blocks <= unsigned(sms)) return launch_states<T, U, G, kDeepStages<T>>(blocks, p, ws, h0, ht, stream);
+  }
+  return launch_states<T, U, G, kStages>(blocks, p, ws, h0, ht, stream);
 }
 
 template <class T, Gate G>
