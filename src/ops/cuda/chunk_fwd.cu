@@ -3,7 +3,8 @@
 //                by 16×16 blocks (chunk_fwd.cuh; stored when a backward follows), W = A diag(β e^γ) K,
 //                U = A diag(β) V, Kd = K e^{γ_L − γ}.
 //   2. states    per (sequence, value head, 32 value columns), sequential over chunks, the
-//                state in registers and chunk c+1's W, Kd, U copied in while chunk c computes:
+//                state in registers and chunk c+1's W, Kd, U (c+1..c+3 with few sequences) copied
+//                in while chunk c computes:
 //                stores the state entering each chunk (h, and h_lo for bf16 when a backward
 //                follows; from the registers), V' = U − W S,
 //                S ← e^{γ_L} S + Kdᵀ V'.
