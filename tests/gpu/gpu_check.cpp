@@ -129,6 +129,9 @@ std::vector<Case> delta_cases() {
       {"deltanet_no_gate", Variant::deltanet, 1, 150, 1, 2, {}, GateMode::random, true, true},
       {"no_l2norm", kGdn, 1, 200, 2, 2, {}, GateMode::random, true, true, true, false},
       {"gva_no_l2norm", kGdn, 1, 200, 2, 4, {}, GateMode::random, false, true, true, false},
+      // More state blocks (sequences × value heads × 4) than any GPU has SMs: the state pass's
+      // two-stage prefetch; the other cases' few sequences take its deep one (chunk_fwd.cu).
+      {"many_sequences", kGdn, 34, 70, 1, 2, {}, GateMode::random, true, true},
   };
 }
 
@@ -142,6 +145,7 @@ std::vector<Case> additive_cases() {
       {"linear_varlen", kLinear, 1, 330, 2, 2, {0, 1, 65, 200, 330}, GateMode::random, true, true},
       {"linear_long", kLinear, 1, 1000, 1, 2, {}, GateMode::random, false, true},
       {"mamba2_no_l2norm", kMamba2, 1, 200, 2, 2, {}, GateMode::random, true, true, true, false},
+      {"mamba2_many_sequences", kMamba2, 34, 70, 1, 2, {}, GateMode::random, true, true},
   };
 }
 
@@ -158,6 +162,7 @@ std::vector<Case> vector_cases() {
       {"gla_varlen_mixed", kGla, 1, 330, 2, 2, {0, 1, 65, 200, 330}, GateMode::mixed, true, true},
       {"gla_very_negative", kGla, 1, 64, 1, 1, {}, GateMode::very_negative, false, false},
       {"gla_long", kGla, 1, 1000, 1, 2, {}, GateMode::random, false, true},
+      {"kda_many_sequences", kKda, 34, 70, 1, 2, {}, GateMode::random, true, true},
   };
 }
 

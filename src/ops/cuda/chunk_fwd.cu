@@ -3,9 +3,10 @@
 //                by 16×16 blocks (chunk_fwd.cuh; stored when a backward follows), W = A diag(β e^γ) K,
 //                U = A diag(β) V, Kd = K e^{γ_L − γ}.
 //   2. states    per (sequence, value head, 32 value columns), sequential over chunks, the
-//                state in registers and chunk c+1's W, Kd, U copied in while chunk c computes:
+//                state in registers and chunk c+1's W, Kd, U (c+1..c+3 with few sequences) copied
+//                in while chunk c computes:
 //                stores the state entering each chunk (h, and h_lo for bf16 when a backward
-//                follows), V' = U − W S,
+//                follows; from the registers), V' = U − W S,
 //                S ← e^{γ_L} S + Kdᵀ V'.
 // The additive rule (template parameter U) is the same kernels without A, W and U: prepare
 // stores V' = V (zero rows beyond the chunk), and the state pass streams it in place of W, U.
@@ -185,24 +186,36 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
   }
 }
 
-// Buffers of this chunk and the next. The additive rule streams V' (= V) from prepare; the
-// delta rule streams W and U and computes V' into vn[0].
-template <class T, Update U, Gate G>
+// Buffers of this chunk and the next Stages − 1. The additive rule streams V' (= V) from
+// prepare; the delta rule streams W and U and computes V' into vn[0].
+template <class T, Update U, Gate G, int Stages>
 struct StateSmem {
-  Only<kDelta<U>, T[2][kChunk * tile_ld<T>(kDim)]> w;
-  T kd[2][kChunk * tile_ld<T>(kDim)];
-  Only<kDelta<U>, float[2][kChunk * kLdU]> u;
-  float gam[2][kVector<G> ? kDim : kChunk];  // the chunk's cumulative gate (scalar: hi); vector: its last row γ_L
-  T vn[kDelta<U> ? 1 : 2][kChunk * tile_ld<T>(kStateCols)];  // V'
-  T s[kDim * tile_ld<T>(kStateCols)];                        // the state as an mma operand
+  Only<kDelta<U>, T[Stages][kChunk * tile_ld<T>(kDim)]> w;
+  T kd[Stages][kChunk * tile_ld<T>(kDim)];
+  Only<kDelta<U>, float[Stages][kChunk * kLdU]> u;
+  float gam[Stages][kVector<G> ? kDim : kChunk];  // the chunk's cumulative gate (scalar: hi); vector: its last row γ_L
+  T vn[kDelta<U> ? 1 : Stages][kChunk * tile_ld<T>(kStateCols)];  // V'
+  T s[kDim * tile_ld<T>(kStateCols)];                             // the state as an mma operand
 };
 
-template <class T, Update U, Gate G>
-__global__ void __launch_bounds__(kThreads) state_kernel(ChunkParams<T> p, ForwardWorkspace<T> ws, const float* h0,
-                                                         float* ht) {
+// Chunks whose copies are in flight or landed: 2 (chunk c + 1 copied while chunk c computes) fits
+// two blocks per SM. Where the grid leaves one block per SM anyway (few sequences), bf16 takes 4
+// (193 KB for the delta rule): the copies of chunks c + 1 .. c + 3 in flight.
+constexpr int kStages = 2;
+template <class T>
+constexpr int kDeepStages = sizeof(T) == 2 ? 4 : kStages;
+
+// Blocks per SM that shared memory allows (bf16; fp32 fits fewer): the register budget for ptxas,
+// which otherwise chose 64 registers and spilled for the delta rule's vector gate.
+template <Update U, int Stages>
+constexpr int kStateBlocksPerSm = Stages > kStages ? 1 : kDelta<U> ? 2 : 4;
+
+template <class T, Update U, Gate G, int Stages>
+__global__ void __launch_bounds__(kThreads, kStateBlocksPerSm<U, Stages>)
+    state_kernel(ChunkParams<T> p, ForwardWorkspace<T> ws, const float* h0, float* ht) {
   constexpr int ldK = tile_ld<T>(kDim), ldS = tile_ld<T>(kStateCols);
   extern __shared__ float4 smem4[];
-  StateSmem<T, U, G>& sm = *reinterpret_cast<StateSmem<T, U, G>*>(smem4);
+  StateSmem<T, U, G, Stages>& sm = *reinterpret_cast<StateSmem<T, U, G, Stages>*>(smem4);
 
   constexpr int kTiles = kDim / kStateCols;
   const int n = blockIdx.x / (p.HV * kTiles), hv = blockIdx.x / kTiles % p.HV;
@@ -227,29 +240,43 @@ __global__ void __launch_bounds__(kThreads) state_kernel(ChunkParams<T> p, Forwa
     } else {
       load_tile(sm.gam[b], kChunk, ws.gam + hc * kGateStride, kChunk, 1, kChunk);
     }
-    commit_async();
   };
-  if (chunks > 0) prefetch(0, 0);
+  // One group of copies per chunk, empty past the last, so that wait_async<Stages − 2> at chunk c
+  // always means chunk c's copies have landed.
+  for (int ci = 0; ci < Stages - 1; ++ci) {
+    if (ci < chunks) prefetch(ci, ci);
+    commit_async();
+  }
 
   // Warp w holds state rows 16w..16w+15, all 32 columns, in fp32 for the whole sequence.
   const int s0 = 16 * warp;
   float st[1][4][4];
   for_each(st, s0, 0, [&](int i, int j, float& x) { x = h0 ? h0[state_base + i * kDim + j] : 0.f; });
+  // The state entering chunk ci, from the registers by each warp alone: h (bf16(S) for bf16, as
+  // store_acc rounds it into sm.s) and, for bf16 when a backward follows, h_lo = S − h. Issued as
+  // soon as the state is known, before the warps wait on the next chunk's copies; bf16 rows leave
+  // in 16-byte stores (h_lo by 4-byte stores from the accumulators cost the state pass 25%,
+  // bench/gpu/NOTES.md, helper fuse).
+  auto store_state = [&](int ci) {
+    const long off = (long(seq.first_chunk + ci) * p.HV + hv) * kDim * kDim + v0;
+    if constexpr (sizeof(T) == 2) {
+      store_acc_rows(ws.h + off, kDim, st, s0, 0, [](float x) { return x; });
+      if (ws.h_lo)
+        store_acc_rows(ws.h_lo + off, kDim, st, s0, 0, [](float x) { return x - to_float(from_float<T>(x)); });
+    } else {
+      store_acc(ws.h + off, kDim, st, s0, 0);  // each row's 4 lanes fill a 32-byte sector
+    }
+  };
   store_acc(sm.s, ldS, st, s0, 0);
+  if (chunks > 0) store_state(0);
   for (int ci = 0; ci < chunks; ++ci) {
-    const int b = ci & 1, c = seq.first_chunk + ci;
+    const int b = ci % Stages, c = seq.first_chunk + ci;
     const int len = min(kChunk, seq.eos - (seq.bos + ci * kChunk));
     const long hc = long(c) * p.HV + hv;
-    wait_async();
-    __syncthreads();  // chunk ci's copies and the state are visible; chunk ci−1 is done with buffer b^1
-    if (ci + 1 < chunks) prefetch(ci + 1, b ^ 1);
-    store_tile(ws.h + hc * kDim * kDim + v0, kDim, sm.s, ldS, kDim, kStateCols);
-    if (sizeof(T) == 2 && ws.h_lo) {  // h_lo = S − h, h = bf16(S) as store_acc rounded it into sm.s
-      T* lo = ws.h_lo + hc * kDim * kDim + v0;
-      for_each_pair(st, s0, 0, [&](int i, int j, float x0, float x1) {
-        store2(lo + i * kDim + j, x0 - to_float(from_float<T>(x0)), x1 - to_float(from_float<T>(x1)));
-      });
-    }
+    wait_async<Stages - 2>();
+    __syncthreads();  // chunk ci's copies and the state are visible; chunk ci−1 is done with its buffer
+    if (ci + Stages - 1 < chunks) prefetch(ci + Stages - 1, (ci + Stages - 1) % Stages);
+    commit_async();
     if constexpr (kDelta<U>) {  // V' = U − W S
       float acc[1][2][4];
       zero(acc);
@@ -272,6 +299,7 @@ __global__ void __launch_bounds__(kThreads) state_kernel(ChunkParams<T> p, Forwa
     }
     warp_mma(st, col_major(sm.kd[b], ldK), col_major(vn, ldS), s0, 0, kChunk);
     store_acc(sm.s, ldS, st, s0, 0);
+    if (ci + 1 < chunks) store_state(ci + 1);
   }
   if (ht) store_acc(ht + state_base, kDim, st, s0, 0);
 }
@@ -378,20 +406,34 @@ Status upload_plan(const ChunkPlan& plan, SeqInfo* seqs, int* chunk_seq, cudaStr
   return {};
 }
 
+template <class T, Update U, Gate G, int Stages>
+Status launch_states(unsigned blocks, const ChunkParams<T>& p, const ForwardWorkspace<T>& ws, const float* h0,
+                     float* ht, cudaStream_t stream) {
+  using SS = StateSmem<T, U, G, Stages>;
+  GDN_CUDA_TRY(cudaFuncSetAttribute(state_kernel<T, U, G, Stages>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    int(sizeof(SS))));
+  state_kernel<T, U, G, Stages><<<blocks, kThreads, sizeof(SS), stream>>>(p, ws, h0, ht);
+  GDN_CUDA_LAUNCHED("gdn::cuda state_kernel");
+  return {};
+}
+
 template <class T, Update U, Gate G>
 Status forward_states(const ChunkPlan& plan, const ChunkParams<T>& p, const ForwardWorkspace<T>& ws,
                       const float* h0, float* ht, cudaStream_t stream) {
   using PS = PrepareSmem<T, U, G>;
-  using SS = StateSmem<T, U, G>;
   GDN_CUDA_TRY(cudaFuncSetAttribute(prepare_kernel<T, U, G>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sizeof(PS))));
-  GDN_CUDA_TRY(cudaFuncSetAttribute(state_kernel<T, U, G>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sizeof(SS))));
   if (plan.NC > 0) {
     prepare_kernel<T, U, G><<<unsigned(plan.NC * p.HV), kThreads, sizeof(PS), stream>>>(p, ws);
     GDN_CUDA_LAUNCHED("gdn::cuda prepare_kernel");
   }
-  state_kernel<T, U, G><<<unsigned(plan.N * p.HV * (kDim / kStateCols)), kThreads, sizeof(SS), stream>>>(p, ws, h0, ht);
-  GDN_CUDA_LAUNCHED("gdn::cuda state_kernel");
-  return {};
+  const unsigned blocks = unsigned(plan.N * p.HV * (kDim / kStateCols));
+  if constexpr (kDeepStages<T> != kStages) {
+    int device = 0, sms = 0;
+    GDN_CUDA_TRY(cudaGetDevice(&device));
+    GDN_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    if (blocks <= unsigned(sms)) return launch_states<T, U, G, kDeepStages<T>>(blocks, p, ws, h0, ht, stream);
+  }
+  return launch_states<T, U, G, kStages>(blocks, p, ws, h0, ht, stream);
 }
 
 template <class T, Gate G>

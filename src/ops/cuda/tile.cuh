@@ -274,6 +274,40 @@ __device__ __forceinline__ void store_acc(T* dst, long ld, float (&acc)[MT][NT][
   for_each_pair(acc, m0, n0, [&](int i, int j, float a, float b) { store2(dst + i * ld + j, scale * a, scale * b); });
 }
 
+// Stores f(acc) into a bf16 [*, stride] tensor (global memory), 16 bytes per lane: the four
+// lanes of a row exchange their pairs in two butterfly rounds (lanes t ^ 1, then t ^ 2) until
+// lane t holds the 8 columns of tile 4i + t, so that each row's 32 columns of a group of four
+// tiles leave as 64 contiguous bytes. store_acc's 4-byte stores fill half a 32-byte sector
+// each. NT is a multiple of 4.
+template <int MT, int NT, class F>
+__device__ __forceinline__ void store_acc_rows(bf16* dst, long stride, const float (&acc)[MT][NT][4], int m0, int n0,
+                                               F&& f) {
+  static_assert(NT % 4 == 0, "groups of four 8-column tiles");
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const bool odd = t & 1, high = t & 2;
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int n4 = 0; n4 < NT; n4 += 4) {
+        uint32_t w[4];  // columns 8j + 2t, 8j + 2t + 1 of tile n4 + j
+#pragma unroll
+        for (int j = 0; j < 4; ++j) w[j] = pack_bf16(f(acc[mt][n4 + j][2 * h]), f(acc[mt][n4 + j][2 * h + 1]));
+        uint2 piece[2];  // columns 4 (t / 2) .. + 3 of tile n4 + 2i + t % 2
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+          const uint32_t r = __shfl_xor_sync(0xffffffffu, odd ? w[2 * i] : w[2 * i + 1], 1);
+          piece[i] = odd ? make_uint2(r, w[2 * i + 1]) : make_uint2(w[2 * i], r);
+        }
+        const uint2 send = high ? piece[0] : piece[1];
+        const uint2 r = make_uint2(__shfl_xor_sync(0xffffffffu, send.x, 2), __shfl_xor_sync(0xffffffffu, send.y, 2));
+        const uint4 row8 = high ? make_uint4(r.x, r.y, piece[1].x, piece[1].y)
+                                : make_uint4(piece[0].x, piece[0].y, r.x, r.y);
+        *reinterpret_cast<uint4*>(dst + (m0 + 16 * mt + g + 8 * h) * stride + n0 + 8 * (n4 + t)) = row8;
+      }
+}
+
 // Global -> shared copies of 16 bytes that bypass registers (cp.async), so that a thread
 // has all of its loads in flight at once. commit_async() closes a group of copies;
 // wait_async<N>() waits until at most N of the thread's groups are pending; a barrier after
