@@ -274,15 +274,16 @@ __device__ __forceinline__ void store_acc(T* dst, long ld, float (&acc)[MT][NT][
   for_each_pair(acc, m0, n0, [&](int i, int j, float a, float b) { store2(dst + i * ld + j, scale * a, scale * b); });
 }
 
-// Stores f(acc) into a bf16 [*, stride] tensor (global memory), 16 bytes per lane: the four
+// Stores f(acc) into a 16-bit [*, stride] tensor (global memory), 16 bytes per lane: the four
 // lanes of a row exchange their pairs in two butterfly rounds (lanes t ^ 1, then t ^ 2) until
 // lane t holds the 8 columns of tile 4i + t, so that each row's 32 columns of a group of four
 // tiles leave as 64 contiguous bytes. store_acc's 4-byte stores fill half a 32-byte sector
 // each. NT is a multiple of 4.
-template <int MT, int NT, class F>
-__device__ __forceinline__ void store_acc_rows(bf16* dst, long stride, const float (&acc)[MT][NT][4], int m0, int n0,
+template <int MT, int NT, class T, class F>
+__device__ __forceinline__ void store_acc_rows(T* dst, long stride, const float (&acc)[MT][NT][4], int m0, int n0,
                                                F&& f) {
   static_assert(NT % 4 == 0, "groups of four 8-column tiles");
+  static_assert(k16Bit<T>, "16-bit tiles");
   const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const bool odd = t & 1, high = t & 2;
 #pragma unroll
@@ -293,7 +294,7 @@ __device__ __forceinline__ void store_acc_rows(bf16* dst, long stride, const flo
       for (int n4 = 0; n4 < NT; n4 += 4) {
         uint32_t w[4];  // columns 8j + 2t, 8j + 2t + 1 of tile n4 + j
 #pragma unroll
-        for (int j = 0; j < 4; ++j) w[j] = pack_bf16(f(acc[mt][n4 + j][2 * h]), f(acc[mt][n4 + j][2 * h + 1]));
+        for (int j = 0; j < 4; ++j) store2(reinterpret_cast<T*>(&w[j]), f(acc[mt][n4 + j][2 * h]), f(acc[mt][n4 + j][2 * h + 1]));
         uint2 piece[2];  // columns 4 (t / 2) .. + 3 of tile n4 + 2i + t % 2
 #pragma unroll
         for (int i = 0; i < 2; ++i) {
