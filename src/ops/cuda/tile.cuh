@@ -435,27 +435,39 @@ __device__ __forceinline__ void add_col_sums(float (&acc)[MT][NT][4], int m0, in
     }
 }
 
+// The tile copies below run on blocks of kBlockThreads threads (as load_rows and load_cols do).
+// Thread t copies the 16-byte piece t % pieces of rows t / pieces + k · kBlockThreads / pieces
+// (pieces = cols · sizeof(T) / 16, which divides kBlockThreads): with rows and cols constants at
+// the inlined call the loop unrolls and each copy is the thread's base addresses plus immediates.
+// A loop over i = t, t + blockDim.x, ... that derived the row and column from i took ~20 integer
+// instructions per copy: 37% of the state pass's instructions (bench/gpu/NOTES.md, helper hlo).
+constexpr int kBlockThreads = 256;
+
 // Starts copying a [rows, cols] block of a tensor (row stride `stride`) into a tile with
-// row stride ld, by cp.async (wait_async() and a barrier before reading it). cols * sizeof(T)
-// is a multiple of 16.
+// row stride ld, by cp.async (wait_async() and a barrier before reading it).
 template <class T>
 __device__ __forceinline__ void load_tile(T* dst, int ld, const T* src, long stride, int rows, int cols) {
   constexpr int kVec = 16 / sizeof(T);
-  const int cv = cols / kVec;
-  for (int i = threadIdx.x; i < rows * cv; i += blockDim.x) {
-    const int r = i / cv, c = kVec * (i % cv);
-    cp_async16(dst + r * ld + c, src + r * stride + c);
-  }
+  const int pieces = cols / kVec, step = kBlockThreads / pieces;
+  const int r0 = threadIdx.x / pieces, c = kVec * (threadIdx.x % pieces);
+  dst += r0 * ld + c;
+  src += r0 * stride + c;
+#pragma unroll 8
+  for (int r = 0; r < rows; r += step)
+    if (rows % step == 0 || r0 + r < rows) cp_async16(dst + r * ld, src + r * stride);
 }
 // Stores a [rows, cols] tile (row stride ld) to a tensor, 16 bytes per access.
 template <class T>
 __device__ __forceinline__ void store_tile(T* dst, long stride, const T* src, int ld, int rows, int cols) {
   constexpr int kVec = 16 / sizeof(T);
-  const int cv = cols / kVec;
-  for (int i = threadIdx.x; i < rows * cv; i += blockDim.x) {
-    const int r = i / cv, c = kVec * (i % cv);
-    *reinterpret_cast<uint4*>(dst + r * stride + c) = *reinterpret_cast<const uint4*>(src + r * ld + c);
-  }
+  const int pieces = cols / kVec, step = kBlockThreads / pieces;
+  const int r0 = threadIdx.x / pieces, c = kVec * (threadIdx.x % pieces);
+  dst += r0 * stride + c;
+  src += r0 * ld + c;
+#pragma unroll 8
+  for (int r = 0; r < rows; r += step)
+    if (rows % step == 0 || r0 + r < rows)
+      *reinterpret_cast<uint4*>(dst + r * stride) = *reinterpret_cast<const uint4*>(src + r * ld);
 }
 
 }  // namespace gdn::cuda::detail
