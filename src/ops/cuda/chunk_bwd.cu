@@ -24,7 +24,7 @@
 namespace gdn::cuda::detail {
 namespace {
 
-constexpr int kThreads = 256;
+constexpr int kThreads = kBlockThreads;  // the block size tile.cuh's copies are unrolled for
 constexpr int kStateCols = 32;
 constexpr int kHalf = 64;
 constexpr int kLdF = kStateCols + 8;  // fp32 [*, 32] rows: the pair reads of a half-warp hit 32 banks

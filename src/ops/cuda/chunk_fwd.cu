@@ -23,7 +23,7 @@ namespace gdn::cuda::detail {
 
 namespace {
 
-constexpr int kThreads = 256;
+constexpr int kThreads = kBlockThreads;  // the block size tile.cuh's copies are unrolled for
 constexpr int kStateCols = 32;  // value columns per block of the state pass
 constexpr int kLdU = kStateCols + 8;  // fp32 U rows: the pair reads of a half-warp hit 32 banks
 
