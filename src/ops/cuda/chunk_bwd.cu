@@ -363,12 +363,20 @@ __device__ __forceinline__ void add_row_dots(const float (&a)[2][4][4], const T*
 }
 
 // Thread block clusters (sm_90; intra_grad_kernel runs them only where the host found its code
-// compiled for sm_90, cluster_group_sum): a barrier of every thread of the cluster, whose shared
-// memory stores before it are visible to all of the cluster's blocks after it, and the address of
-// `p` (this block's shared memory) in the shared memory of the cluster's block `rank`.
-__device__ __forceinline__ void cluster_sync() {
+// compiled for sm_90, cluster_group_sum): a barrier of every thread of the cluster in two halves
+// (the shared memory stores of a block before its arrival are visible to all of the cluster's
+// blocks after their wait), and the address of `p` (this block's shared memory) in the shared
+// memory of the cluster's block `rank`.
+__device__ __forceinline__ void cluster_arrive() {
 #if __CUDA_ARCH__ >= 900
-  cooperative_groups::this_cluster().sync();
+  cooperative_groups::this_cluster().barrier_arrive();
+#else
+  __trap();
+#endif
+}
+__device__ __forceinline__ void cluster_wait() {
+#if __CUDA_ARCH__ >= 900
+  cooperative_groups::this_cluster().barrier_wait();
 #else
   __trap();
 #endif
@@ -591,6 +599,18 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
     warp_mma(dk, col_major(sm.y0, ldC), col_major(x1, ldK), m0, n0, kChunk);  // dK += Fᵀ K
   }
   __syncthreads();  // every tile read; dγ, dβ and the Kd row sums complete
+  // dQ and dK in fp32 over the tiles (x0|x1 and x2|x3, all read), then whole rows per warp (a
+  // lane 4 columns), summed over the group's blocks in rank order: block `rank` of a cluster of
+  // G = qk_group finishes rows 8 rank + warp, + 8 G, ...; the L2-norm backward dx = r (dy − ŷ (ŷ ·
+  // dy)), ŷ = r x, and dq, dk in the input type. qk_group 0: each block its own rows to dq_hat, dk_hat.
+  constexpr int ldF = kDim + 8;  // the fragments' pair stores of a half-warp hit 32 banks
+  static_assert(kChunk * ldF * sizeof(float) <= 2 * sizeof(sm.x0), "dQ (dK) fits over two tiles");
+  float* dq_f = reinterpret_cast<float*>(sm.x0);
+  float* dk_f = reinterpret_cast<float*>(sm.x2);
+  store_acc(dq_f, ldF, dq, m0, n0);
+  store_acc(dk_f, ldF, dk, m0, n0);
+  const int group = bp.qk_group;
+  if (group > 1) cluster_arrive();  // the peers read the tiles once every block has arrived
   if (warp == 0) {
     // Kd = K e^{γ_L − γ}: −Σ k̂ ⊙ dK_state on each row, +their total on γ_L; then the state
     // decay's term e^{γ_L} Σ dS_next ⊙ S on γ_L; then g is the reverse cumulative sum of dγ (a
@@ -616,20 +636,8 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
       if (r1 < ch.len) bp.dbeta[tok1] = dbet[r1];
     }
   }
-
-  // dQ and dK in fp32 over the tiles (x0|x1 and x2|x3, all read), then whole rows per warp (a
-  // lane 4 columns), summed over the group's blocks in rank order: block `rank` of a cluster of
-  // G = qk_group finishes rows 8 rank + warp, + 8 G, ...; the L2-norm backward dx = r (dy − ŷ (ŷ ·
-  // dy)), ŷ = r x, and dq, dk in the input type. qk_group 0: each block its own rows to dq_hat, dk_hat.
-  constexpr int ldF = kDim + 8;  // the fragments' pair stores of a half-warp hit 32 banks
-  static_assert(kChunk * ldF * sizeof(float) <= 2 * sizeof(sm.x0), "dQ (dK) fits over two tiles");
-  float* dq_f = reinterpret_cast<float*>(sm.x0);
-  float* dk_f = reinterpret_cast<float*>(sm.x2);
-  store_acc(dq_f, ldF, dq, m0, n0);
-  store_acc(dk_f, ldF, dk, m0, n0);
-  const int group = bp.qk_group;
   if (group > 1)
-    cluster_sync();
+    cluster_wait();
   else
     __syncthreads();
   const int rank = group > 1 ? hv % group : 0;  // the block's rank in its cluster (blockIdx.x % G)
@@ -658,7 +666,10 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
       store4(out + (long(ch.start) * p.H + h) * kDim + at, d);
     }
   }
-  if (group > 1) cluster_sync();  // the peers read this block's tiles until here
+  if (group > 1) {  // the peers read this block's tiles until here
+    cluster_arrive();
+    cluster_wait();
+  }
 }
 
 // The vector gate's intra-chunk gradients (GLA, KDA) per (chunk, value head): the terms of
