@@ -137,6 +137,12 @@ std::vector<Case> delta_cases() {
       // More state blocks (sequences × value heads × 4) than any GPU has SMs: the state pass's
       // two-stage prefetch; the other cases' few sequences take its deep one (chunk_fwd.cu).
       {"many_sequences", kGdn, 34, 70, 1, 2, {}, GateMode::random, true, true},
+      // Grouped value heads: intra_grad sums a group of 2..8 in a thread block cluster (4 with
+      // varlen chunks, 3 and 8), a group of 16 through qk_finish.
+      {"gva4_varlen_mixed", kGdn, 1, 330, 1, 4, {0, 1, 65, 200, 330}, GateMode::mixed, true, true},
+      {"gva3", kGdn, 1, 130, 2, 6, {}, GateMode::random, false, true},
+      {"gva8", kGdn, 1, 100, 1, 8, {}, GateMode::random, true, false},
+      {"gva16", kGdn, 1, 70, 1, 16, {}, GateMode::random, false, true},
   };
 }
 
@@ -151,6 +157,7 @@ std::vector<Case> additive_cases() {
       {"linear_long", kLinear, 1, 1000, 1, 2, {}, GateMode::random, false, true},
       {"mamba2_no_l2norm", kMamba2, 1, 200, 2, 2, {}, GateMode::random, true, true, true, false},
       {"mamba2_many_sequences", kMamba2, 34, 70, 1, 2, {}, GateMode::random, true, true},
+      {"mamba2_gva4_varlen", kMamba2, 1, 330, 1, 4, {0, 1, 65, 200, 330}, GateMode::mixed, true, true},
   };
 }
 
@@ -239,6 +246,7 @@ TEST(GpuChunkAdditive, Fp16MatchesReference) { check_chunk(additive_cases(), DTy
 TEST(GpuChunkVector, Fp16MatchesReference) { check_chunk(vector_cases(), DType::f16, 1e-2); }
 TEST(GpuChunkSmall, Fp32) { check_chunk(delta_cases(), DType::f32, 1e-4, "varlen_mixed_gates"); }
 TEST(GpuChunkSmall, Bf16) { check_chunk(delta_cases(), DType::bf16, 1e-2, "gva_h0_dht"); }
+TEST(GpuChunkSmall, GroupedFp32) { check_chunk(delta_cases(), DType::f32, 1e-4, "gva4_varlen_mixed"); }
 TEST(GpuChunkSmall, AdditiveFp32) { check_chunk(additive_cases(), DType::f32, 1e-4, "mamba2_varlen_mixed"); }
 TEST(GpuChunkSmall, AdditiveBf16) { check_chunk(additive_cases(), DType::bf16, 1e-2, "linear_gva_h0_dht"); }
 TEST(GpuChunkSmall, VectorFp32) { check_chunk(vector_cases(), DType::f32, 1e-4, "kda_varlen_mixed"); }

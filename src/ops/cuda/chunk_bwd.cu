@@ -9,16 +9,20 @@
 //   3. state_grad    vector gate only, per (chunk, value head): the products with the states:
 //                    dQ = scale e^γ dO Sᵀ, dW = −dV' Sᵀ, dK = e^{γ_L−γ} V' dS_nextᵀ, e^{γ_L} Σ dS_next ⊙ S
 //   4. intra_grad    per (chunk, value head): (scalar gate: the products of 3 first, in the same
-//                    block) P, dP, the gradient through A, dQ, dK, dV, dβ, dg; with one value head
-//                    per q/k head (scalar gate) also the L2-norm backward: dq, dk
-//   5. qk_finish     per (token, q/k head), for grouped value heads and the vector gate: sums over
-//                    the group, L2-norm backward
+//                    block) P, dP, the gradient through A, dQ, dK, dV, dβ, dg; scalar gate: also
+//                    the L2-norm backward, dq and dk; grouped value heads (2..8 per q/k head, sm_90)
+//                    run as a thread block cluster per (chunk, q/k head) that sums the group's dQ,
+//                    dK through distributed shared memory first
+//   5. qk_finish     per (token, q/k head), for the vector gate and other grouped value heads:
+//                    sums over the group, L2-norm backward
 // The additive rule (template parameter U; V' = V, no W) drops the terms through W and A: the
 // state pass's −Wᵀ dV' (it writes dV = dV' itself), dW, and intra_grad's dA, dβ and the W, U
 // gradients. The vector gate (template parameter G) scales elements where the scalar gate scales
 // rows, decays dS row by row, reads P and N as prepare formed them, and has its own intra_grad
 // (intra_grad_vector_kernel): the gated products' gradients by gate.cuh's sub-chunks, the gate
 // gradient per element, in registers.
+#include <cooperative_groups.h>
+
 #include "chunk_fwd.cuh"
 
 namespace gdn::cuda::detail {
@@ -39,7 +43,8 @@ struct BackwardWorkspace {
   float* dvp;              // [NC,HV,64,128]  dV'
   float* dgl;              // [NC,HV,128]     vector gate: e^{γ_Ld} Σ_v dS_next ⊙ S per state row d
   float *dq_hat, *dk_hat;  // [B*T,HV,128]    gradients of the normalised q, k per value head (vector
-                           //                 gate, grouped value heads; null otherwise)
+                           //                 gate, grouped value heads not summed in a cluster; null
+                           //                 otherwise)
 };
 
 template <class T>
@@ -50,6 +55,10 @@ struct BackwardParams {
   T *dq, *dk, *dv;
   float *dg, *dbeta, *dh0;
   int tokens;  // B * T
+  // Scalar gate: the value heads whose dQ, dK intra_grad's thread block cluster sums before the
+  // L2-norm backward: 1 (HV == H), HV / H (a cluster per group), or 0 (dQ, dK to dq_hat, dk_hat
+  // for qk_finish_kernel).
+  int qk_group;
 };
 
 template <class T, Gate G>
@@ -353,13 +362,43 @@ __device__ __forceinline__ void add_row_dots(const float (&a)[2][4][4], const T*
     }
 }
 
+// Thread block clusters (sm_90; intra_grad_kernel runs them only where the host found its code
+// compiled for sm_90, cluster_group_sum): a barrier of every thread of the cluster in two halves
+// (the shared memory stores of a block before its arrival are visible to all of the cluster's
+// blocks after their wait), and the address of `p` (this block's shared memory) in the shared
+// memory of the cluster's block `rank`.
+__device__ __forceinline__ void cluster_arrive() {
+#if __CUDA_ARCH__ >= 900
+  cooperative_groups::this_cluster().barrier_arrive();
+#else
+  __trap();
+#endif
+}
+__device__ __forceinline__ void cluster_wait() {
+#if __CUDA_ARCH__ >= 900
+  cooperative_groups::this_cluster().barrier_wait();
+#else
+  __trap();
+#endif
+}
+__device__ __forceinline__ const float* cluster_peer(const float* p, int rank) {
+#if __CUDA_ARCH__ >= 900
+  return cooperative_groups::this_cluster().map_shared_rank(p, rank);
+#else
+  __trap();
+  return p;
+#endif
+}
+
 // Per (chunk, value head), the scalar gate's gradients of everything but the state pass:
 //   the products with the states: dQ = scale e^γ dO Sᵀ, dW = −dV' Sᵀ, dK = e^{γ_L−γ} V' dS_nextᵀ,
 //   e^{γ_L} Σ dS_next ⊙ S (S = h + h_lo for bf16), and the gate terms q̂ · dQ, k̂ · dK of Qg = Q e^γ
 //   and Kd = K e^{γ_L − γ} (q̂, k̂ in fp32);
 //   the intra-chunk terms: P, dP, the gradient through A, W and U (delta rule); dV, dβ, dg;
-//   without grouped value heads the L2-norm backward, dq and dk; with them dQ, dK to dq_hat, dk_hat
-//   for qk_finish_kernel to sum.
+//   the L2-norm backward, dq and dk: with grouped value heads the blocks of a group (consecutive
+//   blockIdx, value heads hv of one q/k head) form a cluster and sum their dQ, dK through
+//   distributed shared memory first (bp.qk_group), or write them to dq_hat, dk_hat for
+//   qk_finish_kernel to sum (qk_group 0).
 template <class T, Update U>
 __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<T> bp, BackwardWorkspace<T> ws) {
   constexpr int ldK = tile_ld<T>(kDim), ldC = tile_ld<T>(kChunk);
@@ -560,6 +599,18 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
     warp_mma(dk, col_major(sm.y0, ldC), col_major(x1, ldK), m0, n0, kChunk);  // dK += Fᵀ K
   }
   __syncthreads();  // every tile read; dγ, dβ and the Kd row sums complete
+  // dQ and dK in fp32 over the tiles (x0|x1 and x2|x3, all read), then whole rows per warp (a
+  // lane 4 columns), summed over the group's blocks in rank order: block `rank` of a cluster of
+  // G = qk_group finishes rows 8 rank + warp, + 8 G, ...; the L2-norm backward dx = r (dy − ŷ (ŷ ·
+  // dy)), ŷ = r x, and dq, dk in the input type. qk_group 0: each block its own rows to dq_hat, dk_hat.
+  constexpr int ldF = kDim + 8;  // the fragments' pair stores of a half-warp hit 32 banks
+  static_assert(kChunk * ldF * sizeof(float) <= 2 * sizeof(sm.x0), "dQ (dK) fits over two tiles");
+  float* dq_f = reinterpret_cast<float*>(sm.x0);
+  float* dk_f = reinterpret_cast<float*>(sm.x2);
+  store_acc(dq_f, ldF, dq, m0, n0);
+  store_acc(dk_f, ldF, dk, m0, n0);
+  const int group = bp.qk_group;
+  if (group > 1) cluster_arrive();  // the peers read the tiles once every block has arrived
   if (warp == 0) {
     // Kd = K e^{γ_L − γ}: −Σ k̂ ⊙ dK_state on each row, +their total on γ_L; then the state
     // decay's term e^{γ_L} Σ dS_next ⊙ S on γ_L; then g is the reverse cumulative sum of dγ (a
@@ -585,23 +636,21 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
       if (r1 < ch.len) bp.dbeta[tok1] = dbet[r1];
     }
   }
-
-  // dQ and dK in fp32 over the tiles (x0|x1 and x2|x3, all read), then whole rows per warp
-  // (warp w: rows w, w + 8, ...; a lane 4 columns): without grouped value heads dq and dk after
-  // the L2-norm backward, dx = r (dy − ŷ (ŷ · dy)), ŷ = r x; with them dQ, dK to dq_hat, dk_hat.
-  constexpr int ldF = kDim + 8;  // the fragments' pair stores of a half-warp hit 32 banks
-  static_assert(kChunk * ldF * sizeof(float) <= 2 * sizeof(sm.x0), "dQ (dK) fits over two tiles");
-  float* dq_f = reinterpret_cast<float*>(sm.x0);
-  float* dk_f = reinterpret_cast<float*>(sm.x2);
-  store_acc(dq_f, ldF, dq, m0, n0);
-  store_acc(dk_f, ldF, dk, m0, n0);
-  __syncthreads();
-  const bool finish = p.HV == p.H;
-  for (int r = warp; r < ch.len; r += 8) {
+  if (group > 1)
+    cluster_wait();
+  else
+    __syncthreads();
+  const int rank = group > 1 ? hv % group : 0;  // the block's rank in its cluster (blockIdx.x % G)
+  for (int r = 8 * rank + warp; r < ch.len; r += 8 * max(group, 1)) {
 #pragma unroll
     for (int which = 0; which < 2; ++which) {
-      float4 d = *reinterpret_cast<const float4*>((which == 0 ? dq_f : dk_f) + r * ldF + 4 * lane);
-      if (!finish) {
+      const float* tile = (which == 0 ? dq_f : dk_f) + r * ldF + 4 * lane;
+      float4 d = *reinterpret_cast<const float4*>(group > 1 ? cluster_peer(tile, 0) : tile);
+      for (int peer = 1; peer < group; ++peer) {
+        const float4 e = *reinterpret_cast<const float4*>(cluster_peer(tile, peer));
+        d.x += e.x, d.y += e.y, d.z += e.z, d.w += e.w;
+      }
+      if (group == 0) {
         float* hat = which == 0 ? ws.dq_hat : ws.dk_hat;
         store4(hat + (long(ch.start + r) * p.HV + hv) * kDim + 4 * lane, d);
         continue;
@@ -616,6 +665,10 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
       T* out = which == 0 ? bp.dq : bp.dk;
       store4(out + (long(ch.start) * p.H + h) * kDim + at, d);
     }
+  }
+  if (group > 1) {  // the peers read this block's tiles until here
+    cluster_arrive();
+    cluster_wait();
   }
 }
 
@@ -847,8 +900,23 @@ __global__ void qk_finish_kernel(BackwardParams<T> bp, BackwardWorkspace<T> ws) 
   }
 }
 
+// Whether the scalar gate's intra_grad sums the dQ, dK of a group of value heads in a thread block
+// cluster: 2..8 value heads per q/k head (8: the portable cluster size), and the kernel's code
+// compiled for sm_90 or later (its cluster path).
+template <class T, Update U>
+bool cluster_group_sum(const ChunkShape& s) {
+  if (s.gate != Gate::scalar || s.H <= 0 || s.HV % s.H != 0 || s.HV / s.H < 2 || s.HV / s.H > 8) return false;
+  static const bool sm90 = [] {
+    cudaFuncAttributes fa;
+    if (cudaFuncGetAttributes(&fa, intra_grad_kernel<T, U>) == cudaSuccess) return fa.ptxVersion >= 90;
+    cudaGetLastError();  // no device: later calls of this process must not report it
+    return false;
+  }();
+  return sm90;
+}
+
 template <class T>
-BackwardWorkspace<T> carve_backward(Carve& cv, const ChunkPlan& plan, const ChunkShape& s) {
+BackwardWorkspace<T> carve_backward(Carve& cv, const ChunkPlan& plan, const ChunkShape& s, bool cluster_sum) {
   BackwardWorkspace<T> ws;
   ws.fwd = carve_forward<T>(cv, plan, s.HV, s.update, s.gate);
   const size_t heads = size_t(plan.NC) * s.HV;
@@ -857,7 +925,7 @@ BackwardWorkspace<T> carve_backward(Carve& cv, const ChunkPlan& plan, const Chun
   ws.dh = cv.take<float>(heads * kDim * kDim);
   ws.dvp = cv.take<float>(heads * kChunk * kDim);
   ws.dgl = vector ? cv.take<float>(heads * kDim) : nullptr;
-  const size_t rows = vector || s.HV != s.H ? size_t(s.B) * s.T * s.HV * kDim : 0;
+  const size_t rows = vector || (s.HV != s.H && !cluster_sum) ? size_t(s.B) * s.T * s.HV * kDim : 0;
   ws.dq_hat = rows ? cv.take<float>(rows) : nullptr;
   ws.dk_hat = rows ? cv.take<float>(rows) : nullptr;
   return ws;
@@ -884,7 +952,8 @@ Status backward_typed(const ChunkShape& s, const ChunkBackwardArgs& a, void* wor
     return bad_input(gdn::cat(fn, a.g ? ": g is given, so dg is required" : ": dg is given but g is not (no gate)"));
   if (a.h0 && !a.dh0) return bad_input(gdn::cat(fn, ": h0 is given, so dh0 is required"));
   Carve cv{static_cast<char*>(workspace)};
-  const BackwardWorkspace<T> ws = carve_backward<T>(cv, plan, s);
+  const bool cluster_sum = cluster_group_sum<T, U>(s);
+  const BackwardWorkspace<T> ws = carve_backward<T>(cv, plan, s, cluster_sum);
   if (cv.used > bytes)
     return bad_input(gdn::cat("gdn::cuda::chunk_backward: workspace of ", bytes, " bytes, needs ", cv.used));
   BackwardParams<T> bp;
@@ -895,6 +964,7 @@ Status backward_typed(const ChunkShape& s, const ChunkBackwardArgs& a, void* wor
   bp.dq = static_cast<T*>(a.dq), bp.dk = static_cast<T*>(a.dk), bp.dv = static_cast<T*>(a.dv);
   bp.dg = a.dg, bp.dbeta = a.dbeta, bp.dh0 = a.h0 ? a.dh0 : nullptr;
   bp.tokens = s.B * s.T;
+  bp.qk_group = s.HV == s.H ? 1 : cluster_sum ? s.HV / s.H : 0;
 
   if (!a.workspace_has_forward) {
     if (Status st = upload_plan(plan, ws.fwd.seqs, ws.fwd.chunk_seq, stream); !st.ok()) return st;
@@ -923,9 +993,15 @@ Status backward_typed(const ChunkShape& s, const ChunkBackwardArgs& a, void* wor
       state_grad_kernel<T, U><<<unsigned(plan.NC * s.HV), kThreads, sizeof(StateGradSmem<T, U>), stream>>>(bp, ws);
       GDN_CUDA_LAUNCHED("gdn::cuda state_grad_kernel");
     }
-    intra_grad<<<unsigned(plan.NC * s.HV), kThreads, intra_grad_smem, stream>>>(bp, ws);
-    GDN_CUDA_LAUNCHED("gdn::cuda intra_grad_kernel");
-    if (kVector<G> || s.HV != s.H) {  // the scalar gate's intra_grad finishes dq, dk of ungrouped heads
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(unsigned(plan.NC * s.HV)), cfg.blockDim = dim3(kThreads);
+    cfg.dynamicSmemBytes = intra_grad_smem, cfg.stream = stream;
+    cudaLaunchAttribute cluster;  // blocks c HV + hv: a cluster per (chunk, q/k head)
+    cluster.id = cudaLaunchAttributeClusterDimension;
+    cluster.val.clusterDim.x = unsigned(bp.qk_group), cluster.val.clusterDim.y = cluster.val.clusterDim.z = 1;
+    cfg.attrs = &cluster, cfg.numAttrs = !kVector<G> && bp.qk_group > 1;
+    GDN_CUDA_TRY(cudaLaunchKernelEx(&cfg, intra_grad, bp, ws));
+    if (kVector<G> || bp.qk_group == 0) {  // the scalar gate's intra_grad finishes dq, dk otherwise
       const long rows = long(bp.tokens) * s.H;
       qk_finish_kernel<T><<<unsigned((rows + 7) / 8), kThreads, 0, stream>>>(bp, ws);
       GDN_CUDA_LAUNCHED("gdn::cuda qk_finish_kernel");
@@ -942,8 +1018,9 @@ namespace gdn::cuda {
 size_t chunk_backward_workspace_bytes(const ChunkShape& s) {
   detail::ChunkPlan plan(s);
   detail::Carve cv{nullptr};
-  detail::with_element_type(s.dtype, [&](auto t) {
-    detail::carve_backward<decltype(t)>(cv, plan, s);
+  detail::dispatch(s.dtype, s.update, s.gate, [&](auto t, auto u, auto) {
+    using T = decltype(t);
+    detail::carve_backward<T>(cv, plan, s, detail::cluster_group_sum<T, decltype(u)::value>(s));
     return 0;
   });
   return cv.used;
