@@ -111,9 +111,8 @@ struct Case {
   bool h0, dht;
   bool bf16 = true;  // also checked with 16-bit (bf16, fp16) inputs
   bool l2norm = true;  // the fused L2 norm of q and k
-  // dk's tolerance multiple where the L2-norm backward of few tokens cancels (dk = r (dk̂ − k̂ (k̂ · dk̂))
-  // of O(1) terms, so dk's own size can be far below its error's scale).
-  double dk_tol_scale = 1;
+  // The gradients' tolerance multiple for an ill-conditioned problem (see zero_gates_one_token).
+  double bwd_tol_scale = 1;
 };
 
 constexpr Variant kGdn = Variant::gated_deltanet, kMamba2 = Variant::mamba2, kLinear = Variant::linear_attention,
@@ -127,8 +126,11 @@ std::vector<Case> delta_cases() {
       // fp32 only: with one token, dk is a small projection (L2-norm backward) of O(1) terms,
       // and bf16 operands put its relative error above 1e-2 for ~7% of inputs, in the kernels
       // as in a NumPy emulation of their rounding (bench/gpu/bf16_one_token.py, NOTES.md).
-      // fp32 dk: 3e-6 .. 3e-5 on most seeds, 1.15e-4 at seed 1367790330 (bit-identical on three
-      // builds of the kernels): the cancellation above, hence 3x the tolerance for dk alone.
+      // fp32: its gradients are 3e-6 .. 3e-5 from the reference on most seeds, but one token's
+      // dk (an L2-norm backward projection of O(1) terms) and dv, dβ (through v − h0ᵀk) cancel
+      // on some: dk 1.15e-4 at seed 1367790330; dk 1.44e-4, dv 1.22e-4, dβ 1.20e-4 at seed
+      // 2107214953 — bit-identical on every build of the kernels since the last session, H100
+      // and H200. Its gradients are held to 3x the tolerance (bench/gpu/NOTES.md).
       {"zero_gates_one_token", kGdn, 1, 1, 1, 2, {}, GateMode::zero, true, false, false, true, 3},
       {"long_sequence", kGdn, 1, 1000, 1, 2, {}, GateMode::random, true, true},
       {"deltanet_no_gate", Variant::deltanet, 1, 150, 1, 2, {}, GateMode::random, true, true},
@@ -210,11 +212,6 @@ void check_chunk(const std::vector<Case>& cases, DType t, double tol, const std:
       Result got = measured;  // with the tensors checked by their own bounds below set to the reference
       const std::string what = gdn::cat(cs.name, " ", gdn::cuda::dtype_name(t),
                                         reuse ? " reusing the forward" : "", " seed=", seed);
-      if (cs.dk_tol_scale != 1 && !want.dk.empty()) {
-        const double e = gdn::test::rel_error(got.dk, want.dk);
-        EXPECT_LE(e, cs.dk_tol_scale * tol) << what << ": dk relative error " << e;
-        got.dk = want.dk;
-      }
       if (dg_below_fp16) {
         const double bound = 1e-2 * gdn::test::rms(want.dv);
         for (size_t i = 0; i < want.dg.size(); ++i)
@@ -224,7 +221,7 @@ void check_chunk(const std::vector<Case>& cases, DType t, double tol, const std:
                     reuse ? "reuse" : "recmp", bound, gdn::test::max_abs(want.dg));
         got.dg = want.dg;
       }
-      gdn::test::expect_close(got, want, tol, tol, what);
+      gdn::test::expect_close(got, want, tol, cs.bwd_tol_scale * tol, what);
       std::printf("%-22s %s %s  o %s ht %s dq %s dk %s dv %s dg %s dbeta %s dh0 %s\n", cs.name,
                   gdn::cuda::dtype_name(t), reuse ? "reuse" : "recmp", err_text(measured.o, want.o).c_str(),
                   err_text(measured.ht, want.ht).c_str(), err_text(measured.dq, want.dq).c_str(),
