@@ -145,29 +145,28 @@ __device__ __forceinline__ ColMajorK<T> col_major(const T* p, int ld) {
   return {p, ld};
 }
 
-__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
+// c += a · b on the tensor cores (mma.m16n8k16, fp32 accumulators) for 16-bit fragments of type
+// `ab` (bf16 or f16): one instruction text for both types.
+#define GDN_MMA_M16N8K16(ab, c, a, b0, b1)                                                                \
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." ab "." ab ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, " \
+               "{%8,%9}, {%0,%1,%2,%3};\n"                                                              \
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])                                           \
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1))
 
-__device__ __forceinline__ void mma_f16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
 // The tensor-core product of 16-bit fragments of type T.
 template <class T>
 __device__ __forceinline__ void mma_16bit(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  static_assert(k16Bit<T>);
   if constexpr (std::is_same_v<T, bf16>)
-    mma_bf16(c, a, b0, b1);
+    GDN_MMA_M16N8K16("bf16", c, a, b0, b1);
   else
-    mma_f16(c, a, b0, b1);
+    GDN_MMA_M16N8K16("f16", c, a, b0, b1);
 }
+// The fp32 path's products of bf16 hi / lo halves.
+__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  mma_16bit<bf16>(c, a, b0, b1);
+}
+#undef GDN_MMA_M16N8K16
 
 template <class Op>
 using view_element = std::remove_const_t<std::remove_pointer_t<decltype(Op::p)>>;
