@@ -428,9 +428,8 @@ Status forward_states(const ChunkPlan& plan, const ChunkParams<T>& p, const Forw
   }
   const unsigned blocks = unsigned(plan.N * p.HV * (kDim / kStateCols));
   if constexpr (kDeepStages<T> != kStages) {
-    int device = 0, sms = 0;
-    GDN_CUDA_TRY(cudaGetDevice(&device));
-    GDN_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    int sms = 0;
+    if (Status st = current_sm_count(sms); !st.ok()) return st;
     if (blocks <= unsigned(sms)) return launch_states<T, U, G, kDeepStages<T>>(blocks, p, ws, h0, ht, stream);
   }
   return launch_states<T, U, G, kStages>(blocks, p, ws, h0, ht, stream);

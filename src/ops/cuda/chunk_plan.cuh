@@ -48,6 +48,14 @@ inline Status bad_input(std::string m) { return {cudaErrorInvalidValue, std::mov
     if (e_ != cudaSuccess) return ::gdn::cuda::detail::error_status(e_, name); \
   } while (0)
 
+// The number of SMs of the current device.
+inline Status current_sm_count(int& sms) {
+  int device = 0;
+  GDN_CUDA_TRY(cudaGetDevice(&device));
+  GDN_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  return {};
+}
+
 // The update rule as a compile-time kernel parameter: the delta rule's stages (A, W, U and
 // their gradients) are compiled only into its kernels.
 template <Update U>

@@ -3,6 +3,8 @@
 // so the compiler keeps the loads and the kernel writes nothing.
 #include "timing.h"
 
+#include "chunk_plan.cuh"
+
 namespace gdn::cuda {
 namespace {
 
@@ -19,7 +21,7 @@ __global__ void read_through_l2_kernel(const uint4* p, size_t n, unsigned* never
 
 void read_through_l2(const void* p, size_t bytes, cudaStream_t stream) {
   int sms = 0;
-  cuda_check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), "cudaDeviceGetAttribute");
+  status_check(detail::current_sm_count(sms));
   read_through_l2_kernel<<<sms * 4, 512, 0, stream>>>(static_cast<const uint4*>(p), bytes / sizeof(uint4),
                                                       static_cast<unsigned*>(const_cast<void*>(p)));
   cuda_check(cudaGetLastError(), "read_through_l2_kernel");
