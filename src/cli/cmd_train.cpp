@@ -14,7 +14,7 @@ struct TrainArgs {
   std::string config, mixer, data, eval_data, checkpoint, init_from, parallel;
   int layers = 0, d_model = 0, heads = 0, batch = 0, seq_len = 0, kv = 0, threads = 0;
   double lr = 0, epochs = 0;
-  int64_t steps = 0, seed = -1, eval_every = -1, checkpoint_every = -1;
+  int64_t steps = 0, seed = -1, data_seed = -1, eval_every = -1, checkpoint_every = -1;
   bool json = false, resume = false, profile = false;
 };
 
@@ -36,6 +36,7 @@ void run_train(const TrainArgs& a) {
   if (a.steps > 0) s.train.steps = a.steps;
   if (a.batch) s.train.batch = a.batch;
   if (a.seed >= 0) s.train.seed = uint64_t(a.seed);
+  if (a.data_seed >= 0) s.data_seed = uint64_t(a.data_seed);
   if (a.eval_every >= 0) s.train.eval_every = a.eval_every;
   if (!a.checkpoint.empty()) s.train.checkpoint = a.checkpoint;
   if (a.checkpoint_every >= 0) s.train.checkpoint_every = a.checkpoint_every;
@@ -54,9 +55,10 @@ void run_train(const TrainArgs& a) {
   train::Trainer trainer(s.model, s.train, train_set, &eval_set);
   if (a.resume) trainer.resume(s.train.checkpoint);
   if (!a.init_from.empty()) trainer.init_from(a.init_from);
-  std::fprintf(stderr, "gdn train: %s, %zu parameters, %lld training sequences of %d tokens, %lld steps, %d thread%s%s\n",
+  const std::string data_seed = s.data.contains("task") ? cat(" (data seed ", s.data_seed, ")") : "";
+  std::fprintf(stderr, "gdn train: %s, %zu parameters, %lld training sequences of %d tokens%s, %lld steps, %d thread%s%s\n",
                s.model.to_json()["mixers"].dump().c_str(), trainer.model().num_params(), (long long)train_set.n,
-               train_set.len, (long long)s.train.total_steps(train_set.n), trainer.threads(),
+               train_set.len, data_seed.c_str(), (long long)s.train.total_steps(train_set.n), trainer.threads(),
                trainer.threads() > 1 ? "s" : "",
                trainer.threads() == 1                           ? ""
                : trainer.parallel() == train::Parallel::data ? " (data parallel: a model replica per thread)"
@@ -106,6 +108,9 @@ GDN_COMMAND("train", "Train a model (MQAR and other tasks, or your own safetenso
   app.add_option("--data", a->data, "Training data: safetensors with int32 inputs, labels [N, L]");
   app.add_option("--eval-data", a->eval_data, "Evaluation data, same format");
   app.add_option("--seed", a->seed, "Seed of the model init and the batch order");
+  app.add_option("--data-seed", a->data_seed,
+                 "Seed of a generated task's examples, both splits (default: the config's data.seed); a new "
+                 "seed draws a fresh training set, e.g. for a warm-started cycle");
   app.add_option("--eval-every", a->eval_every, "Evaluate every N steps (0: at the end)");
   app.add_option("--checkpoint", a->checkpoint, "Checkpoint path (safetensors, written atomically)");
   app.add_option("--checkpoint-every", a->checkpoint_every, "Write the checkpoint every N steps");
