@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command for an H100/H200: build for sm_90a, check every CUDA kernel against the CPU fp64
-# reference, compute-sanitizer memcheck on small cases, time our kernels and FLA's on the same
-# machine, write bench/results/<date>-<gpu>.{json,md}.
+# reference, compute-sanitizer memcheck on small cases and racecheck on one, time our kernels and
+# FLA's on the same machine, write bench/results/<date>-<gpu>.{json,md}.
 #
 #   bench/gpu/run.sh --fla PATH [--bin DIR] [--results DIR] [--quick] [--no-fla]
 #     --fla PATH   folder holding FLA's `fla` package (never committed here)
@@ -38,6 +38,9 @@ echo "== check against the fp64 reference"
 echo "== compute-sanitizer memcheck (small cases)"
 compute-sanitizer --tool memcheck --error-exitcode 9 "$bin/gdn_gpu_check" \
   --gtest_filter='GpuChunkSmall.*:GpuDecodeSmall.*' || failed+=(memcheck)
+echo "== compute-sanitizer racecheck (shared-memory hazards, the bf16 chunk case)"
+compute-sanitizer --tool racecheck --racecheck-report all --error-exitcode 9 "$bin/gdn_gpu_check" \
+  --gtest_filter='GpuChunkSmall.Bf16' || failed+=(racecheck)
 tmp=$(mktemp -d)
 echo "== timing gdn"
 "$bench_bin" "$tmp/gdn.json" $quick || failed+=(bench)
@@ -46,8 +49,9 @@ if [ -z "$no_fla" ]; then
   PYTHONUNBUFFERED=1 python3 bench/gpu/fla_bench.py --fla "$fla" --out "$tmp/fla.json" $quick || failed+=(fla)
 fi
 if [ -f "$tmp/gdn.json" ]; then
-  checks="gdn_gpu_check and memcheck passed."
-  [[ " ${failed[*]} " == *" check "* || " ${failed[*]} " == *" memcheck "* ]] && checks="CHECKS FAILED: ${failed[*]} (see the log)."
+  checks="gdn_gpu_check, memcheck and racecheck passed."
+  [[ " ${failed[*]} " == *" check "* || " ${failed[*]} " == *" memcheck "* || " ${failed[*]} " == *" racecheck "* ]] &&
+    checks="CHECKS FAILED: ${failed[*]} (see the log)."
   python3 bench/gpu/report.py "$tmp/gdn.json" "$tmp/fla.json" "$results" \
     "$checks FLA's guard for its gated backward on Triton 3.4-3.7.1 (FLA issue #640) was turned off in the timed copy." \
     || failed+=(report)

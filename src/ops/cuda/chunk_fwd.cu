@@ -82,7 +82,7 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
   if constexpr (kDelta<U> && kVector<G>) {  // N_ij = Σ_d k_id k_jd e^{γ_id − γ_jd} (j < i), L = diag(β) N
     gated_lower(sm.k, sm.k, ldK, sm.gv, sm.scratch, false, [&](int i, int j, float x) {
       sm.inv.l[i * kLdL + j] = sm.bet[i] * x;
-      sm.inv.a[i * ldC + j] = from_float<T>(x);  // N, staged until invert_unit_lower writes A here
+      sm.inv.a[i * ldC + j] = from_float<T>(x);  // N, staged until inverse_rows writes A here
     });
     __syncthreads();
     if (ws.n) store_tile(ws.n + hc * kChunk * kChunk, kChunk, sm.inv.a, ldC, kChunk, kChunk);
@@ -128,9 +128,11 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
   };
   const long base = hc * kChunk * kDim;
   if constexpr (kDelta<U>) {
-    // Warps 0–3 invert while warps 4–7 scale.
+    // Warps 0–3 invert I + L while warps 4–7 scale.
+    if (warp < 4) invert_diagonal_blocks(sm.inv.l);
+    __syncthreads();
     if (warp < 4)
-      invert_unit_lower(sm.inv.l, [&](int i, int j, float x0, float x1) { store2(sm.inv.a + i * ldC + j, x0, x1); });
+      inverse_rows(sm.inv.l, [&](int i, int j, float x0, float x1) { store2(sm.inv.a + i * ldC + j, x0, x1); });
     else
       scale_rows(kThreads / 2, kThreads / 2);
     __syncthreads();

@@ -78,11 +78,11 @@ __device__ inline void load_gate_beta(float2* gam, float* bet, const float* g, c
   }
 }
 
-// Row stride of the fp32 tile that invert_unit_lower works in: ≡ 8 (mod 32) words, so that the
+// Row stride of the fp32 tile that the inversion of I + L works in: ≡ 8 (mod 32) words, so that the
 // fp32 pairs of an mma accumulator (rows g, columns 2t, t < 4) stored or read by a half-warp hit
 // 32 distinct banks.
 constexpr int kLdL = kChunk + 8;
-constexpr int kBlock = 16;  // the block size of invert_unit_lower
+constexpr int kBlock = 16;  // the block size of the inversion (inverse_rows)
 
 namespace inverse {
 
@@ -175,18 +175,20 @@ __device__ __forceinline__ void inverse_row(const float* l, F&& f) {
 
 }  // namespace inverse
 
-// A = (I + L)⁻¹ for L strictly lower triangular, l ([64][kLdL] fp32; its diagonal 16×16 blocks are
-// overwritten by their inverses, the rest only read), by blocks: warp b inverts D_b = I + L_bb by
-// forward substitution, then (after a barrier of the four warps) forms row block b of A from
-// small tensor-core products (inverse::inverse_row). Calls f(i, j, v0, v1) for every pair
-// (i, j), (i, j + 1) of A, each once. Warps 0–3 only (named barrier 1); the caller synchronises
-// before others read l or what f wrote.
+// A = (I + L)⁻¹ for L strictly lower triangular, l ([64][kLdL] fp32), by blocks, in two steps
+// that the caller separates by a block barrier (warps 0–3 take part, the others may work on
+// other data meanwhile): invert_diagonal_blocks, warp b replaces D_b = I + L_bb by its inverse
+// (forward substitution); then inverse_rows, warp b forms row block b of A from small
+// tensor-core products (inverse::inverse_row) and calls f(i, j, v0, v1) for every pair (i, j),
+// (i, j + 1) of A, each once. The caller synchronises before others read l or what f wrote.
+// A block barrier, not a named barrier of the four warps: compute-sanitizer's racecheck does
+// not follow the latter and reported every later read of A as a hazard; the block barrier
+// costs the training forward 0–0.7% (bench/gpu/NOTES.md, racecheck).
+__device__ inline void invert_diagonal_blocks(float* l) { inverse::invert_diagonal_block(l, threadIdx.x >> 5); }
+
 template <class F>
-__device__ inline void invert_unit_lower(float* l, F&& f) {
-  const int b = threadIdx.x >> 5;
-  inverse::invert_diagonal_block(l, b);
-  asm volatile("bar.sync 1, 128;\n" ::: "memory");
-  switch (b) {
+__device__ inline void inverse_rows(const float* l, F&& f) {
+  switch (threadIdx.x >> 5) {
     case 0: inverse::inverse_row<0>(l, f); break;
     case 1: inverse::inverse_row<1>(l, f); break;
     case 2: inverse::inverse_row<2>(l, f); break;
