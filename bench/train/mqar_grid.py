@@ -18,6 +18,10 @@ batch 512/512/256; here every run sees --tokens training tokens (or --steps step
 drawing min(100000, steps x batch) training examples, and is scored on --eval-examples held-out
 examples (Zoology: 3000). The exact budget is written into the JSON and the markdown.
 
+--train-mix follows Zoology's protocol instead: one run per (mixer, d_model, lr) trains on a
+mixture of the grid's points (--examples-per-point of each, length-grouped batches) and is then
+scored on every point with `gdn eval` (its checkpoint, each point's held-out examples).
+
 Outputs <out>/<date>-mqar-grid.{json,md,svg}: one row per run (failed runs included, with
 the error), the best learning rate per grid point, and a Zoology-style plot (one panel per L,
 x = d_model, y = accuracy, one line per mixer).
@@ -75,14 +79,25 @@ def parse_args(argv=None):
     p.add_argument("--random-non-queries", action="store_true",
                    help="random tokens at the non-query positions (Zoology's MQARConfig default; its figure 2 "
                         "and this script's default: zeros)")
+    p.add_argument("--train-mix", action="store_true",
+                   help="one run per (mixer, d_model, lr) on a mixture of the grid's points, scored on each "
+                        "(Zoology's protocol) instead of one run per point")
+    p.add_argument("--examples-per-point", type=int, default=20000,
+                   help="--train-mix: training examples of each point (default: %(default)s)")
+    p.add_argument("--init-std", type=float, default=0.02,
+                   help="std of the initial projection weights (default: FLA's %(default)s)")
+    p.add_argument("--gate-dt-range", default="1e-3,0.1",
+                   help="initial dt range of the decay gates, min,max (default: FLA's %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data and the model init")
     p.add_argument("--window", type=int, default=0,
                    help="swa window in tokens (default 0: L/4, so that the early keys fall out of it)")
     args = p.parse_args(argv)
+    if args.train_mix and args.budget_seconds > 0:
+        p.error("--train-mix takes --steps or --tokens (per run, over the mixture), not --budget-seconds")
     if args.smoke:
         # Tiny and fast: the test suite checks the files, not the accuracy.
         args.grid, args.d_models, args.lrs = "32:2,64:4", "32", "3e-3"
-        args.steps, args.batch, args.eval_examples = 4, 8, 16
+        args.steps, args.batch, args.eval_examples, args.examples_per_point = 4, 8, 16, 32
         if args.mixers == ",".join(ALL_MIXERS):
             args.mixers = "gated_deltanet,linear_attention"
     return args
@@ -96,6 +111,84 @@ def grid_points(args):
     return pts
 
 
+def model_config(args, mixer, d, L):
+    head_dim = max(2, d // 2)
+    return {"vocab_size": args.vocab, "d_model": d, "layers": 2, "mixers": [mixer], "heads": 2,
+            "head_dim": head_dim, "attn_heads": 2, "attn_head_dim": head_dim,
+            "window": args.window or max(2, L // 4), "mlp_hidden": 2 * d, "tie_embeddings": False,
+            "init_std": args.init_std, "gate_dt_range": sl.parse_list(args.gate_dt_range, float)}
+
+
+def mqar_data(args, L, kv):
+    return {"task": "mqar", "vocab_size": args.vocab, "seq_len": L, "num_kv_pairs": kv, "power_a": 0.01,
+            "random_non_queries": args.random_non_queries, "eval_examples": args.eval_examples, "seed": args.seed}
+
+
+def make_mix_runs(args, work):
+    """--train-mix: one run per (mixer, d_model, lr) on the mixture of the grid's points; its
+    `after` scores the checkpoint on each point (row["cells"])."""
+    runs, pts = [], grid_points(args)
+    mean_L = sum(L for L, _ in pts) / len(pts)
+    longest = max(pts)
+    for mixer in sl.parse_list(args.mixers):
+        for d in sl.parse_list(args.d_models, int):
+            for lr in sl.parse_list(args.lrs, float):
+                steps = args.steps or max(1, math.ceil(args.tokens / (args.batch * mean_L)))
+                name = f"{mixer}-mix-d{d}-lr{lr:g}"
+                ckpt = os.path.join(work, name + ".safetensors")
+                data = mqar_data(args, *longest)
+                data["train_mix"] = [{"seq_len": L, "num_kv_pairs": kv, "examples": args.examples_per_point}
+                                     for L, kv in pts]
+                config = {"model": model_config(args, mixer, d, longest[0]),
+                          "train": {"batch": args.batch, "steps": steps, "lr": lr, "warmup": 0.05,
+                                    "weight_decay": 0.1, "clip": 1.0, "eval_every": 0, "seed": args.seed,
+                                    "group_by_length": True},
+                          "data": data}
+                rate = sum(reference_rate(mixer, L, d) for L, _ in pts) / len(pts)
+                tokens = steps * args.batch * mean_L
+                cost = tokens / rate + sum(eval_seconds(args, L, rate) for L, _ in pts)
+                meta = {"mixer": mixer, "d_model": d, "lr": lr, "steps": steps, "batch": args.batch,
+                        "tokens": round(tokens)}
+
+                def evaluate(row, sweep, name=name, ckpt=ckpt, mixer=mixer, d=d):
+                    row["cells"] = []
+                    for L, kv in pts:
+                        cfg = os.path.join(work, f"{name}-eval-{L}-{kv}.json")
+                        sl.write_json(cfg, {"model": model_config(args, mixer, d, L), "data": mqar_data(args, L, kv)})
+                        argv = [args.gdn, "eval", "--checkpoint", ckpt, "--config", cfg, "--json", "--threads", "1"]
+                        rc, out, err, secs, timed_out = sweep._exec(argv, sweep._timeout())
+                        res = sl.last_json_line(out) if rc == 0 and not timed_out else None
+                        cell = {"L": L, "kv": kv, "seconds": round(secs, 2)}
+                        if res is None:
+                            cell["status"] = "timeout" if timed_out else "failed"
+                            cell["error"] = (err.strip().splitlines() or ["(no output)"])[-1]
+                        else:
+                            cell.update(status="ok", eval_accuracy=res["eval_accuracy"], eval_loss=res["eval_loss"])
+                        row["cells"].append(cell)
+
+                runs.append(sl.Run(name, ["train", "--json", "--threads", "1", "--checkpoint", ckpt], config, cost,
+                                   meta, after=evaluate))
+    return runs
+
+
+def point_rows(rows, args):
+    """--train-mix rows as one row per (run, grid point), the shape best_rows and the table read;
+    a run that failed fails on every point."""
+    out = []
+    for r in rows:
+        cells = r.get("cells") or [{"L": L, "kv": kv} for L, kv in grid_points(args)]
+        for c in cells:
+            row = {k: r[k] for k in ("run", "mixer", "d_model", "lr", "steps", "batch", "tokens") if k in r}
+            row.update(L=c["L"], kv=c["kv"])
+            if r["status"] == "ok" and c.get("status") == "ok":
+                row.update(status="ok", eval_accuracy=c["eval_accuracy"], eval_loss=c["eval_loss"])
+            else:
+                row.update(status=r["status"] if r["status"] != "ok" else c.get("status", "failed"),
+                           error=r.get("error") or c.get("error", ""))
+            out.append(row)
+    return out
+
+
 def make_runs(args):
     """One run per (mixer, L, kv, d_model, lr); cost = predicted seconds at the reference rates."""
     runs = []
@@ -104,12 +197,8 @@ def make_runs(args):
             for d in sl.parse_list(args.d_models, int):
                 for lr in sl.parse_list(args.lrs, float):
                     steps = args.steps or max(1, math.ceil(args.tokens / (args.batch * L)))
-                    head_dim = max(2, d // 2)
                     config = {
-                        "model": {"vocab_size": args.vocab, "d_model": d, "layers": 2, "mixers": [mixer], "heads": 2,
-                                  "head_dim": head_dim, "attn_heads": 2, "attn_head_dim": head_dim,
-                                  "window": args.window or max(2, L // 4), "mlp_hidden": 2 * d,
-                                  "tie_embeddings": False},
+                        "model": model_config(args, mixer, d, L),
                         "train": {"batch": args.batch, "steps": steps, "lr": lr, "warmup": 0.05,
                                   "weight_decay": 0.1, "clip": 1.0, "eval_every": 0, "seed": args.seed},
                         "data": {"task": "mqar", "vocab_size": args.vocab, "seq_len": L, "num_kv_pairs": kv,
@@ -178,8 +267,12 @@ def budget(args):
     return {"tokens_per_run": None if args.steps else args.tokens, "steps_per_run": args.steps or None,
             "budget_seconds": args.budget_seconds or None, "batch": args.batch, "vocab": args.vocab,
             "random_non_queries": args.random_non_queries, "lrs": sl.parse_list(args.lrs, float),
-            "eval_examples": args.eval_examples, "train_examples": "min(100000, steps x batch)", "seed": args.seed,
-            "jobs": args.jobs, "threads_per_run": 1, "time_limit_s": args.time_limit or None, "smoke": args.smoke}
+            "eval_examples": args.eval_examples, "seed": args.seed,
+            "train_examples": f"{args.examples_per_point} of each point" if args.train_mix
+            else "min(100000, steps x batch)",
+            "jobs": args.jobs, "threads_per_run": 1, "time_limit_s": args.time_limit or None, "smoke": args.smoke,
+            "train_mix": args.train_mix, "examples_per_point": args.examples_per_point if args.train_mix else None,
+            "init_std": args.init_std, "gate_dt_range": sl.parse_list(args.gate_dt_range, float)}
 
 
 def budget_words(b):
@@ -198,6 +291,9 @@ def markdown(result):
              f"figure 2: False). Budget per run: {budget_words(b)} at batch {b['batch']}; learning rates "
              f"{b['lrs']} (best kept, in parentheses); {b['eval_examples']} held-out examples. Zoology: 64 "
              "epochs x 100k examples.\n",
+             (f"One run per mixer, d_model and lr on a mixture of the points ({b['examples_per_point']} examples "
+              "each, length-grouped batches), scored on each point (Zoology's protocol). " if b.get("train_mix")
+              else "") + f"Initial weight std {b.get('init_std', 0.02)}, gate dt range {b.get('gate_dt_range')}.\n",
              "Accuracy (%) on the queried positions, best learning rate:\n"]
     header = ["mixer"] + [f"L={L} kv={kv} d={d}" for L, kv, d in cols]
     body = []
@@ -249,7 +345,7 @@ def main(argv=None):
 
     def save(rows):
         result["runs"] = rows
-        result["best"] = best_rows(rows)
+        result["best"] = best_rows(point_rows(rows, args) if args.train_mix else rows)
         sl.write_json(base + ".json", result)
         sl.write_atomic(base + ".md", markdown(result))
         sl.write_atomic(base + ".svg", svg(result))
@@ -258,7 +354,7 @@ def main(argv=None):
         scale = plan(args, work)
         result["budget"] = budget(args)
         result["budget"]["rate_scale"] = scale
-        runs = make_runs(args)
+        runs = make_mix_runs(args, work) if args.train_mix else make_runs(args)
         for r in runs:
             r.cost /= scale
         sl.log_plan(runs, args.jobs)

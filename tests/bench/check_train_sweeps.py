@@ -89,6 +89,19 @@ def main():
                   "not one row per planned run")
             check(data["best"], "no best-lr rows")
             check_svgs(out, "mqar-grid")
+            # Zoology's protocol: one run per mixer on the mixture, scored on every grid point.
+            mix = os.path.join(out, "mix")
+            run_script("mqar_grid", gdn, mix, ["--train-mix", "--mixers", f"gated_deltanet,{BOGUS}"])
+            data, md = check_common(mix, "mqar-grid")
+            expect_failed_bogus(data, md)
+            check(len(data["runs"]) == 2 * len(data["d_models"]) * len(data["budget"]["lrs"]),
+                  "--train-mix: not one row per (mixer, d_model, lr)")
+            ok = [r for r in data["runs"] if r["status"] == "ok"]
+            check(ok and all(len(r["cells"]) == len(data["grid"]) for r in ok), "--train-mix: a point not scored")
+            check(all(c["status"] == "ok" and 0 <= c["eval_accuracy"] <= 1 for r in ok for c in r["cells"]),
+                  "--train-mix: an evaluation failed")
+            check(len(data["best"]) == 2 * len(data["grid"]) * len(data["d_models"]),
+                  "--train-mix: not one best row per (mixer, point, d_model)")
         elif a.script == "mad_table":
             run_script("mad_table", gdn, out, ["--mixers", f"gated_deltanet,{BOGUS}"])
             data, md = check_common(out, "mad-table")
