@@ -57,8 +57,8 @@ struct DemoRun {
 };
 
 // Launch order for parallel runs: the slowest mixers first, so that no core idles while the
-// last long run finishes alone. Seconds of one run at the demo's defaults on the 2-core machine
-// (2026-11-26); a mixer not listed counts as the median.
+// last long run finishes alone. Relative costs: seconds of one run of the demo's setting at 6000
+// steps on the 2-core machine (2026-11-26); a mixer not listed counts as the median.
 template <class MixerOf>
 std::vector<size_t> longest_first(size_t n, MixerOf&& mixer_of) {
   static const std::map<std::string, double> seconds = {
