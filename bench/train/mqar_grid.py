@@ -150,20 +150,16 @@ def make_mix_runs(args, work):
                 meta = {"mixer": mixer, "d_model": d, "lr": lr, "steps": steps, "batch": args.batch,
                         "tokens": round(tokens)}
 
-                def evaluate(row, sweep, name=name, ckpt=ckpt, mixer=mixer, d=d):
+                def evaluate(row, sweep, name=name, ckpt=ckpt):
                     row["cells"] = []
                     for L, kv in pts:
                         cfg = os.path.join(work, f"{name}-eval-{L}-{kv}.json")
-                        sl.write_json(cfg, {"model": model_config(args, mixer, d, L), "data": mqar_data(args, L, kv)})
+                        sl.write_json(cfg, {"data": mqar_data(args, L, kv)})  # the model comes from the checkpoint
                         argv = [args.gdn, "eval", "--checkpoint", ckpt, "--config", cfg, "--json", "--threads", "1"]
-                        rc, out, err, secs, timed_out = sweep._exec(argv, sweep._timeout())
-                        res = sl.last_json_line(out) if rc == 0 and not timed_out else None
-                        cell = {"L": L, "kv": kv, "seconds": round(secs, 2)}
-                        if res is None:
-                            cell["status"] = "timeout" if timed_out else "failed"
-                            cell["error"] = (err.strip().splitlines() or ["(no output)"])[-1]
-                        else:
-                            cell.update(status="ok", eval_accuracy=res["eval_accuracy"], eval_loss=res["eval_loss"])
+                        fields, res = sweep.run_eval(argv)
+                        cell = {"L": L, "kv": kv, **fields}
+                        if res is not None:
+                            cell.update(eval_accuracy=res["eval_accuracy"], eval_loss=res["eval_loss"])
                         row["cells"].append(cell)
 
                 runs.append(sl.Run(name, ["train", "--json", "--threads", "1", "--checkpoint", ckpt], config, cost,
@@ -201,10 +197,7 @@ def make_runs(args):
                         "model": model_config(args, mixer, d, L),
                         "train": {"batch": args.batch, "steps": steps, "lr": lr, "warmup": 0.05,
                                   "weight_decay": 0.1, "clip": 1.0, "eval_every": 0, "seed": args.seed},
-                        "data": {"task": "mqar", "vocab_size": args.vocab, "seq_len": L, "num_kv_pairs": kv,
-                                 "power_a": 0.01, "random_non_queries": args.random_non_queries,
-                                 "train_examples": min(100000, steps * args.batch),
-                                 "eval_examples": args.eval_examples, "seed": args.seed},
+                        "data": dict(mqar_data(args, L, kv), train_examples=min(100000, steps * args.batch)),
                     }
                     tokens = steps * args.batch * L
                     rate = reference_rate(mixer, L, d)

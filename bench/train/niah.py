@@ -121,14 +121,10 @@ def make_runs(args, scale, work):
                                                          eval_examples=args.eval_examples)})
                         argv = [args.gdn, "eval", "--checkpoint", ckpt, "--config", cfg, "--json", "--threads", "1",
                                 "--batch", "8"]
-                        rc, out, err, secs, timed_out = sweep._exec(argv, sweep._timeout())
-                        res = sl.last_json_line(out) if rc == 0 and not timed_out else None
-                        cell = {"length": L, "depth": depth, "seconds": round(secs, 2)}
-                        if res is None:
-                            cell["status"] = "timeout" if timed_out else "failed"
-                            cell["error"] = (err.strip().splitlines() or ["(no output)"])[-1]
-                        else:
-                            cell.update(status="ok", accuracy=res["eval_accuracy"], loss=res["eval_loss"])
+                        fields, res = sweep.run_eval(argv)
+                        cell = {"length": L, "depth": depth, **fields}
+                        if res is not None:
+                            cell.update(accuracy=res["eval_accuracy"], loss=res["eval_loss"])
                         row["cells"].append(cell)
                 bad = [c for c in row["cells"] if c["status"] != "ok"]
                 if bad:

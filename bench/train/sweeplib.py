@@ -144,6 +144,17 @@ class Sweep:
                 self.procs.pop(key, None)
         return proc.returncode, out, err, time.time() - t0, timed_out
 
+    def run_eval(self, argv):
+        """Runs one `gdn eval ... --json` follow-up of a run (within the sweep's time limit);
+        returns (fields, result): fields hold seconds and status (ok / failed / timeout, with the
+        error's last line), result the JSON line or None."""
+        rc, out, err, secs, timed_out = self._exec(argv, self._timeout())
+        res = last_json_line(out) if rc == 0 and not timed_out else None
+        fields = {"seconds": round(secs, 2), "status": "ok" if res is not None else "timeout" if timed_out else "failed"}
+        if res is None:
+            fields["error"] = (err.strip().splitlines() or ["(no output)"])[-1]
+        return fields, res
+
     def _timeout(self):
         limits = []
         if self.args.run_timeout > 0:
