@@ -1,19 +1,21 @@
-// Chunkwise Gated DeltaNet backward. After the forward stages 1–2 (W, V', the chunk-entry
-// states h; recomputed unless the workspace still holds them), three to five kernels;
-// the math is bench/gpu/chunk_math_check.py, checked there against autograd of the recurrence in fp64:
-//   1. intra_dv      per (chunk, value head, 64 columns): dV'_intra = scale Pᵀ dO, and the
-//                    state pass's recurrence-free term scale Qgᵀ dO (Qg = Q e^γ)
-//   2. state_bwd     per (sequence, value head, 32 columns), chunks in reverse: stores dS_next
-//                    (the gradient of the state leaving each chunk), completes dV' = dV'_intra
-//                    + Kd dS_next, and dS = e^{γ_L} dS_next + scale Qgᵀ dO − Wᵀ dV' (→ dh0)
-//   3. state_grad    vector gate only, per (chunk, value head): the products with the states:
+// Chunkwise Gated DeltaNet backward. After the forward stages 1–3's intermediates (W, V', the
+// chunk-entry states h, P and Q e^γ; recomputed, the output itself skipped, unless the workspace
+// still holds them), two to four kernels (the math is bench/gpu/chunk_math_check.py, checked there
+// against autograd of the recurrence in fp64):
+//   1. state_bwd     per (sequence, value head, 32 columns), chunks in reverse: stores dS_next
+//                    (the gradient of the state leaving each chunk), forms dV' = scale Pᵀ dO
+//                    + Kd dS_next, and dS = e^{γ_L} dS_next + scale Qgᵀ dO − Wᵀ dV' (→ dh0),
+//                    Qg = Q e^γ; the two recurrence-free products beside the chain's (a separate
+//                    intra_dv kernel formed them before, and its 96 KB of fp32 per chunk-head
+//                    went through memory twice)
+//   2. state_grad    vector gate only, per (chunk, value head): the products with the states:
 //                    dQ = scale e^γ dO Sᵀ, dW = −dV' Sᵀ, dK = e^{γ_L−γ} V' dS_nextᵀ, e^{γ_L} Σ dS_next ⊙ S
-//   4. intra_grad    per (chunk, value head): (scalar gate: the products of 3 first, in the same
+//   3. intra_grad    per (chunk, value head): (scalar gate: state_grad's products first, in the same
 //                    block) P, dP, the gradient through A, dQ, dK, dV, dβ, dg; scalar gate: also
 //                    the L2-norm backward, dq and dk; grouped value heads (2..8 per q/k head, sm_90)
 //                    run as a thread block cluster per (chunk, q/k head) that sums the group's dQ,
 //                    dK through distributed shared memory first
-//   5. qk_finish     per (token, q/k head), for the vector gate and other grouped value heads:
+//   4. qk_finish     per (token, q/k head), for the vector gate and other grouped value heads:
 //                    sums over the group, L2-norm backward
 // The additive rule (template parameter U; V' = V, no W) drops the terms through W and A: the
 // state pass's −Wᵀ dV' (it writes dV = dV' itself), dW, and intra_grad's dA, dβ and the W, U
@@ -30,17 +32,16 @@ namespace {
 
 constexpr int kThreads = kBlockThreads;  // the block size tile.cuh's copies are unrolled for
 constexpr int kStateCols = 32;
-constexpr int kHalf = 64;
-constexpr int kLdF = kStateCols + 8;  // fp32 [*, 32] rows: the pair reads of a half-warp hit 32 banks
 
 // The forward's buffers (left as the forward pass wrote it), then the backward's, fp32
-// except dW, which only feeds mma operands.
+// except dW and dV', which only feed mma operands (in the input type: rounded once, where
+// they are written).
 template <class T>
 struct BackwardWorkspace {
   ForwardWorkspace<T> fwd;
   T* dw;                   // [NC,HV,64,128]  dW (vector gate and delta rule; null otherwise)
   float* dh;               // [NC,HV,128,128] gradient of the state leaving each chunk
-  float* dvp;              // [NC,HV,64,128]  dV'
+  T* dvp;                  // [NC,HV,64,128]  dV' (delta rule)
   float* dgl;              // [NC,HV,128]     vector gate: e^{γ_Ld} Σ_v dS_next ⊙ S per state row d
   float *dq_hat, *dk_hat;  // [B*T,HV,128]    gradients of the normalised q, k per value head (vector
                            //                 gate, grouped value heads not summed in a cluster; null
@@ -61,92 +62,29 @@ struct BackwardParams {
   int qk_group;
 };
 
-template <class T, Gate G>
-struct IntraDvSmem {
-  T q[kChunk * tile_ld<T>(kDim)];  // Q, then scale Q e^γ
-  Only<!kVector<G>, T[kChunk * tile_ld<T>(kDim)]> k;
-  T d_o[kChunk * tile_ld<T>(kHalf)];
-  T pm[kChunk * tile_ld<T>(kChunk)];  // scale P (vector gate: P, from the forward's workspace)
-  float2 gam[kChunk];  // scalar gate: γ as hi + lo (chunk_fwd.cuh)
-  Only<kVector<G>, float[kChunk * kLdG]> gv;
-};
-
-template <class T, Gate G>
-__global__ void __launch_bounds__(kThreads) intra_dv_kernel(BackwardParams<T> bp, BackwardWorkspace<T> ws) {
-  constexpr int ldK = tile_ld<T>(kDim), ldH = tile_ld<T>(kHalf), ldC = tile_ld<T>(kChunk);
-  const ChunkParams<T>& p = bp.p;
-  extern __shared__ float4 smem4[];
-  IntraDvSmem<T, G>& sm = *reinterpret_cast<IntraDvSmem<T, G>*>(smem4);
-
-  constexpr int kTiles = kDim / kHalf;
-  const int c = blockIdx.x / (p.HV * kTiles), hv = blockIdx.x / kTiles % p.HV, h = hv / (p.HV / p.H);
-  const int v0 = blockIdx.x % kTiles * kHalf;
-  const ChunkRef ch = chunk_ref(ws.fwd.seqs, ws.fwd.chunk_seq, c);
-  const int warp = threadIdx.x >> 5, tid = threadIdx.x;
-  const long hc = long(c) * p.HV + hv;
-  if constexpr (kVector<G>) {
-    load_tile(sm.gv, kLdG, ws.fwd.gam + hc * kChunk * kDim, kDim, kChunk, kDim);
-    load_tile(sm.pm, ldC, ws.fwd.p + hc * kChunk * kChunk, kChunk, kChunk, kChunk);
-    commit_async();
-  }
-  load_rows(sm.q, ldK, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
-  if constexpr (!kVector<G>)
-    load_rows(sm.k, ldK, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
-  load_cols<kHalf>(sm.d_o, ldH, bp.d_o + (long(ch.start) * p.HV + hv) * kDim + v0, long(p.HV) * kDim, ch.len);
-  if constexpr (!kVector<G>) load_gate_pairs(sm.gam, ws.fwd.gam + hc * kGateStride);
-  wait_async();
-  __syncthreads();
-  const int m0 = (warp % 4) * 16, n0 = (warp / 4) * 32;
-  if constexpr (!kVector<G>) {
-    float acc[1][4][4];
-    zero(acc);
-    warp_mma(acc, row_major(sm.q, ldK), row_major(sm.k, ldK), m0, n0, kDim);
-    const float scale = p.scale;
-    for_each(acc, m0, n0, [&](int i, int j, float x) {
-      sm.pm[i * ldC + j] = from_float<T>(j <= i ? scale * x * __expf(gate_diff(sm.gam[i], sm.gam[j])) : 0.f);
-    });
-  }
-  __syncthreads();
-  {
-    float acc[1][4][4];
-    zero(acc);
-    warp_mma(acc, col_major(sm.pm, ldC), col_major(sm.d_o, ldH), m0, n0, kChunk);
-    store_acc(ws.dvp + hc * kChunk * kDim + v0, kDim, acc, m0, n0, kVector<G> ? p.scale : 1.f);
-  }
-  // The state pass's recurrence-free term scale (Q e^γ)ᵀ dO, parked in dh[c] (which the
-  // state pass reads, then overwrites with dS_next).
-  for (int i = tid; i < kChunk * kDim / 2; i += kThreads) {
-    const int r = i / (kDim / 2), j = 2 * (i % (kDim / 2));
-    float2 f;
-    if constexpr (kVector<G>) {
-      const float2 g = load2(sm.gv + r * kLdG + j);
-      f = make_float2(p.scale * __expf(g.x), p.scale * __expf(g.y));
-    } else {
-      f.x = f.y = p.scale * __expf(sm.gam[r].x);
-    }
-    const float2 x = load2(sm.q + r * ldK + j);
-    store2(sm.q + r * ldK + j, f.x * x.x, f.y * x.y);
-  }
-  __syncthreads();
-  float acc[1][8][4];
-  zero(acc);
-  warp_mma(acc, col_major(sm.q, ldK), col_major(sm.d_o, ldH), warp * 16, 0, kChunk);
-  store_acc(ws.dh + hc * kDim * kDim + v0, kDim, acc, warp * 16, 0);
-}
+// Chunks whose copies are in flight or landed: 2 for 16-bit tiles (chunk c − 1 copied while chunk c
+// computes; 149 KB for the delta rule, one block per SM), 1 for fp32 (its double-buffered tiles would
+// need 277 KB).
+template <class T>
+constexpr int kBwdStages = sizeof(T) == 2 ? 2 : 1;
 
 template <class T, Update U, Gate G>
 struct StateBwdSmem {
-  Only<kDelta<U>, T[2][kChunk * tile_ld<T>(kDim)]> w;  // W of this chunk and the next (in reverse order)
-  T kd[2][kChunk * tile_ld<T>(kDim)];
-  float dvi[2][kChunk * kLdF];  // dV'_intra columns
-  float gam[2][kVector<G> ? kDim : kChunk];  // vector gate: the last row γ_L
+  static constexpr int S = kBwdStages<T>;
+  Only<kDelta<U>, T[S][kChunk * tile_ld<T>(kDim)]> w;
+  T kd[S][kChunk * tile_ld<T>(kDim)];
+  T qg[S][kChunk * tile_ld<T>(kDim)];        // Q e^γ, as the forward's output pass formed it
+  T pm[S][kChunk * tile_ld<T>(kChunk)];      // P
+  T d_o[S][kChunk * tile_ld<T>(kStateCols)];  // dO columns, zero past the sequence
+  float gam[S][kVector<G> ? kDim : kChunk];  // vector gate: the last row γ_L
   T dvt[kChunk * tile_ld<T>(kStateCols)];  // dV' columns as an mma operand
   T ds[kDim * tile_ld<T>(kStateCols)];     // dS as an mma operand
 };
 
 template <class T, Update U, Gate G>
-__global__ void __launch_bounds__(kThreads) state_bwd_kernel(BackwardParams<T> bp, BackwardWorkspace<T> ws) {
-  constexpr int ldK = tile_ld<T>(kDim), ldS = tile_ld<T>(kStateCols);
+__global__ void __launch_bounds__(kThreads, 1) state_bwd_kernel(BackwardParams<T> bp, BackwardWorkspace<T> ws) {
+  constexpr int ldK = tile_ld<T>(kDim), ldS = tile_ld<T>(kStateCols), ldC = tile_ld<T>(kChunk);
+  constexpr int Stages = kBwdStages<T>;
   const ChunkParams<T>& p = bp.p;
   extern __shared__ float4 smem4[];
   StateBwdSmem<T, U, G>& sm = *reinterpret_cast<StateBwdSmem<T, U, G>*>(smem4);
@@ -161,39 +99,51 @@ __global__ void __launch_bounds__(kThreads) state_bwd_kernel(BackwardParams<T> b
 
   auto prefetch = [&](int ci, int b) {
     const long hc = long(seq.first_chunk + ci) * p.HV + hv;
+    const int len = min(kChunk, seq.eos - (seq.bos + ci * kChunk));
     if constexpr (kDelta<U>) load_tile(sm.w[b], ldK, ws.fwd.w + hc * kChunk * kDim, kDim, kChunk, kDim);
     load_tile(sm.kd[b], ldK, ws.fwd.kd + hc * kChunk * kDim, kDim, kChunk, kDim);
-    load_tile(sm.dvi[b], kLdF, ws.dvp + hc * kChunk * kDim + v0, kDim, kChunk, kStateCols);
+    load_tile(sm.qg[b], ldK, ws.fwd.qg + hc * kChunk * kDim, kDim, kChunk, kDim);
+    load_tile(sm.pm[b], ldC, ws.fwd.p + hc * kChunk * kChunk, kChunk, kChunk, kChunk);
+    const long start = seq.bos + long(ci) * kChunk;
+    load_tile(sm.d_o[b], ldS, bp.d_o + (start * p.HV + hv) * kDim + v0, long(p.HV) * kDim, len, kStateCols);
+    // Rows past the sequence meet zero rows of P and Qg: zero, not stale (0 · NaN).
+    for (int i = threadIdx.x; i < (kChunk - len) * kStateCols; i += kThreads)
+      sm.d_o[b][(len + i / kStateCols) * ldS + i % kStateCols] = from_float<T>(0.f);
     if constexpr (kVector<G>) {
-      const int last = min(kChunk, seq.eos - (seq.bos + ci * kChunk)) - 1;
-      load_tile(sm.gam[b], kDim, ws.fwd.gam + (hc * kChunk + last) * kDim, kDim, 1, kDim);
+      load_tile(sm.gam[b], kDim, ws.fwd.gam + (hc * kChunk + len - 1) * kDim, kDim, 1, kDim);
     } else {
       load_tile(sm.gam[b], kChunk, ws.fwd.gam + hc * kGateStride, kChunk, 1, kChunk);  // hi
     }
-    commit_async();
   };
-  if (chunks > 0) prefetch(chunks - 1, 0);
+  // One group of copies per chunk, empty past the first, so that wait_async<Stages − 2> in step r
+  // (chunk chunks − 1 − r) always means that chunk's copies have landed.
+  for (int r = 0; r < (Stages > 1 ? Stages - 1 : 1); ++r) {
+    if (r < chunks) prefetch(chunks - 1 - r, r);
+    commit_async();
+  }
 
   // Warp w holds dS rows 16w..16w+15, all 32 columns, in fp32 for the whole sequence.
   const int s0 = 16 * warp;
   float ds[1][4][4];
   for_each(ds, s0, 0, [&](int i, int j, float& x) { x = bp.dht ? bp.dht[state_base + i * kDim + j] : 0.f; });
   store_acc(sm.ds, ldS, ds, s0, 0);
-  for (int ci = chunks - 1; ci >= 0; --ci) {
-    const int b = (chunks - 1 - ci) & 1, c = seq.first_chunk + ci;
+  for (int r = 0; r < chunks; ++r) {
+    const int ci = chunks - 1 - r, b = r % Stages, c = seq.first_chunk + ci;
     const int len = min(kChunk, seq.eos - (seq.bos + ci * kChunk));
     const long hc = long(c) * p.HV + hv;
-    float* dh_c = ws.dh + hc * kDim * kDim + v0;
-    float free_term[1][4][4];  // scale (Q e^γ)ᵀ dO from intra_dv
-    for_each(free_term, s0, 0, [&](int i, int j, float& x) { x = dh_c[i * kDim + j]; });
-    wait_async();
-    __syncthreads();  // chunk ci's copies and dS are visible; chunk ci+1 is done with buffer b^1
-    if (ci > 0) prefetch(ci - 1, b ^ 1);
-    store_acc(dh_c, kDim, ds, s0, 0);  // dS_next, over the elements this thread has read
-    {  // dV' = dV'_intra + Kd dS_next
+    wait_async<(Stages > 2 ? Stages - 2 : 0)>();
+    __syncthreads();  // chunk ci's copies and dS are visible; step r − 1 is done with its buffer
+    if constexpr (Stages > 1) {
+      if (r + Stages - 1 < chunks) prefetch(ci - (Stages - 1), (r + Stages - 1) % Stages);
+      commit_async();
+    }
+    store_acc(ws.dh + hc * kDim * kDim + v0, kDim, ds, s0, 0);  // dS_next
+    {  // dV' = scale Pᵀ dO + Kd dS_next
       float dv[1][2][4];
       const int m0 = (warp % 4) * 16, n0 = (warp / 4) * 16;
-      for_each(dv, m0, n0, [&](int i, int j, float& x) { x = sm.dvi[b][i * kLdF + j]; });
+      zero(dv);
+      warp_mma(dv, col_major(sm.pm[b], ldC), col_major(sm.d_o[b], ldS), m0, n0, kChunk);
+      for_each(dv, m0, n0, [&](int, int, float& x) { x *= p.scale; });
       warp_mma(dv, row_major(sm.kd[b], ldK), col_major(sm.ds, ldS), m0, n0, kDim);
       if constexpr (kDelta<U>) {
         store_acc(ws.dvp + hc * kChunk * kDim + v0, kDim, dv, m0, n0);
@@ -206,6 +156,10 @@ __global__ void __launch_bounds__(kThreads) state_bwd_kernel(BackwardParams<T> b
         });
       }
     }
+    // The recurrence-free term scale (Q e^γ)ᵀ dO of dS, while the other warps finish dV'.
+    float free_term[1][4][4];
+    zero(free_term);
+    warp_mma(free_term, col_major(sm.qg[b], ldK), col_major(sm.d_o[b], ldS), s0, 0, kChunk);
     __syncthreads();  // every read of sm.ds is done before it is overwritten below
     {  // dS = e^{γ_L} dS_next + scale (Q e^γ)ᵀ dO − Wᵀ dV' (no W for the additive rule)
       float wdv[1][4][4];
@@ -218,8 +172,13 @@ __global__ void __launch_bounds__(kThreads) state_bwd_kernel(BackwardParams<T> b
       for (int nt = 0; nt < 4; ++nt)
 #pragma unroll
         for (int e = 0; e < 4; ++e)
-          ds[0][nt][e] = (e < 2 ? decay : decay8) * ds[0][nt][e] + free_term[0][nt][e] - wdv[0][nt][e];
+          ds[0][nt][e] = (e < 2 ? decay : decay8) * ds[0][nt][e] + p.scale * free_term[0][nt][e] - wdv[0][nt][e];
       store_acc(sm.ds, ldS, ds, s0, 0);
+    }
+    if constexpr (Stages == 1) {
+      __syncthreads();  // every read of the one buffer is done
+      if (ci > 0) prefetch(ci - 1, 0);
+      commit_async();
     }
   }
   if (bp.dh0) store_acc(bp.dh0 + state_base, kDim, ds, s0, 0);
@@ -248,8 +207,8 @@ __global__ void __launch_bounds__(kThreads) state_grad_kernel(BackwardParams<T> 
   const long hc = long(c) * p.HV + hv;
   const long base = hc * kChunk * kDim, sbase = hc * kDim * kDim;
   load_tile(sm.sb, ldK, ws.fwd.h + sbase, kDim, kDim, kDim);
+  if constexpr (kDelta<U>) load_tile(sm.x1, ldK, ws.dvp + base, kDim, kChunk, kDim);
   commit_async();
-  if constexpr (kDelta<U>) load_cols<kDim>(sm.x1, ldK, ws.dvp + base, kDim, kChunk);
   load_rows(sm.x0, ldK, bp.d_o + (long(ch.start) * p.HV + hv) * kDim, long(p.HV) * kDim, ch.len, false);
   wait_async();
   __syncthreads();
@@ -430,11 +389,9 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
 
   load_tile(st, ldK, ws.fwd.h + sbase, kDim, kDim, kDim);
   load_tile(sm.x3, ldK, ws.fwd.vn + base, kDim, kChunk, kDim);
+  if constexpr (kDelta<U>) load_tile(sm.x0, ldK, ws.dvp + base, kDim, kChunk, kDim);
   commit_async();
-  if constexpr (kDelta<U>) {
-    load_cols<kDim>(sm.x0, ldK, ws.dvp + base, kDim, kChunk);
-    load_rows(sm.x1, ldK, k_rows, qk_stride, ch.len, p.l2norm, sm.rk);
-  }
+  if constexpr (kDelta<U>) load_rows(sm.x1, ldK, k_rows, qk_stride, ch.len, p.l2norm, sm.rk);
   load_rows(sm.x2, ldK, bp.d_o + (long(ch.start) * p.HV + hv) * kDim, row_stride, ch.len, false);
   load_gate_beta(sm.gam, bet, p.g, p.beta, ch.start, ch.len, p.HV, hv);
   if (tid < kChunk) dgam[tid] = dbet[tid] = sm.kdsum[tid] = 0.f;
@@ -516,8 +473,8 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
   if constexpr (kDelta<U>) {  // the gradient through A, W and U
     __syncthreads();  // Q, dO and V' are read
     load_tile(sm.y3, ldC, ws.fwd.a + hc * kChunk * kChunk, kChunk, kChunk, kChunk);
+    load_tile(sm.x2, ldK, ws.dvp + base, kDim, kChunk, kDim);
     commit_async();
-    load_cols<kDim>(sm.x2, ldK, ws.dvp + base, kDim, kChunk);
     load_rows(sm.x3, ldK, p.v + (long(ch.start) * p.HV + hv) * kDim, row_stride, ch.len, false);
     {  // M = StrictLower(K Kᵀ ⊙ Γ)
       float acc[1][4][4];
@@ -785,8 +742,8 @@ __global__ void __launch_bounds__(kThreads, 1) intra_grad_vector_kernel(Backward
   if constexpr (kDelta<U>) {  // the gradient through A, W and U
     __syncthreads();  // Q, dP and the scratch are read
     load_tile(sm.x3, ldK, ws.dw + base, kDim, kChunk, kDim);
+    load_tile(sm.a.x0, ldK, ws.dvp + base, kDim, kChunk, kDim);
     commit_async();
-    load_cols<kDim>(sm.a.x0, ldK, ws.dvp + base, kDim, kChunk);
     for (int e = tid; e < kChunk * kDim / 2; e += kThreads) {  // K ⊙ e^γ into the scratch
       const int r = e / (kDim / 2), j = 2 * (e % (kDim / 2));
       const float2 x = load2(sm.x1 + r * ldK + j), g = load2(sm.gv + r * kLdG + j);
@@ -923,7 +880,7 @@ BackwardWorkspace<T> carve_backward(Carve& cv, const ChunkPlan& plan, const Chun
   const bool vector = s.gate == Gate::vector;
   ws.dw = vector && s.update == Update::delta ? cv.take<T>(heads * kChunk * kDim) : nullptr;
   ws.dh = cv.take<float>(heads * kDim * kDim);
-  ws.dvp = cv.take<float>(heads * kChunk * kDim);
+  ws.dvp = s.update == Update::delta ? cv.take<T>(heads * kChunk * kDim) : nullptr;
   ws.dgl = vector ? cv.take<float>(heads * kDim) : nullptr;
   const size_t rows = vector || (s.HV != s.H && !cluster_sum) ? size_t(s.B) * s.T * s.HV * kDim : 0;
   ws.dq_hat = rows ? cv.take<float>(rows) : nullptr;
@@ -951,6 +908,8 @@ Status backward_typed(const ChunkShape& s, const ChunkBackwardArgs& a, void* wor
   if (bool(a.g) != bool(a.dg))
     return bad_input(gdn::cat(fn, a.g ? ": g is given, so dg is required" : ": dg is given but g is not (no gate)"));
   if (a.h0 && !a.dh0) return bad_input(gdn::cat(fn, ": h0 is given, so dh0 is required"));
+  if (reinterpret_cast<uintptr_t>(a.d_o) % 16 != 0)
+    return bad_input(gdn::cat(fn, ": d_o must be 16-byte aligned (the reverse state pass copies it by cp.async)"));
   Carve cv{static_cast<char*>(workspace)};
   const bool cluster_sum = cluster_group_sum<T, U>(s);
   const BackwardWorkspace<T> ws = carve_backward<T>(cv, plan, s, cluster_sum);
@@ -969,22 +928,18 @@ Status backward_typed(const ChunkShape& s, const ChunkBackwardArgs& a, void* wor
   if (!a.workspace_has_forward) {
     if (Status st = upload_plan(plan, ws.fwd.seqs, ws.fwd.chunk_seq, stream); !st.ok()) return st;
     if (Status st = forward_states<T, U, G>(plan, bp.p, ws.fwd, a.h0, nullptr, stream); !st.ok()) return st;
+    // P and Q e^γ, as the forward's output pass forms them, without the output.
+    if (Status st = forward_output<T, G>(plan, bp.p, ws.fwd, nullptr, stream); !st.ok()) return st;
   }
   // The scalar gate's intra_grad (the state products included), or the vector gate's own kernel
   // after state_grad.
   const auto intra_grad = kVector<G> ? intra_grad_vector_kernel<T, U> : intra_grad_kernel<T, U>;
   const size_t intra_grad_smem = kVector<G> ? sizeof(IntraGradVectorSmem<T, U>) : sizeof(IntraGradSmem<T, U>);
-  for (Status st : {allow_smem(intra_dv_kernel<T, G>, sizeof(IntraDvSmem<T, G>)),
-                    allow_smem(state_bwd_kernel<T, U, G>, sizeof(StateBwdSmem<T, U, G>)),
+  for (Status st : {allow_smem(state_bwd_kernel<T, U, G>, sizeof(StateBwdSmem<T, U, G>)),
                     allow_smem(intra_grad, intra_grad_smem)})
     if (!st.ok()) return st;
   if constexpr (kVector<G>)
     if (Status st = allow_smem(state_grad_kernel<T, U>, sizeof(StateGradSmem<T, U>)); !st.ok()) return st;
-  if (plan.NC > 0) {
-    intra_dv_kernel<T, G>
-        <<<unsigned(plan.NC * s.HV * (kDim / kHalf)), kThreads, sizeof(IntraDvSmem<T, G>), stream>>>(bp, ws);
-    GDN_CUDA_LAUNCHED("gdn::cuda intra_dv_kernel");
-  }
   state_bwd_kernel<T, U, G>
       <<<unsigned(plan.N * s.HV * (kDim / kStateCols)), kThreads, sizeof(StateBwdSmem<T, U, G>), stream>>>(bp, ws);
   GDN_CUDA_LAUNCHED("gdn::cuda state_bwd_kernel");

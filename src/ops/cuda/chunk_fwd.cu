@@ -11,7 +11,8 @@
 // The additive rule (template parameter U) is the same kernels without A, W and U: prepare
 // stores V' = V (zero rows beyond the chunk), and the state pass streams it in place of W, U.
 //   3. output    per (chunk, value head): O = scale (e^γ ⊙ Q S + P V'),
-//                P = Q Kᵀ ⊙ Γ ⊙ LowerInclDiag.
+//                P = Q Kᵀ ⊙ Γ ⊙ LowerInclDiag; when a backward follows it also stores P and
+//                Q e^γ, the reverse state pass's operands.
 // The vector gate (template parameter G; GLA, KDA) keeps the cumulative gate per key dimension,
 // a [64][128] tile: prepare forms the gated products N (for L) and P by gate.cuh's sub-chunked
 // scheme and stores them (output and backward read them), W, Kd and Q e^γ scale elements instead
@@ -320,7 +321,9 @@ struct OutputSmem {
   Only<kVector<G>, float[kChunk * kLdG]> gv;
 };
 
-template <class T, Gate G>
+// Out false: P and Q e^γ alone (the backward recomputing the forward); a template parameter, not a
+// null o, so that the output's own code stays straight-line (a runtime test cost it 5%).
+template <class T, Gate G, bool Out>
 __global__ void __launch_bounds__(kThreads) output_kernel(ChunkParams<T> p, ForwardWorkspace<T> ws, T* o) {
   constexpr int ldK = tile_ld<T>(kDim), ldC = tile_ld<T>(kChunk);
   extern __shared__ float4 smem4[];
@@ -331,8 +334,10 @@ __global__ void __launch_bounds__(kThreads) output_kernel(ChunkParams<T> p, Forw
   const int warp = threadIdx.x >> 5, tid = threadIdx.x;
   const long hc = long(c) * p.HV + hv;
 
-  load_tile(sm.s, ldK, ws.h + hc * kDim * kDim, kDim, kDim, kDim);
-  load_tile(sm.vn, ldK, ws.vn + hc * kChunk * kDim, kDim, kChunk, kDim);
+  if constexpr (Out) {
+    load_tile(sm.s, ldK, ws.h + hc * kDim * kDim, kDim, kDim, kDim);
+    load_tile(sm.vn, ldK, ws.vn + hc * kChunk * kDim, kDim, kChunk, kDim);
+  }
   if constexpr (kVector<G>) {  // the gate tile, and P as prepare formed it
     load_tile(sm.gv, kLdG, ws.gam + hc * kChunk * kDim, kDim, kChunk, kDim);
     load_tile(sm.pm, ldC, ws.p + hc * kChunk * kChunk, kChunk, kChunk, kChunk);
@@ -348,6 +353,7 @@ __global__ void __launch_bounds__(kThreads) output_kernel(ChunkParams<T> p, Forw
 
   // Warp w: rows m0..m0+15 of P (columns n0..n0+31) and of O (columns o0..o0+63).
   const int m0 = (warp % 4) * 16, n0 = (warp / 4) * 32, o0 = (warp / 4) * 64;
+  T* qg = ws.qg ? ws.qg + hc * kChunk * kDim : nullptr;
   if constexpr (kVector<G>) {  // Q ⊙ e^γ
     for (int i = tid; i < kChunk * kDim / 2; i += kThreads) {
       const int r = i / (kDim / 2), j = 2 * (i % (kDim / 2));
@@ -365,14 +371,31 @@ __global__ void __launch_bounds__(kThreads) output_kernel(ChunkParams<T> p, Forw
     });
   }
   float acc[1][8][4];
-  zero(acc);
-  warp_mma(acc, row_major(sm.q, ldK), col_major(sm.s, ldK), m0, o0, kDim);
-  if constexpr (!kVector<G>) for_each(acc, m0, o0, [&](int i, int, float& x) { x *= __expf(sm.gam[i].x); });
+  if constexpr (Out) {
+    zero(acc);
+    warp_mma(acc, row_major(sm.q, ldK), col_major(sm.s, ldK), m0, o0, kDim);
+    if constexpr (!kVector<G>) for_each(acc, m0, o0, [&](int i, int, float& x) { x *= __expf(sm.gam[i].x); });
+  }
+  if (qg) {  // Q e^γ for the backward (the scale is applied to its products there)
+    if constexpr (kVector<G>) {
+      store_tile(qg, kDim, sm.q, ldK, kChunk, kDim);
+    } else {  // the rows scaled here, rounded as the vector gate's
+      for (int i = tid; i < kChunk * kDim / 4; i += kThreads) {
+        const int r = i / (kDim / 4), j = 4 * (i % (kDim / 4));
+        const float4 x = load4(sm.q + r * ldK + j);
+        const float e = __expf(sm.gam[r].x);
+        store4(qg + r * kDim + j, make_float4(e * x.x, e * x.y, e * x.z, e * x.w));
+      }
+    }
+  }
   __syncthreads();  // P is complete, and every read of Q is done: O is staged over it
-  warp_mma(acc, row_major(sm.pm, ldC), col_major(sm.vn, ldK), m0, o0, kChunk);
-  store_acc(sm.q, ldK, acc, m0, o0, p.scale);
-  __syncthreads();
-  store_tile(o + (long(ch.start) * p.HV + hv) * kDim, long(p.HV) * kDim, sm.q, ldK, ch.len, kDim);
+  if (!kVector<G> && ws.p) store_tile(ws.p + hc * kChunk * kChunk, kChunk, sm.pm, ldC, kChunk, kChunk);
+  if constexpr (Out) {
+    warp_mma(acc, row_major(sm.pm, ldC), col_major(sm.vn, ldK), m0, o0, kChunk);
+    store_acc(sm.q, ldK, acc, m0, o0, p.scale);
+    __syncthreads();
+    store_tile(o + (long(ch.start) * p.HV + hv) * kDim, long(p.HV) * kDim, sm.q, ldK, ch.len, kDim);
+  }
 }
 
 }  // namespace
@@ -393,8 +416,9 @@ ForwardWorkspace<T> carve_forward(Carve& cv, const ChunkPlan& plan, int HV, Upda
   ws.h = cv.take<T>(heads * kDim * kDim);
   ws.h_lo = sizeof(T) == 2 ? cv.take<T>(heads * kDim * kDim) : nullptr;
   const bool vector = gate == Gate::vector;
-  ws.p = vector ? cv.take<T>(heads * kChunk * kChunk) : nullptr;
+  ws.p = cv.take<T>(heads * kChunk * kChunk);
   ws.n = vector && delta ? cv.take<T>(heads * kChunk * kChunk) : nullptr;
+  ws.qg = cv.take<T>(heads * kChunk * kDim);
   return ws;
 }
 
@@ -442,8 +466,9 @@ Status forward_output(const ChunkPlan& plan, const ChunkParams<T>& p, const Forw
                       cudaStream_t stream) {
   if (plan.NC == 0) return {};
   using OS = OutputSmem<T, G>;
-  GDN_CUDA_TRY(cudaFuncSetAttribute(output_kernel<T, G>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sizeof(OS))));
-  output_kernel<T, G><<<unsigned(plan.NC * p.HV), kThreads, sizeof(OS), stream>>>(p, ws, o);
+  const auto kernel = o ? output_kernel<T, G, true> : output_kernel<T, G, false>;
+  GDN_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sizeof(OS))));
+  kernel<<<unsigned(plan.NC * p.HV), kThreads, sizeof(OS), stream>>>(p, ws, o);
   GDN_CUDA_LAUNCHED("gdn::cuda output_kernel");
   return {};
 }
@@ -464,6 +489,15 @@ GDN_FORWARD_STATES_ALL(bf16)
 GDN_FORWARD_STATES_ALL(f16)
 #undef GDN_FORWARD_STATES_ALL
 #undef GDN_FORWARD_STATES
+#define GDN_FORWARD_OUTPUT(T)                                                                                     \
+  template Status forward_output<T, Gate::scalar>(const ChunkPlan&, const ChunkParams<T>&,                       \
+                                                  const ForwardWorkspace<T>&, T*, cudaStream_t);               \
+  template Status forward_output<T, Gate::vector>(const ChunkPlan&, const ChunkParams<T>&,                       \
+                                                  const ForwardWorkspace<T>&, T*, cudaStream_t);
+GDN_FORWARD_OUTPUT(float)
+GDN_FORWARD_OUTPUT(bf16)
+GDN_FORWARD_OUTPUT(f16)
+#undef GDN_FORWARD_OUTPUT
 
 namespace {
 template <class T, Update U, Gate G>
@@ -479,7 +513,10 @@ Status forward_typed(const ChunkShape& s, const ChunkForwardArgs& a, void* works
   ForwardWorkspace<T> ws = carve_forward<T>(cv, plan, s.HV, U, G);
   if (cv.used > bytes)
     return bad_input(gdn::cat("gdn::cuda::chunk_forward: workspace of ", bytes, " bytes, needs ", cv.used));
-  if (!a.for_backward) ws.a = ws.n = ws.h_lo = nullptr;  // the backward's alone: not stored
+  if (!a.for_backward) {  // the backward's alone: not stored (the vector gate's output pass reads P)
+    ws.a = ws.n = ws.h_lo = ws.qg = nullptr;
+    if constexpr (!kVector<G>) ws.p = nullptr;
+  }
   const ChunkParams<T> p{static_cast<const T*>(a.q), static_cast<const T*>(a.k), static_cast<const T*>(a.v),
                          a.g, a.beta, s.H, s.HV, plan.scale, s.l2norm_qk};
   if (Status st = upload_plan(plan, ws.seqs, ws.chunk_seq, stream); !st.ok()) return st;

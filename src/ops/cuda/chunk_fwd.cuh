@@ -34,6 +34,7 @@ struct ForwardWorkspace {
   int* chunk_seq;
   float *gam, *u;
   T *a, *w, *kd, *vn, *h, *h_lo, *p, *n;
+  T* qg;  // Q e^γ for the backward's reverse state pass (null when no backward follows)
 };
 
 // The scalar gate's cumulative sum γ_r of a chunk, kept per row as hi + lo (two fp32: hi = fp32(γ),
@@ -204,5 +205,11 @@ Status upload_plan(const ChunkPlan& plan, SeqInfo* seqs, int* chunk_seq, cudaStr
 template <class T, Update U, Gate G>
 Status forward_states(const ChunkPlan& plan, const ChunkParams<T>& p, const ForwardWorkspace<T>& ws,
                       const float* h0, float* ht, cudaStream_t stream);
+
+// Stage 3: o = scale (e^γ ⊙ Q S + P V'); also P and Q e^γ for the backward where ws.p, ws.qg are
+// set. o == null: those two alone (the backward recomputing the forward).
+template <class T, Gate G>
+Status forward_output(const ChunkPlan& plan, const ChunkParams<T>& p, const ForwardWorkspace<T>& ws, T* o,
+                      cudaStream_t stream);
 
 }  // namespace gdn::cuda::detail
