@@ -437,22 +437,16 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
   zero(dk);
   warp_mma(dk, row_major(sm.x3, ldK), row_major(st, ldK), m0, n0, kDim);  // V' dS_nextᵀ
   for_each(dk, m0, n0, [&](int i, int, float& x) { x *= __expf(gate_diff(gl, gam[i])); });
-  __syncthreads();  // dS_next is read: Q (and K) over it
+  __syncthreads();  // dS_next is read: Q (and K) over it, and P = Q Kᵀ ⊙ Γ as the output pass formed it
+  load_tile(sm.y0, ldC, ws.fwd.p + hc * kChunk * kChunk, kChunk, kChunk, kChunk);
+  commit_async();
   load_rows(qt, ldK, q_rows, qk_stride, ch.len, p.l2norm, sm.rq);
   if constexpr (!kDelta<U>) load_rows(sm.x1, ldK, k_rows, qk_stride, ch.len, p.l2norm, sm.rk);
+  wait_async();
   __syncthreads();
   // The gate terms of the state parts, then the intra-chunk products.
   add_row_dots(dq, q_rows, qk_stride, sm.rq, dgam, ch.len, m0, n0);
   add_row_dots(dk, k_rows, qk_stride, sm.rk, sm.kdsum, ch.len, m0, n0);
-  {  // P = Q Kᵀ ⊙ Γ
-    float acc[1][4][4];
-    zero(acc);
-    warp_mma(acc, row_major(qt, ldK), row_major(x1, ldK), s0, t0, kDim);
-    for_each(acc, s0, t0, [&](int i, int j, float x) {
-      sm.y0[i * ldC + j] = from_float<T>(j <= i ? x * __expf(gate_diff(gam[i], gam[j])) : 0.f);
-    });
-  }
-  __syncthreads();
   {  // dP = scale dO V'ᵀ (lower with diagonal); dγ += rowsum(dP ⊙ P) − colsum(dP ⊙ P)
     float acc[1][4][4];
     zero(acc);
@@ -474,8 +468,11 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
     __syncthreads();  // Q, dO and V' are read
     load_tile(sm.y3, ldC, ws.fwd.a + hc * kChunk * kChunk, kChunk, kChunk, kChunk);
     load_tile(sm.x2, ldK, ws.dvp + base, kDim, kChunk, kDim);
+    load_tile(sm.x3, ldK, p.v + (long(ch.start) * p.HV + hv) * kDim, row_stride, ch.len, kDim);
     commit_async();
-    load_rows(sm.x3, ldK, p.v + (long(ch.start) * p.HV + hv) * kDim, row_stride, ch.len, false);
+    // V's rows past the sequence, which dA's columns read: zero, not stale (0 · NaN).
+    for (int i = tid; i < (kChunk - ch.len) * kDim; i += kThreads)
+      sm.x3[(ch.len + i / kDim) * ldK + i % kDim] = from_float<T>(0.f);
     {  // M = StrictLower(K Kᵀ ⊙ Γ)
       float acc[1][4][4];
       zero(acc);
@@ -908,8 +905,8 @@ Status backward_typed(const ChunkShape& s, const ChunkBackwardArgs& a, void* wor
   if (bool(a.g) != bool(a.dg))
     return bad_input(gdn::cat(fn, a.g ? ": g is given, so dg is required" : ": dg is given but g is not (no gate)"));
   if (a.h0 && !a.dh0) return bad_input(gdn::cat(fn, ": h0 is given, so dh0 is required"));
-  if (reinterpret_cast<uintptr_t>(a.d_o) % 16 != 0)
-    return bad_input(gdn::cat(fn, ": d_o must be 16-byte aligned (the reverse state pass copies it by cp.async)"));
+  if (reinterpret_cast<uintptr_t>(a.d_o) % 16 != 0 || reinterpret_cast<uintptr_t>(a.v) % 16 != 0)
+    return bad_input(gdn::cat(fn, ": v and d_o must be 16-byte aligned (the kernels copy them by cp.async)"));
   Carve cv{static_cast<char*>(workspace)};
   const bool cluster_sum = cluster_group_sum<T, U>(s);
   const BackwardWorkspace<T> ws = carve_backward<T>(cv, plan, s, cluster_sum);
