@@ -26,7 +26,6 @@ namespace {
 
 constexpr int kThreads = kBlockThreads;  // the block size tile.cuh's copies are unrolled for
 constexpr int kStateCols = 32;  // value columns per block of the state pass
-constexpr int kLdU = kStateCols + 8;  // fp32 U rows: the pair reads of a half-warp hit 32 banks
 
 // The delta rule's tiles for L, A and W.
 template <class T>
@@ -195,7 +194,7 @@ template <class T, Update U, Gate G, int Stages>
 struct StateSmem {
   Only<kDelta<U>, T[Stages][kChunk * tile_ld<T>(kDim)]> w;
   T kd[Stages][kChunk * tile_ld<T>(kDim)];
-  Only<kDelta<U>, float[Stages][kChunk * kLdU]> u;
+  Only<kDelta<U>, T[Stages][kChunk * tile_ld<T>(kStateCols)]> u;
   float gam[Stages][kVector<G> ? kDim : kChunk];  // the chunk's cumulative gate (scalar: hi); vector: its last row γ_L
   T vn[kDelta<U> ? 1 : Stages][kChunk * tile_ld<T>(kStateCols)];  // V'
   T s[kDim * tile_ld<T>(kStateCols)];                             // the state as an mma operand
@@ -232,7 +231,7 @@ __global__ void __launch_bounds__(kThreads, kStateBlocksPerSm<U, Stages>)
     const long hc = long(seq.first_chunk + ci) * p.HV + hv;
     if constexpr (kDelta<U>) {
       load_tile(sm.w[b], ldK, ws.w + hc * kChunk * kDim, kDim, kChunk, kDim);
-      load_tile(sm.u[b], kLdU, ws.u + hc * kChunk * kDim + v0, kDim, kChunk, kStateCols);
+      load_tile(sm.u[b], ldS, ws.u + hc * kChunk * kDim + v0, kDim, kChunk, kStateCols);
     } else {
       load_tile(sm.vn[b], ldS, ws.vn + hc * kChunk * kDim + v0, kDim, kChunk, kStateCols);
     }
@@ -286,7 +285,7 @@ __global__ void __launch_bounds__(kThreads, kStateBlocksPerSm<U, Stages>)
       const int m0 = (warp % 4) * 16, n0 = (warp / 4) * 16;
       warp_mma(acc, row_major(sm.w[b], ldK), col_major(sm.s, ldS), m0, n0, kDim);
       for_each_pair(acc, m0, n0, [&](int i, int j, float x0, float x1) {
-        const float2 u = load2(sm.u[b] + i * kLdU + j);
+        const float2 u = load2(sm.u[b] + i * ldS + j);
         store2(sm.vn[0] + i * ldS + j, u.x - x0, u.y - x1);
       });
     }
@@ -408,7 +407,7 @@ ForwardWorkspace<T> carve_forward(Carve& cv, const ChunkPlan& plan, int HV, Upda
   const size_t heads = size_t(plan.NC) * HV;
   const bool delta = update == Update::delta;
   ws.gam = cv.take<float>(heads * (gate == Gate::vector ? kChunk * kDim : kGateStride));
-  ws.u = delta ? cv.take<float>(heads * kChunk * kDim) : nullptr;
+  ws.u = delta ? cv.take<T>(heads * kChunk * kDim) : nullptr;
   ws.a = delta ? cv.take<T>(heads * kChunk * kChunk) : nullptr;
   ws.w = delta ? cv.take<T>(heads * kChunk * kDim) : nullptr;
   ws.kd = cv.take<T>(heads * kChunk * kDim);

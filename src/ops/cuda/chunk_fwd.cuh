@@ -16,11 +16,12 @@ struct ChunkParams {
 };
 
 // Per (chunk, value head) buffers. fp32: the cumulative gate [NC,HV,2,64] (hi, then lo; vector
-// gate: [NC,HV,64,128]) and U = A diag(β) V
-// [NC,HV,64,128]. In the input type T, the values that only feed mma operands (tile.cuh):
+// gate: [NC,HV,64,128]). In the input type T, the values that only feed mma operands (tile.cuh):
 // A [NC,HV,64,64], W [NC,HV,64,128], Kd = K e^{γ_L − γ} [NC,HV,64,128], V' [NC,HV,64,128]
 // (the state pass's U − W S; for the additive rule V itself), chunk-entry states h
-// [NC,HV,128,128]. A, W and U exist for the delta rule only (null otherwise). Rows beyond a
+// [NC,HV,128,128]; and U = A diag(β) V [NC,HV,64,128], which V' = U − W S reads in fp32
+// arithmetic (in T it is half the bytes of the forward's largest intermediate; FLA keeps it in
+// the input type too). A, W and U exist for the delta rule only (null otherwise). Rows beyond a
 // chunk's length are zero. bf16 only: h_lo = S − h in bf16 [NC,HV,128,128], so
 // that h + h_lo carries S to ~16 bits for the gate gradient's Σ dS_next ⊙ S, which is not an
 // mma operand (bench/gpu/bf16_gate_grad.py); null for fp32, where h is S. Vector gate only (null
@@ -32,8 +33,8 @@ template <class T>
 struct ForwardWorkspace {
   SeqInfo* seqs;
   int* chunk_seq;
-  float *gam, *u;
-  T *a, *w, *kd, *vn, *h, *h_lo, *p, *n;
+  float* gam;
+  T *u, *a, *w, *kd, *vn, *h, *h_lo, *p, *n;
   T* qg;  // Q e^γ for the backward's reverse state pass (null when no backward follows)
 };
 
