@@ -105,18 +105,16 @@ __global__ void __launch_bounds__(kThreads, 1) state_bwd_kernel(BackwardParams<T
     load_tile(sm.qg[b], ldK, ws.fwd.qg + hc * kChunk * kDim, kDim, kChunk, kDim);
     load_tile(sm.pm[b], ldC, ws.fwd.p + hc * kChunk * kChunk, kChunk, kChunk, kChunk);
     const long start = seq.bos + long(ci) * kChunk;
-    load_tile(sm.d_o[b], ldS, bp.d_o + (start * p.HV + hv) * kDim + v0, long(p.HV) * kDim, len, kStateCols);
-    // Rows past the sequence meet zero rows of P and Qg: zero, not stale (0 · NaN).
-    for (int i = threadIdx.x; i < (kChunk - len) * kStateCols; i += kThreads)
-      sm.d_o[b][(len + i / kStateCols) * ldS + i % kStateCols] = from_float<T>(0.f);
+    load_tile_zero_tail(sm.d_o[b], ldS, bp.d_o + (start * p.HV + hv) * kDim + v0, long(p.HV) * kDim, len,
+                        kStateCols);
     if constexpr (kVector<G>) {
       load_tile(sm.gam[b], kDim, ws.fwd.gam + (hc * kChunk + len - 1) * kDim, kDim, 1, kDim);
     } else {
       load_tile(sm.gam[b], kChunk, ws.fwd.gam + hc * kGateStride, kChunk, 1, kChunk);  // hi
     }
   };
-  // One group of copies per chunk, empty past the first, so that wait_async<Stages − 2> in step r
-  // (chunk chunks − 1 − r) always means that chunk's copies have landed.
+  // One group of copies per step (empty once the sequence's first chunk is copied), so that
+  // wait_async<Stages − 2> in step r (chunk chunks − 1 − r) always means that chunk's copies landed.
   for (int r = 0; r < (Stages > 1 ? Stages - 1 : 1); ++r) {
     if (r < chunks) prefetch(chunks - 1 - r, r);
     commit_async();
@@ -468,11 +466,8 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
     __syncthreads();  // Q, dO and V' are read
     load_tile(sm.y3, ldC, ws.fwd.a + hc * kChunk * kChunk, kChunk, kChunk, kChunk);
     load_tile(sm.x2, ldK, ws.dvp + base, kDim, kChunk, kDim);
-    load_tile(sm.x3, ldK, p.v + (long(ch.start) * p.HV + hv) * kDim, row_stride, ch.len, kDim);
+    load_tile_zero_tail(sm.x3, ldK, p.v + (long(ch.start) * p.HV + hv) * kDim, row_stride, ch.len, kDim);
     commit_async();
-    // V's rows past the sequence, which dA's columns read: zero, not stale (0 · NaN).
-    for (int i = tid; i < (kChunk - ch.len) * kDim; i += kThreads)
-      sm.x3[(ch.len + i / kDim) * ldK + i % kDim] = from_float<T>(0.f);
     {  // M = StrictLower(K Kᵀ ⊙ Γ)
       float acc[1][4][4];
       zero(acc);

@@ -455,6 +455,15 @@ __device__ __forceinline__ void load_tile(T* dst, int ld, const T* src, long str
   for (int r = 0; r < rows; r += step)
     if (rows % step == 0 || r0 + r < rows) cp_async16(dst + r * ld, src + r * stride);
 }
+// load_tile of rows [0, rows) of a chunk's [64, cols] block, and rows [rows, 64) of the tile zeroed
+// (plain stores, visible after the same wait and barrier): for tensors read past a sequence's
+// end, whose tail rows meet zero rows of the other operand (0 · a stale NaN is NaN).
+template <class T>
+__device__ __forceinline__ void load_tile_zero_tail(T* dst, int ld, const T* src, long stride, int rows, int cols) {
+  load_tile(dst, ld, src, stride, rows, cols);
+  for (int i = threadIdx.x; i < (kChunk - rows) * cols; i += kBlockThreads)
+    dst[(rows + i / cols) * ld + i % cols] = from_float<T>(0.f);
+}
 // Stores a [rows, cols] tile (row stride ld) to a tensor, 16 bytes per access.
 template <class T>
 __device__ __forceinline__ void store_tile(T* dst, long stride, const T* src, int ld, int rows, int cols) {
