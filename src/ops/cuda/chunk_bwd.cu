@@ -3,7 +3,8 @@
 // still holds them), two to four kernels (the math is bench/gpu/chunk_math_check.py, checked there
 // against autograd of the recurrence in fp64):
 //   1. state_bwd     per (sequence, value head, 32 columns), chunks in reverse: stores dS_next
-//                    (the gradient of the state leaving each chunk), forms dV' = scale Pᵀ dO
+//                    (the gradient of the state leaving each chunk; scalar gate: in the input
+//                    type, with its columns' part of Σ dS_next ⊙ S in fp32), forms dV' = scale Pᵀ dO
 //                    + Kd dS_next, and dS = e^{γ_L} dS_next + scale Qgᵀ dO − Wᵀ dV' (→ dh0),
 //                    Qg = Q e^γ; the two recurrence-free products beside the chain's (a separate
 //                    intra_dv kernel formed them before, and its 96 KB of fp32 per chunk-head
@@ -40,7 +41,9 @@ template <class T>
 struct BackwardWorkspace {
   ForwardWorkspace<T> fwd;
   T* dw;                   // [NC,HV,64,128]  dW (vector gate and delta rule; null otherwise)
-  float* dh;               // [NC,HV,128,128] gradient of the state leaving each chunk
+  float* dh;               // [NC,HV,128,128] gradient of the state leaving each chunk (vector gate)
+  T* dsn;                  // [NC,HV,128,128] the same in the input type (scalar gate: only an mma operand)
+  float* dss;              // [NC,HV,4]       scalar gate: Σ dS_next ⊙ S per 32-column block of the state
   T* dvp;                  // [NC,HV,64,128]  dV' (delta rule)
   float* dgl;              // [NC,HV,128]     vector gate: e^{γ_Ld} Σ_v dS_next ⊙ S per state row d
   float *dq_hat, *dk_hat;  // [B*T,HV,128]    gradients of the normalised q, k per value head (vector
@@ -77,6 +80,11 @@ struct StateBwdSmem {
   T pm[S][kChunk * tile_ld<T>(kChunk)];      // P
   T d_o[S][kChunk * tile_ld<T>(kStateCols)];  // dO columns, zero past the sequence
   float gam[S][kVector<G> ? kDim : kChunk];  // vector gate: the last row γ_L
+  // Scalar gate: the state entering the chunk, these columns (h, and h_lo for 16-bit inputs), for
+  // the decay's gate term Σ dS_next ⊙ S (the vector gate's state_grad sums it per row itself).
+  Only<!kVector<G>, T[S][kDim * tile_ld<T>(kStateCols)]> sh;
+  Only<!kVector<G> && sizeof(T) == 2, T[S][kDim * tile_ld<T>(kStateCols)]> sh_lo;
+  float red[kThreads / 32];
   T dvt[kChunk * tile_ld<T>(kStateCols)];  // dV' columns as an mma operand
   T ds[kDim * tile_ld<T>(kStateCols)];     // dS as an mma operand
 };
@@ -111,6 +119,8 @@ __global__ void __launch_bounds__(kThreads, 1) state_bwd_kernel(BackwardParams<T
       load_tile(sm.gam[b], kDim, ws.fwd.gam + (hc * kChunk + len - 1) * kDim, kDim, 1, kDim);
     } else {
       load_tile(sm.gam[b], kChunk, ws.fwd.gam + hc * kGateStride, kChunk, 1, kChunk);  // hi
+      load_tile(sm.sh[b], ldS, ws.fwd.h + hc * kDim * kDim + v0, kDim, kDim, kStateCols);
+      if constexpr (sizeof(T) == 2) load_tile(sm.sh_lo[b], ldS, ws.fwd.h_lo + hc * kDim * kDim + v0, kDim, kDim, kStateCols);
     }
   };
   // One group of copies per step (empty once the sequence's first chunk is copied), so that
@@ -135,7 +145,10 @@ __global__ void __launch_bounds__(kThreads, 1) state_bwd_kernel(BackwardParams<T
       if (r + Stages - 1 < chunks) prefetch(ci - (Stages - 1), (r + Stages - 1) % Stages);
       commit_async();
     }
-    store_acc(ws.dh + hc * kDim * kDim + v0, kDim, ds, s0, 0);  // dS_next
+    if constexpr (kVector<G>)
+      store_acc(ws.dh + hc * kDim * kDim + v0, kDim, ds, s0, 0);  // dS_next
+    else
+      store_acc(ws.dsn + hc * kDim * kDim + v0, kDim, ds, s0, 0);
     {  // dV' = scale Pᵀ dO + Kd dS_next
       float dv[1][2][4];
       const int m0 = (warp % 4) * 16, n0 = (warp / 4) * 16;
@@ -158,7 +171,23 @@ __global__ void __launch_bounds__(kThreads, 1) state_bwd_kernel(BackwardParams<T
     float free_term[1][4][4];
     zero(free_term);
     warp_mma(free_term, col_major(sm.qg[b], ldK), col_major(sm.d_o[b], ldS), s0, 0, kChunk);
+    if constexpr (!kVector<G>) {  // this block's part of Σ dS_next ⊙ S, in fp32 from the registers
+      float part = 0.f;
+      for_each(ds, s0, 0, [&](int i, int j, float& x) {
+        float sv = to_float(sm.sh[b][i * ldS + j]);
+        if constexpr (sizeof(T) == 2) sv += to_float(sm.sh_lo[b][i * ldS + j]);
+        part += x * sv;
+      });
+      part = warp_sum(part);
+      if ((threadIdx.x & 31) == 0) sm.red[warp] = part;
+    }
     __syncthreads();  // every read of sm.ds is done before it is overwritten below
+    if constexpr (!kVector<G>)
+      if (threadIdx.x == 0) {  // the warps' parts in a fixed order: the sum is the same every run
+        float t = 0.f;
+        for (int w = 0; w < kThreads / 32; ++w) t += sm.red[w];
+        ws.dss[hc * kTiles + v0 / kStateCols] = t;
+      }
     {  // dS = e^{γ_L} dS_next + scale (Q e^γ)ᵀ dO − Wᵀ dV' (no W for the additive rule)
       float wdv[1][4][4];
       zero(wdv);
@@ -283,7 +312,6 @@ struct IntraGradSmem {
   float dbet[kChunk];
   float kdsum[kChunk];  // Σ_k k̂ ⊙ dK_state per row
   float rq[kChunk], rk[kChunk];  // reciprocal row norms of q and k (fp32; 1 without the L2 norm)
-  float red[kThreads / 32];      // Σ dS_next ⊙ S per warp
 };
 
 // dst[i] += r_i Σ_j x_ij a_ij over the lane's elements (i, j) of the 32×32 accumulator tile at
@@ -349,8 +377,8 @@ __device__ __forceinline__ const float* cluster_peer(const float* p, int rank) {
 
 // Per (chunk, value head), the scalar gate's gradients of everything but the state pass:
 //   the products with the states: dQ = scale e^γ dO Sᵀ, dW = −dV' Sᵀ, dK = e^{γ_L−γ} V' dS_nextᵀ,
-//   e^{γ_L} Σ dS_next ⊙ S (S = h + h_lo for bf16), and the gate terms q̂ · dQ, k̂ · dK of Qg = Q e^γ
-//   and Kd = K e^{γ_L − γ} (q̂, k̂ in fp32);
+//   e^{γ_L} Σ dS_next ⊙ S (the reverse state pass's sums), and the gate terms q̂ · dQ, k̂ · dK of
+//   Qg = Q e^γ and Kd = K e^{γ_L − γ} (q̂, k̂ in fp32);
 //   the intra-chunk terms: P, dP, the gradient through A, W and U (delta rule); dV, dβ, dg;
 //   the L2-norm backward, dq and dk: with grouped value heads the blocks of a group (consecutive
 //   blockIdx, value heads hv of one q/k head) form a cluster and sum their dQ, dK through
@@ -403,34 +431,18 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
   float dq[2][4][4], dk[2][4][4];
   zero(dq);
   warp_mma(dq, row_major(x2, ldK), row_major(st, ldK), m0, n0, kDim);  // dO Sᵀ
+  float dw[2][4][4];
   if constexpr (kDelta<U>) {
-    float dw[2][4][4];
     zero(dw);
     warp_mma(dw, row_major(sm.x0, ldK), row_major(st, ldK), m0, n0, kDim);  // dV' Sᵀ
-    __syncthreads();  // S and dV' are read
-    store_acc(sm.x0, ldK, dw, m0, n0, -1.f);  // dW
-  } else {
-    __syncthreads();  // S is read
   }
+  __syncthreads();  // S (and dV') are read
+  // dS_next over S, as the reverse state pass stored it (it also summed Σ dS_next ⊙ S, in fp32).
+  load_tile(st, ldK, ws.dsn + sbase, kDim, kDim, kDim);
+  commit_async();
+  if constexpr (kDelta<U>) store_acc(sm.x0, ldK, dw, m0, n0, -1.f);  // dW
   for_each(dq, m0, n0, [&](int i, int, float& x) { x *= p.scale * __expf(gam[i].x); });
-  {  // Σ dS_next ⊙ S, and dS_next over S (each thread its own elements)
-    const float* dsn = ws.dh + sbase;
-    float s = 0.f;
-#pragma unroll 4
-    for (int i = tid; i < kDim * kDim / 4; i += kThreads) {  // warp w: rows w, w + 8, ...; a lane 4 columns
-      const int r = i / (kDim / 4), j = 4 * (i % (kDim / 4));
-      const float4 d = *reinterpret_cast<const float4*>(dsn + r * kDim + j);
-      float4 x = load4(st + r * ldK + j);
-      if constexpr (sizeof(T) == 2) {
-        const float4 lo = load4(ws.fwd.h_lo + sbase + r * kDim + j);
-        x.x += lo.x, x.y += lo.y, x.z += lo.z, x.w += lo.w;
-      }
-      s += d.x * x.x + d.y * x.y + d.z * x.z + d.w * x.w;
-      store4(st + r * ldK + j, d);
-    }
-    s = warp_sum(s);
-    if (lane == 0) sm.red[warp] = s;
-  }
+  wait_async();
   __syncthreads();  // dS_next complete
   zero(dk);
   warp_mma(dk, row_major(sm.x3, ldK), row_major(st, ldK), m0, n0, kDim);  // V' dS_nextᵀ
@@ -566,7 +578,7 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
     // suffix scan over the lanes' row pairs: lane l holds rows 2l, 2l + 1).
     float decay = 0.f;
 #pragma unroll
-    for (int w = 0; w < kThreads / 32; ++w) decay += sm.red[w];
+    for (int t = 0; t < kDim / kStateCols; ++t) decay += ws.dss[hc * (kDim / kStateCols) + t];
     const int r0 = 2 * lane, r1 = r0 + 1;
     const float total = warp_sum(sm.kdsum[r0] + sm.kdsum[r1]) + __expf(gl.x) * decay;
     const float d0 = r0 < ch.len ? dgam[r0] - sm.kdsum[r0] + (r0 == ch.len - 1 ? total : 0.f) : 0.f;
@@ -871,7 +883,9 @@ BackwardWorkspace<T> carve_backward(Carve& cv, const ChunkPlan& plan, const Chun
   const size_t heads = size_t(plan.NC) * s.HV;
   const bool vector = s.gate == Gate::vector;
   ws.dw = vector && s.update == Update::delta ? cv.take<T>(heads * kChunk * kDim) : nullptr;
-  ws.dh = cv.take<float>(heads * kDim * kDim);
+  ws.dh = vector ? cv.take<float>(heads * kDim * kDim) : nullptr;
+  ws.dsn = vector ? nullptr : cv.take<T>(heads * kDim * kDim);
+  ws.dss = vector ? nullptr : cv.take<float>(heads * (kDim / kStateCols));
   ws.dvp = s.update == Update::delta ? cv.take<T>(heads * kChunk * kDim) : nullptr;
   ws.dgl = vector ? cv.take<float>(heads * kDim) : nullptr;
   const size_t rows = vector || (s.HV != s.H && !cluster_sum) ? size_t(s.B) * s.T * s.HV * kDim : 0;
