@@ -320,8 +320,8 @@ struct OutputSmem {
   Only<kVector<G>, float[kChunk * kLdG]> gv;
 };
 
-// Out false: P and Q e^γ alone (the backward recomputing the forward); a template parameter, not a
-// null o, so that the output's own code stays straight-line (a runtime test cost it 5%).
+// Out false: P and Q e^γ alone, without the output's loads and products (the backward recomputing
+// the forward).
 template <class T, Gate G, bool Out>
 __global__ void __launch_bounds__(kThreads) output_kernel(ChunkParams<T> p, ForwardWorkspace<T> ws, T* o) {
   constexpr int ldK = tile_ld<T>(kDim), ldC = tile_ld<T>(kChunk);
