@@ -372,25 +372,6 @@ __device__ __forceinline__ void load_rows(T* dst, int ld, const S* src, long str
   }
 }
 
-// Loads rows [0, rows) and Cols columns of a bf16/fp16/fp32 tensor (row r at src + r * stride)
-// into a [64][ld] tile, zero-filling rows [rows, 64). Through registers, so the element
-// types may differ. 256 threads.
-template <int Cols, class T, class S>
-__device__ __forceinline__ void load_cols(T* dst, int ld, const S* src, long stride, int rows) {
-  constexpr int kC4 = Cols / 4, kPer = kChunk * kC4 / 256;
-  float4 x[kPer];
-#pragma unroll
-  for (int e = 0; e < kPer; ++e) {
-    const int i = threadIdx.x + 256 * e, r = i / kC4, c = 4 * (i % kC4);
-    x[e] = r < rows ? load4(src + r * stride + c) : make_float4(0.f, 0.f, 0.f, 0.f);
-  }
-#pragma unroll
-  for (int e = 0; e < kPer; ++e) {
-    const int i = threadIdx.x + 256 * e, r = i / kC4, c = 4 * (i % kC4);
-    store4(dst + r * ld + c, x[e]);
-  }
-}
-
 // Adds, for every row the lane holds, the sum of f(row, col, value) over its elements to
 // dst[row] (shared memory). The 4 lanes of a row group reduce first; one atomic per row.
 template <int MT, int NT, class F>
@@ -434,7 +415,7 @@ __device__ __forceinline__ void add_col_sums(float (&acc)[MT][NT][4], int m0, in
     }
 }
 
-// The tile copies below run on blocks of kBlockThreads threads (as load_rows and load_cols do).
+// The tile copies below run on blocks of kBlockThreads threads (as load_rows does).
 // Thread t copies the 16-byte piece t % pieces of rows t / pieces + k · kBlockThreads / pieces
 // (pieces = cols · sizeof(T) / 16, which divides kBlockThreads): with rows and cols constants at
 // the inlined call the loop unrolls and each copy is the thread's base addresses plus immediates.
