@@ -33,10 +33,11 @@ namespace {
 
 constexpr int kThreads = kBlockThreads;  // the block size tile.cuh's copies are unrolled for
 constexpr int kStateCols = 32;
+constexpr int kStateTiles = kDim / kStateCols;  // column blocks of a state in the reverse state pass
 
 // The forward's buffers (left as the forward pass wrote it), then the backward's, fp32
-// except dW and dV', which only feed mma operands (in the input type: rounded once, where
-// they are written).
+// except dW, dV' and the scalar gate's dS_next, which only feed mma operands (in the input
+// type: rounded once, where they are written).
 template <class T>
 struct BackwardWorkspace {
   ForwardWorkspace<T> fwd;
@@ -97,9 +98,8 @@ __global__ void __launch_bounds__(kThreads, 1) state_bwd_kernel(BackwardParams<T
   extern __shared__ float4 smem4[];
   StateBwdSmem<T, U, G>& sm = *reinterpret_cast<StateBwdSmem<T, U, G>*>(smem4);
 
-  constexpr int kTiles = kDim / kStateCols;
-  const int n = blockIdx.x / (p.HV * kTiles), hv = blockIdx.x / kTiles % p.HV;
-  const int v0 = blockIdx.x % kTiles * kStateCols;
+  const int n = blockIdx.x / (p.HV * kStateTiles), hv = blockIdx.x / kStateTiles % p.HV;
+  const int tile = blockIdx.x % kStateTiles, v0 = tile * kStateCols;
   const int warp = threadIdx.x >> 5;
   const SeqInfo seq = ws.fwd.seqs[n];
   const long state_base = (long(n) * p.HV + hv) * kDim * kDim + v0;
@@ -186,7 +186,7 @@ __global__ void __launch_bounds__(kThreads, 1) state_bwd_kernel(BackwardParams<T
       if (threadIdx.x == 0) {  // the warps' parts in a fixed order: the sum is the same every run
         float t = 0.f;
         for (int w = 0; w < kThreads / 32; ++w) t += sm.red[w];
-        ws.dss[hc * kTiles + v0 / kStateCols] = t;
+        ws.dss[hc * kStateTiles + tile] = t;
       }
     {  // dS = e^{γ_L} dS_next + scale (Q e^γ)ᵀ dO − Wᵀ dV' (no W for the additive rule)
       float wdv[1][4][4];
@@ -578,7 +578,7 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
     // suffix scan over the lanes' row pairs: lane l holds rows 2l, 2l + 1).
     float decay = 0.f;
 #pragma unroll
-    for (int t = 0; t < kDim / kStateCols; ++t) decay += ws.dss[hc * (kDim / kStateCols) + t];
+    for (int t = 0; t < kStateTiles; ++t) decay += ws.dss[hc * kStateTiles + t];
     const int r0 = 2 * lane, r1 = r0 + 1;
     const float total = warp_sum(sm.kdsum[r0] + sm.kdsum[r1]) + __expf(gl.x) * decay;
     const float d0 = r0 < ch.len ? dgam[r0] - sm.kdsum[r0] + (r0 == ch.len - 1 ? total : 0.f) : 0.f;
@@ -885,7 +885,7 @@ BackwardWorkspace<T> carve_backward(Carve& cv, const ChunkPlan& plan, const Chun
   ws.dw = vector && s.update == Update::delta ? cv.take<T>(heads * kChunk * kDim) : nullptr;
   ws.dh = vector ? cv.take<float>(heads * kDim * kDim) : nullptr;
   ws.dsn = vector ? nullptr : cv.take<T>(heads * kDim * kDim);
-  ws.dss = vector ? nullptr : cv.take<float>(heads * (kDim / kStateCols));
+  ws.dss = vector ? nullptr : cv.take<float>(heads * kStateTiles);
   ws.dvp = s.update == Update::delta ? cv.take<T>(heads * kChunk * kDim) : nullptr;
   ws.dgl = vector ? cv.take<float>(heads * kDim) : nullptr;
   const size_t rows = vector || (s.HV != s.H && !cluster_sum) ? size_t(s.B) * s.T * s.HV * kDim : 0;
@@ -947,7 +947,7 @@ Status backward_typed(const ChunkShape& s, const ChunkBackwardArgs& a, void* wor
   if constexpr (kVector<G>)
     if (Status st = allow_smem(state_grad_kernel<T, U>, sizeof(StateGradSmem<T, U>)); !st.ok()) return st;
   state_bwd_kernel<T, U, G>
-      <<<unsigned(plan.N * s.HV * (kDim / kStateCols)), kThreads, sizeof(StateBwdSmem<T, U, G>), stream>>>(bp, ws);
+      <<<unsigned(plan.N * s.HV * kStateTiles), kThreads, sizeof(StateBwdSmem<T, U, G>), stream>>>(bp, ws);
   GDN_CUDA_LAUNCHED("gdn::cuda state_bwd_kernel");
   if (plan.NC > 0) {
     if constexpr (kVector<G>) {

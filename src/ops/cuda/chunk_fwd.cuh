@@ -24,10 +24,12 @@ struct ChunkParams {
 // the input type too). A, W and U exist for the delta rule only (null otherwise). Rows beyond a
 // chunk's length are zero. bf16 only: h_lo = S − h in bf16 [NC,HV,128,128], so
 // that h + h_lo carries S to ~16 bits for the gate gradient's Σ dS_next ⊙ S, which is not an
-// mma operand (bench/gpu/bf16_gate_grad.py); null for fp32, where h is S. Vector gate only (null
-// otherwise), in T: the gated products P = gated Q Kᵀ (lower with the diagonal) and, for the delta
-// rule, N = gated K Kᵀ (strictly lower), [NC,HV,64,64]: formed once by prepare, read by the output
-// pass and the backward. A, N and h_lo are read by the backward alone: null when none follows
+// mma operand (bench/gpu/bf16_gate_grad.py); null for fp32, where h is S. In T, P = Q Kᵀ ⊙ Γ
+// (lower with the diagonal) [NC,HV,64,64]: the vector gate's formed once by prepare (gated by
+// sub-chunks) and read by the output pass and the backward, the scalar gate's stored by the output
+// pass for the backward; Q e^γ [NC,HV,64,128], stored by the output pass for the backward; vector
+// gate and delta rule only, N = gated K Kᵀ (strictly lower) [NC,HV,64,64]. A, N, h_lo, Q e^γ and the
+// scalar gate's P are read by the backward alone: null when none follows
 // (ChunkForwardArgs::for_backward false), and the kernels skip their stores.
 template <class T>
 struct ForwardWorkspace {
