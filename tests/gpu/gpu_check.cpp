@@ -137,7 +137,9 @@ std::vector<Case> delta_cases() {
       {"no_l2norm", kGdn, 1, 200, 2, 2, {}, GateMode::random, true, true, true, false},
       {"gva_no_l2norm", kGdn, 1, 200, 2, 4, {}, GateMode::random, false, true, true, false},
       // More state blocks (sequences × value heads × 4) than any GPU has SMs: the state pass's
-      // two-stage prefetch; the other cases' few sequences take its deep one (chunk_fwd.cu).
+      // two-stage prefetch; the other cases' few sequences take its deep one (chunk_fwd.cu). 16-bit
+      // inputs: the fused output pass's blocks of 64 columns on GPUs of ≤ 136 SMs (H100: 132), its
+      // blocks of 32 in every other case.
       {"many_sequences", kGdn, 34, 70, 1, 2, {}, GateMode::random, true, true},
       // Grouped value heads: intra_grad sums a group of 2..8 in a thread block cluster (4 with
       // varlen chunks, 3 and 8), a group of 16 through qk_finish.

@@ -934,8 +934,10 @@ Status backward_typed(const ChunkShape& s, const ChunkBackwardArgs& a, void* wor
   if (!a.workspace_has_forward) {
     if (Status st = upload_plan(plan, ws.fwd.seqs, ws.fwd.chunk_seq, stream); !st.ok()) return st;
     if (Status st = forward_states<T, U, G>(plan, bp.p, ws.fwd, a.h0, nullptr, stream); !st.ok()) return st;
-    // P and Q e^γ, as the forward's output pass forms them, without the output.
-    if (Status st = forward_output<T, G>(plan, bp.p, ws.fwd, nullptr, stream); !st.ok()) return st;
+    // P and Q e^γ, as the forward's output pass forms them, without the output (the fused
+    // forward's prepare formed them).
+    if constexpr (!kFusedOutput<T, U, G>)
+      if (Status st = forward_output<T, G>(plan, bp.p, ws.fwd, nullptr, stream); !st.ok()) return st;
   }
   // The scalar gate's intra_grad (the state products included), or the vector gate's own kernel
   // after state_grad.

@@ -1,23 +1,27 @@
 // Chunkwise Gated DeltaNet forward (shared/DESIGN.md §2, chunk size 64), three kernels:
 //   1. prepare   per (chunk, value head): cumulative gate, A = (I + StrictLower(diag(β) KKᵀ ⊙ Γ))⁻¹
 //                by 16×16 blocks (chunk_fwd.cuh; stored when a backward follows), W = A diag(β e^γ) K,
-//                U = A diag(β) V, Kd = K e^{γ_L − γ}.
-//   2. states    per (sequence, value head, 32 value columns), sequential over chunks, the
+//                U = A diag(β) V, Kd = K e^{γ_L − γ}; for the fused output (kFusedOutput: the delta
+//                rule, scalar gate, 16-bit inputs) also P = Q Kᵀ ⊙ Γ ⊙ LowerInclDiag and Q e^γ.
+//   2. states    per (sequence, value head, 32 or 64 value columns), sequential over chunks, the
 //                state in registers and chunk c+1's W, Kd, U (c+1..c+3 with few sequences) copied
 //                in while chunk c computes:
 //                stores the state entering each chunk (h, and h_lo for bf16 when a backward
 //                follows; from the registers), V' = U − W S,
 //                S ← e^{γ_L} S + Kdᵀ V'.
+//                kFusedOutput: a second group of 256 threads forms O = scale (Q e^γ S + P V')
+//                of chunk c − 1 beside the step of chunk c, from the state and V' the step left
+//                in shared memory; h, h_lo and V' are stored only when a backward follows.
 // The additive rule (template parameter U) is the same kernels without A, W and U: prepare
 // stores V' = V (zero rows beyond the chunk), and the state pass streams it in place of W, U.
-//   3. output    per (chunk, value head): O = scale (e^γ ⊙ Q S + P V'),
+//   3. output    (not kFusedOutput) per (chunk, value head): O = scale (e^γ ⊙ Q S + P V'),
 //                P = Q Kᵀ ⊙ Γ ⊙ LowerInclDiag; when a backward follows it also stores P and
 //                Q e^γ, the reverse state pass's operands.
 // The vector gate (template parameter G; GLA, KDA) keeps the cumulative gate per key dimension,
 // a [64][128] tile: prepare forms the gated products N (for L) and P by gate.cuh's sub-chunked
 // scheme and stores them (output and backward read them), W, Kd and Q e^γ scale elements instead
 // of rows, and the state decays row by row (e^{γ_L} per dimension).
-// Stages 1–2 are reused by the backward pass.
+// Stages 1–2 (the state pass without the output) are reused by the backward pass.
 #include "chunk_fwd.cuh"
 
 namespace gdn::cuda::detail {
@@ -31,6 +35,7 @@ constexpr int kStateCols = 32;  // value columns per block of the state pass
 template <class T>
 struct InverseSmem {
   union {
+    T q[kChunk * tile_ld<T>(kDim)];  // Q, for P and Q e^γ (kFusedOutput) before L is formed
     float l[kChunk * kLdL];          // L = StrictLower(diag(β) N), its diagonal blocks then inverted in place
     T w[kChunk * tile_ld<T>(kDim)];  // W, staged
   };
@@ -68,6 +73,8 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
 
   load_rows(sm.k, ldK, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
   load_rows(sm.v, ldK, p.v + (long(ch.start) * p.HV + hv) * kDim, long(p.HV) * kDim, ch.len, false);
+  if constexpr (kFusedOutput<T, U, G>)
+    load_rows(sm.inv.q, ldK, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
   load_gate_beta(sm.gam, sm.bet, kVector<G> ? nullptr : p.g, p.beta, ch.start, ch.len, p.HV, hv);
   if constexpr (kVector<G>) load_gate_vec(sm.gv, p.g, ch.start, ch.len, p.HV, hv);
   __syncthreads();
@@ -90,6 +97,24 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
     float acc[1][4][4];
     zero(acc);
     const int m0 = (warp % 4) * 16, n0 = (warp / 4) * 32;
+    if constexpr (kFusedOutput<T, U, G>) {
+      // P = Q Kᵀ ⊙ Γ (lower with the diagonal), staged over A's tile, and Q e^γ (rows scaled here,
+      // the scale applied to their products), for the fused output pass and the backward.
+      warp_mma(acc, row_major(sm.inv.q, ldK), row_major(sm.k, ldK), m0, n0, kDim);
+      for_each_pair(acc, m0, n0, [&](int i, int j, float x0, float x1) {
+        store2(sm.inv.a + i * ldC + j, j <= i ? x0 * __expf(gate_diff(sm.gam[i], sm.gam[j])) : 0.f,
+               j + 1 <= i ? x1 * __expf(gate_diff(sm.gam[i], sm.gam[j + 1])) : 0.f);
+      });
+      T* qg = ws.qg + hc * kChunk * kDim;
+      for (int i = tid; i < kChunk * kDim / 4; i += kThreads) {
+        const int r = i / (kDim / 4), j = 4 * (i % (kDim / 4));
+        const float4 x = load4(sm.inv.q + r * ldK + j);
+        const float e = __expf(sm.gam[r].x);
+        store4(qg + r * kDim + j, make_float4(e * x.x, e * x.y, e * x.z, e * x.w));
+      }
+      zero(acc);
+      __syncthreads();  // Q is read: L goes over it
+    }
     warp_mma(acc, row_major(sm.k, ldK), row_major(sm.k, ldK), m0, n0, kDim);
     for_each_pair(acc, m0, n0, [&](int i, int j, float x0, float x1) {
       const float b = sm.bet[i];
@@ -98,6 +123,7 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
     });
   }
   __syncthreads();  // L, N and the row scales are complete; nothing reads K K^T's operands any more
+  if constexpr (kFusedOutput<T, U, G>) store_tile(ws.p + hc * kChunk * kChunk, kChunk, sm.inv.a, ldC, kChunk, kChunk);
 
   // Kd = K e^{γ_L − γ} for the state passes, by threads [t0, t0 + n); for the delta rule the
   // operands of W = A diag(β e^γ) K and U = A diag(β) V are scaled in place.
@@ -189,15 +215,21 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
 }
 
 // Buffers of this chunk and the next Stages − 1. The additive rule streams V' (= V) from
-// prepare; the delta rule streams W and U and computes V' into vn[0].
-template <class T, Update U, Gate G, int Stages>
+// prepare; the delta rule streams W and U and computes V' into vn. Out: the output warps'
+// Q e^γ and P of chunks c − 1 (being read) and c (being copied), and the V' and state operands of
+// chunks c − 1 and c (the state warps write those of c while the output warps read c − 1's).
+template <class T, Update U, Gate G, int Stages, int Cols, bool Out>
 struct StateSmem {
+  static constexpr int kSlots = Out ? 2 : 1;
   Only<kDelta<U>, T[Stages][kChunk * tile_ld<T>(kDim)]> w;
   T kd[Stages][kChunk * tile_ld<T>(kDim)];
-  Only<kDelta<U>, T[Stages][kChunk * tile_ld<T>(kStateCols)]> u;
+  Only<kDelta<U>, T[Stages][kChunk * tile_ld<T>(Cols)]> u;
   float gam[Stages][kVector<G> ? kDim : kChunk];  // the chunk's cumulative gate (scalar: hi); vector: its last row γ_L
-  T vn[kDelta<U> ? 1 : Stages][kChunk * tile_ld<T>(kStateCols)];  // V'
-  T s[kDim * tile_ld<T>(kStateCols)];                             // the state as an mma operand
+  T vn[kDelta<U> ? kSlots : Stages][kChunk * tile_ld<T>(Cols)];  // V'
+  T s[kSlots][kDim * tile_ld<T>(Cols)];                          // the state as an mma operand
+  Only<Out, T[2][kChunk * tile_ld<T>(kDim)]> qg;                 // Q e^γ
+  Only<Out, T[2][kChunk * tile_ld<T>(kChunk)]> pm;               // P
+  Only<Out, T[kChunk * tile_ld<T>(Cols)]> ot;                    // O, staged
 };
 
 // Chunks whose copies are in flight or landed: 2 (chunk c + 1 copied while chunk c computes) fits
@@ -209,58 +241,64 @@ constexpr int kDeepStages = sizeof(T) == 2 ? 4 : kStages;
 
 // Blocks per SM that shared memory allows (bf16; fp32 fits fewer): the register budget for ptxas,
 // which otherwise chose 64 registers and spilled for the delta rule's vector gate.
-template <Update U, int Stages>
-constexpr int kStateBlocksPerSm = Stages > kStages ? 1 : kDelta<U> ? 2 : 4;
+template <Update U, int Stages, bool Out>
+constexpr int kStateBlocksPerSm = Out || Stages > kStages ? 1 : kDelta<U> ? 2 : 4;
 
-template <class T, Update U, Gate G, int Stages>
-__global__ void __launch_bounds__(kThreads, kStateBlocksPerSm<U, Stages>)
-    state_kernel(ChunkParams<T> p, ForwardWorkspace<T> ws, const float* h0, float* ht) {
-  constexpr int ldK = tile_ld<T>(kDim), ldS = tile_ld<T>(kStateCols);
+// Per (sequence, value head, Cols value columns), chunk by chunk: V' = U − W S, S ← e^{γ_L} S +
+// Kdᵀ V', the state in registers (warp w: rows 16w..16w+15, all Cols columns, fp32). Each step
+// is two phases between block barriers: V', then the state's update. Out: a second group of 256
+// threads forms O = scale (Q e^γ S + P V') of chunk c − 1 in the same phases (Q e^γ S, then
+// P V'), from the operands the state warps left in shared memory a step before; Q e^γ and P come
+// from the output pass's recomputing mode (forward_output without o). Block barriers only:
+// racecheck does not follow named ones (invert_diagonal_blocks).
+template <class T, Update U, Gate G, int Stages, int Cols, bool Out>
+__global__ void __launch_bounds__(Out ? 2 * kThreads : kThreads, kStateBlocksPerSm<U, Stages, Out>)
+    state_kernel(ChunkParams<T> p, ForwardWorkspace<T> ws, const float* h0, float* ht, T* o) {
+  static_assert(!Out || kFusedOutput<T, U, G>, "the fused output pass covers the GDN forward of 16-bit inputs");
+  using Smem = StateSmem<T, U, G, Stages, Cols, Out>;
+  constexpr int ldK = tile_ld<T>(kDim), ldS = tile_ld<T>(Cols), ldC = tile_ld<T>(kChunk);
+  constexpr int kSlots = Smem::kSlots;
   extern __shared__ float4 smem4[];
-  StateSmem<T, U, G, Stages>& sm = *reinterpret_cast<StateSmem<T, U, G, Stages>*>(smem4);
+  Smem& sm = *reinterpret_cast<Smem*>(smem4);
 
-  constexpr int kTiles = kDim / kStateCols;
+  constexpr int kTiles = kDim / Cols;
   const int n = blockIdx.x / (p.HV * kTiles), hv = blockIdx.x / kTiles % p.HV;
-  const int v0 = blockIdx.x % kTiles * kStateCols;
+  const int v0 = blockIdx.x % kTiles * Cols;
   const int warp = threadIdx.x >> 5;
+  const bool state_warp = !Out || threadIdx.x < kThreads;
   const SeqInfo seq = ws.seqs[n];
   const long state_base = (long(n) * p.HV + hv) * kDim * kDim + v0;
   const int chunks = (seq.eos - seq.bos + kChunk - 1) / kChunk;
+  auto chunk_len = [&](int ci) { return min(kChunk, seq.eos - (seq.bos + ci * kChunk)); };
+  auto head_chunk = [&](int ci) { return long(seq.first_chunk + ci) * p.HV + hv; };
 
   auto prefetch = [&](int ci, int b) {
-    const long hc = long(seq.first_chunk + ci) * p.HV + hv;
+    const long hc = head_chunk(ci);
     if constexpr (kDelta<U>) {
       load_tile(sm.w[b], ldK, ws.w + hc * kChunk * kDim, kDim, kChunk, kDim);
-      load_tile(sm.u[b], ldS, ws.u + hc * kChunk * kDim + v0, kDim, kChunk, kStateCols);
+      load_tile(sm.u[b], ldS, ws.u + hc * kChunk * kDim + v0, kDim, kChunk, Cols);
     } else {
-      load_tile(sm.vn[b], ldS, ws.vn + hc * kChunk * kDim + v0, kDim, kChunk, kStateCols);
+      load_tile(sm.vn[b], ldS, ws.vn + hc * kChunk * kDim + v0, kDim, kChunk, Cols);
     }
     load_tile(sm.kd[b], ldK, ws.kd + hc * kChunk * kDim, kDim, kChunk, kDim);
     if constexpr (kVector<G>) {
-      const int last = min(kChunk, seq.eos - (seq.bos + ci * kChunk)) - 1;
-      load_tile(sm.gam[b], kDim, ws.gam + (hc * kChunk + last) * kDim, kDim, 1, kDim);
+      load_tile(sm.gam[b], kDim, ws.gam + (hc * kChunk + chunk_len(ci) - 1) * kDim, kDim, 1, kDim);
     } else {
       load_tile(sm.gam[b], kChunk, ws.gam + hc * kGateStride, kChunk, 1, kChunk);
     }
   };
-  // One group of copies per chunk, empty past the last, so that wait_async<Stages − 2> at chunk c
-  // always means chunk c's copies have landed.
-  for (int ci = 0; ci < Stages - 1; ++ci) {
-    if (ci < chunks) prefetch(ci, ci);
-    commit_async();
-  }
 
-  // Warp w holds state rows 16w..16w+15, all 32 columns, in fp32 for the whole sequence.
+  // Warp w holds state rows 16w..16w+15, all Cols columns, in fp32 for the whole sequence.
   const int s0 = 16 * warp;
-  float st[1][4][4];
-  for_each(st, s0, 0, [&](int i, int j, float& x) { x = h0 ? h0[state_base + i * kDim + j] : 0.f; });
+  float st[1][Cols / 8][4];
   // The state entering chunk ci, from the registers by each warp alone: h (bf16(S) for bf16, as
   // store_acc rounds it into sm.s) and, for bf16 when a backward follows, h_lo = S − h. Issued as
   // soon as the state is known, before the warps wait on the next chunk's copies; bf16 rows leave
   // in 16-byte stores (h_lo by 4-byte stores from the accumulators cost the state pass 25%,
-  // bench/gpu/NOTES.md, helper fuse).
+  // bench/gpu/NOTES.md, helper fuse). Null h (the fused forward without a backward): not stored.
   auto store_state = [&](int ci) {
-    const long off = (long(seq.first_chunk + ci) * p.HV + hv) * kDim * kDim + v0;
+    if (!ws.h) return;
+    const long off = head_chunk(ci) * kDim * kDim + v0;
     if constexpr (sizeof(T) == 2) {
       store_acc_rows(ws.h + off, kDim, st, s0, 0, [](float x) { return x; });
       if (ws.h_lo)
@@ -269,52 +307,109 @@ __global__ void __launch_bounds__(kThreads, kStateBlocksPerSm<U, Stages>)
       store_acc(ws.h + off, kDim, st, s0, 0);  // each row's 4 lanes fill a 32-byte sector
     }
   };
-  store_acc(sm.s, ldS, st, s0, 0);
-  if (chunks > 0) store_state(0);
-  for (int ci = 0; ci < chunks; ++ci) {
-    const int b = ci % Stages, c = seq.first_chunk + ci;
-    const int len = min(kChunk, seq.eos - (seq.bos + ci * kChunk));
-    const long hc = long(c) * p.HV + hv;
+  // One group of copies per chunk, empty past the last, so that wait_async<Stages − 2> after chunk
+  // c − 1's step always means chunk c's copies have landed.
+  if (state_warp) {
+    for (int ci = 0; ci < Stages - 1; ++ci) {
+      if (ci < chunks) prefetch(ci, ci);
+      commit_async();
+    }
+    for_each(st, s0, 0, [&](int i, int j, float& x) { x = h0 ? h0[state_base + i * kDim + j] : 0.f; });
+    store_acc(sm.s[0], ldS, st, s0, 0);
+    if (chunks > 0) store_state(0);
     wait_async<Stages - 2>();
-    __syncthreads();  // chunk ci's copies and the state are visible; chunk ci−1 is done with its buffer
-    if (ci + Stages - 1 < chunks) prefetch(ci + Stages - 1, (ci + Stages - 1) % Stages);
-    commit_async();
-    if constexpr (kDelta<U>) {  // V' = U − W S
-      float acc[1][2][4];
-      zero(acc);
-      const int m0 = (warp % 4) * 16, n0 = (warp / 4) * 16;
-      warp_mma(acc, row_major(sm.w[b], ldK), col_major(sm.s, ldS), m0, n0, kDim);
-      for_each_pair(acc, m0, n0, [&](int i, int j, float x0, float x1) {
-        const float2 u = load2(sm.u[b] + i * ldS + j);
-        store2(sm.vn[0] + i * ldS + j, u.x - x0, u.y - x1);
-      });
-    }
-    __syncthreads();  // V' is complete, and every read of sm.s is done before it is overwritten below
-    const T* vn = sm.vn[kDelta<U> ? 0 : b];
-    if constexpr (kDelta<U>) store_tile(ws.vn + hc * kChunk * kDim + v0, kDim, vn, ldS, kChunk, kStateCols);
-    // S ← e^{γ_L} S + Kdᵀ V' (vector gate: row d decays by e^{γ_Ld})
-    if constexpr (kVector<G>) {
-      for_each(st, s0, 0, [&](int i, int, float& x) { x *= __expf(sm.gam[b][i]); });
-    } else {
-      const float decay = __expf(sm.gam[b][len - 1]);
-      for_each(st, s0, 0, [&](int, int, float& x) { x *= decay; });
-    }
-    warp_mma(st, col_major(sm.kd[b], ldK), col_major(vn, ldS), s0, 0, kChunk);
-    store_acc(sm.s, ldS, st, s0, 0);
-    if (ci + 1 < chunks) store_state(ci + 1);
   }
-  if (ht) store_acc(ht + state_base, kDim, st, s0, 0);
+  // The output warps (Out): thread ot of 256, warp tile 16 × Cols/2 of O; Q e^γ and P of chunk ci
+  // copied into buffer ci % 2.
+  const int ot = threadIdx.x - kThreads, om0 = (warp % 4) * 16, on0 = (warp / 4 % 2) * (Cols / 2);
+  auto prefetch_output = [&](int ci) {
+    if constexpr (Out) {
+      const long hc = head_chunk(ci);
+      load_tile(sm.qg[ci % 2], ldK, ws.qg + hc * kChunk * kDim, kDim, kChunk, kDim, ot);
+      load_tile(sm.pm[ci % 2], ldC, ws.p + hc * kChunk * kChunk, kChunk, kChunk, kChunk, ot);
+    }
+  };
+  auto store_output = [&](int ci) {
+    if constexpr (Out)
+      store_tile(o + (long(seq.bos + ci * kChunk) * p.HV + hv) * kDim + v0, long(p.HV) * kDim, sm.ot, ldS,
+                 chunk_len(ci), Cols, ot);
+  };
+  if (!state_warp) {
+    if (chunks > 0) prefetch_output(0);
+    commit_async();
+    wait_async();
+  }
+  __syncthreads();
+
+  float oacc[1][Cols / 16][4];
+  for (int ci = 0; ci < chunks + (Out ? 1 : 0); ++ci) {
+    const bool step = state_warp && ci < chunks;  // the state warps' step of chunk ci
+    const bool out = !state_warp && ci > 0;       // the output warps' O of chunk ci − 1
+    const int b = ci % Stages;
+    T* vn = sm.vn[kDelta<U> ? ci % kSlots : b];
+    // Phase 1. State warps: V' = U − W S. Output warps: the previous chunk's O leaves, Q e^γ S.
+    if (step) {
+      if (ci + Stages - 1 < chunks) prefetch(ci + Stages - 1, (ci + Stages - 1) % Stages);
+      commit_async();
+      if constexpr (kDelta<U>) {
+        float acc[1][Cols / 16][4];
+        zero(acc);
+        const int m0 = (warp % 4) * 16, n0 = (warp / 4) * (Cols / 2);
+        warp_mma(acc, row_major(sm.w[b], ldK), col_major(sm.s[ci % kSlots], ldS), m0, n0, kDim);
+        for_each_pair(acc, m0, n0, [&](int i, int j, float x0, float x1) {
+          const float2 u = load2(sm.u[b] + i * ldS + j);
+          store2(vn + i * ldS + j, u.x - x0, u.y - x1);
+        });
+      }
+    }
+    if constexpr (Out) {
+      if (out) {
+        if (ci > 1) store_output(ci - 2);
+        if (ci < chunks) prefetch_output(ci);
+        commit_async();
+        zero(oacc);
+        warp_mma(oacc, row_major(sm.qg[(ci - 1) % 2], ldK), col_major(sm.s[(ci - 1) % 2], ldS), om0, on0, kDim);
+      }
+    }
+    __syncthreads();  // V' is complete, and every read of the state operand the step overwrites is done
+    // Phase 2. State warps: S ← e^{γ_L} S + Kdᵀ V' (vector gate: row d decays by e^{γ_Ld}).
+    // Output warps: + P V', O staged.
+    if (step) {
+      if (kDelta<U> && ws.vn)
+        store_tile(ws.vn + head_chunk(ci) * kChunk * kDim + v0, kDim, vn, ldS, kChunk, Cols);
+      if constexpr (kVector<G>) {
+        for_each(st, s0, 0, [&](int i, int, float& x) { x *= __expf(sm.gam[b][i]); });
+      } else {
+        const float decay = __expf(sm.gam[b][chunk_len(ci) - 1]);
+        for_each(st, s0, 0, [&](int, int, float& x) { x *= decay; });
+      }
+      warp_mma(st, col_major(sm.kd[b], ldK), col_major(vn, ldS), s0, 0, kChunk);
+      store_acc(sm.s[(ci + 1) % kSlots], ldS, st, s0, 0);
+      if (ci + 1 < chunks) store_state(ci + 1);
+      wait_async<Stages - 2>();  // chunk ci + 1's copies
+    }
+    if constexpr (Out) {
+      if (out) {
+        warp_mma(oacc, row_major(sm.pm[(ci - 1) % 2], ldC), col_major(sm.vn[(ci - 1) % 2], ldS), om0, on0, kChunk);
+        store_acc(sm.ot, ldS, oacc, om0, on0, p.scale);
+        wait_async();  // chunk ci's Q e^γ and P
+      }
+    }
+    __syncthreads();
+  }
+  if (state_warp && ht) store_acc(ht + state_base, kDim, st, s0, 0);
+  if (!state_warp && chunks > 0) store_output(chunks - 1);
 }
 
 // One block per (chunk, value head), all 128 value columns: Q and K are loaded and P formed
 // once per chunk. Blocks of 64 columns did both twice per chunk at 3 blocks/SM (bf16); this
 // block needs 97 KB (2/SM) and was 12% faster on an H200 (bench/gpu/NOTES.md, helper fuse).
-template <class T, Gate G>
+template <class T, Gate G, bool Out>
 struct OutputSmem {
   T q[kChunk * tile_ld<T>(kDim)];  // Q (vector gate: then Q ⊙ e^γ), then O (staged)
   Only<!kVector<G>, T[kChunk * tile_ld<T>(kDim)]> k;
-  T s[kDim * tile_ld<T>(kDim)];
-  T vn[kChunk * tile_ld<T>(kDim)];
+  Only<Out, T[kDim * tile_ld<T>(kDim)]> s;
+  Only<Out, T[kChunk * tile_ld<T>(kDim)]> vn;
   T pm[kChunk * tile_ld<T>(kChunk)];  // P
   Only<!kVector<G>, float2[kChunk]> gam;
   Only<kVector<G>, float[kChunk * kLdG]> gv;
@@ -326,7 +421,7 @@ template <class T, Gate G, bool Out>
 __global__ void __launch_bounds__(kThreads) output_kernel(ChunkParams<T> p, ForwardWorkspace<T> ws, T* o) {
   constexpr int ldK = tile_ld<T>(kDim), ldC = tile_ld<T>(kChunk);
   extern __shared__ float4 smem4[];
-  OutputSmem<T, G>& sm = *reinterpret_cast<OutputSmem<T, G>*>(smem4);
+  OutputSmem<T, G, Out>& sm = *reinterpret_cast<OutputSmem<T, G, Out>*>(smem4);
 
   const int c = blockIdx.x / p.HV, hv = blockIdx.x % p.HV, h = hv / (p.HV / p.H);
   const ChunkRef ch = chunk_ref(ws.seqs, ws.chunk_seq, c);
@@ -431,13 +526,26 @@ Status upload_plan(const ChunkPlan& plan, SeqInfo* seqs, int* chunk_seq, cudaStr
   return {};
 }
 
-template <class T, Update U, Gate G, int Stages>
-Status launch_states(unsigned blocks, const ChunkParams<T>& p, const ForwardWorkspace<T>& ws, const float* h0,
-                     float* ht, cudaStream_t stream) {
-  using SS = StateSmem<T, U, G, Stages>;
-  GDN_CUDA_TRY(cudaFuncSetAttribute(state_kernel<T, U, G, Stages>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    int(sizeof(SS))));
-  state_kernel<T, U, G, Stages><<<blocks, kThreads, sizeof(SS), stream>>>(p, ws, h0, ht);
+template <class T, Update U, Gate G>
+Status launch_prepare(const ChunkPlan& plan, const ChunkParams<T>& p, const ForwardWorkspace<T>& ws,
+                      cudaStream_t stream) {
+  using PS = PrepareSmem<T, U, G>;
+  GDN_CUDA_TRY(cudaFuncSetAttribute(prepare_kernel<T, U, G>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sizeof(PS))));
+  if (plan.NC > 0) {
+    prepare_kernel<T, U, G><<<unsigned(plan.NC * p.HV), kThreads, sizeof(PS), stream>>>(p, ws);
+    GDN_CUDA_LAUNCHED("gdn::cuda prepare_kernel");
+  }
+  return {};
+}
+
+template <class T, Update U, Gate G, int Stages, int Cols, bool Out>
+Status launch_states(const ChunkPlan& plan, const ChunkParams<T>& p, const ForwardWorkspace<T>& ws,
+                     const float* h0, float* ht, T* o, cudaStream_t stream) {
+  using SS = StateSmem<T, U, G, Stages, Cols, Out>;
+  const auto kernel = state_kernel<T, U, G, Stages, Cols, Out>;
+  GDN_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sizeof(SS))));
+  const unsigned blocks = unsigned(plan.N * p.HV * (kDim / Cols));
+  kernel<<<blocks, Out ? 2 * kThreads : kThreads, sizeof(SS), stream>>>(p, ws, h0, ht, o);
   GDN_CUDA_LAUNCHED("gdn::cuda state_kernel");
   return {};
 }
@@ -445,31 +553,39 @@ Status launch_states(unsigned blocks, const ChunkParams<T>& p, const ForwardWork
 template <class T, Update U, Gate G>
 Status forward_states(const ChunkPlan& plan, const ChunkParams<T>& p, const ForwardWorkspace<T>& ws,
                       const float* h0, float* ht, cudaStream_t stream) {
-  using PS = PrepareSmem<T, U, G>;
-  GDN_CUDA_TRY(cudaFuncSetAttribute(prepare_kernel<T, U, G>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sizeof(PS))));
-  if (plan.NC > 0) {
-    prepare_kernel<T, U, G><<<unsigned(plan.NC * p.HV), kThreads, sizeof(PS), stream>>>(p, ws);
-    GDN_CUDA_LAUNCHED("gdn::cuda prepare_kernel");
-  }
-  const unsigned blocks = unsigned(plan.N * p.HV * (kDim / kStateCols));
+  if (Status st = launch_prepare<T, U, G>(plan, p, ws, stream); !st.ok()) return st;
   if constexpr (kDeepStages<T> != kStages) {
     int sms = 0;
     if (Status st = current_sm_count(sms); !st.ok()) return st;
-    if (blocks <= unsigned(sms)) return launch_states<T, U, G, kDeepStages<T>>(blocks, p, ws, h0, ht, stream);
+    if (plan.N * p.HV * (kDim / kStateCols) <= sms)
+      return launch_states<T, U, G, kDeepStages<T>, kStateCols, false>(plan, p, ws, h0, ht, nullptr, stream);
   }
-  return launch_states<T, U, G, kStages>(blocks, p, ws, h0, ht, stream);
+  return launch_states<T, U, G, kStages, kStateCols, false>(plan, p, ws, h0, ht, nullptr, stream);
 }
 
 template <class T, Gate G>
 Status forward_output(const ChunkPlan& plan, const ChunkParams<T>& p, const ForwardWorkspace<T>& ws, T* o,
                       cudaStream_t stream) {
   if (plan.NC == 0) return {};
-  using OS = OutputSmem<T, G>;
   const auto kernel = o ? output_kernel<T, G, true> : output_kernel<T, G, false>;
-  GDN_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sizeof(OS))));
-  kernel<<<unsigned(plan.NC * p.HV), kThreads, sizeof(OS), stream>>>(p, ws, o);
+  const int bytes = int(o ? sizeof(OutputSmem<T, G, true>) : sizeof(OutputSmem<T, G, false>));
+  GDN_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+  kernel<<<unsigned(plan.NC * p.HV), kThreads, bytes, stream>>>(p, ws, o);
   GDN_CUDA_LAUNCHED("gdn::cuda output_kernel");
   return {};
+}
+
+// The GDN forward of 16-bit inputs: prepare (P and Q e^γ included), then the state pass with the
+// output fused in. Blocks of 64 value columns where they fill the GPU (half the L2 reads of W and
+// Kd per state column; 2 stages fit), else of 32 (3 stages: 210 KB).
+template <class T, Update U, Gate G>
+Status forward_fused(const ChunkPlan& plan, const ChunkParams<T>& p, const ForwardWorkspace<T>& ws,
+                     const float* h0, float* ht, T* o, cudaStream_t stream) {
+  if (Status st = launch_prepare<T, U, G>(plan, p, ws, stream); !st.ok()) return st;
+  int sms = 0;
+  if (Status st = current_sm_count(sms); !st.ok()) return st;
+  if (plan.N * p.HV * (kDim / 64) >= sms) return launch_states<T, U, G, kStages, 64, true>(plan, p, ws, h0, ht, o, stream);
+  return launch_states<T, U, G, kStages + 1, 32, true>(plan, p, ws, h0, ht, o, stream);
 }
 
 template ForwardWorkspace<float> carve_forward<float>(Carve&, const ChunkPlan&, int, Update, Gate);
@@ -513,14 +629,23 @@ Status forward_typed(const ChunkShape& s, const ChunkForwardArgs& a, void* works
   if (cv.used > bytes)
     return bad_input(gdn::cat("gdn::cuda::chunk_forward: workspace of ", bytes, " bytes, needs ", cv.used));
   if (!a.for_backward) {  // the backward's alone: not stored (the vector gate's output pass reads P)
-    ws.a = ws.n = ws.h_lo = ws.qg = nullptr;
-    if constexpr (!kVector<G>) ws.p = nullptr;
+    ws.a = ws.n = ws.h_lo = nullptr;
+    if constexpr (kFusedOutput<T, U, G>) {
+      ws.h = ws.vn = nullptr;  // the fused output pass reads P and Q e^γ instead
+    } else {
+      ws.qg = nullptr;
+      if constexpr (!kVector<G>) ws.p = nullptr;
+    }
   }
   const ChunkParams<T> p{static_cast<const T*>(a.q), static_cast<const T*>(a.k), static_cast<const T*>(a.v),
                          a.g, a.beta, s.H, s.HV, plan.scale, s.l2norm_qk};
   if (Status st = upload_plan(plan, ws.seqs, ws.chunk_seq, stream); !st.ok()) return st;
-  if (Status st = forward_states<T, U, G>(plan, p, ws, a.h0, a.ht, stream); !st.ok()) return st;
-  return forward_output<T, G>(plan, p, ws, static_cast<T*>(a.o), stream);
+  if constexpr (kFusedOutput<T, U, G>) {
+    return forward_fused<T, U, G>(plan, p, ws, a.h0, a.ht, static_cast<T*>(a.o), stream);
+  } else {
+    if (Status st = forward_states<T, U, G>(plan, p, ws, a.h0, a.ht, stream); !st.ok()) return st;
+    return forward_output<T, G>(plan, p, ws, static_cast<T*>(a.o), stream);
+  }
 }
 }  // namespace
 

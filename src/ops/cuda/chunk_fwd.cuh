@@ -27,10 +27,11 @@ struct ChunkParams {
 // mma operand (bench/gpu/bf16_gate_grad.py); null for fp32, where h is S. In T, P = Q Kᵀ ⊙ Γ
 // (lower with the diagonal) [NC,HV,64,64]: the vector gate's formed once by prepare (gated by
 // sub-chunks) and read by the output pass and the backward, the scalar gate's stored by the output
-// pass for the backward; Q e^γ [NC,HV,64,128], stored by the output pass for the backward; vector
+// pass for the backward; Q e^γ [NC,HV,64,128], stored by the output pass for the backward (where
+// kFusedOutput, below, prepare stores P and Q e^γ, for the fused output pass and the backward); vector
 // gate and delta rule only, N = gated K Kᵀ (strictly lower) [NC,HV,64,64]. A, N, h_lo, Q e^γ and the
-// scalar gate's P are read by the backward alone: null when none follows
-// (ChunkForwardArgs::for_backward false), and the kernels skip their stores.
+// scalar gate's P are read by the backward alone (kFusedOutput: A, N, h_lo, h and V'): null when none
+// follows (ChunkForwardArgs::for_backward false), and the kernels skip their stores.
 template <class T>
 struct ForwardWorkspace {
   SeqInfo* seqs;
@@ -199,6 +200,12 @@ __device__ inline void inverse_rows(const float* l, F&& f) {
     default: inverse::inverse_row<3>(l, f); break;
   }
 }
+
+// The GDN forward of 16-bit inputs (delta rule, scalar gate) fuses the output pass into the state
+// pass, where h and V' need not leave the block (the output pass alone read them back, 48 KB per
+// chunk-head, after the state pass wrote them); its prepare forms P and Q e^γ.
+template <class T, Update U, Gate G>
+constexpr bool kFusedOutput = k16Bit<T> && kDelta<U> && !kVector<G>;
 
 template <class T>
 ForwardWorkspace<T> carve_forward(Carve& cv, const ChunkPlan& plan, int HV, Update update, Gate gate);

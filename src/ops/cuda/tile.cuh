@@ -425,11 +425,14 @@ constexpr int kBlockThreads = 256;
 
 // Starts copying a [rows, cols] block of a tensor (row stride `stride`) into a tile with
 // row stride ld, by cp.async (wait_async() and a barrier before reading it).
+// `tid`: the thread's index among the kBlockThreads that copy (a block of several such groups
+// gives each its own copies).
 template <class T>
-__device__ __forceinline__ void load_tile(T* dst, int ld, const T* src, long stride, int rows, int cols) {
+__device__ __forceinline__ void load_tile(T* dst, int ld, const T* src, long stride, int rows, int cols,
+                                          int tid = threadIdx.x) {
   constexpr int kVec = 16 / sizeof(T);
   const int pieces = cols / kVec, step = kBlockThreads / pieces;
-  const int r0 = threadIdx.x / pieces, c = kVec * (threadIdx.x % pieces);
+  const int r0 = tid / pieces, c = kVec * (tid % pieces);
   dst += r0 * ld + c;
   src += r0 * stride + c;
 #pragma unroll 8
@@ -447,10 +450,11 @@ __device__ __forceinline__ void load_tile_zero_tail(T* dst, int ld, const T* src
 }
 // Stores a [rows, cols] tile (row stride ld) to a tensor, 16 bytes per access.
 template <class T>
-__device__ __forceinline__ void store_tile(T* dst, long stride, const T* src, int ld, int rows, int cols) {
+__device__ __forceinline__ void store_tile(T* dst, long stride, const T* src, int ld, int rows, int cols,
+                                           int tid = threadIdx.x) {
   constexpr int kVec = 16 / sizeof(T);
   const int pieces = cols / kVec, step = kBlockThreads / pieces;
-  const int r0 = threadIdx.x / pieces, c = kVec * (threadIdx.x % pieces);
+  const int r0 = tid / pieces, c = kVec * (tid % pieces);
   dst += r0 * stride + c;
   src += r0 * ld + c;
 #pragma unroll 8
