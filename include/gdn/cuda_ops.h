@@ -56,6 +56,7 @@ struct ChunkForwardArgs {
   const float* h0 = nullptr;  // optional
   void* o = nullptr;          // required
   float* ht = nullptr;        // optional
+  // q, k and v must be 16-byte aligned (the kernels copy them by cp.async; refused otherwise).
   // False when no chunk_backward will reuse this workspace (inference): the forward then skips
   // the intermediates that only the backward reads (A, the vector gate's gated K Kᵀ, P and
   // Q e^γ, and for 16-bit inputs the state's low half: 13% faster at 8×2048×16×128 on an H100).
@@ -71,7 +72,7 @@ struct ChunkBackwardArgs {
   const void* d_o = nullptr;   // required
   const float* dht = nullptr;  // optional
   void *dq = nullptr, *dk = nullptr, *dv = nullptr;  // required, [B,T,H,K] / [B,T,HV,V]
-  // v and d_o must be 16-byte aligned (the backward copies them by cp.async; refused otherwise).
+  // q, k, v and d_o must be 16-byte aligned (the kernels copy them by cp.async; refused otherwise).
   float *dg = nullptr, *dbeta = nullptr;             // dg (like g) iff g is given; dbeta iff the delta rule
   float* dh0 = nullptr;                              // written when h0 is given
   // True when the workspace already holds chunk_forward's intermediates for these same

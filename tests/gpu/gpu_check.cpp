@@ -389,32 +389,37 @@ TEST(GpuErrors, BadShapesAreReported) {
   EXPECT_NE(gdn::cuda::chunk_forward(s, {}, nullptr, 0, nullptr).message.find("K and V"), std::string::npos);
   // beta: required by the delta rule, refused by the additive rule (checked before any launch).
   s.K = 128;
-  const float dummy = 0.f;
+  alignas(16) const float dummy[4] = {};
   gdn::cuda::ChunkForwardArgs a;
-  a.q = a.k = a.v = a.o = const_cast<float*>(&dummy);
+  a.q = a.k = a.v = a.o = const_cast<float*>(dummy);
   const std::string no_beta = gdn::cuda::chunk_forward(s, a, nullptr, 0, nullptr).message;
   EXPECT_NE(no_beta.find("the delta rule needs beta"), std::string::npos) << no_beta;
   s.update = gdn::cuda::Update::additive;
-  a.beta = &dummy;
+  a.beta = dummy;
   const std::string with_beta = gdn::cuda::chunk_forward(s, a, nullptr, 0, nullptr).message;
   EXPECT_NE(with_beta.find("the additive rule takes no beta"), std::string::npos) << with_beta;
-  // The vector gate cannot be absent (chunk forward, backward and decode).
+  // q, k, v (and the backward's d_o) are copied by cp.async: 16-byte aligned or refused.
   a.beta = nullptr;
+  a.k = dummy + 1;
+  const std::string misaligned = gdn::cuda::chunk_forward(s, a, nullptr, 0, nullptr).message;
+  EXPECT_NE(misaligned.find("q, k and v must be 16-byte aligned"), std::string::npos) << misaligned;
+  a.k = dummy;
+  // The vector gate cannot be absent (chunk forward, backward and decode).
   s.gate = gdn::cuda::Gate::vector;
   const std::string no_gate = gdn::cuda::chunk_forward(s, a, nullptr, 0, nullptr).message;
   EXPECT_NE(no_gate.find("the vector gate needs g"), std::string::npos) << no_gate;
   gdn::cuda::ChunkBackwardArgs b;
-  b.q = b.k = b.v = b.d_o = &dummy;
-  b.dq = b.dk = b.dv = const_cast<float*>(&dummy);
+  b.q = b.k = b.v = b.d_o = dummy;
+  b.dq = b.dk = b.dv = const_cast<float*>(dummy);
   const std::string no_gate_bwd = gdn::cuda::chunk_backward(s, b, nullptr, 0, nullptr).message;
   EXPECT_NE(no_gate_bwd.find("the vector gate needs g"), std::string::npos) << no_gate_bwd;
   gdn::cuda::DecodeShape ds;
   ds.num_seqs = 1, ds.H = 1, ds.HV = 1, ds.pool_size = 1, ds.update = gdn::cuda::Update::additive;
   ds.gate = gdn::cuda::Gate::vector;
   gdn::cuda::DecodeArgs da;
-  da.q = da.k = da.v = da.o = const_cast<float*>(&dummy);
-  da.state_pool = const_cast<float*>(&dummy);
-  da.state_indices = reinterpret_cast<const int32_t*>(&dummy);
+  da.q = da.k = da.v = da.o = const_cast<float*>(dummy);
+  da.state_pool = const_cast<float*>(dummy);
+  da.state_indices = reinterpret_cast<const int32_t*>(dummy);
   const std::string no_gate_decode = gdn::cuda::decode(ds, da, nullptr).message;
   EXPECT_NE(no_gate_decode.find("the vector gate needs g"), std::string::npos) << no_gate_decode;
 }

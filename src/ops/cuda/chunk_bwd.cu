@@ -914,8 +914,7 @@ Status backward_typed(const ChunkShape& s, const ChunkBackwardArgs& a, void* wor
   if (bool(a.g) != bool(a.dg))
     return bad_input(gdn::cat(fn, a.g ? ": g is given, so dg is required" : ": dg is given but g is not (no gate)"));
   if (a.h0 && !a.dh0) return bad_input(gdn::cat(fn, ": h0 is given, so dh0 is required"));
-  if (reinterpret_cast<uintptr_t>(a.d_o) % 16 != 0 || reinterpret_cast<uintptr_t>(a.v) % 16 != 0)
-    return bad_input(gdn::cat(fn, ": v and d_o must be 16-byte aligned (the kernels copy them by cp.async)"));
+  if (const std::string e = alignment_error(fn, "q, k, v and d_o", {a.q, a.k, a.v, a.d_o}); !e.empty()) return bad_input(e);
   Carve cv{static_cast<char*>(workspace)};
   const bool cluster_sum = cluster_group_sum<T, U>(s);
   const BackwardWorkspace<T> ws = carve_backward<T>(cv, plan, s, cluster_sum);

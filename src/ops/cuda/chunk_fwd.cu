@@ -71,13 +71,21 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
   const int warp = threadIdx.x >> 5, tid = threadIdx.x;
   const long hc = long(c) * p.HV + hv;
 
-  load_rows(sm.k, ldK, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
-  load_rows(sm.v, ldK, p.v + (long(ch.start) * p.HV + hv) * kDim, long(p.HV) * kDim, ch.len, false);
+  // k, v (and q) by cp.async, all in flight at once, then the L2 norm in place.
+  load_tile_zero_tail(sm.k, ldK, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, kDim);
+  load_tile_zero_tail(sm.v, ldK, p.v + (long(ch.start) * p.HV + hv) * kDim, long(p.HV) * kDim, ch.len, kDim);
   if constexpr (kFusedOutput<T, U, G>)
-    load_rows(sm.inv.q, ldK, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
+    load_tile_zero_tail(sm.inv.q, ldK, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, kDim);
+  commit_async();
   load_gate_beta(sm.gam, sm.bet, kVector<G> ? nullptr : p.g, p.beta, ch.start, ch.len, p.HV, hv);
   if constexpr (kVector<G>) load_gate_vec(sm.gv, p.g, ch.start, ch.len, p.HV, hv);
+  wait_async();
   __syncthreads();
+  if (p.l2norm) {
+    normalize_rows(sm.k, ldK);
+    if constexpr (kFusedOutput<T, U, G>) normalize_rows(sm.inv.q, ldK);
+    __syncthreads();
+  }
 
   if constexpr (!kVector<G>) {
     if (tid < kChunk) {
@@ -622,7 +630,8 @@ Status forward_typed(const ChunkShape& s, const ChunkForwardArgs& a, void* works
   ChunkPlan plan(s);
   if (!plan.error.empty()) return bad_input(plan.error);
   if (!a.q || !a.k || !a.v || !a.o) return bad_input(gdn::cat(fn, ": q, k, v and o are required"));
-  for (const std::string& e : {beta_error(fn, U, a.beta, "beta"), gate_error(fn, G, a.g)})
+  for (const std::string& e : {beta_error(fn, U, a.beta, "beta"), gate_error(fn, G, a.g),
+                               alignment_error(fn, "q, k and v", {a.q, a.k, a.v})})
     if (!e.empty()) return bad_input(e);
   Carve cv{static_cast<char*>(workspace)};
   ForwardWorkspace<T> ws = carve_forward<T>(cv, plan, s.HV, U, G);

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -108,6 +109,15 @@ inline std::string beta_error(const char* fn, Update u, const void* beta, const 
 // "" when g is given as the gate kind needs it (the vector gate cannot be absent), else the error.
 inline std::string gate_error(const char* fn, Gate gate, const void* g) {
   if (gate == Gate::vector && !g) return gdn::cat(fn, ": the vector gate needs g [B,T,HV,K] (GLA, KDA)");
+  return "";
+}
+
+// "" when every tensor the kernels copy by cp.async (`names`) starts on a 16-byte boundary, else
+// the error. Row starts are then aligned too: rows are 128 elements.
+inline std::string alignment_error(const char* fn, const char* names, std::initializer_list<const void*> tensors) {
+  for (const void* t : tensors)
+    if (reinterpret_cast<uintptr_t>(t) % 16 != 0)
+      return gdn::cat(fn, ": ", names, " must be 16-byte aligned (the kernels copy them by cp.async)");
   return "";
 }
 

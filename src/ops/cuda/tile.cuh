@@ -342,6 +342,17 @@ __device__ __forceinline__ void store4(T* p, float4 x) {
   *reinterpret_cast<uint2*>(p) = v;
 }
 
+// One row of 128 held by a warp (4 elements a lane) divided by sqrt(sum of squares + 1e-6), in
+// fp32; returns the reciprocal norm.
+__device__ __forceinline__ float l2_normalize(float4& x) {
+  float ss = x.x * x.x + x.y * x.y + x.z * x.z + x.w * x.w;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+  const float rn = rsqrtf(ss + 1e-6f);
+  x.x *= rn, x.y *= rn, x.z *= rn, x.w *= rn;
+  return rn;
+}
+
 // Loads rows [0, rows) of a [*, 128] tensor (row r at src + r * stride) into a [64][ld] tile,
 // zero-filling rows [rows, 64). With `l2norm`, each row is divided by sqrt(sum of squares +
 // 1e-6) in fp32. With `rnorm`, rnorm[r] gets that reciprocal norm for every r < 64 (1 without
@@ -359,14 +370,7 @@ __device__ __forceinline__ void load_rows(T* dst, int ld, const S* src, long str
   }
 #pragma unroll
   for (int i = 0; i < kRows; ++i) {
-    float rn = 1.f;
-    if (l2norm) {
-      float ss = x[i].x * x[i].x + x[i].y * x[i].y + x[i].z * x[i].z + x[i].w * x[i].w;
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-      rn = rsqrtf(ss + 1e-6f);
-      x[i].x *= rn, x[i].y *= rn, x[i].z *= rn, x[i].w *= rn;
-    }
+    const float rn = l2norm ? l2_normalize(x[i]) : 1.f;
     if (rnorm && lane == 0) rnorm[warp + 8 * i] = rn;
     store4(dst + (warp + 8 * i) * ld + 4 * lane, x[i]);
   }
@@ -448,6 +452,20 @@ __device__ __forceinline__ void load_tile_zero_tail(T* dst, int ld, const T* src
   for (int i = threadIdx.x; i < (kChunk - rows) * cols; i += kBlockThreads)
     dst[(rows + i / cols) * ld + i % cols] = from_float<T>(0.f);
 }
+
+// The L2 norm of load_rows in place, over a [64][ld] tile that cp.async filled (load_tile_zero_tail):
+// every copy in flight at once, where load_rows waits for each tensor's rows before the next.
+template <class T>
+__device__ __forceinline__ void normalize_rows(T* tile, int ld) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+#pragma unroll
+  for (int r = warp; r < kChunk; r += kBlockThreads / 32) {
+    float4 x = load4(tile + r * ld + 4 * lane);
+    l2_normalize(x);
+    store4(tile + r * ld + 4 * lane, x);
+  }
+}
+
 // Stores a [rows, cols] tile (row stride ld) to a tensor, 16 bytes per access.
 template <class T>
 __device__ __forceinline__ void store_tile(T* dst, long stride, const T* src, int ld, int rows, int cols,
