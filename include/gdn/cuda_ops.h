@@ -58,10 +58,11 @@ struct ChunkForwardArgs {
   float* ht = nullptr;        // optional
   // q, k and v must be 16-byte aligned (the kernels copy them by cp.async; refused otherwise).
   // False when no chunk_backward will reuse this workspace (inference): the forward then skips
-  // the intermediates that only the backward reads (A, the vector gate's gated K Kᵀ, P and
-  // Q e^γ, and for 16-bit inputs the state's low half: 13% faster at 8×2048×16×128 on an H100).
-  // o and ht are the same either way. chunk_backward with workspace_has_forward needs a forward
-  // run with true.
+  // the intermediates that only the backward reads (A, the vector gate's gated K Kᵀ, the state's
+  // low half for 16-bit inputs, the scalar gate's P and Q e^γ; the GDN forward of bf16/fp16
+  // inputs, whose output is formed inside the state pass, skips h and V' instead of P and Q e^γ:
+  // 20% faster at 8×2048×16×128 on an H100). o and ht are the same either way. chunk_backward with
+  // workspace_has_forward needs a forward run with true.
   bool for_backward = true;
 };
 

@@ -416,13 +416,15 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
   load_tile(st, ldK, ws.fwd.h + sbase, kDim, kDim, kDim);
   load_tile(sm.x3, ldK, ws.fwd.vn + base, kDim, kChunk, kDim);
   if constexpr (kDelta<U>) load_tile(sm.x0, ldK, ws.dvp + base, kDim, kChunk, kDim);
+  if constexpr (kDelta<U>) load_tile_zero_tail(sm.x1, ldK, k_rows, qk_stride, ch.len, kDim);
+  load_tile_zero_tail(sm.x2, ldK, bp.d_o + (long(ch.start) * p.HV + hv) * kDim, row_stride, ch.len, kDim);
   commit_async();
-  if constexpr (kDelta<U>) load_rows(sm.x1, ldK, k_rows, qk_stride, ch.len, p.l2norm, sm.rk);
-  load_rows(sm.x2, ldK, bp.d_o + (long(ch.start) * p.HV + hv) * kDim, row_stride, ch.len, false);
   load_gate_beta(sm.gam, bet, p.g, p.beta, ch.start, ch.len, p.HV, hv);
   if (tid < kChunk) dgam[tid] = dbet[tid] = sm.kdsum[tid] = 0.f;
   wait_async();
   __syncthreads();
+  // K's L2 norm in place (read after the barrier below), beside the first products.
+  if constexpr (kDelta<U>) normalize_rows_if(sm.x1, ldK, p.l2norm, sm.rk);
 
   // 64x128 products: warp tile 32x32. 64x64 products: warp tile 16x32.
   const int m0 = (warp % 2) * 32, n0 = (warp / 2) * 32;
@@ -447,12 +449,15 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
   zero(dk);
   warp_mma(dk, row_major(sm.x3, ldK), row_major(st, ldK), m0, n0, kDim);  // V' dS_nextᵀ
   for_each(dk, m0, n0, [&](int i, int, float& x) { x *= __expf(gate_diff(gl, gam[i])); });
-  __syncthreads();  // dS_next is read: Q (and K) over it, and P = Q Kᵀ ⊙ Γ as the output pass formed it
+  __syncthreads();  // dS_next is read: Q (and K) over it, and P = Q Kᵀ ⊙ Γ as the forward formed it
   load_tile(sm.y0, ldC, ws.fwd.p + hc * kChunk * kChunk, kChunk, kChunk, kChunk);
+  load_tile_zero_tail(qt, ldK, q_rows, qk_stride, ch.len, kDim);
+  if constexpr (!kDelta<U>) load_tile_zero_tail(sm.x1, ldK, k_rows, qk_stride, ch.len, kDim);
   commit_async();
-  load_rows(qt, ldK, q_rows, qk_stride, ch.len, p.l2norm, sm.rq);
-  if constexpr (!kDelta<U>) load_rows(sm.x1, ldK, k_rows, qk_stride, ch.len, p.l2norm, sm.rk);
   wait_async();
+  __syncthreads();
+  normalize_rows_if(qt, ldK, p.l2norm, sm.rq);
+  if constexpr (!kDelta<U>) normalize_rows_if(sm.x1, ldK, p.l2norm, sm.rk);
   __syncthreads();
   // The gate terms of the state parts, then the intra-chunk products.
   add_row_dots(dq, q_rows, qk_stride, sm.rq, dgam, ch.len, m0, n0);

@@ -29,7 +29,7 @@ namespace gdn::cuda::detail {
 namespace {
 
 constexpr int kThreads = kBlockThreads;  // the block size tile.cuh's copies are unrolled for
-constexpr int kStateCols = 32;  // value columns per block of the state pass
+constexpr int kStateCols = 32;  // value columns per block of the state pass without the output
 
 // The delta rule's tiles for L, A and W.
 template <class T>
@@ -257,8 +257,7 @@ constexpr int kStateBlocksPerSm = Out || Stages > kStages ? 1 : kDelta<U> ? 2 : 
 // is two phases between block barriers: V', then the state's update. Out: a second group of 256
 // threads forms O = scale (Q e^γ S + P V') of chunk c − 1 in the same phases (Q e^γ S, then
 // P V'), from the operands the state warps left in shared memory a step before; Q e^γ and P come
-// from the output pass's recomputing mode (forward_output without o). Block barriers only:
-// racecheck does not follow named ones (invert_diagonal_blocks).
+// from prepare. Block barriers only: racecheck does not follow named ones (invert_diagonal_blocks).
 template <class T, Update U, Gate G, int Stages, int Cols, bool Out>
 __global__ void __launch_bounds__(Out ? 2 * kThreads : kThreads, kStateBlocksPerSm<U, Stages, Out>)
     state_kernel(ChunkParams<T> p, ForwardWorkspace<T> ws, const float* h0, float* ht, T* o) {

@@ -455,15 +455,25 @@ __device__ __forceinline__ void load_tile_zero_tail(T* dst, int ld, const T* src
 
 // The L2 norm of load_rows in place, over a [64][ld] tile that cp.async filled (load_tile_zero_tail):
 // every copy in flight at once, where load_rows waits for each tensor's rows before the next.
+// With `rnorm`, rnorm[r] gets each row's reciprocal norm.
 template <class T>
-__device__ __forceinline__ void normalize_rows(T* tile, int ld) {
+__device__ __forceinline__ void normalize_rows(T* tile, int ld, float* rnorm = nullptr) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
 #pragma unroll
   for (int r = warp; r < kChunk; r += kBlockThreads / 32) {
     float4 x = load4(tile + r * ld + 4 * lane);
-    l2_normalize(x);
+    const float rn = l2_normalize(x);
+    if (rnorm && lane == 0) rnorm[r] = rn;
     store4(tile + r * ld + 4 * lane, x);
   }
+}
+// normalize_rows where `l2norm`, else rnorm[r] = 1: load_rows' results for rows copied by cp.async.
+template <class T>
+__device__ __forceinline__ void normalize_rows_if(T* tile, int ld, bool l2norm, float* rnorm) {
+  if (l2norm)
+    normalize_rows(tile, ld, rnorm);
+  else if (threadIdx.x < kChunk)
+    rnorm[threadIdx.x] = 1.f;
 }
 
 // Stores a [rows, cols] tile (row stride ld) to a tensor, 16 bytes per access.
