@@ -51,12 +51,12 @@ struct ChunkShape {
 // g: optional for the scalar gate (null: no gate), required for the vector gate. beta:
 // required by the delta rule, null for the additive rule.
 struct ChunkForwardArgs {
+  // q, k and v must be 16-byte aligned (the kernels copy them by cp.async; refused otherwise).
   const void *q = nullptr, *k = nullptr, *v = nullptr;
   const float *g = nullptr, *beta = nullptr;
   const float* h0 = nullptr;  // optional
   void* o = nullptr;          // required
   float* ht = nullptr;        // optional
-  // q, k and v must be 16-byte aligned (the kernels copy them by cp.async; refused otherwise).
   // False when no chunk_backward will reuse this workspace (inference): the forward then skips
   // the intermediates that only the backward reads (A, the vector gate's gated K Kᵀ, the state's
   // low half for 16-bit inputs, the scalar gate's P and Q e^γ; the GDN forward of bf16/fp16
@@ -67,13 +67,13 @@ struct ChunkForwardArgs {
 };
 
 struct ChunkBackwardArgs {
+  // q, k, v and d_o must be 16-byte aligned (the kernels copy them by cp.async; refused otherwise).
   const void *q = nullptr, *k = nullptr, *v = nullptr;
   const float *g = nullptr, *beta = nullptr;
   const float* h0 = nullptr;   // optional
   const void* d_o = nullptr;   // required
   const float* dht = nullptr;  // optional
   void *dq = nullptr, *dk = nullptr, *dv = nullptr;  // required, [B,T,H,K] / [B,T,HV,V]
-  // q, k, v and d_o must be 16-byte aligned (the kernels copy them by cp.async; refused otherwise).
   float *dg = nullptr, *dbeta = nullptr;             // dg (like g) iff g is given; dbeta iff the delta rule
   float* dh0 = nullptr;                              // written when h0 is given
   // True when the workspace already holds chunk_forward's intermediates for these same

@@ -103,11 +103,11 @@ __global__ void __launch_bounds__(kThreads, 1) state_bwd_kernel(BackwardParams<T
   const int warp = threadIdx.x >> 5;
   const SeqInfo seq = ws.fwd.seqs[n];
   const long state_base = (long(n) * p.HV + hv) * kDim * kDim + v0;
-  const int chunks = (seq.eos - seq.bos + kChunk - 1) / kChunk;
+  const int chunks = chunk_count(seq);
 
   auto prefetch = [&](int ci, int b) {
     const long hc = long(seq.first_chunk + ci) * p.HV + hv;
-    const int len = min(kChunk, seq.eos - (seq.bos + ci * kChunk));
+    const int len = chunk_len(seq, ci);
     if constexpr (kDelta<U>) load_tile(sm.w[b], ldK, ws.fwd.w + hc * kChunk * kDim, kDim, kChunk, kDim);
     load_tile(sm.kd[b], ldK, ws.fwd.kd + hc * kChunk * kDim, kDim, kChunk, kDim);
     load_tile(sm.qg[b], ldK, ws.fwd.qg + hc * kChunk * kDim, kDim, kChunk, kDim);
@@ -137,7 +137,7 @@ __global__ void __launch_bounds__(kThreads, 1) state_bwd_kernel(BackwardParams<T
   store_acc(sm.ds, ldS, ds, s0, 0);
   for (int r = 0; r < chunks; ++r) {
     const int ci = chunks - 1 - r, b = r % Stages, c = seq.first_chunk + ci;
-    const int len = min(kChunk, seq.eos - (seq.bos + ci * kChunk));
+    const int len = chunk_len(seq, ci);
     const long hc = long(c) * p.HV + hv;
     wait_async<(Stages > 2 ? Stages - 2 : 0)>();
     __syncthreads();  // chunk ci's copies and dS are visible; step r − 1 is done with its buffer

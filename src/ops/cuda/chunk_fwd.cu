@@ -275,8 +275,7 @@ __global__ void __launch_bounds__(Out ? 2 * kThreads : kThreads, kStateBlocksPer
   const bool state_warp = !Out || threadIdx.x < kThreads;
   const SeqInfo seq = ws.seqs[n];
   const long state_base = (long(n) * p.HV + hv) * kDim * kDim + v0;
-  const int chunks = (seq.eos - seq.bos + kChunk - 1) / kChunk;
-  auto chunk_len = [&](int ci) { return min(kChunk, seq.eos - (seq.bos + ci * kChunk)); };
+  const int chunks = chunk_count(seq);
   auto head_chunk = [&](int ci) { return long(seq.first_chunk + ci) * p.HV + hv; };
 
   auto prefetch = [&](int ci, int b) {
@@ -289,7 +288,7 @@ __global__ void __launch_bounds__(Out ? 2 * kThreads : kThreads, kStateBlocksPer
     }
     load_tile(sm.kd[b], ldK, ws.kd + hc * kChunk * kDim, kDim, kChunk, kDim);
     if constexpr (kVector<G>) {
-      load_tile(sm.gam[b], kDim, ws.gam + (hc * kChunk + chunk_len(ci) - 1) * kDim, kDim, 1, kDim);
+      load_tile(sm.gam[b], kDim, ws.gam + (hc * kChunk + chunk_len(seq, ci) - 1) * kDim, kDim, 1, kDim);
     } else {
       load_tile(sm.gam[b], kChunk, ws.gam + hc * kGateStride, kChunk, 1, kChunk);
     }
@@ -339,7 +338,7 @@ __global__ void __launch_bounds__(Out ? 2 * kThreads : kThreads, kStateBlocksPer
   auto store_output = [&](int ci) {
     if constexpr (Out)
       store_tile(o + (long(seq.bos + ci * kChunk) * p.HV + hv) * kDim + v0, long(p.HV) * kDim, sm.ot, ldS,
-                 chunk_len(ci), Cols, ot);
+                 chunk_len(seq, ci), Cols, ot);
   };
   if (!state_warp) {
     if (chunks > 0) prefetch_output(0);
@@ -348,7 +347,7 @@ __global__ void __launch_bounds__(Out ? 2 * kThreads : kThreads, kStateBlocksPer
   }
   __syncthreads();
 
-  float oacc[1][Cols / 16][4];
+  Only<Out, float[1][Cols / 16][4]> oacc;  // the output warps' tile of O
   for (int ci = 0; ci < chunks + (Out ? 1 : 0); ++ci) {
     const bool step = state_warp && ci < chunks;  // the state warps' step of chunk ci
     const bool out = !state_warp && ci > 0;       // the output warps' O of chunk ci − 1
@@ -387,7 +386,7 @@ __global__ void __launch_bounds__(Out ? 2 * kThreads : kThreads, kStateBlocksPer
       if constexpr (kVector<G>) {
         for_each(st, s0, 0, [&](int i, int, float& x) { x *= __expf(sm.gam[b][i]); });
       } else {
-        const float decay = __expf(sm.gam[b][chunk_len(ci) - 1]);
+        const float decay = __expf(sm.gam[b][chunk_len(seq, ci) - 1]);
         for_each(st, s0, 0, [&](int, int, float& x) { x *= decay; });
       }
       warp_mma(st, col_major(sm.kd[b], ldK), col_major(vn, ldS), s0, 0, kChunk);

@@ -22,6 +22,10 @@ struct SeqInfo {
   int bos, eos, first_chunk, pad;
 };
 
+// Chunks of sequence s, and the tokens in chunk ci (its index within s).
+__device__ __forceinline__ int chunk_count(const SeqInfo& s) { return (s.eos - s.bos + kChunk - 1) / kChunk; }
+__device__ __forceinline__ int chunk_len(const SeqInfo& s, int ci) { return min(kChunk, s.eos - (s.bos + kChunk * ci)); }
+
 // Where chunk `c` (global index) lives: its sequence and its flat token range.
 struct ChunkRef {
   int seq, start, len;
@@ -29,8 +33,7 @@ struct ChunkRef {
 __device__ __forceinline__ ChunkRef chunk_ref(const SeqInfo* seqs, const int* chunk_seq, int c) {
   const int n = chunk_seq[c];
   const SeqInfo s = seqs[n];
-  const int start = s.bos + kChunk * (c - s.first_chunk);
-  return {n, start, min(kChunk, s.eos - start)};
+  return {n, s.bos + kChunk * (c - s.first_chunk), chunk_len(s, c - s.first_chunk)};
 }
 
 inline Status error_status(cudaError_t e, const char* what) {
