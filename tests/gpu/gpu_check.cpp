@@ -118,6 +118,14 @@ struct Case {
 constexpr Variant kGdn = Variant::gated_deltanet, kMamba2 = Variant::mamba2, kLinear = Variant::linear_attention,
                   kKda = Variant::kda, kGla = Variant::gla;
 
+// cu_seqlens of `n` sequences of 1, 64, 65, 7, 130, 33, 1, ... tokens (300 every six).
+std::vector<int32_t> mixed_lengths(int n) {
+  constexpr int kLengths[] = {1, 64, 65, 7, 130, 33};
+  std::vector<int32_t> cu{0};
+  for (int i = 0; i < n; ++i) cu.push_back(cu.back() + kLengths[i % 6]);
+  return cu;
+}
+
 std::vector<Case> delta_cases() {
   return {
       {"gva_h0_dht", kGdn, 2, 200, 2, 4, {}, GateMode::random, true, true},
@@ -141,6 +149,12 @@ std::vector<Case> delta_cases() {
       // inputs: the fused output pass's blocks of 64 columns on GPUs of ≤ 136 SMs (H100: 132), its
       // blocks of 32 in every other case.
       {"many_sequences", kGdn, 34, 70, 1, 2, {}, GateMode::random, true, true},
+      // The forward alone of 16-bit inputs in one kernel (chunk_fwd_single.cu), where sequences ×
+      // value heads fill ≥ 85% of the SMs' slots: 120 on a GPU of 132 SMs (H100 SXM, H200); the
+      // two-kernel forward on others. Grouped heads with a partial last chunk; 120 sequences of
+      // 1 .. 130 tokens.
+      {"single_pass_gva", kGdn, 30, 100, 2, 4, {}, GateMode::random, true, true},
+      {"single_pass_varlen", kGdn, 1, 6000, 1, 1, mixed_lengths(120), GateMode::mixed, true, true},
       // Grouped value heads: intra_grad sums a group of 2..8 in a thread block cluster (4 with
       // varlen chunks, 3 and 8), a group of 16 through qk_finish.
       {"gva4_varlen_mixed", kGdn, 1, 330, 1, 4, {0, 1, 65, 200, 330}, GateMode::mixed, true, true},
@@ -250,6 +264,7 @@ TEST(GpuChunkSmall, AdditiveFp32) { check_chunk(additive_cases(), DType::f32, 1e
 TEST(GpuChunkSmall, AdditiveBf16) { check_chunk(additive_cases(), DType::bf16, 1e-2, "linear_gva_h0_dht"); }
 TEST(GpuChunkSmall, VectorFp32) { check_chunk(vector_cases(), DType::f32, 1e-4, "kda_varlen_mixed"); }
 TEST(GpuChunkSmall, VectorBf16) { check_chunk(vector_cases(), DType::bf16, 1e-2, "gla_gva_h0_dht"); }
+TEST(GpuChunkSmall, SinglePassBf16) { check_chunk(delta_cases(), DType::bf16, 1e-2, "single_pass_gva"); }
 TEST(GpuChunkSmall, Fp16) { check_chunk(delta_cases(), DType::f16, 1e-2, "varlen_mixed_gates"); }
 
 // Decode: `seqs` sequences in a pool of seqs + 3 states addressed through a random

@@ -21,7 +21,9 @@
 // a [64][128] tile: prepare forms the gated products N (for L) and P by gate.cuh's sub-chunked
 // scheme and stores them (output and backward read them), W, Kd and Q e^γ scale elements instead
 // of rows, and the state decays row by row (e^{γ_L} per dimension).
-// Stages 1–2 (the state pass without the output) are reused by the backward pass.
+// Stages 1–2 (the state pass without the output) are reused by the backward pass. The GDN forward
+// of 16-bit inputs without a backward runs as one kernel instead where sequences × value heads fill
+// the GPU (chunk_fwd_single.cu).
 #include "chunk_fwd.cuh"
 
 namespace gdn::cuda::detail {
@@ -648,6 +650,12 @@ Status forward_typed(const ChunkShape& s, const ChunkForwardArgs& a, void* works
                          a.g, a.beta, s.H, s.HV, plan.scale, s.l2norm_qk};
   if (Status st = upload_plan(plan, ws.seqs, ws.chunk_seq, stream); !st.ok()) return st;
   if constexpr (kFusedOutput<T, U, G>) {
+    if (!a.for_backward) {
+      int sms = 0;
+      if (Status st = current_sm_count(sms); !st.ok()) return st;
+      if (single_pass_pays(long(plan.N) * s.HV, sms))
+        return forward_single_pass<T>(plan, p, ws.seqs, a.h0, a.ht, static_cast<T*>(a.o), stream);
+    }
     return forward_fused<T, U, G>(plan, p, ws, a.h0, a.ht, static_cast<T*>(a.o), stream);
   } else {
     if (Status st = forward_states<T, U, G>(plan, p, ws, a.h0, a.ht, stream); !st.ok()) return st;

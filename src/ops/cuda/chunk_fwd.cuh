@@ -60,16 +60,23 @@ __device__ inline void load_gate_pairs(float2* gam, const float* ws_gam) {
   if (threadIdx.x < kChunk) gam[threadIdx.x] = make_float2(ws_gam[threadIdx.x], ws_gam[kChunk + threadIdx.x]);
 }
 
-// Inclusive cumulative sum of g over the chunk's tokens (0 beyond len; all 0 when g is null:
-// no gate) as hi + lo pairs and, when beta is given, beta (0 beyond len), into smem; one warp.
-__device__ inline void load_gate_beta(float2* gam, float* bet, const float* g, const float* beta, int start, int len,
-                               int HV, int hv) {
-  if (threadIdx.x >= 32) return;
-  const int lane = threadIdx.x;
-  const int r0 = 2 * lane, r1 = r0 + 1;
-  const double x0 = g && r0 < len ? g[long(start + r0) * HV + hv] : 0.f;
-  const double x1 = g && r1 < len ? g[long(start + r1) * HV + hv] : 0.f;
-  double s = x0 + x1;
+// One warp's share of a chunk's g and β: lane l holds rows 2l and 2l + 1 (0 beyond len; g 0 when
+// null: no gate; β 0 when null). Fetched apart from the sum, so that a caller can issue the loads
+// a step before it needs them (the single-pass forward).
+struct GateRows {
+  float g0, g1, b0, b1;
+};
+__device__ inline GateRows fetch_gate_beta(const float* g, const float* beta, int start, int len, int HV, int hv) {
+  const int r0 = 2 * (threadIdx.x & 31), r1 = r0 + 1;
+  auto at = [&](const float* x, int r) { return x && r < len ? x[long(start + r) * HV + hv] : 0.f; };
+  return {at(g, r0), at(g, r1), at(beta, r0), at(beta, r1)};
+}
+// The inclusive cumulative sum of the rows' g over the chunk as hi + lo pairs (summed in fp64),
+// and β (when with_beta), into smem; one warp.
+__device__ inline void scan_gate_beta(const GateRows& x, float2* gam, float* bet, bool with_beta) {
+  const int lane = threadIdx.x & 31, r0 = 2 * lane, r1 = r0 + 1;
+  const double x1 = x.g1;
+  double s = double(x.g0) + x1;
 #pragma unroll
   for (int o = 1; o < 32; o <<= 1) {
     const double y = __shfl_up_sync(0xffffffffu, s, o);
@@ -77,10 +84,16 @@ __device__ inline void load_gate_beta(float2* gam, float* bet, const float* g, c
   }
   gam[r0] = split_gate(s - x1);
   gam[r1] = split_gate(s);
-  if (beta) {
-    bet[r0] = r0 < len ? beta[long(start + r0) * HV + hv] : 0.f;
-    bet[r1] = r1 < len ? beta[long(start + r1) * HV + hv] : 0.f;
+  if (with_beta) {
+    bet[r0] = x.b0;
+    bet[r1] = x.b1;
   }
+}
+// Both at once, by warp 0.
+__device__ inline void load_gate_beta(float2* gam, float* bet, const float* g, const float* beta, int start, int len,
+                                      int HV, int hv) {
+  if (threadIdx.x >= 32) return;
+  scan_gate_beta(fetch_gate_beta(g, beta, start, len, HV, hv), gam, bet, beta != nullptr);
 }
 
 // Row stride of the fp32 tile that the inversion of I + L works in: ≡ 8 (mod 32) words, so that the
@@ -215,6 +228,20 @@ Status upload_plan(const ChunkPlan& plan, SeqInfo* seqs, int* chunk_seq, cudaStr
 template <class T, Update U, Gate G>
 Status forward_states(const ChunkPlan& plan, const ChunkParams<T>& p, const ForwardWorkspace<T>& ws,
                       const float* h0, float* ht, cudaStream_t stream);
+
+// The GDN forward of 16-bit inputs when no backward follows: one kernel (chunk_fwd_single.cu), a
+// block per (sequence, value head) that walks its chunks alone. It pays where those blocks fill 85%
+// or more of the SM slots of the waves they take (one block per SM): below that, the two-kernel
+// forward's chunk-parallel prepare wins (H100: 0.36 vs 0.42 ms at 128 sequence-heads of 2048
+// tokens, 0.98 vs 0.53 ms for 32 sequence-heads of 8192 in 128 blocks of 32 columns;
+// bench/gpu/NOTES.md).
+inline bool single_pass_pays(long heads, int sms) {
+  const long waves = (heads + sms - 1) / sms;
+  return heads >= 0.85 * double(waves * sms);
+}
+template <class T>
+Status forward_single_pass(const ChunkPlan& plan, const ChunkParams<T>& p, const SeqInfo* seqs, const float* h0,
+                           float* ht, T* o, cudaStream_t stream);
 
 // Stage 3: o = scale (e^γ ⊙ Q S + P V'); also P and Q e^γ for the backward where ws.p, ws.qg are
 // set. o == null: those two alone (the backward recomputing the forward).

@@ -124,6 +124,30 @@ struct ColMajorK {
   }
 };
 
+// ColMajorK<T> with element (r, k) multiplied by s[k * stride] as its A fragments load (rounded
+// back to T, as a scaled copy of the tile would be): a per-row scale of the stored [k][r] tile with
+// no pass over it (the single-pass forward's Kd = diag(e^{γ_L − γ}) K).
+template <class T>
+struct ScaledColMajorK {
+  static_assert(k16Bit<T>);
+  const T* p;
+  int ld;
+  const float* s;
+  int stride;
+  __device__ __forceinline__ void a_frag(uint32_t (&a)[4], int r0, int k0) const {
+    ColMajorK<T>{p, ld}.a_frag(a, r0, k0);
+    const int k = k0 + 2 * (threadIdx.x & 3);  // registers 0, 1: columns k, k + 1; 2, 3: k + 8, k + 9
+    const float2 lo = make_float2(s[k * stride], s[(k + 1) * stride]);
+    const float2 hi = make_float2(s[(k + 8) * stride], s[(k + 9) * stride]);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float2 f = i < 2 ? lo : hi;
+      const float2 x = load2(reinterpret_cast<const T*>(&a[i]));
+      store2(reinterpret_cast<T*>(&a[i]), x.x * f.x, x.y * f.y);
+    }
+  }
+};
+
 template <>
 struct RowMajorK<float> {
   const float* p;
@@ -447,25 +471,42 @@ __device__ __forceinline__ void load_tile(T* dst, int ld, const T* src, long str
 // (plain stores, visible after the same wait and barrier): for tensors read past a sequence's
 // end, whose tail rows meet zero rows of the other operand (0 · a stale NaN is NaN).
 template <class T>
-__device__ __forceinline__ void load_tile_zero_tail(T* dst, int ld, const T* src, long stride, int rows, int cols) {
-  load_tile(dst, ld, src, stride, rows, cols);
-  for (int i = threadIdx.x; i < (kChunk - rows) * cols; i += kBlockThreads)
+__device__ __forceinline__ void load_tile_zero_tail(T* dst, int ld, const T* src, long stride, int rows, int cols,
+                                                    int tid = threadIdx.x) {
+  load_tile(dst, ld, src, stride, rows, cols, tid);
+  for (int i = tid; i < (kChunk - rows) * cols; i += kBlockThreads)
     dst[(rows + i / cols) * ld + i % cols] = from_float<T>(0.f);
 }
 
 // The L2 norm of load_rows in place, over a [64][ld] tile that cp.async filled (load_tile_zero_tail):
 // every copy in flight at once, where load_rows waits for each tensor's rows before the next.
-// With `rnorm`, rnorm[r] gets each row's reciprocal norm.
+// With `rnorm`, rnorm[r] gets each row's reciprocal norm. `warp`: the caller's index among the 8
+// warps that share the rows (a block of several such groups gives each its own tile). Warp w takes
+// rows 8w..8w+7 at once, 4 lanes a row: lane quarter c holds the 4-element groups c, c + 4, ..., and
+// sums them in the tree of l2_normalize's butterfly (groups 16 apart, then 8, 4; then the lanes): the
+// additions of load_rows in its order. A row a warp (l2_normalize) put 8 dependent rounds of 5
+// shuffles on the single-pass forward's path (~3300 cycles a chunk).
 template <class T>
-__device__ __forceinline__ void normalize_rows(T* tile, int ld, float* rnorm = nullptr) {
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+__device__ __forceinline__ void normalize_rows(T* tile, int ld, float* rnorm = nullptr, int warp = threadIdx.x >> 5) {
+  const int lane = threadIdx.x & 31, r = 8 * warp + lane / 4, c = lane % 4;
+  T* row = tile + r * ld + 4 * c;
+  float4 x[8];
+  float s[8];
 #pragma unroll
-  for (int r = warp; r < kChunk; r += kBlockThreads / 32) {
-    float4 x = load4(tile + r * ld + 4 * lane);
-    const float rn = l2_normalize(x);
-    if (rnorm && lane == 0) rnorm[r] = rn;
-    store4(tile + r * ld + 4 * lane, x);
+  for (int i = 0; i < 8; ++i) {
+    x[i] = load4(row + 16 * i);
+    s[i] = x[i].x * x[i].x + x[i].y * x[i].y + x[i].z * x[i].z + x[i].w * x[i].w;
   }
+  float ss = ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
+  ss += __shfl_xor_sync(0xffffffffu, ss, 2);
+  ss += __shfl_xor_sync(0xffffffffu, ss, 1);
+  const float rn = rsqrtf(ss + 1e-6f);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    x[i].x *= rn, x[i].y *= rn, x[i].z *= rn, x[i].w *= rn;
+    store4(row + 16 * i, x[i]);
+  }
+  if (rnorm && c == 0) rnorm[r] = rn;
 }
 // normalize_rows where `l2norm`, else rnorm[r] = 1: load_rows' results for rows copied by cp.async.
 template <class T>
