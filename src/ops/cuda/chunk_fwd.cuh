@@ -169,8 +169,9 @@ __device__ __forceinline__ void inverse_row(const float* l, F&& f) {
     zero(s);
     zero(x);
     mma_block(s, dh, dl, l, r0, kBlock * j);
+    // A_Bk of the previous step (k = j + 1) last: the terms before it wait on nothing.
 #pragma unroll
-    for (int k = j + 1; k < B; ++k) mma_block(s, xh[k], xl[k], l, kBlock * k, kBlock * j);
+    for (int k = B - 1; k > j; --k) mma_block(s, xh[k], xl[k], l, kBlock * k, kBlock * j);
     for_each(s, 0, 0, [](int, int, float& v) { v = -v; });
     uint32_t sh[4], sl[4];
     split_acc(s, sh, sl);

@@ -9,8 +9,8 @@
 //   1  state: V' = U − W S              output: O = e^γ ⊙ Q S
 //   2  state: S ← e^{γ_L} S + Kdᵀ V'    output: O += P V', staged over Q
 //      (Kd = diag(e^{γ_L − γ}) K, scaled as its fragments load)
-//   3  chunk c + 1's q and k normalised, its gate summed
-//   4  state: L = StrictLower(diag(β) K Kᵀ ⊙ Γ)   output: P = Q Kᵀ ⊙ Γ (lower with the diagonal), row scales
+//   3  chunk c + 1's q and k normalised, its gate summed and row scales formed
+//   4  state: L = StrictLower(diag(β) K Kᵀ ⊙ Γ)   output: P = Q Kᵀ ⊙ Γ (lower with the diagonal)
 //   5  state warps 0–3: the diagonal blocks of (I + L)⁻¹   output: O leaves
 //   6  state warps 0–3: A = (I + L)⁻¹ (chunk_fwd.cuh), kept as A diag(β e^γ) and A diag(β)
 //                                       output: the copies (cp.async) of chunk c + 2 start
@@ -150,9 +150,17 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
       break;
     }
     if (p.l2norm) normalize_rows(state_group ? sm.k[nb] : sm.q[nb], ldK, nullptr, gw);
-    if (gate_warp) {
+    if (gate_warp) {  // γ and β of chunk nc, and its row scales
       scan_gate_beta(gate, sm.gam, sm.bet, true);
       if (nc + 1 < chunks) fetch_gate(nc + 1);
+      __syncwarp();
+      const float2 gL = sm.gam[chunk_len(seq, nc) - 1];
+      for (int r = 2 * (threadIdx.x & 31); r < 2 * (threadIdx.x & 31) + 2; ++r) {
+        const float2 gr = sm.gam[r];
+        const float bb = sm.bet[r], e = __expf(gr.x);
+        sm.row_scale[r] = make_float4(__expf(gate_diff(gL, gr)), bb * e, bb, e);
+      }
+      if ((threadIdx.x & 31) == 0) sm.decay = __expf(gL.x);
     }
     __syncthreads();
     // Phase 4.
@@ -173,13 +181,6 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
           store2(sm.pm + i * ldC + j, j <= i ? x0 * __expf(gate_diff(sm.gam[i], sm.gam[j])) : 0.f,
                  j + 1 <= i ? x1 * __expf(gate_diff(sm.gam[i], sm.gam[j + 1])) : 0.f);
         });
-        if (gt < kChunk) {
-          const float2 gr = sm.gam[gt], gL = sm.gam[chunk_len(seq, nc) - 1];
-          const float bb = sm.bet[gt];
-          const float e = __expf(gr.x);
-          sm.row_scale[gt] = make_float4(__expf(gate_diff(gL, gr)), bb * e, bb, e);
-          if (gt == 0) sm.decay = __expf(gL.x);
-        }
       }
     }
     __syncthreads();
