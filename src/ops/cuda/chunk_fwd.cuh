@@ -233,9 +233,9 @@ Status forward_states(const ChunkPlan& plan, const ChunkParams<T>& p, const Forw
 // The GDN forward of 16-bit inputs when no backward follows: one kernel (chunk_fwd_single.cu), a
 // block per (sequence, value head) that walks its chunks alone. It pays where those blocks fill 85%
 // or more of the SM slots of the waves they take (one block per SM): below that, the two-kernel
-// forward's chunk-parallel prepare wins (H100: 0.36 vs 0.42 ms at 128 sequence-heads of 2048
-// tokens, 0.98 vs 0.53 ms for 32 sequence-heads of 8192 in 128 blocks of 32 columns;
-// bench/gpu/NOTES.md).
+// forward's chunk-parallel prepare wins (H100: 0.35 vs 0.43 ms at 128 sequence-heads of 2048
+// tokens; 0.98 vs 0.53 ms for 32 sequence-heads of 8192 tokens, even split into 128 blocks of 32
+// value columns; bench/gpu/NOTES.md).
 inline bool single_pass_pays(long heads, int sms) {
   const long waves = (heads + sms - 1) / sms;
   return heads >= 0.85 * double(waves * sms);

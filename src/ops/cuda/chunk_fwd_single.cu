@@ -78,8 +78,8 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
   // measured no faster, and ptxas spilled more).
   constexpr int kParts = 2;
 
-  // Chunk ci's q, k and v into buffer ci % 2, zero rows beyond its length; by
-  // the output group, in phase 6 (where it is idle).
+  // Chunk ci's q, k and v into buffer ci % 2, zero rows beyond its length; by the output group, in
+  // phase 6 (where it would idle).
   auto copy_inputs = [&](int ci) {
     const int b = ci % 2, len = chunk_len(seq, ci);
     const long qk = (long(start(ci)) * p.H + h) * kDim, vv = (long(start(ci)) * p.HV + hv) * kDim;
