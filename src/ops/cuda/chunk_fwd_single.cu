@@ -4,22 +4,22 @@
 // The two-kernel forward (chunk_fwd.cu) sends ~210 KB per chunk-head through memory: prepare's W,
 // U, Kd, P and Q e^γ out and back into the state pass, beside q, k, v in and o out (64 KB). Here a
 // block per (sequence, value head), one per SM (512 threads, ~217 KB of shared memory), forms them
-// itself chunk after chunk, so that only q, k, v and o cross memory. Each step is seven phases between block barriers over two
-// groups of eight warps (state: warps 0–7; output: warps 8–15):
+// itself chunk after chunk, so that only q, k, v and o cross memory. Each step is six phases between
+// block barriers over two groups of eight warps (state: warps 0–7; output: warps 8–15):
 //   1  state: V' = U − W S              output: O = e^γ ⊙ Q S
 //   2  state: S ← e^{γ_L} S + Kdᵀ V'    output: O += P V', staged over Q
 //      (Kd = diag(e^{γ_L − γ}) K, scaled as its fragments load)
 //   3  chunk c + 1's q and k normalised, its gate summed and row scales formed
-//   4  state: L = StrictLower(diag(β) K Kᵀ ⊙ Γ)   output: P = Q Kᵀ ⊙ Γ (lower with the diagonal)
-//   5  state warps 0–3: the diagonal blocks of (I + L)⁻¹   output: O leaves
-//   6  state warps 0–3: A = (I + L)⁻¹ (chunk_fwd.cuh), kept as A diag(β e^γ) and A diag(β)
+//   4  state: L = StrictLower(diag(β) K Kᵀ ⊙ Γ), and the four warps whose tiles hold its diagonal
+//      blocks invert them (I + L_bb)⁻¹ at once      output: P = Q Kᵀ ⊙ Γ (lower with the diagonal); O leaves
+//   5  state warps 0–3: A = (I + L)⁻¹ (chunk_fwd.cuh), kept as A diag(β e^γ) and A diag(β)
 //                                       output: the copies (cp.async) of chunk c + 2 start
-//   7  state: W = A diag(β e^γ) K       output: U = A diag(β) V
-// Phases 1–2 step chunk c, 3–7 prepare chunk c + 1; the copies have phases 7, 1 and 2 to land. W, U,
+//   6  state: W = A diag(β e^γ) K       output: U = A diag(β) V
+// Phases 1–2 step chunk c, 3–6 prepare chunk c + 1; the copies have phases 6, 1 and 2 to land. W, U,
 // P and the operands of the step have one buffer each (a phase reads what an earlier phase of the
 // same step or the step before wrote; none is overwritten before its last read), q, k and v two.
-// The memory work sits in phases 5 and 6, where the output group would idle beside the inverse's
-// chain of small products (bench/gpu/NOTES.md: per-phase clock counts).
+// The memory work sits in phases 4 and 5, beside the substitution and the inverse's chain of small
+// products (bench/gpu/NOTES.md: per-phase clock counts).
 // Block barriers only: racecheck does not follow named ones (chunk_fwd.cuh, invert_diagonal_blocks).
 // The rounding is the two-kernel forward's but in three places: A's columns carry β e^γ and β (A
 // diag(β e^γ) rounded, where that path rounds β e^γ K), U stays in the block (rounded to the input
@@ -39,8 +39,8 @@ struct SinglePassSmem {
   T k[2][kChunk * tile_ld<T>(kDim)];  // k, normalised
   T v[2][kChunk * tile_ld<T>(kDim)];  // v
   union {
-    float l[kChunk * kLdL];           // L, its diagonal blocks then inverted in place (phases 4–6)
-    T w[kChunk * tile_ld<T>(kDim)];   // W (phase 7, read in phase 1)
+    float l[kChunk * kLdL];           // L, its diagonal blocks then inverted in place (phases 4–5)
+    T w[kChunk * tile_ld<T>(kDim)];   // W (phase 6, read in phase 1)
   };
   T u[kChunk * tile_ld<T>(kDim)];     // U
   T aw[kChunk * tile_ld<T>(kChunk)];  // A diag(β e^γ)
@@ -79,7 +79,7 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
   constexpr int kParts = 2;
 
   // Chunk ci's q, k and v into buffer ci % 2, zero rows beyond its length; by the output group, in
-  // phase 6 (where it would idle).
+  // phase 5 (where it would idle).
   auto copy_inputs = [&](int ci) {
     const int b = ci % 2, len = chunk_len(seq, ci);
     const long qk = (long(start(ci)) * p.H + h) * kDim, vv = (long(start(ci)) * p.HV + hv) * kDim;
@@ -175,20 +175,23 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
           store2(sm.l + i * kLdL + j, i > j ? bi * x0 * __expf(gate_diff(sm.gam[i], sm.gam[j])) : 0.f,
                  i > j + 1 ? bi * x1 * __expf(gate_diff(sm.gam[i], sm.gam[j + 1])) : 0.f);
         });
+        // The warp whose tile holds diagonal block b = gw % 4 (columns 32 (gw / 4) .. + 31) inverts it
+        // at once: warps 0, 1, 6, 7, no block barrier between L and the substitution.
+        if (gw / 4 == gw % 4 / 2) {
+          __syncwarp();
+          inverse::invert_diagonal_block(sm.l, gw % 4);
+        }
       } else {
         warp_mma(acc, row_major(sm.q[nb], ldK), row_major(sm.k[nb], ldK), lm, ln, kDim);
         for_each_pair(acc, lm, ln, [&](int i, int j, float x0, float x1) {
           store2(sm.pm + i * ldC + j, j <= i ? x0 * __expf(gate_diff(sm.gam[i], sm.gam[j])) : 0.f,
                  j + 1 <= i ? x1 * __expf(gate_diff(sm.gam[i], sm.gam[j + 1])) : 0.f);
         });
+        if (ci >= 0) store_output(ci);
       }
     }
     __syncthreads();
     // Phase 5.
-    if (warp < 4) invert_diagonal_blocks(sm.l);
-    if (ci >= 0 && !state_group) store_output(ci);
-    __syncthreads();
-    // Phase 6.
     if (!state_group) {
       if (nc + 1 < chunks) copy_inputs(nc + 1);  // over chunk ci's buffers: q's O has left, k and v are read
       commit_async();
@@ -200,7 +203,7 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
         store2(sm.au + i * ldC + j, x0 * c0.z, x1 * c1.z);
       });
     __syncthreads();
-    // Phase 7. A is lower triangular: rows m..m+15 need its first m + 16 columns.
+    // Phase 6. A is lower triangular: rows m..m+15 need its first m + 16 columns.
     if (state_group) {
 #pragma unroll
       for (int part = 0; part < kParts; ++part) {
@@ -208,7 +211,7 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
         const int wn = (gw / 4) * 64 + part * (64 / kParts);
         zero(acc);
         warp_mma(acc, row_major(sm.aw, ldC), col_major(sm.k[nb], ldK), m0, wn, m0 + 16);
-        store_acc(sm.w, ldK, acc, m0, wn);  // over L, read to the end in phase 6
+        store_acc(sm.w, ldK, acc, m0, wn);  // over L, read to the end in phase 5
       }
     } else {
       zero(oacc);
