@@ -470,7 +470,7 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
     for_each(acc, s0, t0, [&](int i, int j, float& x) {
       x = j <= i ? scale * x : 0.f;
       const float r = x * to_float(sm.y0[i * ldC + j]);
-      sm.y1[i * ldC + j] = from_float<T>(j <= i ? x * __expf(gate_diff(gam[i], gam[j])) : 0.f);
+      sm.y1[i * ldC + j] = from_float<T>(decayed(gam, i, j, x, true));
       x = j < i ? r : 0.f;  // the diagonal's row and column terms cancel
     });
     add_row_sums(acc, s0, t0, dgam, [](int, int, float x) { return x; });
@@ -490,7 +490,7 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
       zero(acc);
       warp_mma(acc, row_major(x1, ldK), row_major(x1, ldK), s0, t0, kDim);
       for_each(acc, s0, t0, [&](int i, int j, float x) {
-        sm.y2[i * ldC + j] = from_float<T>(j < i ? x * __expf(gate_diff(gam[i], gam[j])) : 0.f);
+        sm.y2[i * ldC + j] = from_float<T>(decayed(gam, i, j, x, false));
       });
     }
     wait_async();
@@ -534,7 +534,7 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
       add_row_sums(racc, s0, t0, dgam, [](int, int, float x) { return x; });
       add_col_sums(racc, s0, t0, dgam, [](int, int, float x) { return -x; });
       for_each(acc, s0, t0, [&](int i, int j, float x) {
-        sm.y0[i * ldC + j] = from_float<T>(j < i ? bet[i] * x * __expf(gate_diff(gam[i], gam[j])) : 0.f);
+        sm.y0[i * ldC + j] = from_float<T>(decayed(gam, i, j, bet[i] * x, false));
       });
     }
     {  // W = A diag(β e^γ) K: Tw = Aᵀ dW

@@ -33,6 +33,18 @@ namespace {
 constexpr int kThreads = kBlockThreads;  // the block size tile.cuh's copies are unrolled for
 constexpr int kStateCols = 32;  // value columns per block of the state pass without the output
 
+// Q e^γ of the scalar gate: the [64][128] tile q (row stride ld) with row r times e^{γ_r}, into a
+// chunk's [64][128] block of the workspace; 256 threads.
+template <class T>
+__device__ void store_gated_rows(T* dst, const T* q, int ld, const float2* gam) {
+  for (int i = threadIdx.x; i < kChunk * kDim / 4; i += kThreads) {
+    const int r = i / (kDim / 4), j = 4 * (i % (kDim / 4));
+    const float4 x = load4(q + r * ld + j);
+    const float e = __expf(gam[r].x);
+    store4(dst + r * kDim + j, make_float4(e * x.x, e * x.y, e * x.z, e * x.w));
+  }
+}
+
 // The delta rule's tiles for L, A and W.
 template <class T>
 struct InverseSmem {
@@ -52,7 +64,7 @@ struct PrepareSmem {
   Only<kVector<G>, float[kChunk * kLdG]> gv;                       // cumulative vector gate
   Only<kVector<G>, T[kChunk * tile_ld<T>(kDim)]> scratch;          // gated_lower's operands
   Only<kVector<G> && !kDelta<U>, T[kChunk * tile_ld<T>(kChunk)]> p;  // P, staged (delta rule: in inv.a)
-  Only<!kVector<G>, float4[kChunk]> row_scale;  // scalar gate, per row: e^{γ_L − γ}, β e^γ, β
+  Only<!kVector<G>, float4[kChunk]> row_scale;  // scalar gate, per row: gate_row_scale
   float2 gam[kChunk];  // scalar gate: γ as hi + lo (chunk_fwd.cuh)
   float bet[kChunk];
 };
@@ -90,11 +102,7 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
   }
 
   if constexpr (!kVector<G>) {
-    if (tid < kChunk) {
-      const float2 gr = sm.gam[tid];
-      const float b = kDelta<U> ? sm.bet[tid] : 0.f;
-      sm.row_scale[tid] = make_float4(__expf(gate_diff(sm.gam[ch.len - 1], gr)), b * __expf(gr.x), b, 0.f);
-    }
+    if (tid < kChunk) sm.row_scale[tid] = gate_row_scale(sm.gam[ch.len - 1], sm.gam[tid], kDelta<U> ? sm.bet[tid] : 0.f);
   }
   if constexpr (kDelta<U> && kVector<G>) {  // N_ij = Σ_d k_id k_jd e^{γ_id − γ_jd} (j < i), L = diag(β) N
     gated_lower(sm.k, sm.k, ldK, sm.gv, sm.scratch, false, [&](int i, int j, float x) {
@@ -112,24 +120,16 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
       // the scale applied to their products), for the fused output pass and the backward.
       warp_mma(acc, row_major(sm.inv.q, ldK), row_major(sm.k, ldK), m0, n0, kDim);
       for_each_pair(acc, m0, n0, [&](int i, int j, float x0, float x1) {
-        store2(sm.inv.a + i * ldC + j, j <= i ? x0 * __expf(gate_diff(sm.gam[i], sm.gam[j])) : 0.f,
-               j + 1 <= i ? x1 * __expf(gate_diff(sm.gam[i], sm.gam[j + 1])) : 0.f);
+        store2(sm.inv.a + i * ldC + j, decayed(sm.gam, i, j, x0, true), decayed(sm.gam, i, j + 1, x1, true));
       });
-      T* qg = ws.qg + hc * kChunk * kDim;
-      for (int i = tid; i < kChunk * kDim / 4; i += kThreads) {
-        const int r = i / (kDim / 4), j = 4 * (i % (kDim / 4));
-        const float4 x = load4(sm.inv.q + r * ldK + j);
-        const float e = __expf(sm.gam[r].x);
-        store4(qg + r * kDim + j, make_float4(e * x.x, e * x.y, e * x.z, e * x.w));
-      }
+      store_gated_rows(ws.qg + hc * kChunk * kDim, sm.inv.q, ldK, sm.gam);
       zero(acc);
       __syncthreads();  // Q is read: L goes over it
     }
     warp_mma(acc, row_major(sm.k, ldK), row_major(sm.k, ldK), m0, n0, kDim);
     for_each_pair(acc, m0, n0, [&](int i, int j, float x0, float x1) {
       const float b = sm.bet[i];
-      store2(sm.inv.l + i * kLdL + j, i > j ? b * x0 * __expf(gate_diff(sm.gam[i], sm.gam[j])) : 0.f,
-             i > j + 1 ? b * x1 * __expf(gate_diff(sm.gam[i], sm.gam[j + 1])) : 0.f);
+      store2(sm.inv.l + i * kLdL + j, decayed(sm.gam, i, j, b * x0, false), decayed(sm.gam, i, j + 1, b * x1, false));
     });
   }
   __syncthreads();  // L, N and the row scales are complete; nothing reads K K^T's operands any more
@@ -468,8 +468,7 @@ __global__ void __launch_bounds__(kThreads) output_kernel(ChunkParams<T> p, Forw
     zero(acc);
     warp_mma(acc, row_major(sm.q, ldK), row_major(sm.k, ldK), m0, n0, kDim);
     for_each_pair(acc, m0, n0, [&](int i, int j, float x0, float x1) {
-      store2(sm.pm + i * ldC + j, j <= i ? x0 * __expf(gate_diff(sm.gam[i], sm.gam[j])) : 0.f,
-             j + 1 <= i ? x1 * __expf(gate_diff(sm.gam[i], sm.gam[j + 1])) : 0.f);
+      store2(sm.pm + i * ldC + j, decayed(sm.gam, i, j, x0, true), decayed(sm.gam, i, j + 1, x1, true));
     });
   }
   float acc[1][8][4];
@@ -482,12 +481,7 @@ __global__ void __launch_bounds__(kThreads) output_kernel(ChunkParams<T> p, Forw
     if constexpr (kVector<G>) {
       store_tile(qg, kDim, sm.q, ldK, kChunk, kDim);
     } else {  // the rows scaled here, rounded as the vector gate's
-      for (int i = tid; i < kChunk * kDim / 4; i += kThreads) {
-        const int r = i / (kDim / 4), j = 4 * (i % (kDim / 4));
-        const float4 x = load4(sm.q + r * ldK + j);
-        const float e = __expf(sm.gam[r].x);
-        store4(qg + r * kDim + j, make_float4(e * x.x, e * x.y, e * x.z, e * x.w));
-      }
+      store_gated_rows(qg, sm.q, ldK, sm.gam);
     }
   }
   __syncthreads();  // P is complete, and every read of Q is done: O is staged over it
@@ -588,10 +582,8 @@ Status forward_output(const ChunkPlan& plan, const ChunkParams<T>& p, const Forw
 // Kd per state column; 2 stages fit), else of 32 (3 stages: 210 KB).
 template <class T, Update U, Gate G>
 Status forward_fused(const ChunkPlan& plan, const ChunkParams<T>& p, const ForwardWorkspace<T>& ws,
-                     const float* h0, float* ht, T* o, cudaStream_t stream) {
+                     const float* h0, float* ht, T* o, int sms, cudaStream_t stream) {
   if (Status st = launch_prepare<T, U, G>(plan, p, ws, stream); !st.ok()) return st;
-  int sms = 0;
-  if (Status st = current_sm_count(sms); !st.ok()) return st;
   if (plan.N * p.HV * (kDim / 64) >= sms) return launch_states<T, U, G, kStages, 64, true>(plan, p, ws, h0, ht, o, stream);
   return launch_states<T, U, G, kStages + 1, 32, true>(plan, p, ws, h0, ht, o, stream);
 }
@@ -650,13 +642,11 @@ Status forward_typed(const ChunkShape& s, const ChunkForwardArgs& a, void* works
                          a.g, a.beta, s.H, s.HV, plan.scale, s.l2norm_qk};
   if (Status st = upload_plan(plan, ws.seqs, ws.chunk_seq, stream); !st.ok()) return st;
   if constexpr (kFusedOutput<T, U, G>) {
-    if (!a.for_backward) {
-      int sms = 0;
-      if (Status st = current_sm_count(sms); !st.ok()) return st;
-      if (single_pass_pays(long(plan.N) * s.HV, sms))
-        return forward_single_pass<T>(plan, p, ws.seqs, a.h0, a.ht, static_cast<T*>(a.o), stream);
-    }
-    return forward_fused<T, U, G>(plan, p, ws, a.h0, a.ht, static_cast<T*>(a.o), stream);
+    int sms = 0;
+    if (Status st = current_sm_count(sms); !st.ok()) return st;
+    if (!a.for_backward && single_pass_pays(long(plan.N) * s.HV, sms))
+      return forward_single_pass<T>(plan, p, ws.seqs, a.h0, a.ht, static_cast<T*>(a.o), stream);
+    return forward_fused<T, U, G>(plan, p, ws, a.h0, a.ht, static_cast<T*>(a.o), sms, stream);
   } else {
     if (Status st = forward_states<T, U, G>(plan, p, ws, a.h0, a.ht, stream); !st.ok()) return st;
     return forward_output<T, G>(plan, p, ws, static_cast<T*>(a.o), stream);

@@ -55,6 +55,18 @@ __device__ __forceinline__ float2 split_gate(double x) {
 }
 constexpr int kGateStride = 2 * kChunk;  // floats per (chunk, value head) of the scalar gate
 
+// Entry (i, j) of a causal product decayed by the scalar gate: x e^{γ_i − γ_j} where j < i (and
+// j == i with `diagonal`: P, dP), else 0 (L, M: strictly lower).
+__device__ __forceinline__ float decayed(const float2* gam, int i, int j, float x, bool diagonal) {
+  return j < i || (diagonal && j == i) ? x * __expf(gate_diff(gam[i], gam[j])) : 0.f;
+}
+// Row r's scalars of the scalar gate, from γ_r, the chunk's last γ_L and β_r: e^{γ_L − γ_r} (Kd),
+// β_r e^{γ_r} (W's operand), β_r (U's), e^{γ_r} (Q e^γ).
+__device__ __forceinline__ float4 gate_row_scale(float2 gL, float2 gr, float beta) {
+  const float e = __expf(gr.x);
+  return make_float4(__expf(gate_diff(gL, gr)), beta * e, beta, e);
+}
+
 // Rows r < 64 of γ from the workspace (gam: its [2,64] block); 64 threads.
 __device__ inline void load_gate_pairs(float2* gam, const float* ws_gam) {
   if (threadIdx.x < kChunk) gam[threadIdx.x] = make_float2(ws_gam[threadIdx.x], ws_gam[kChunk + threadIdx.x]);

@@ -50,7 +50,7 @@ struct SinglePassSmem {
   T vn[kChunk * tile_ld<T>(kDim)];    // V'
   float2 gam[kChunk];                 // γ (hi, lo) of the chunk being prepared
   float bet[kChunk];
-  float4 row_scale[kChunk];           // per row: e^{γ_L − γ}, β e^γ, β, e^γ
+  float4 row_scale[kChunk];           // per row: gate_row_scale
   float decay;                        // e^{γ_L}
 };
 
@@ -155,11 +155,8 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
       if (nc + 1 < chunks) fetch_gate(nc + 1);
       __syncwarp();
       const float2 gL = sm.gam[chunk_len(seq, nc) - 1];
-      for (int r = 2 * (threadIdx.x & 31); r < 2 * (threadIdx.x & 31) + 2; ++r) {
-        const float2 gr = sm.gam[r];
-        const float bb = sm.bet[r], e = __expf(gr.x);
-        sm.row_scale[r] = make_float4(__expf(gate_diff(gL, gr)), bb * e, bb, e);
-      }
+      for (int r = 2 * (threadIdx.x & 31); r < 2 * (threadIdx.x & 31) + 2; ++r)
+        sm.row_scale[r] = gate_row_scale(gL, sm.gam[r], sm.bet[r]);
       if ((threadIdx.x & 31) == 0) sm.decay = __expf(gL.x);
     }
     __syncthreads();
@@ -172,8 +169,7 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
         warp_mma(acc, row_major(sm.k[nb], ldK), row_major(sm.k[nb], ldK), lm, ln, kDim);
         for_each_pair(acc, lm, ln, [&](int i, int j, float x0, float x1) {
           const float bi = sm.bet[i];
-          store2(sm.l + i * kLdL + j, i > j ? bi * x0 * __expf(gate_diff(sm.gam[i], sm.gam[j])) : 0.f,
-                 i > j + 1 ? bi * x1 * __expf(gate_diff(sm.gam[i], sm.gam[j + 1])) : 0.f);
+          store2(sm.l + i * kLdL + j, decayed(sm.gam, i, j, bi * x0, false), decayed(sm.gam, i, j + 1, bi * x1, false));
         });
         // The warp whose tile holds diagonal block b = gw % 4 (columns 32 (gw / 4) .. + 31) inverts it
         // at once: warps 0, 1, 6, 7, no block barrier between L and the substitution.
@@ -184,8 +180,7 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
       } else {
         warp_mma(acc, row_major(sm.q[nb], ldK), row_major(sm.k[nb], ldK), lm, ln, kDim);
         for_each_pair(acc, lm, ln, [&](int i, int j, float x0, float x1) {
-          store2(sm.pm + i * ldC + j, j <= i ? x0 * __expf(gate_diff(sm.gam[i], sm.gam[j])) : 0.f,
-                 j + 1 <= i ? x1 * __expf(gate_diff(sm.gam[i], sm.gam[j + 1])) : 0.f);
+          store2(sm.pm + i * ldC + j, decayed(sm.gam, i, j, x0, true), decayed(sm.gam, i, j + 1, x1, true));
         });
         if (ci >= 0) store_output(ci);
       }
