@@ -2,7 +2,7 @@
 // chunk-entry states h, P and Q e^γ; recomputed, the output itself skipped, unless the workspace
 // still holds them), two to four kernels (the math is bench/gpu/chunk_math_check.py, checked there
 // against autograd of the recurrence in fp64):
-//   1. state_bwd     per (sequence, value head, 32 columns), chunks in reverse: stores dS_next
+//   1. state_bwd     per (sequence, value head, 32 or 64 columns), chunks in reverse: stores dS_next
 //                    (the gradient of the state leaving each chunk; scalar gate: in the input
 //                    type, with its columns' part of Σ dS_next ⊙ S in fp32), forms dV' = scale Pᵀ dO
 //                    + Kd dS_next, and dS = e^{γ_L} dS_next + scale Qgᵀ dO − Wᵀ dV' (→ dh0),
@@ -67,78 +67,114 @@ struct BackwardParams {
 };
 
 // Chunks whose copies are in flight or landed: 2 for 16-bit tiles (chunk c − 1 copied while chunk c
-// computes; 149 KB for the delta rule, one block per SM), 1 for fp32 (its double-buffered tiles would
-// need 277 KB).
+// computes; 149 KB for the delta rule at 32 columns, 169 KB at 64, one block per SM), 1 for fp32 (its
+// double-buffered tiles would need 277 KB).
 template <class T>
 constexpr int kBwdStages = sizeof(T) == 2 ? 2 : 1;
 
-template <class T, Update U, Gate G>
+// A block of the reverse state pass covers Cols value columns of a state with Cols / 32 groups of
+// kThreads threads, each group 32 columns (the chunk's W, Kd, Q e^γ and P are shared: copied once
+// for both groups, half the L2 reads per column at 64).
+template <int Cols>
+constexpr int kStateGroups = Cols / kStateCols;
+
+// Two adjacent state elements as stored: a 16-bit pair, or two floats.
+template <class T>
+using StatePair = std::conditional_t<sizeof(T) == 4, float2, std::conditional_t<std::is_same_v<T, bf16>, __nv_bfloat162, __half2>>;
+
+template <class T, Update U, Gate G, int Cols>
 struct StateBwdSmem {
   static constexpr int S = kBwdStages<T>;
   Only<kDelta<U>, T[S][kChunk * tile_ld<T>(kDim)]> w;
   T kd[S][kChunk * tile_ld<T>(kDim)];
   T qg[S][kChunk * tile_ld<T>(kDim)];        // Q e^γ, as the forward's output pass formed it
   T pm[S][kChunk * tile_ld<T>(kChunk)];      // P
-  T d_o[S][kChunk * tile_ld<T>(kStateCols)];  // dO columns, zero past the sequence
+  T d_o[S][kChunk * tile_ld<T>(Cols)];       // dO columns, zero past the sequence
   float gam[S][kVector<G> ? kDim : kChunk];  // vector gate: the last row γ_L
-  // Scalar gate: the state entering the chunk, these columns (h, and h_lo for 16-bit inputs), for
-  // the decay's gate term Σ dS_next ⊙ S (the vector gate's state_grad sums it per row itself).
-  Only<!kVector<G>, T[S][kDim * tile_ld<T>(kStateCols)]> sh;
-  Only<!kVector<G> && sizeof(T) == 2, T[S][kDim * tile_ld<T>(kStateCols)]> sh_lo;
-  float red[kThreads / 32];
-  T dvt[kChunk * tile_ld<T>(kStateCols)];  // dV' columns as an mma operand
-  T ds[kDim * tile_ld<T>(kStateCols)];     // dS as an mma operand
+  float red[kStateGroups<Cols> * kThreads / 32];
+  T dvt[kChunk * tile_ld<T>(Cols)];  // dV' columns as an mma operand
+  T ds[kDim * tile_ld<T>(Cols)];     // dS as an mma operand
 };
 
-template <class T, Update U, Gate G>
-__global__ void __launch_bounds__(kThreads, 1) state_bwd_kernel(BackwardParams<T> bp, BackwardWorkspace<T> ws) {
-  constexpr int ldK = tile_ld<T>(kDim), ldS = tile_ld<T>(kStateCols), ldC = tile_ld<T>(kChunk);
-  constexpr int Stages = kBwdStages<T>;
+template <class T, Update U, Gate G, int Cols>
+__global__ void __launch_bounds__(kStateGroups<Cols> * kThreads, 1)
+    state_bwd_kernel(BackwardParams<T> bp, BackwardWorkspace<T> ws) {
+  constexpr int ldK = tile_ld<T>(kDim), ldS = tile_ld<T>(Cols), ldC = tile_ld<T>(kChunk);
+  constexpr int Stages = kBwdStages<T>, Groups = kStateGroups<Cols>, kTiles = kDim / Cols;
   const ChunkParams<T>& p = bp.p;
   extern __shared__ float4 smem4[];
-  StateBwdSmem<T, U, G>& sm = *reinterpret_cast<StateBwdSmem<T, U, G>*>(smem4);
+  StateBwdSmem<T, U, G, Cols>& sm = *reinterpret_cast<StateBwdSmem<T, U, G, Cols>*>(smem4);
 
-  const int n = blockIdx.x / (p.HV * kStateTiles), hv = blockIdx.x / kStateTiles % p.HV;
-  const int tile = blockIdx.x % kStateTiles, v0 = tile * kStateCols;
-  const int warp = threadIdx.x >> 5;
+  const int n = blockIdx.x / (p.HV * kTiles), hv = blockIdx.x / kTiles % p.HV;
+  const int tile = blockIdx.x % kTiles, v0 = tile * Cols;
+  // Group `group` (threads gt = 0..255 of it, warps lw = 0..7) owns columns c0..c0 + 31 of the block's.
+  const int group = threadIdx.x / kThreads, gt = threadIdx.x % kThreads, lw = gt >> 5;
+  const int c0 = kStateCols * group;
   const SeqInfo seq = ws.fwd.seqs[n];
   const long state_base = (long(n) * p.HV + hv) * kDim * kDim + v0;
   const int chunks = chunk_count(seq);
 
-  auto prefetch = [&](int ci, int b) {
+  auto prefetch = [&](int ci, int b) {  // the first group copies W and Kd, the last the rest
     const long hc = long(seq.first_chunk + ci) * p.HV + hv;
     const int len = chunk_len(seq, ci);
-    if constexpr (kDelta<U>) load_tile(sm.w[b], ldK, ws.fwd.w + hc * kChunk * kDim, kDim, kChunk, kDim);
-    load_tile(sm.kd[b], ldK, ws.fwd.kd + hc * kChunk * kDim, kDim, kChunk, kDim);
-    load_tile(sm.qg[b], ldK, ws.fwd.qg + hc * kChunk * kDim, kDim, kChunk, kDim);
-    load_tile(sm.pm[b], ldC, ws.fwd.p + hc * kChunk * kChunk, kChunk, kChunk, kChunk);
-    const long start = seq.bos + long(ci) * kChunk;
-    load_tile_zero_tail(sm.d_o[b], ldS, bp.d_o + (start * p.HV + hv) * kDim + v0, long(p.HV) * kDim, len,
-                        kStateCols);
-    if constexpr (kVector<G>) {
-      load_tile(sm.gam[b], kDim, ws.fwd.gam + (hc * kChunk + len - 1) * kDim, kDim, 1, kDim);
-    } else {
-      load_tile(sm.gam[b], kChunk, ws.fwd.gam + hc * kGateStride, kChunk, 1, kChunk);  // hi
-      load_tile(sm.sh[b], ldS, ws.fwd.h + hc * kDim * kDim + v0, kDim, kDim, kStateCols);
-      if constexpr (sizeof(T) == 2) load_tile(sm.sh_lo[b], ldS, ws.fwd.h_lo + hc * kDim * kDim + v0, kDim, kDim, kStateCols);
+    if (group == 0) {
+      if constexpr (kDelta<U>) load_tile(sm.w[b], ldK, ws.fwd.w + hc * kChunk * kDim, kDim, kChunk, kDim, gt);
+      load_tile(sm.kd[b], ldK, ws.fwd.kd + hc * kChunk * kDim, kDim, kChunk, kDim, gt);
+    }
+    if (group == Groups - 1) {
+      load_tile(sm.qg[b], ldK, ws.fwd.qg + hc * kChunk * kDim, kDim, kChunk, kDim, gt);
+      load_tile(sm.pm[b], ldC, ws.fwd.p + hc * kChunk * kChunk, kChunk, kChunk, kChunk, gt);
+      const long start = seq.bos + long(ci) * kChunk;
+      load_tile_zero_tail(sm.d_o[b], ldS, bp.d_o + (start * p.HV + hv) * kDim + v0, long(p.HV) * kDim, len, Cols,
+                          gt);
+      if constexpr (kVector<G>)
+        load_tile(sm.gam[b], kDim, ws.fwd.gam + (hc * kChunk + len - 1) * kDim, kDim, 1, kDim, gt);
+      else
+        load_tile(sm.gam[b], kChunk, ws.fwd.gam + hc * kGateStride, kChunk, 1, kChunk, gt);  // hi
     }
   };
+  // Scalar gate: the state entering chunk ci (h, and h_lo for 16-bit inputs) at the thread's dS
+  // elements, for the decay's gate term Σ dS_next ⊙ S, read into registers a step before the step
+  // that sums it (copies into shared memory, as tiles or each thread its own pairs, were slower at
+  // 64 columns; bench/gpu/NOTES.md).
+  using Pairs = StatePair<T>[4][2];
+  auto load_state = [&](int ci, Pairs& hp, Pairs& lp) {
+    if constexpr (!kVector<G>) {
+      const int lane = threadIdx.x & 31;
+      const long at = (long(seq.first_chunk + ci) * p.HV + hv) * kDim * kDim + v0 + (16 * lw + (lane >> 2)) * kDim +
+                      c0 + 2 * (lane & 3);
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+          const long e = at + 8 * hh * kDim + 8 * nt;
+          hp[nt][hh] = *reinterpret_cast<const StatePair<T>*>(ws.fwd.h + e);
+          if constexpr (sizeof(T) == 2) lp[nt][hh] = *reinterpret_cast<const StatePair<T>*>(ws.fwd.h_lo + e);
+        }
+    }
+  };
+  Pairs sh_next, sh_lo_next;  // the next step's
   // One group of copies per step (empty once the sequence's first chunk is copied), so that
   // wait_async<Stages − 2> in step r (chunk chunks − 1 − r) always means that chunk's copies landed.
   for (int r = 0; r < (Stages > 1 ? Stages - 1 : 1); ++r) {
     if (r < chunks) prefetch(chunks - 1 - r, r);
     commit_async();
   }
+  load_state(chunks - 1, sh_next, sh_lo_next);
 
-  // Warp w holds dS rows 16w..16w+15, all 32 columns, in fp32 for the whole sequence.
-  const int s0 = 16 * warp;
+  // Warp lw of a group holds dS rows 16 lw..16 lw + 15, the group's 32 columns, in fp32 for the
+  // whole sequence.
+  const int s0 = 16 * lw;
   float ds[1][4][4];
-  for_each(ds, s0, 0, [&](int i, int j, float& x) { x = bp.dht ? bp.dht[state_base + i * kDim + j] : 0.f; });
-  store_acc(sm.ds, ldS, ds, s0, 0);
+  for_each(ds, s0, c0, [&](int i, int j, float& x) { x = bp.dht ? bp.dht[state_base + i * kDim + j] : 0.f; });
+  store_acc(sm.ds, ldS, ds, s0, c0);
   for (int r = 0; r < chunks; ++r) {
     const int ci = chunks - 1 - r, b = r % Stages, c = seq.first_chunk + ci;
     const int len = chunk_len(seq, ci);
     const long hc = long(c) * p.HV + hv;
+    Pairs sh, sh_lo;  // chunk ci's
+    memcpy(sh, sh_next, sizeof(sh)), memcpy(sh_lo, sh_lo_next, sizeof(sh_lo));
+    if (ci > 0) load_state(ci - 1, sh_next, sh_lo_next);
     wait_async<(Stages > 2 ? Stages - 2 : 0)>();
     __syncthreads();  // chunk ci's copies and dS are visible; step r − 1 is done with its buffer
     if constexpr (Stages > 1) {
@@ -146,12 +182,12 @@ __global__ void __launch_bounds__(kThreads, 1) state_bwd_kernel(BackwardParams<T
       commit_async();
     }
     if constexpr (kVector<G>)
-      store_acc(ws.dh + hc * kDim * kDim + v0, kDim, ds, s0, 0);  // dS_next
+      store_acc(ws.dh + hc * kDim * kDim + v0, kDim, ds, s0, c0);  // dS_next
     else
-      store_acc(ws.dsn + hc * kDim * kDim + v0, kDim, ds, s0, 0);
+      store_acc(ws.dsn + hc * kDim * kDim + v0, kDim, ds, s0, c0);
     {  // dV' = scale Pᵀ dO + Kd dS_next
       float dv[1][2][4];
-      const int m0 = (warp % 4) * 16, n0 = (warp / 4) * 16;
+      const int m0 = (lw % 4) * 16, n0 = c0 + (lw / 4) * 16;
       zero(dv);
       warp_mma(dv, col_major(sm.pm[b], ldC), col_major(sm.d_o[b], ldS), m0, n0, kChunk);
       for_each(dv, m0, n0, [&](int, int, float& x) { x *= p.scale; });
@@ -170,28 +206,35 @@ __global__ void __launch_bounds__(kThreads, 1) state_bwd_kernel(BackwardParams<T
     // The recurrence-free term scale (Q e^γ)ᵀ dO of dS, while the other warps finish dV'.
     float free_term[1][4][4];
     zero(free_term);
-    warp_mma(free_term, col_major(sm.qg[b], ldK), col_major(sm.d_o[b], ldS), s0, 0, kChunk);
-    if constexpr (!kVector<G>) {  // this block's part of Σ dS_next ⊙ S, in fp32 from the registers
+    warp_mma(free_term, col_major(sm.qg[b], ldK), col_major(sm.d_o[b], ldS), s0, c0, kChunk);
+    if constexpr (!kVector<G>) {  // this group's part of Σ dS_next ⊙ S, in fp32 from the registers
       float part = 0.f;
-      for_each(ds, s0, 0, [&](int i, int j, float& x) {
-        float sv = to_float(sm.sh[b][i * ldS + j]);
-        if constexpr (sizeof(T) == 2) sv += to_float(sm.sh_lo[b][i * ldS + j]);
-        part += x * sv;
-      });
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const float2 hp = load2(reinterpret_cast<const T*>(&sh[nt][e >> 1]));
+          float sv = e & 1 ? hp.y : hp.x;
+          if constexpr (sizeof(T) == 2) {
+            const float2 lp = load2(reinterpret_cast<const T*>(&sh_lo[nt][e >> 1]));
+            sv += e & 1 ? lp.y : lp.x;
+          }
+          part += ds[0][nt][e] * sv;
+        }
       part = warp_sum(part);
-      if ((threadIdx.x & 31) == 0) sm.red[warp] = part;
+      if ((threadIdx.x & 31) == 0) sm.red[threadIdx.x >> 5] = part;
     }
     __syncthreads();  // every read of sm.ds is done before it is overwritten below
     if constexpr (!kVector<G>)
-      if (threadIdx.x == 0) {  // the warps' parts in a fixed order: the sum is the same every run
+      if (gt == 0) {  // the group's warps' parts in a fixed order: the sum is the same every run
         float t = 0.f;
-        for (int w = 0; w < kThreads / 32; ++w) t += sm.red[w];
-        ws.dss[hc * kStateTiles + tile] = t;
+        for (int w = 0; w < kThreads / 32; ++w) t += sm.red[group * (kThreads / 32) + w];
+        ws.dss[hc * kStateTiles + tile * Groups + group] = t;
       }
     {  // dS = e^{γ_L} dS_next + scale (Q e^γ)ᵀ dO − Wᵀ dV' (no W for the additive rule)
       float wdv[1][4][4];
       zero(wdv);
-      if constexpr (kDelta<U>) warp_mma(wdv, col_major(sm.w[b], ldK), col_major(sm.dvt, ldS), s0, 0, kChunk);
+      if constexpr (kDelta<U>) warp_mma(wdv, col_major(sm.w[b], ldK), col_major(sm.dvt, ldS), s0, c0, kChunk);
       const int row = s0 + ((threadIdx.x & 31) >> 2);  // rows row and row + 8 (vector gate: decay per row)
       const float decay = __expf(sm.gam[b][kVector<G> ? row : len - 1]);
       const float decay8 = kVector<G> ? __expf(sm.gam[b][row + 8]) : decay;
@@ -200,7 +243,7 @@ __global__ void __launch_bounds__(kThreads, 1) state_bwd_kernel(BackwardParams<T
 #pragma unroll
         for (int e = 0; e < 4; ++e)
           ds[0][nt][e] = (e < 2 ? decay : decay8) * ds[0][nt][e] + p.scale * free_term[0][nt][e] - wdv[0][nt][e];
-      store_acc(sm.ds, ldS, ds, s0, 0);
+      store_acc(sm.ds, ldS, ds, s0, c0);
     }
     if constexpr (Stages == 1) {
       __syncthreads();  // every read of the one buffer is done
@@ -208,7 +251,7 @@ __global__ void __launch_bounds__(kThreads, 1) state_bwd_kernel(BackwardParams<T
       commit_async();
     }
   }
-  if (bp.dh0) store_acc(bp.dh0 + state_base, kDim, ds, s0, 0);
+  if (bp.dh0) store_acc(bp.dh0 + state_base, kDim, ds, s0, c0);
 }
 
 // The vector gate's products with the states (the scalar gate's intra_grad_kernel forms them
@@ -905,6 +948,17 @@ Status allow_smem(K kernel, size_t bytes) {
   return {};
 }
 
+template <class T, Update U, Gate G, int Cols>
+Status launch_state_bwd(const ChunkPlan& plan, const ChunkShape& s, const BackwardParams<T>& bp,
+                        const BackwardWorkspace<T>& ws, cudaStream_t stream) {
+  const auto kernel = state_bwd_kernel<T, U, G, Cols>;
+  constexpr size_t bytes = sizeof(StateBwdSmem<T, U, G, Cols>);
+  if (Status st = allow_smem(kernel, bytes); !st.ok()) return st;
+  kernel<<<unsigned(plan.N * s.HV * (kDim / Cols)), kStateGroups<Cols> * kThreads, bytes, stream>>>(bp, ws);
+  GDN_CUDA_LAUNCHED("gdn::cuda state_bwd_kernel");
+  return {};
+}
+
 template <class T, Update U, Gate G>
 Status backward_typed(const ChunkShape& s, const ChunkBackwardArgs& a, void* workspace, size_t bytes,
                       cudaStream_t stream) {
@@ -947,14 +1001,21 @@ Status backward_typed(const ChunkShape& s, const ChunkBackwardArgs& a, void* wor
   // after state_grad.
   const auto intra_grad = kVector<G> ? intra_grad_vector_kernel<T, U> : intra_grad_kernel<T, U>;
   const size_t intra_grad_smem = kVector<G> ? sizeof(IntraGradVectorSmem<T, U>) : sizeof(IntraGradSmem<T, U>);
-  for (Status st : {allow_smem(state_bwd_kernel<T, U, G>, sizeof(StateBwdSmem<T, U, G>)),
-                    allow_smem(intra_grad, intra_grad_smem)})
-    if (!st.ok()) return st;
+  if (Status st = allow_smem(intra_grad, intra_grad_smem); !st.ok()) return st;
   if constexpr (kVector<G>)
     if (Status st = allow_smem(state_grad_kernel<T, U>, sizeof(StateGradSmem<T, U>)); !st.ok()) return st;
-  state_bwd_kernel<T, U, G>
-      <<<unsigned(plan.N * s.HV * kStateTiles), kThreads, sizeof(StateBwdSmem<T, U, G>), stream>>>(bp, ws);
-  GDN_CUDA_LAUNCHED("gdn::cuda state_bwd_kernel");
+  // The reverse state pass in blocks of 64 value columns where they fill the GPU (16-bit inputs),
+  // else of 32.
+  Status state_pass;
+  if constexpr (sizeof(T) == 2) {
+    int sms = 0;
+    if (Status st = current_sm_count(sms); !st.ok()) return st;
+    state_pass = plan.N * s.HV * (kDim / 64) >= sms ? launch_state_bwd<T, U, G, 64>(plan, s, bp, ws, stream)
+                                                    : launch_state_bwd<T, U, G, 32>(plan, s, bp, ws, stream);
+  } else {
+    state_pass = launch_state_bwd<T, U, G, 32>(plan, s, bp, ws, stream);
+  }
+  if (!state_pass.ok()) return state_pass;
   if (plan.NC > 0) {
     if constexpr (kVector<G>) {
       state_grad_kernel<T, U><<<unsigned(plan.NC * s.HV), kThreads, sizeof(StateGradSmem<T, U>), stream>>>(bp, ws);
