@@ -347,8 +347,9 @@ struct IntraGradSmem {
   // At the end dQ and dK in fp32 over x0|x1 and x2|x3. Delta rule: S, then dS_next over y0..y3.
   T y0[kChunk * tile_ld<T>(kChunk)];  // P, then dA, then F
   T y1[kChunk * tile_ld<T>(kChunk)];  // dP ⊙ Γ, then dA Aᵀ
-  Only<kDelta<U>, T[kChunk * tile_ld<T>(kChunk)]> y2;  // Q over y2|y3, then StrictLower(K Kᵀ ⊙ Γ)
-  Only<kDelta<U>, T[kChunk * tile_ld<T>(kChunk)]> y3;  // then A (from the forward pass)
+  T y2[kChunk * tile_ld<T>(kChunk)];  // Q over y2|y3, then StrictLower(K Kᵀ ⊙ Γ)
+  T y3[kChunk * tile_ld<T>(kChunk)];  // then A (from the forward pass)
+  // At the end (both rules) the L2-norm backward's q, k rows over y0..y3.
   float2 gam[kChunk];  // γ as hi + lo (chunk_fwd.cuh)
   float bet[kChunk];
   float dgam[kChunk];   // gradient of the cumulative gate
@@ -359,7 +360,9 @@ struct IntraGradSmem {
 
 // dst[i] += r_i Σ_j x_ij a_ij over the lane's elements (i, j) of the 32×32 accumulator tile at
 // (m0, n0), rows i < len, x in global memory ([*, 128] rows, read in pairs): the row dots of a
-// gradient with the rows of q or k normalised in fp32. One atomic per row and lane quad.
+// gradient with the rows of q or k normalised in fp32. One atomic per row and lane quad. Rows past
+// len read row len − 1 (and are dropped): no branch, so all 16 loads are in flight at once (a
+// branch per row put 8 round trips on the path: 6% of intra_grad's stall samples).
 template <class T>
 __device__ __forceinline__ void add_row_dots(const float (&a)[2][4][4], const T* x, long x_stride, const float* r,
                                              float* dst, int len, int m0, int n0) {
@@ -369,13 +372,11 @@ __device__ __forceinline__ void add_row_dots(const float (&a)[2][4][4], const T*
   for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
     for (int hh = 0; hh < 2; ++hh) {
-      const int i = m0 + 16 * mt + g + 8 * hh;
-      if (i < len) {
+      const int i = min(m0 + 16 * mt + g + 8 * hh, len - 1);
 #pragma unroll
-        for (int nt = 0; nt < 4; ++nt) {
-          const float2 xv = load2(x + i * x_stride + n0 + 8 * nt + 2 * t);
-          part[mt][hh] += xv.x * a[mt][nt][2 * hh] + xv.y * a[mt][nt][2 * hh + 1];
-        }
+      for (int nt = 0; nt < 4; ++nt) {
+        const float2 xv = load2(x + i * x_stride + n0 + 8 * nt + 2 * t);
+        part[mt][hh] += xv.x * a[mt][nt][2 * hh] + xv.y * a[mt][nt][2 * hh + 1];
       }
     }
 #pragma unroll
@@ -584,11 +585,13 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
       float acc[2][4][4];
       zero(acc);
       warp_mma(acc, col_major(sm.y3, ldC), col_major(dw, ldK), m0, n0, kChunk);
-      add_row_sums(acc, m0, n0, dbet,
-                   [&](int i, int j, float x) { return __expf(gam[i].x) * x * to_float(x1[i * ldK + j]); });
-      add_row_sums(acc, m0, n0, dgam, [&](int i, int j, float x) {
-        return bet[i] * __expf(gam[i].x) * x * to_float(x1[i * ldK + j]);
-      });
+      for_row_sums(  // dβ_i += e^γ_i Σ_j Tw_ij k_ij, dγ_i += β_i e^γ_i Σ_j Tw_ij k_ij
+          acc, m0, n0, [&](int i, int j, float x) { return x * to_float(x1[i * ldK + j]); },
+          [&](int i, float s) {
+            const float e = __expf(gam[i].x) * s;
+            atomicAdd(dbet + i, e);
+            atomicAdd(dgam + i, bet[i] * e);
+          });
       for_each_index<2, 4>(m0, n0, [&](int mt, int nt, int e, int i, int) {
         dk[mt][nt][e] += bet[i] * __expf(gam[i].x) * acc[mt][nt][e];
       });
@@ -619,6 +622,30 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
   store_acc(dq_f, ldF, dq, m0, n0);
   store_acc(dk_f, ldF, dk, m0, n0);
   const int group = bp.qk_group;
+  const int rank = group > 1 ? hv % group : 0;  // the block's rank in its cluster (blockIdx.x % G)
+  const int first_row = 8 * rank + warp, row_step = 8 * max(group, 1);
+  // The L2-norm backward's x: the warp's rows of q and k as stored, every load issued here (rows
+  // past the chunk read its last row) and staged in the free y tiles, each thread its own values,
+  // so that they land during the barrier below; a load per row in the loop put 16 round trips on
+  // the path (12% of intra_grad's stall samples), a register array indexed in a loop went to local
+  // memory (+12% DRAM traffic).
+  constexpr int kRowsPerWarp = kChunk / 8;
+  using Raw4 = std::conditional_t<sizeof(T) == 2, uint2, float4>;  // four elements as stored
+  static_assert(sizeof(Raw4) * kRowsPerWarp * 2 * kThreads <= 4 * sizeof(sm.y0), "the rows fit over y0..y3");
+  Raw4* raw = reinterpret_cast<Raw4*>(sm.y0) + tid;  // [row it][q, k][thread]
+  if (p.l2norm && group > 0) {
+    Raw4 x[kRowsPerWarp][2];
+#pragma unroll
+    for (int it = 0; it < kRowsPerWarp; ++it)
+      if (it * row_step < kChunk) {  // warp-uniform: the rows of this block's rank
+        const long at = min(first_row + it * row_step, ch.len - 1) * qk_stride + 4 * lane;
+        x[it][0] = *reinterpret_cast<const Raw4*>(q_rows + at);
+        x[it][1] = *reinterpret_cast<const Raw4*>(k_rows + at);
+      }
+#pragma unroll
+    for (int it = 0; it < kRowsPerWarp; ++it)
+      if (it * row_step < kChunk) raw[(2 * it) * kThreads] = x[it][0], raw[(2 * it + 1) * kThreads] = x[it][1];
+  }
   if (group > 1) cluster_arrive();  // the peers read the tiles once every block has arrived
   if (warp == 0) {
     // Kd = K e^{γ_L − γ}: −Σ k̂ ⊙ dK_state on each row, +their total on γ_L; then the state
@@ -649,8 +676,10 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
     cluster_wait();
   else
     __syncthreads();
-  const int rank = group > 1 ? hv % group : 0;  // the block's rank in its cluster (blockIdx.x % G)
-  for (int r = 8 * rank + warp; r < ch.len; r += 8 * max(group, 1)) {
+#pragma unroll 1
+  for (int it = 0; it < kRowsPerWarp; ++it) {
+    const int r = first_row + it * row_step;
+    if (r >= ch.len) break;
 #pragma unroll
     for (int which = 0; which < 2; ++which) {
       const float* tile = (which == 0 ? dq_f : dk_f) + r * ldF + 4 * lane;
@@ -666,7 +695,7 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
       }
       const long at = r * qk_stride + 4 * lane;
       if (p.l2norm) {
-        const float4 x = load4((which == 0 ? q_rows : k_rows) + at);
+        const float4 x = load4(reinterpret_cast<const T*>(&raw[(2 * it + which) * kThreads]));
         const float rn = (which == 0 ? sm.rq : sm.rk)[r];
         const float ry = rn * rn * warp_sum(x.x * d.x + x.y * d.y + x.z * d.z + x.w * d.w);
         d = make_float4(rn * (d.x - x.x * ry), rn * (d.y - x.y * ry), rn * (d.z - x.z * ry), rn * (d.w - x.w * ry));

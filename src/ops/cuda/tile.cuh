@@ -400,10 +400,10 @@ __device__ __forceinline__ void load_rows(T* dst, int ld, const S* src, long str
   }
 }
 
-// Adds, for every row the lane holds, the sum of f(row, col, value) over its elements to
-// dst[row] (shared memory). The 4 lanes of a row group reduce first; one atomic per row.
-template <int MT, int NT, class F>
-__device__ __forceinline__ void add_row_sums(float (&acc)[MT][NT][4], int m0, int n0, float* dst, F&& f) {
+// For every row the lane holds, the sum s of f(row, col, value) over the warp's elements of the row
+// (the 4 lanes of a row group reduce), passed to emit(row, s) by one lane of the group.
+template <int MT, int NT, class F, class E>
+__device__ __forceinline__ void for_row_sums(float (&acc)[MT][NT][4], int m0, int n0, F&& f, E&& emit) {
   const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt)
@@ -417,8 +417,14 @@ __device__ __forceinline__ void add_row_sums(float (&acc)[MT][NT][4], int m0, in
         for (int e = 0; e < 2; ++e) s += f(row, n0 + 8 * nt + 2 * t + e, acc[mt][nt][2 * half + e]);
       s += __shfl_xor_sync(0xffffffffu, s, 1);
       s += __shfl_xor_sync(0xffffffffu, s, 2);
-      if (t == 0) atomicAdd(dst + row, s);
+      if (t == 0) emit(row, s);
     }
+}
+// Adds, for every row the lane holds, the sum of f(row, col, value) over its elements to
+// dst[row] (shared memory): one atomic per row and warp.
+template <int MT, int NT, class F>
+__device__ __forceinline__ void add_row_sums(float (&acc)[MT][NT][4], int m0, int n0, float* dst, F&& f) {
+  for_row_sums(acc, m0, n0, f, [&](int row, float s) { atomicAdd(dst + row, s); });
 }
 
 // Adds, for every column the lane holds, the sum of f(row, col, value) over its elements to
