@@ -173,8 +173,10 @@ __global__ void __launch_bounds__(kStateGroups<Cols> * kThreads, 1)
     const int len = chunk_len(seq, ci);
     const long hc = long(c) * p.HV + hv;
     Pairs sh, sh_lo;  // chunk ci's
-    memcpy(sh, sh_next, sizeof(sh)), memcpy(sh_lo, sh_lo_next, sizeof(sh_lo));
-    if (ci > 0) load_state(ci - 1, sh_next, sh_lo_next);
+    if constexpr (!kVector<G>) {
+      memcpy(sh, sh_next, sizeof(sh)), memcpy(sh_lo, sh_lo_next, sizeof(sh_lo));
+      if (ci > 0) load_state(ci - 1, sh_next, sh_lo_next);
+    }
     wait_async<(Stages > 2 ? Stages - 2 : 0)>();
     __syncthreads();  // chunk ci's copies and dS are visible; step r − 1 is done with its buffer
     if constexpr (Stages > 1) {
