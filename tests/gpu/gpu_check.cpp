@@ -146,8 +146,9 @@ std::vector<Case> delta_cases() {
       {"gva_no_l2norm", kGdn, 1, 200, 2, 4, {}, GateMode::random, false, true, true, false},
       // More state blocks (sequences × value heads × 4) than any GPU has SMs: the state pass's
       // two-stage prefetch; the other cases' few sequences take its deep one (chunk_fwd.cu). 16-bit
-      // inputs: the fused output pass's blocks of 64 columns on GPUs of ≤ 136 SMs (H100: 132), its
-      // blocks of 32 in every other case.
+      // inputs: the fused output pass's and the reverse state pass's blocks of 64 columns on GPUs
+      // of ≤ 136 SMs (H100: 132; chunk_fwd.cuh, wide_state_blocks), their blocks of 32 in every
+      // other case.
       {"many_sequences", kGdn, 34, 70, 1, 2, {}, GateMode::random, true, true},
       // The forward alone of 16-bit inputs in one kernel (chunk_fwd_single.cu), where sequences ×
       // value heads fill ≥ 85% of the SMs' slots: 120 on a GPU of 132 SMs (H100 SXM, H200); the

@@ -1041,8 +1041,8 @@ Status backward_typed(const ChunkShape& s, const ChunkBackwardArgs& a, void* wor
   if constexpr (sizeof(T) == 2) {
     int sms = 0;
     if (Status st = current_sm_count(sms); !st.ok()) return st;
-    state_pass = plan.N * s.HV * (kDim / 64) >= sms ? launch_state_bwd<T, U, G, 64>(plan, s, bp, ws, stream)
-                                                    : launch_state_bwd<T, U, G, 32>(plan, s, bp, ws, stream);
+    state_pass = wide_state_blocks(long(plan.N) * s.HV, sms) ? launch_state_bwd<T, U, G, 64>(plan, s, bp, ws, stream)
+                                                             : launch_state_bwd<T, U, G, 32>(plan, s, bp, ws, stream);
   } else {
     state_pass = launch_state_bwd<T, U, G, 32>(plan, s, bp, ws, stream);
   }

@@ -584,7 +584,8 @@ template <class T, Update U, Gate G>
 Status forward_fused(const ChunkPlan& plan, const ChunkParams<T>& p, const ForwardWorkspace<T>& ws,
                      const float* h0, float* ht, T* o, int sms, cudaStream_t stream) {
   if (Status st = launch_prepare<T, U, G>(plan, p, ws, stream); !st.ok()) return st;
-  if (plan.N * p.HV * (kDim / 64) >= sms) return launch_states<T, U, G, kStages, 64, true>(plan, p, ws, h0, ht, o, stream);
+  if (wide_state_blocks(long(plan.N) * p.HV, sms))
+    return launch_states<T, U, G, kStages, 64, true>(plan, p, ws, h0, ht, o, stream);
   return launch_states<T, U, G, kStages + 1, 32, true>(plan, p, ws, h0, ht, o, stream);
 }
 

@@ -242,6 +242,11 @@ template <class T, Update U, Gate G>
 Status forward_states(const ChunkPlan& plan, const ChunkParams<T>& p, const ForwardWorkspace<T>& ws,
                       const float* h0, float* ht, cudaStream_t stream);
 
+// Blocks of 64 value columns for a state pass (the forward's with the output fused in, the
+// backward's reverse pass) where sequences × value heads × 2 of them fill the SMs: one copy of the
+// chunk's shared tiles serves twice the columns (half their L2 reads). Else blocks of 32.
+inline bool wide_state_blocks(long heads, int sms) { return heads * (kDim / 64) >= sms; }
+
 // The GDN forward of 16-bit inputs when no backward follows: one kernel (chunk_fwd_single.cu), a
 // block per (sequence, value head) that walks its chunks alone. It pays where those blocks fill 85%
 // or more of the SM slots of the waves they take (one block per SM): below that, the two-kernel
