@@ -136,21 +136,25 @@ __global__ void __launch_bounds__(kStateGroups<Cols> * kThreads, 1)
   // Scalar gate: the state entering chunk ci (h, and h_lo for 16-bit inputs) at the thread's dS
   // elements, for the decay's gate term Σ dS_next ⊙ S, read into registers a step before the step
   // that sums it (copies into shared memory, as tiles or each thread its own pairs, were slower at
-  // 64 columns; bench/gpu/NOTES.md).
-  using Pairs = StatePair<T>[4][2];
+  // 64 columns; bench/gpu/NOTES.md). 16-bit: 16 bytes of each of the thread's two rows (columns
+  // 8t..8t + 7 of the group's 32), turned into its pairs by quad_transpose at use; fp32: the pairs.
+  using Pairs = std::conditional_t<sizeof(T) == 2, uint4[2], StatePair<T>[4][2]>;
   auto load_state = [&](int ci, Pairs& hp, Pairs& lp) {
     if constexpr (!kVector<G>) {
       const int lane = threadIdx.x & 31;
-      const long at = (long(seq.first_chunk + ci) * p.HV + hv) * kDim * kDim + v0 + (16 * lw + (lane >> 2)) * kDim +
-                      c0 + 2 * (lane & 3);
+      const long row = (long(seq.first_chunk + ci) * p.HV + hv) * kDim * kDim + v0 + (16 * lw + (lane >> 2)) * kDim + c0;
 #pragma unroll
-      for (int nt = 0; nt < 4; ++nt)
+      for (int hh = 0; hh < 2; ++hh) {
+        if constexpr (sizeof(T) == 2) {
+          const long e = row + 8 * hh * kDim + 8 * (lane & 3);
+          hp[hh] = *reinterpret_cast<const uint4*>(ws.fwd.h + e);
+          lp[hh] = *reinterpret_cast<const uint4*>(ws.fwd.h_lo + e);
+        } else {
 #pragma unroll
-        for (int hh = 0; hh < 2; ++hh) {
-          const long e = at + 8 * hh * kDim + 8 * nt;
-          hp[nt][hh] = *reinterpret_cast<const StatePair<T>*>(ws.fwd.h + e);
-          if constexpr (sizeof(T) == 2) lp[nt][hh] = *reinterpret_cast<const StatePair<T>*>(ws.fwd.h_lo + e);
+          for (int nt = 0; nt < 4; ++nt)
+            hp[nt][hh] = *reinterpret_cast<const StatePair<T>*>(ws.fwd.h + row + 8 * hh * kDim + 8 * nt + 2 * (lane & 3));
         }
+      }
     }
   };
   Pairs sh_next, sh_lo_next;  // the next step's
@@ -183,10 +187,12 @@ __global__ void __launch_bounds__(kStateGroups<Cols> * kThreads, 1)
       if (r + Stages - 1 < chunks) prefetch(ci - (Stages - 1), (r + Stages - 1) % Stages);
       commit_async();
     }
+    // dS_next: the vector gate's in fp32 from the registers; the scalar gate's as sm.ds holds it
+    // (the same rounding), 16 bytes a thread instead of the fragments' 4.
     if constexpr (kVector<G>)
-      store_acc(ws.dh + hc * kDim * kDim + v0, kDim, ds, s0, c0);  // dS_next
+      store_acc(ws.dh + hc * kDim * kDim + v0, kDim, ds, s0, c0);
     else
-      store_acc(ws.dsn + hc * kDim * kDim + v0, kDim, ds, s0, c0);
+      store_tile(ws.dsn + hc * kDim * kDim + v0 + c0, kDim, sm.ds + c0, ldS, kDim, kStateCols, gt);
     {  // dV' = scale Pᵀ dO + Kd dS_next
       float dv[1][2][4];
       const int m0 = (lw % 4) * 16, n0 = c0 + (lw / 4) * 16;
@@ -195,8 +201,7 @@ __global__ void __launch_bounds__(kStateGroups<Cols> * kThreads, 1)
       for_each(dv, m0, n0, [&](int, int, float& x) { x *= p.scale; });
       warp_mma(dv, row_major(sm.kd[b], ldK), col_major(sm.ds, ldS), m0, n0, kDim);
       if constexpr (kDelta<U>) {
-        store_acc(ws.dvp + hc * kChunk * kDim + v0, kDim, dv, m0, n0);
-        store_acc(sm.dvt, ldS, dv, m0, n0);
+        store_acc(sm.dvt, ldS, dv, m0, n0);  // to memory from there, below
       } else {  // V' = V: dV' is dV
         const long start = seq.bos + long(ci) * kChunk, row_stride = long(p.HV) * kDim;
         T* dv_rows = bp.dv + (start * p.HV + hv) * kDim + v0;
@@ -212,21 +217,31 @@ __global__ void __launch_bounds__(kStateGroups<Cols> * kThreads, 1)
     if constexpr (!kVector<G>) {  // this group's part of Σ dS_next ⊙ S, in fp32 from the registers
       float part = 0.f;
 #pragma unroll
-      for (int nt = 0; nt < 4; ++nt)
+      for (int hh = 0; hh < 2; ++hh) {
+        StatePair<T> hp[4], lp[4];  // tile nt's pair at the thread's columns, row hh
+        if constexpr (sizeof(T) == 2) {
+          const uint4 x = quad_transpose(sh[hh]), y = quad_transpose(sh_lo[hh]);
+          memcpy(hp, &x, sizeof(x)), memcpy(lp, &y, sizeof(y));
+        } else {
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const float2 hp = load2(reinterpret_cast<const T*>(&sh[nt][e >> 1]));
-          float sv = e & 1 ? hp.y : hp.x;
-          if constexpr (sizeof(T) == 2) {
-            const float2 lp = load2(reinterpret_cast<const T*>(&sh_lo[nt][e >> 1]));
-            sv += e & 1 ? lp.y : lp.x;
-          }
-          part += ds[0][nt][e] * sv;
+          for (int nt = 0; nt < 4; ++nt) hp[nt] = sh[nt][hh];
         }
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt) {
+          float2 sv = load2(reinterpret_cast<const T*>(&hp[nt]));
+          if constexpr (sizeof(T) == 2) {
+            const float2 lo = load2(reinterpret_cast<const T*>(&lp[nt]));
+            sv.x += lo.x, sv.y += lo.y;
+          }
+          part += ds[0][nt][2 * hh] * sv.x + ds[0][nt][2 * hh + 1] * sv.y;
+        }
+      }
       part = warp_sum(part);
       if ((threadIdx.x & 31) == 0) sm.red[threadIdx.x >> 5] = part;
     }
-    __syncthreads();  // every read of sm.ds is done before it is overwritten below
+    __syncthreads();  // every read of sm.ds is done before it is overwritten below; sm.dvt complete
+    if constexpr (kDelta<U>)
+      store_tile(ws.dvp + hc * kChunk * kDim + v0 + c0, kDim, sm.dvt + c0, ldS, kChunk, kStateCols, gt);
     if constexpr (!kVector<G>)
       if (gt == 0) {  // the group's warps' parts in a fixed order: the sum is the same every run
         float t = 0.f;
@@ -604,9 +619,13 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
       warp_mma(acc, col_major(sm.y3, ldC), col_major(dvp, ldK), m0, n0, kChunk);
       add_row_sums(acc, m0, n0, dbet, [&](int i, int j, float x) { return x * to_float(v[i * ldK + j]); });
       T* dv_rows = bp.dv + (long(ch.start) * p.HV + hv) * kDim;
-      for_each_pair(acc, m0, n0, [&](int i, int j, float x0, float x1) {
-        if (i < ch.len) store2(dv_rows + i * row_stride + j, bet[i] * x0, bet[i] * x1);
-      });
+      if constexpr (k16Bit<T>) {
+        store_acc_rows(dv_rows, row_stride, acc, m0, n0, [&](int i, float x) { return bet[i] * x; }, ch.len);
+      } else {
+        for_each_pair(acc, m0, n0, [&](int i, int j, float x0, float x1) {
+          if (i < ch.len) store2(dv_rows + i * row_stride + j, bet[i] * x0, bet[i] * x1);
+        });
+      }
     }
     __syncthreads();
     warp_mma(dk, row_major(sm.y0, ldC), col_major(x1, ldK), m0, n0, kChunk);  // dK += F K

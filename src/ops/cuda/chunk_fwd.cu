@@ -308,9 +308,9 @@ __global__ void __launch_bounds__(Out ? 2 * kThreads : kThreads, kStateBlocksPer
     if (!ws.h) return;
     const long off = head_chunk(ci) * kDim * kDim + v0;
     if constexpr (sizeof(T) == 2) {
-      store_acc_rows(ws.h + off, kDim, st, s0, 0, [](float x) { return x; });
+      store_acc_rows(ws.h + off, kDim, st, s0, 0, [](int, float x) { return x; });
       if (ws.h_lo)
-        store_acc_rows(ws.h_lo + off, kDim, st, s0, 0, [](float x) { return x - to_float(from_float<T>(x)); });
+        store_acc_rows(ws.h_lo + off, kDim, st, s0, 0, [](int, float x) { return x - to_float(from_float<T>(x)); });
     } else {
       store_acc(ws.h + off, kDim, st, s0, 0);  // each row's 4 lanes fill a 32-byte sector
     }

@@ -14,6 +14,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <climits>
 #include <cstdint>
 #include <type_traits>
 
@@ -297,14 +298,14 @@ __device__ __forceinline__ void store_acc(T* dst, long ld, float (&acc)[MT][NT][
   for_each_pair(acc, m0, n0, [&](int i, int j, float a, float b) { store2(dst + i * ld + j, scale * a, scale * b); });
 }
 
-// Stores f(acc) into a 16-bit [*, stride] tensor (global memory), 16 bytes per lane: the four
-// lanes of a row exchange their pairs in two butterfly rounds (lanes t ^ 1, then t ^ 2) until
-// lane t holds the 8 columns of tile 4i + t, so that each row's 32 columns of a group of four
-// tiles leave as 64 contiguous bytes. store_acc's 4-byte stores fill half a 32-byte sector
-// each. NT is a multiple of 4.
+// Stores f(i, acc) (i the row) into rows i < rows of a 16-bit [*, stride] tensor (global memory),
+// 16 bytes per lane: the four lanes of a row exchange their pairs in two butterfly rounds (lanes
+// t ^ 1, then t ^ 2) until lane t holds the 8 columns of tile 4i + t, so that each row's 32
+// columns of a group of four tiles leave as 64 contiguous bytes. store_acc's 4-byte stores fill
+// half a 32-byte sector each. NT is a multiple of 4.
 template <int MT, int NT, class T, class F>
 __device__ __forceinline__ void store_acc_rows(T* dst, long stride, const float (&acc)[MT][NT][4], int m0, int n0,
-                                               F&& f) {
+                                               F&& f, int rows = INT_MAX) {
   static_assert(NT % 4 == 0, "groups of four 8-column tiles");
   static_assert(k16Bit<T>, "16-bit tiles");
   const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
@@ -315,9 +316,11 @@ __device__ __forceinline__ void store_acc_rows(T* dst, long stride, const float 
     for (int h = 0; h < 2; ++h)
 #pragma unroll
       for (int n4 = 0; n4 < NT; n4 += 4) {
+        const int i = m0 + 16 * mt + g + 8 * h;
         uint32_t w[4];  // columns 8j + 2t, 8j + 2t + 1 of tile n4 + j
 #pragma unroll
-        for (int j = 0; j < 4; ++j) store2(reinterpret_cast<T*>(&w[j]), f(acc[mt][n4 + j][2 * h]), f(acc[mt][n4 + j][2 * h + 1]));
+        for (int j = 0; j < 4; ++j)
+          store2(reinterpret_cast<T*>(&w[j]), f(i, acc[mt][n4 + j][2 * h]), f(i, acc[mt][n4 + j][2 * h + 1]));
         uint2 piece[2];  // columns 4 (t / 2) .. + 3 of tile n4 + 2i + t % 2
 #pragma unroll
         for (int i = 0; i < 2; ++i) {
@@ -328,8 +331,22 @@ __device__ __forceinline__ void store_acc_rows(T* dst, long stride, const float 
         const uint2 r = make_uint2(__shfl_xor_sync(0xffffffffu, send.x, 2), __shfl_xor_sync(0xffffffffu, send.y, 2));
         const uint4 row8 = high ? make_uint4(r.x, r.y, piece[1].x, piece[1].y)
                                 : make_uint4(piece[0].x, piece[0].y, r.x, r.y);
-        *reinterpret_cast<uint4*>(dst + (m0 + 16 * mt + g + 8 * h) * stride + n0 + 8 * (n4 + t)) = row8;
+        if (i < rows) *reinterpret_cast<uint4*>(dst + i * stride + n0 + 8 * (n4 + t)) = row8;
       }
+}
+
+// Within each quad of lanes (t = lane % 4), lane t's word k becomes lane k's word t: 16 bytes of a
+// row as loaded (lane t: the 8 columns of 8-column tile t) into the pairs of an mma fragment
+// (word k: columns 2t, 2t + 1 of tile k); store_acc_rows' butterfly run backwards.
+__device__ __forceinline__ uint4 quad_transpose(uint4 a) {
+  const int t = threadIdx.x & 3;
+  const bool odd = t & 1, high = t & 2;
+  uint2 r = high ? make_uint2(a.x, a.y) : make_uint2(a.z, a.w);  // lanes t ^ 2 swap half their words
+  r = make_uint2(__shfl_xor_sync(0xffffffffu, r.x, 2), __shfl_xor_sync(0xffffffffu, r.y, 2));
+  const uint4 c = high ? make_uint4(r.x, r.y, a.z, a.w) : make_uint4(a.x, a.y, r.x, r.y);
+  r = odd ? make_uint2(c.x, c.z) : make_uint2(c.y, c.w);  // then lanes t ^ 1
+  r = make_uint2(__shfl_xor_sync(0xffffffffu, r.x, 1), __shfl_xor_sync(0xffffffffu, r.y, 1));
+  return odd ? make_uint4(r.x, c.y, r.y, c.w) : make_uint4(c.x, r.x, c.z, r.y);
 }
 
 // Global -> shared copies of 16 bytes that bypass registers (cp.async), so that a thread
