@@ -205,9 +205,13 @@ __global__ void __launch_bounds__(kStateGroups<Cols> * kThreads, 1)
       } else {  // V' = V: dV' is dV
         const long start = seq.bos + long(ci) * kChunk, row_stride = long(p.HV) * kDim;
         T* dv_rows = bp.dv + (start * p.HV + hv) * kDim + v0;
-        for_each_pair(dv, m0, n0, [&](int i, int j, float x0, float x1) {
-          if (i < len) store2(dv_rows + i * row_stride + j, x0, x1);
-        });
+        if constexpr (k16Bit<T>) {
+          store_acc_rows(dv_rows, row_stride, dv, m0, n0, [](int, float x) { return x; }, len);
+        } else {
+          for_each_pair(dv, m0, n0, [&](int i, int j, float x0, float x1) {
+            if (i < len) store2(dv_rows + i * row_stride + j, x0, x1);
+          });
+        }
       }
     }
     // The recurrence-free term scale (Q e^γ)ᵀ dO of dS, while the other warps finish dV'.
@@ -376,25 +380,44 @@ struct IntraGradSmem {
 };
 
 // dst[i] += r_i Σ_j x_ij a_ij over the lane's elements (i, j) of the 32×32 accumulator tile at
-// (m0, n0), rows i < len, x in global memory ([*, 128] rows, read in pairs): the row dots of a
-// gradient with the rows of q or k normalised in fp32. One atomic per row and lane quad. Rows past
-// len read row len − 1 (and are dropped): no branch, so all 16 loads are in flight at once (a
-// branch per row put 8 round trips on the path: 6% of intra_grad's stall samples).
+// (m0, n0), rows i < len, x in global memory ([*, 128] rows): the row dots of a gradient with the
+// rows of q or k normalised in fp32. One atomic per row and lane quad. Rows past len read row
+// len − 1 (and are dropped): no branch, so all loads are in flight at once (a branch per row put
+// 8 round trips on the path: 6% of intra_grad's stall samples). 16-bit x: 16 bytes of each row a
+// lane (columns n0 + 8t..8t + 7), into the fragment's pairs by quad_transpose (a quarter of the
+// loads of the pairs themselves: intra_grad −2% with 32 value heads, even otherwise); fp32: the pairs.
 template <class T>
 __device__ __forceinline__ void add_row_dots(const float (&a)[2][4][4], const T* x, long x_stride, const float* r,
                                              float* dst, int len, int m0, int n0) {
   const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   float part[2][2] = {};
+  [[maybe_unused]] uint4 rows[2][2];
+  if constexpr (k16Bit<T>) {
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        const int i = min(m0 + 16 * mt + g + 8 * hh, len - 1);
+        rows[mt][hh] = *reinterpret_cast<const uint4*>(x + i * x_stride + n0 + 8 * t);
+      }
+  }
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
     for (int hh = 0; hh < 2; ++hh) {
-      const int i = min(m0 + 16 * mt + g + 8 * hh, len - 1);
+      float2 xv[4];  // tile nt's columns 2t, 2t + 1 of the row
+      if constexpr (k16Bit<T>) {
+        const uint4 p = quad_transpose(rows[mt][hh]);
+        const uint32_t w[4] = {p.x, p.y, p.z, p.w};
 #pragma unroll
-      for (int nt = 0; nt < 4; ++nt) {
-        const float2 xv = load2(x + i * x_stride + n0 + 8 * nt + 2 * t);
-        part[mt][hh] += xv.x * a[mt][nt][2 * hh] + xv.y * a[mt][nt][2 * hh + 1];
+        for (int nt = 0; nt < 4; ++nt) xv[nt] = load2(reinterpret_cast<const T*>(&w[nt]));
+      } else {
+        const int i = min(m0 + 16 * mt + g + 8 * hh, len - 1);
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt) xv[nt] = load2(x + i * x_stride + n0 + 8 * nt + 2 * t);
       }
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) part[mt][hh] += xv[nt].x * a[mt][nt][2 * hh] + xv[nt].y * a[mt][nt][2 * hh + 1];
     }
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt)
