@@ -142,7 +142,8 @@ __global__ void __launch_bounds__(kStateGroups<Cols> * kThreads, 1)
   auto load_state = [&](int ci, Pairs& hp, Pairs& lp) {
     if constexpr (!kVector<G>) {
       const int lane = threadIdx.x & 31;
-      const long row = (long(seq.first_chunk + ci) * p.HV + hv) * kDim * kDim + v0 + (16 * lw + (lane >> 2)) * kDim + c0;
+      const long row =
+          (long(seq.first_chunk + ci) * p.HV + hv) * kDim * kDim + v0 + (16 * lw + (lane >> 2)) * kDim + c0;
 #pragma unroll
       for (int hh = 0; hh < 2; ++hh) {
         if constexpr (sizeof(T) == 2) {
@@ -152,7 +153,8 @@ __global__ void __launch_bounds__(kStateGroups<Cols> * kThreads, 1)
         } else {
 #pragma unroll
           for (int nt = 0; nt < 4; ++nt)
-            hp[nt][hh] = *reinterpret_cast<const StatePair<T>*>(ws.fwd.h + row + 8 * hh * kDim + 8 * nt + 2 * (lane & 3));
+            hp[nt][hh] =
+                *reinterpret_cast<const StatePair<T>*>(ws.fwd.h + row + 8 * hh * kDim + 8 * nt + 2 * (lane & 3));
         }
       }
     }
@@ -222,23 +224,19 @@ __global__ void __launch_bounds__(kStateGroups<Cols> * kThreads, 1)
       float part = 0.f;
 #pragma unroll
       for (int hh = 0; hh < 2; ++hh) {
-        StatePair<T> hp[4], lp[4];  // tile nt's pair at the thread's columns, row hh
+        float2 sv[4];  // S at tile nt's pair of the thread's columns, row hh
         if constexpr (sizeof(T) == 2) {
-          const uint4 x = quad_transpose(sh[hh]), y = quad_transpose(sh_lo[hh]);
-          memcpy(hp, &x, sizeof(x)), memcpy(lp, &y, sizeof(y));
+          float2 lo[4];
+          quad_row_pairs<T>(sh[hh], sv);
+          quad_row_pairs<T>(sh_lo[hh], lo);
+#pragma unroll
+          for (int nt = 0; nt < 4; ++nt) sv[nt].x += lo[nt].x, sv[nt].y += lo[nt].y;
         } else {
 #pragma unroll
-          for (int nt = 0; nt < 4; ++nt) hp[nt] = sh[nt][hh];
+          for (int nt = 0; nt < 4; ++nt) sv[nt] = load2(reinterpret_cast<const T*>(&sh[nt][hh]));
         }
 #pragma unroll
-        for (int nt = 0; nt < 4; ++nt) {
-          float2 sv = load2(reinterpret_cast<const T*>(&hp[nt]));
-          if constexpr (sizeof(T) == 2) {
-            const float2 lo = load2(reinterpret_cast<const T*>(&lp[nt]));
-            sv.x += lo.x, sv.y += lo.y;
-          }
-          part += ds[0][nt][2 * hh] * sv.x + ds[0][nt][2 * hh + 1] * sv.y;
-        }
+        for (int nt = 0; nt < 4; ++nt) part += ds[0][nt][2 * hh] * sv[nt].x + ds[0][nt][2 * hh + 1] * sv[nt].y;
       }
       part = warp_sum(part);
       if ((threadIdx.x & 31) == 0) sm.red[threadIdx.x >> 5] = part;
@@ -385,7 +383,7 @@ struct IntraGradSmem {
 // len − 1 (and are dropped): no branch, so all loads are in flight at once (a branch per row put
 // 8 round trips on the path: 6% of intra_grad's stall samples). 16-bit x: 16 bytes of each row a
 // lane (columns n0 + 8t..8t + 7), into the fragment's pairs by quad_transpose (a quarter of the
-// loads of the pairs themselves: intra_grad −2% with 32 value heads, even otherwise); fp32: the pairs.
+// loads of the pairs themselves: intra_grad −2% with 32 value heads, unchanged otherwise); fp32: the pairs.
 template <class T>
 __device__ __forceinline__ void add_row_dots(const float (&a)[2][4][4], const T* x, long x_stride, const float* r,
                                              float* dst, int len, int m0, int n0) {
@@ -407,10 +405,7 @@ __device__ __forceinline__ void add_row_dots(const float (&a)[2][4][4], const T*
     for (int hh = 0; hh < 2; ++hh) {
       float2 xv[4];  // tile nt's columns 2t, 2t + 1 of the row
       if constexpr (k16Bit<T>) {
-        const uint4 p = quad_transpose(rows[mt][hh]);
-        const uint32_t w[4] = {p.x, p.y, p.z, p.w};
-#pragma unroll
-        for (int nt = 0; nt < 4; ++nt) xv[nt] = load2(reinterpret_cast<const T*>(&w[nt]));
+        quad_row_pairs<T>(rows[mt][hh], xv);
       } else {
         const int i = min(m0 + 16 * mt + g + 8 * hh, len - 1);
 #pragma unroll

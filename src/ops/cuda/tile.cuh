@@ -354,6 +354,15 @@ __device__ __forceinline__ uint4 quad_transpose(uint4 a) {
   r = make_uint2(__shfl_xor_sync(0xffffffffu, r.x, 1), __shfl_xor_sync(0xffffffffu, r.y, 1));
   return odd ? make_uint4(r.x, c.y, r.y, c.w) : make_uint4(c.x, r.x, c.z, r.y);
 }
+// The same as the fragment's four 16-bit pairs in fp32: x[k] = columns 2t, 2t + 1 of tile k.
+template <class T>
+__device__ __forceinline__ void quad_row_pairs(uint4 a, float2 (&x)[4]) {
+  static_assert(k16Bit<T>, "16-bit rows");
+  const uint4 p = quad_transpose(a);
+  const uint32_t w[4] = {p.x, p.y, p.z, p.w};
+#pragma unroll
+  for (int k = 0; k < 4; ++k) x[k] = load2(reinterpret_cast<const T*>(&w[k]));
+}
 
 // Global -> shared copies of 16 bytes that bypass registers (cp.async), so that a thread
 // has all of its loads in flight at once. commit_async() closes a group of copies;
