@@ -207,13 +207,7 @@ __global__ void __launch_bounds__(kStateGroups<Cols> * kThreads, 1)
       } else {  // V' = V: dV' is dV
         const long start = seq.bos + long(ci) * kChunk, row_stride = long(p.HV) * kDim;
         T* dv_rows = bp.dv + (start * p.HV + hv) * kDim + v0;
-        if constexpr (k16Bit<T>) {
-          store_acc_rows(dv_rows, row_stride, dv, m0, n0, [](int, float x) { return x; }, len);
-        } else {
-          for_each_pair(dv, m0, n0, [&](int i, int j, float x0, float x1) {
-            if (i < len) store2(dv_rows + i * row_stride + j, x0, x1);
-          });
-        }
+        store_acc_rows(dv_rows, row_stride, dv, m0, n0, [](int, float x) { return x; }, len);
       }
     }
     // The recurrence-free term scale (Q e^γ)ᵀ dO of dS, while the other warps finish dV'.
@@ -388,16 +382,14 @@ template <class T>
 __device__ __forceinline__ void add_row_dots(const float (&a)[2][4][4], const T* x, long x_stride, const float* r,
                                              float* dst, int len, int m0, int n0) {
   const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  auto row = [&](int mt, int hh) { return x + min(m0 + 16 * mt + g + 8 * hh, len - 1) * x_stride + n0; };
   float part[2][2] = {};
   [[maybe_unused]] uint4 rows[2][2];
   if constexpr (k16Bit<T>) {
 #pragma unroll
     for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-      for (int hh = 0; hh < 2; ++hh) {
-        const int i = min(m0 + 16 * mt + g + 8 * hh, len - 1);
-        rows[mt][hh] = *reinterpret_cast<const uint4*>(x + i * x_stride + n0 + 8 * t);
-      }
+      for (int hh = 0; hh < 2; ++hh) rows[mt][hh] = *reinterpret_cast<const uint4*>(row(mt, hh) + 8 * t);
   }
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt)
@@ -407,9 +399,8 @@ __device__ __forceinline__ void add_row_dots(const float (&a)[2][4][4], const T*
       if constexpr (k16Bit<T>) {
         quad_row_pairs<T>(rows[mt][hh], xv);
       } else {
-        const int i = min(m0 + 16 * mt + g + 8 * hh, len - 1);
 #pragma unroll
-        for (int nt = 0; nt < 4; ++nt) xv[nt] = load2(x + i * x_stride + n0 + 8 * nt + 2 * t);
+        for (int nt = 0; nt < 4; ++nt) xv[nt] = load2(row(mt, hh) + 8 * nt + 2 * t);
       }
 #pragma unroll
       for (int nt = 0; nt < 4; ++nt) part[mt][hh] += xv[nt].x * a[mt][nt][2 * hh] + xv[nt].y * a[mt][nt][2 * hh + 1];
@@ -637,13 +628,7 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
       warp_mma(acc, col_major(sm.y3, ldC), col_major(dvp, ldK), m0, n0, kChunk);
       add_row_sums(acc, m0, n0, dbet, [&](int i, int j, float x) { return x * to_float(v[i * ldK + j]); });
       T* dv_rows = bp.dv + (long(ch.start) * p.HV + hv) * kDim;
-      if constexpr (k16Bit<T>) {
-        store_acc_rows(dv_rows, row_stride, acc, m0, n0, [&](int i, float x) { return bet[i] * x; }, ch.len);
-      } else {
-        for_each_pair(acc, m0, n0, [&](int i, int j, float x0, float x1) {
-          if (i < ch.len) store2(dv_rows + i * row_stride + j, bet[i] * x0, bet[i] * x1);
-        });
-      }
+      store_acc_rows(dv_rows, row_stride, acc, m0, n0, [&](int i, float x) { return bet[i] * x; }, ch.len);
     }
     __syncthreads();
     warp_mma(dk, row_major(sm.y0, ldC), col_major(x1, ldK), m0, n0, kChunk);  // dK += F K

@@ -183,13 +183,8 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
       warp_mma(top, row_major(sm.inv.a, ldC), col_major(sm.v, ldK), 0, n0, kChunk / 2);
       warp_mma(bottom, row_major(sm.inv.a, ldC), col_major(sm.v, ldK), kChunk / 2, n0, kChunk);
       // Straight from the accumulators, a row's 16 columns in one 32-byte store of its 4 lanes.
-      if constexpr (k16Bit<T>) {
-        store_acc_rows(ws.u + base, kDim, top, 0, n0, [](int, float x) { return x; });
-        store_acc_rows(ws.u + base, kDim, bottom, kChunk / 2, n0, [](int, float x) { return x; });
-      } else {
-        store_acc(ws.u + base, kDim, top, 0, n0);
-        store_acc(ws.u + base, kDim, bottom, kChunk / 2, n0);
-      }
+      store_acc_rows(ws.u + base, kDim, top, 0, n0, [](int, float x) { return x; });
+      store_acc_rows(ws.u + base, kDim, bottom, kChunk / 2, n0, [](int, float x) { return x; });
     }
     {
       float top[2][2][4], bottom[2][2][4];
@@ -312,13 +307,10 @@ __global__ void __launch_bounds__(Out ? 2 * kThreads : kThreads, kStateBlocksPer
   auto store_state = [&](int ci) {
     if (!ws.h) return;
     const long off = head_chunk(ci) * kDim * kDim + v0;
-    if constexpr (sizeof(T) == 2) {
-      store_acc_rows(ws.h + off, kDim, st, s0, 0, [](int, float x) { return x; });
+    store_acc_rows(ws.h + off, kDim, st, s0, 0, [](int, float x) { return x; });
+    if constexpr (sizeof(T) == 2)
       if (ws.h_lo)
         store_acc_rows(ws.h_lo + off, kDim, st, s0, 0, [](int, float x) { return x - to_float(from_float<T>(x)); });
-    } else {
-      store_acc(ws.h + off, kDim, st, s0, 0);  // each row's 4 lanes fill a 32-byte sector
-    }
   };
   // One group of copies per chunk, empty past the last, so that wait_async<Stages − 2> after chunk
   // c − 1's step always means chunk c's copies have landed.

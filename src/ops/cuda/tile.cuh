@@ -298,17 +298,17 @@ __device__ __forceinline__ void store_acc(T* dst, long ld, float (&acc)[MT][NT][
   for_each_pair(acc, m0, n0, [&](int i, int j, float a, float b) { store2(dst + i * ld + j, scale * a, scale * b); });
 }
 
-// Stores f(i, acc) (i the row) into rows i < rows of a 16-bit [*, stride] tensor (global memory)
-// in whole sectors: the four lanes of a row exchange their pairs in butterfly rounds (lanes t ^ 1,
+// Stores f(i, acc) (i the row) into rows i < rows of a [*, stride] tensor (global memory) in whole
+// sectors. 16-bit: the four lanes of a row exchange their pairs in butterfly rounds (lanes t ^ 1,
 // then t ^ 2) until lane t holds the 8 columns of tile 4i + t (16-byte stores: each row's 32
 // columns of four tiles leave as 64 contiguous bytes), or, for NT = 2 mod 4, after the first round
-// 4 columns of tile 2i + t % 2 (8-byte stores: the row's 16 columns of two tiles, 32 bytes).
-// store_acc's 4-byte stores fill half a 32-byte sector each.
+// 4 columns of tile 2i + t % 2 (8-byte stores: the row's 16 columns of two tiles, 32 bytes);
+// store_acc's 4-byte stores fill half a 32-byte sector each. fp32: the pairs themselves (a row's 4
+// lanes fill a sector).
 template <int MT, int NT, class T, class F>
 __device__ __forceinline__ void store_acc_rows(T* dst, long stride, const float (&acc)[MT][NT][4], int m0, int n0,
                                                F&& f, int rows = INT_MAX) {
   static_assert(NT % 2 == 0, "pairs of 8-column tiles");
-  static_assert(k16Bit<T>, "16-bit tiles");
   constexpr int kTiles = NT % 4 == 0 ? 4 : 2;  // the tiles whose row segment a quad stores at once
   const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const bool odd = t & 1, high = t & 2;
@@ -319,24 +319,35 @@ __device__ __forceinline__ void store_acc_rows(T* dst, long stride, const float 
 #pragma unroll
       for (int n4 = 0; n4 < NT; n4 += kTiles) {
         const int i = m0 + 16 * mt + g + 8 * h;
-        uint32_t w[kTiles];  // columns 8j + 2t, 8j + 2t + 1 of tile n4 + j
+        if constexpr (!k16Bit<T>) {
+          if (i < rows) {
 #pragma unroll
-        for (int j = 0; j < kTiles; ++j)
-          store2(reinterpret_cast<T*>(&w[j]), f(i, acc[mt][n4 + j][2 * h]), f(i, acc[mt][n4 + j][2 * h + 1]));
-        uint2 piece[kTiles / 2];  // columns 4 (t / 2) .. + 3 of tile n4 + 2k + t % 2
-#pragma unroll
-        for (int k = 0; k < kTiles / 2; ++k) {
-          const uint32_t r = __shfl_xor_sync(0xffffffffu, odd ? w[2 * k] : w[2 * k + 1], 1);
-          piece[k] = odd ? make_uint2(r, w[2 * k + 1]) : make_uint2(w[2 * k], r);
-        }
-        if constexpr (kTiles == 2) {
-          if (i < rows) *reinterpret_cast<uint2*>(dst + i * stride + n0 + 8 * (n4 + odd) + 4 * (t / 2)) = piece[0];
+            for (int j = 0; j < kTiles; ++j)
+              store2(dst + i * stride + n0 + 8 * (n4 + j) + 2 * t, f(i, acc[mt][n4 + j][2 * h]),
+                     f(i, acc[mt][n4 + j][2 * h + 1]));
+          }
         } else {
-          const uint2 send = high ? piece[0] : piece[1];
-          const uint2 r = make_uint2(__shfl_xor_sync(0xffffffffu, send.x, 2), __shfl_xor_sync(0xffffffffu, send.y, 2));
-          const uint4 row8 = high ? make_uint4(r.x, r.y, piece[1].x, piece[1].y)
-                                  : make_uint4(piece[0].x, piece[0].y, r.x, r.y);
-          if (i < rows) *reinterpret_cast<uint4*>(dst + i * stride + n0 + 8 * (n4 + t)) = row8;
+          uint32_t w[kTiles];  // columns 8j + 2t, 8j + 2t + 1 of tile n4 + j
+#pragma unroll
+          for (int j = 0; j < kTiles; ++j)
+            store2(reinterpret_cast<T*>(&w[j]), f(i, acc[mt][n4 + j][2 * h]), f(i, acc[mt][n4 + j][2 * h + 1]));
+          uint2 piece[kTiles / 2];  // columns 4 (t / 2) .. + 3 of tile n4 + 2k + t % 2
+#pragma unroll
+          for (int k = 0; k < kTiles / 2; ++k) {
+            const uint32_t r = __shfl_xor_sync(0xffffffffu, odd ? w[2 * k] : w[2 * k + 1], 1);
+            piece[k] = odd ? make_uint2(r, w[2 * k + 1]) : make_uint2(w[2 * k], r);
+          }
+          if constexpr (kTiles == 2) {
+            if (i < rows)
+              *reinterpret_cast<uint2*>(dst + i * stride + n0 + 8 * (n4 + odd) + 4 * (t / 2)) = piece[0];
+          } else {
+            const uint2 send = high ? piece[0] : piece[1];
+            const uint2 r =
+                make_uint2(__shfl_xor_sync(0xffffffffu, send.x, 2), __shfl_xor_sync(0xffffffffu, send.y, 2));
+            const uint4 row8 = high ? make_uint4(r.x, r.y, piece[1].x, piece[1].y)
+                                    : make_uint4(piece[0].x, piece[0].y, r.x, r.y);
+            if (i < rows) *reinterpret_cast<uint4*>(dst + i * stride + n0 + 8 * (n4 + t)) = row8;
+          }
         }
       }
 }
