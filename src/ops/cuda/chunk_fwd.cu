@@ -182,7 +182,7 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
       zero(bottom);
       warp_mma(top, row_major(sm.inv.a, ldC), col_major(sm.v, ldK), 0, n0, kChunk / 2);
       warp_mma(bottom, row_major(sm.inv.a, ldC), col_major(sm.v, ldK), kChunk / 2, n0, kChunk);
-      // Straight from the accumulators, a row's 16 columns in one 32-byte store of its 4 lanes.
+      // Straight from the accumulators (16-bit: a row's 16 columns in one 32-byte store of its 4 lanes).
       store_acc_rows(ws.u + base, kDim, top, 0, n0, [](int, float x) { return x; });
       store_acc_rows(ws.u + base, kDim, bottom, kChunk / 2, n0, [](int, float x) { return x; });
     }
