@@ -133,13 +133,15 @@ __global__ void __launch_bounds__(kStateGroups<Cols> * kThreads, 1)
         load_tile(sm.gam[b], kChunk, ws.fwd.gam + hc * kGateStride, kChunk, 1, kChunk, gt);  // hi
     }
   };
-  // Scalar gate: the state entering chunk ci (h, and h_lo for 16-bit inputs) at the thread's dS
+  // Scalar gate: the state entering chunk ci (h, and h_ext for 16-bit inputs) at the thread's dS
   // elements, for the decay's gate term Σ dS_next ⊙ S, read into registers a step before the step
   // that sums it (copies into shared memory, as tiles or each thread its own pairs, were slower at
-  // 64 columns; bench/gpu/NOTES.md). 16-bit: 16 bytes of each of the thread's two rows (columns
-  // 8t..8t + 7 of the group's 32), turned into its pairs by quad_transpose at use; fp32: the pairs.
+  // 64 columns; bench/gpu/NOTES.md). 16-bit: 16 bytes of h in each of the thread's two rows
+  // (columns 8t..8t + 7 of the group's 32), turned into its pairs by quad_transpose at use, and
+  // the 8 bytes of h_ext a row that are already the pairs' (fragment order); fp32: the pairs.
   using Pairs = std::conditional_t<sizeof(T) == 2, uint4[2], StatePair<T>[4][2]>;
-  auto load_state = [&](int ci, Pairs& hp, Pairs& lp) {
+  using ExtPairs = std::conditional_t<sizeof(T) == 2, uint2[2], char>;
+  auto load_state = [&](int ci, Pairs& hp, ExtPairs& lp) {
     if constexpr (!kVector<G>) {
       const int lane = threadIdx.x & 31;
       const long row =
@@ -149,7 +151,7 @@ __global__ void __launch_bounds__(kStateGroups<Cols> * kThreads, 1)
         if constexpr (sizeof(T) == 2) {
           const long e = row + 8 * hh * kDim + 8 * (lane & 3);
           hp[hh] = *reinterpret_cast<const uint4*>(ws.fwd.h + e);
-          lp[hh] = *reinterpret_cast<const uint4*>(ws.fwd.h_lo + e);
+          lp[hh] = *reinterpret_cast<const uint2*>(ws.fwd.h_ext + e);
         } else {
 #pragma unroll
           for (int nt = 0; nt < 4; ++nt)
@@ -159,14 +161,15 @@ __global__ void __launch_bounds__(kStateGroups<Cols> * kThreads, 1)
       }
     }
   };
-  Pairs sh_next, sh_lo_next;  // the next step's
+  Pairs sh_next;  // the next step's
+  ExtPairs sh_ext_next;
   // One group of copies per step (empty once the sequence's first chunk is copied), so that
   // wait_async<Stages − 2> in step r (chunk chunks − 1 − r) always means that chunk's copies landed.
   for (int r = 0; r < (Stages > 1 ? Stages - 1 : 1); ++r) {
     if (r < chunks) prefetch(chunks - 1 - r, r);
     commit_async();
   }
-  load_state(chunks - 1, sh_next, sh_lo_next);
+  load_state(chunks - 1, sh_next, sh_ext_next);
 
   // Warp lw of a group holds dS rows 16 lw..16 lw + 15, the group's 32 columns, in fp32 for the
   // whole sequence.
@@ -178,10 +181,11 @@ __global__ void __launch_bounds__(kStateGroups<Cols> * kThreads, 1)
     const int ci = chunks - 1 - r, b = r % Stages, c = seq.first_chunk + ci;
     const int len = chunk_len(seq, ci);
     const long hc = long(c) * p.HV + hv;
-    Pairs sh, sh_lo;  // chunk ci's
+    Pairs sh;  // chunk ci's
+    ExtPairs sh_ext;
     if constexpr (!kVector<G>) {
-      memcpy(sh, sh_next, sizeof(sh)), memcpy(sh_lo, sh_lo_next, sizeof(sh_lo));
-      if (ci > 0) load_state(ci - 1, sh_next, sh_lo_next);
+      memcpy(sh, sh_next, sizeof(sh)), memcpy(&sh_ext, &sh_ext_next, sizeof(sh_ext));
+      if (ci > 0) load_state(ci - 1, sh_next, sh_ext_next);
     }
     wait_async<(Stages > 2 ? Stages - 2 : 0)>();
     __syncthreads();  // chunk ci's copies and dS are visible; step r − 1 is done with its buffer
@@ -220,11 +224,11 @@ __global__ void __launch_bounds__(kStateGroups<Cols> * kThreads, 1)
       for (int hh = 0; hh < 2; ++hh) {
         float2 sv[4];  // S at tile nt's pair of the thread's columns, row hh
         if constexpr (sizeof(T) == 2) {
-          float2 lo[4];
           quad_row_pairs<T>(sh[hh], sv);
-          quad_row_pairs<T>(sh_lo[hh], lo);
 #pragma unroll
-          for (int nt = 0; nt < 4; ++nt) sv[nt].x += lo[nt].x, sv[nt].y += lo[nt].y;
+          for (int nt = 0; nt < 4; ++nt)
+            sv[nt] = make_float2(ext_value<T>(sv[nt].x, ext_byte(sh_ext[hh], 2 * nt)),
+                                 ext_value<T>(sv[nt].y, ext_byte(sh_ext[hh], 2 * nt + 1)));
         } else {
 #pragma unroll
           for (int nt = 0; nt < 4; ++nt) sv[nt] = load2(reinterpret_cast<const T*>(&sh[nt][hh]));
@@ -322,7 +326,7 @@ __global__ void __launch_bounds__(kThreads) state_grad_kernel(BackwardParams<T> 
   __syncthreads();  // S read by every warp: now replaced by dS_next
   load_tile(sm.x0, ldK, ws.fwd.vn + base, kDim, kChunk, kDim);
   commit_async();
-  {  // per row d of the state e^{γ_Ld} Σ_v dS_next ⊙ S (S = h + h_lo for bf16), and dS_next into
+  {  // per row d of the state e^{γ_Ld} Σ_v dS_next ⊙ S (S from h and h_ext for 16-bit T), and dS_next into
      // sb over S (each thread its own elements)
     const float* dsn = ws.dh + sbase;
 #pragma unroll 4
@@ -330,9 +334,12 @@ __global__ void __launch_bounds__(kThreads) state_grad_kernel(BackwardParams<T> 
       const int r = i / (kDim / 4), j = 4 * (i % (kDim / 4));
       const float4 d = *reinterpret_cast<const float4*>(dsn + r * kDim + j);
       float4 x = load4(sm.sb + r * ldK + j);
-      if constexpr (sizeof(T) == 2) {
-        const float4 lo = load4(ws.fwd.h_lo + sbase + r * kDim + j);
-        x.x += lo.x, x.y += lo.y, x.z += lo.z, x.w += lo.w;
+      if constexpr (sizeof(T) == 2) {  // columns j, j + 1 and j + 2, j + 3 are two pairs of h_ext
+        const int8_t* ext = ws.fwd.h_ext + sbase + r * kDim;
+        const char2 e0 = *reinterpret_cast<const char2*>(ext + ext_column(j));
+        const char2 e1 = *reinterpret_cast<const char2*>(ext + ext_column(j + 2));
+        x = make_float4(ext_value<T>(x.x, e0.x), ext_value<T>(x.y, e0.y), ext_value<T>(x.z, e1.x),
+                        ext_value<T>(x.w, e1.y));
       }
       const float row_sum = warp_sum(d.x * x.x + d.y * x.y + d.z * x.z + d.w * x.w);
       store4(sm.sb + r * ldK + j, d);
@@ -358,10 +365,10 @@ struct IntraGradSmem {
   T x2[kChunk * tile_ld<T>(kDim)];  // dO, then dV' (delta)
   T x3[kChunk * tile_ld<T>(kDim)];  // V', then V (delta)
   // At the end dQ and dK in fp32 over x0|x1 and x2|x3. Delta rule: S, then dS_next over y0..y3.
-  T y0[kChunk * tile_ld<T>(kChunk)];  // P, then dA, then F
-  T y1[kChunk * tile_ld<T>(kChunk)];  // dP ⊙ Γ, then dA Aᵀ
+  T y0[kChunk * tile_ld<T>(kChunk)];  // P, then A (from the forward pass)
+  T y1[kChunk * tile_ld<T>(kChunk)];  // dP ⊙ Γ, then dA, then F + Fᵀ
   T y2[kChunk * tile_ld<T>(kChunk)];  // Q over y2|y3, then StrictLower(K Kᵀ ⊙ Γ)
-  T y3[kChunk * tile_ld<T>(kChunk)];  // then A (from the forward pass)
+  T y3[kChunk * tile_ld<T>(kChunk)];  // then dA Aᵀ
   // At the end (both rules) the L2-norm backward's q, k rows over y0..y3.
   float2 gam[kChunk];  // γ as hi + lo (chunk_fwd.cuh)
   float bet[kChunk];
@@ -546,15 +553,17 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
     add_row_sums(acc, s0, t0, dgam, [](int, int, float x) { return x; });
     add_col_sums(acc, s0, t0, dgam, [](int, int, float x) { return -x; });
   }
-  __syncthreads();
-  warp_mma(dq, row_major(sm.y1, ldC), col_major(x1, ldK), m0, n0, kChunk);  // dQ += (dP ⊙ Γ) K
-  warp_mma(dk, col_major(sm.y1, ldC), col_major(qt, ldK), m0, n0, kChunk);  // dK += (dP ⊙ Γ)ᵀ Q
-  if constexpr (kDelta<U>) {  // the gradient through A, W and U
-    __syncthreads();  // Q, dO and V' are read
-    load_tile(sm.y3, ldC, ws.fwd.a + hc * kChunk * kChunk, kChunk, kChunk, kChunk);
+  __syncthreads();  // P, dO and V' are read
+  if constexpr (kDelta<U>) {  // the gradient through A, W and U needs A, dV' and V: copied during dQ, dK +=
+    load_tile(sm.y0, ldC, ws.fwd.a + hc * kChunk * kChunk, kChunk, kChunk, kChunk);
     load_tile(sm.x2, ldK, ws.dvp + base, kDim, kChunk, kDim);
     load_tile_zero_tail(sm.x3, ldK, p.v + (long(ch.start) * p.HV + hv) * kDim, row_stride, ch.len, kDim);
     commit_async();
+  }
+  warp_mma(dq, row_major(sm.y1, ldC), col_major(x1, ldK), m0, n0, kChunk);  // dQ += (dP ⊙ Γ) K
+  warp_mma(dk, col_major(sm.y1, ldC), col_major(qt, ldK), m0, n0, kChunk);  // dK += (dP ⊙ Γ)ᵀ Q
+  if constexpr (kDelta<U>) {  // the gradient through A, W and U
+    __syncthreads();  // Q and dP ⊙ Γ are read
     {  // M = StrictLower(K Kᵀ ⊙ Γ)
       float acc[1][4][4];
       zero(acc);
@@ -579,38 +588,42 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
           const int j = t0 + 8 * nt + 2 * (lane & 3) + (e & 1);
           acc[0][nt][e] = (acc[0][nt][e] * __expf(gam[j].x) + acc2[0][nt][e]) * bet[j];
         }
-      store_acc(sm.y0, ldC, acc, s0, t0);
+      store_acc(sm.y1, ldC, acc, s0, t0);
     }
     __syncthreads();
     {  // X = dA Aᵀ
       float acc[1][4][4];
       zero(acc);
-      warp_mma(acc, row_major(sm.y0, ldC), row_major(sm.y3, ldC), s0, t0, kChunk);
-      store_acc(sm.y1, ldC, acc, s0, t0);
+      warp_mma(acc, row_major(sm.y1, ldC), row_major(sm.y0, ldC), s0, t0, kChunk);
+      store_acc(sm.y3, ldC, acc, s0, t0);
     }
     __syncthreads();
     {  // dM = −Aᵀ X, strictly lower; M_ij = β_i (K Kᵀ)_ij Γ_ij
       float acc[1][4][4];
       zero(acc);
-      warp_mma(acc, col_major(sm.y3, ldC), col_major(sm.y1, ldC), s0, t0, kChunk);
-      float racc[1][4][4];
+      warp_mma(acc, col_major(sm.y0, ldC), col_major(sm.y3, ldC), s0, t0, kChunk);
       for_each(acc, s0, t0, [&](int i, int j, float& x) { x = j < i ? -x : 0.f; });
-#pragma unroll
-      for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) racc[0][nt][e] = acc[0][nt][e];
-      add_row_sums(racc, s0, t0, dbet, [&](int i, int j, float x) { return x * to_float(sm.y2[i * ldC + j]); });
-      for_each(racc, s0, t0, [&](int i, int j, float& x) { x *= bet[i] * to_float(sm.y2[i * ldC + j]); });
-      add_row_sums(racc, s0, t0, dgam, [](int, int, float x) { return x; });
-      add_col_sums(racc, s0, t0, dgam, [](int, int, float x) { return -x; });
+      float u[1][4][4];  // dM ⊙ (K Kᵀ ⊙ Γ): dβ_i += Σ_j u_ij, dγ_i += β_i Σ_j u_ij, dγ_j −= Σ_i β_i u_ij
+      for_each_index<1, 4>(s0, t0, [&](int, int nt, int e, int i, int j) {
+        u[0][nt][e] = acc[0][nt][e] * to_float(sm.y2[i * ldC + j]);
+      });
+      for_row_sums(u, s0, t0, [](int, int, float x) { return x; }, [&](int i, float s) {
+        atomicAdd(dbet + i, s);
+        atomicAdd(dgam + i, bet[i] * s);
+      });
+      add_col_sums(u, s0, t0, dgam, [&](int i, int, float x) { return -bet[i] * x; });
+      // F + Fᵀ (F strictly lower): dK takes F K + Fᵀ K as one product.
       for_each(acc, s0, t0, [&](int i, int j, float x) {
-        sm.y0[i * ldC + j] = from_float<T>(decayed(gam, i, j, bet[i] * x, false));
+        if (j > i) return;
+        const T f = from_float<T>(decayed(gam, i, j, bet[i] * x, false));
+        sm.y1[i * ldC + j] = f;
+        sm.y1[j * ldC + i] = f;
       });
     }
     {  // W = A diag(β e^γ) K: Tw = Aᵀ dW
       float acc[2][4][4];
       zero(acc);
-      warp_mma(acc, col_major(sm.y3, ldC), col_major(dw, ldK), m0, n0, kChunk);
+      warp_mma(acc, col_major(sm.y0, ldC), col_major(dw, ldK), m0, n0, kChunk);
       for_row_sums(  // dβ_i += e^γ_i Σ_j Tw_ij k_ij, dγ_i += β_i e^γ_i Σ_j Tw_ij k_ij
           acc, m0, n0, [&](int i, int j, float x) { return x * to_float(x1[i * ldK + j]); },
           [&](int i, float s) {
@@ -625,14 +638,13 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
     {  // U = A diag(β) V: Tu = Aᵀ dV'
       float acc[2][4][4];
       zero(acc);
-      warp_mma(acc, col_major(sm.y3, ldC), col_major(dvp, ldK), m0, n0, kChunk);
+      warp_mma(acc, col_major(sm.y0, ldC), col_major(dvp, ldK), m0, n0, kChunk);
       add_row_sums(acc, m0, n0, dbet, [&](int i, int j, float x) { return x * to_float(v[i * ldK + j]); });
       T* dv_rows = bp.dv + (long(ch.start) * p.HV + hv) * kDim;
       store_acc_rows(dv_rows, row_stride, acc, m0, n0, [&](int i, float x) { return bet[i] * x; }, ch.len);
     }
     __syncthreads();
-    warp_mma(dk, row_major(sm.y0, ldC), col_major(x1, ldK), m0, n0, kChunk);  // dK += F K
-    warp_mma(dk, col_major(sm.y0, ldC), col_major(x1, ldK), m0, n0, kChunk);  // dK += Fᵀ K
+    warp_mma(dk, row_major(sm.y1, ldC), col_major(x1, ldK), m0, n0, kChunk);  // dK += (F + Fᵀ) K
   }
   __syncthreads();  // every tile read; dγ, dβ and the Kd row sums complete
   // dQ and dK in fp32 over the tiles (x0|x1 and x2|x3, all read), then whole rows per warp (a
@@ -704,29 +716,41 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
   for (int it = 0; it < kRowsPerWarp; ++it) {
     const int r = first_row + it * row_step;
     if (r >= ch.len) break;
+    float4 d[2];  // the row of dQ, then of dK
 #pragma unroll
     for (int which = 0; which < 2; ++which) {
       const float* tile = (which == 0 ? dq_f : dk_f) + r * ldF + 4 * lane;
-      float4 d = *reinterpret_cast<const float4*>(group > 1 ? cluster_peer(tile, 0) : tile);
+      d[which] = *reinterpret_cast<const float4*>(group > 1 ? cluster_peer(tile, 0) : tile);
       for (int peer = 1; peer < group; ++peer) {
         const float4 e = *reinterpret_cast<const float4*>(cluster_peer(tile, peer));
-        d.x += e.x, d.y += e.y, d.z += e.z, d.w += e.w;
+        d[which].x += e.x, d[which].y += e.y, d[which].z += e.z, d[which].w += e.w;
       }
-      if (group == 0) {
-        float* hat = which == 0 ? ws.dq_hat : ws.dk_hat;
-        store4(hat + (long(ch.start + r) * p.HV + hv) * kDim + 4 * lane, d);
-        continue;
-      }
-      const long at = r * qk_stride + 4 * lane;
-      if (p.l2norm) {
-        const float4 x = load4(reinterpret_cast<const T*>(&raw[(2 * it + which) * kThreads]));
-        const float rn = (which == 0 ? sm.rq : sm.rk)[r];
-        const float ry = rn * rn * warp_sum(x.x * d.x + x.y * d.y + x.z * d.z + x.w * d.w);
-        d = make_float4(rn * (d.x - x.x * ry), rn * (d.y - x.y * ry), rn * (d.z - x.z * ry), rn * (d.w - x.w * ry));
-      }
-      T* out = which == 0 ? bp.dq : bp.dk;
-      store4(out + (long(ch.start) * p.H + h) * kDim + at, d);
     }
+    if (group == 0) {
+      store4(ws.dq_hat + (long(ch.start + r) * p.HV + hv) * kDim + 4 * lane, d[0]);
+      store4(ws.dk_hat + (long(ch.start + r) * p.HV + hv) * kDim + 4 * lane, d[1]);
+      continue;
+    }
+    if (p.l2norm) {  // both rows' dots in one reduction chain
+      float4 x[2];
+      float dot[2];
+#pragma unroll
+      for (int which = 0; which < 2; ++which) {
+        x[which] = load4(reinterpret_cast<const T*>(&raw[(2 * it + which) * kThreads]));
+        dot[which] = x[which].x * d[which].x + x[which].y * d[which].y + x[which].z * d[which].z + x[which].w * d[which].w;
+      }
+      const float2 dots = warp_sum2(dot[0], dot[1]);
+#pragma unroll
+      for (int which = 0; which < 2; ++which) {
+        const float rn = (which == 0 ? sm.rq : sm.rk)[r];
+        const float ry = rn * rn * (which == 0 ? dots.x : dots.y);
+        const float4 a = d[which], b = x[which];
+        d[which] = make_float4(rn * (a.x - b.x * ry), rn * (a.y - b.y * ry), rn * (a.z - b.z * ry), rn * (a.w - b.w * ry));
+      }
+    }
+    const long at = (long(ch.start) * p.H + h) * kDim + r * qk_stride + 4 * lane;
+    store4(bp.dq + at, d[0]);
+    store4(bp.dk + at, d[1]);
   }
   if (group > 1) {  // the peers read this block's tiles until here
     cluster_arrive();

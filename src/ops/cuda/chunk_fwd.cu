@@ -6,12 +6,12 @@
 //   2. states    per (sequence, value head, 32 or 64 value columns), sequential over chunks, the
 //                state in registers and chunk c+1's W, Kd, U (c+1..c+3 with few sequences) copied
 //                in while chunk c computes:
-//                stores the state entering each chunk (h, and h_lo for bf16 when a backward
-//                follows; from the registers), V' = U − W S,
+//                stores the state entering each chunk (h, and for 16-bit inputs its 8-bit
+//                extension h_ext, when a backward follows; from the registers), V' = U − W S,
 //                S ← e^{γ_L} S + Kdᵀ V'.
 //                kFusedOutput: a second group of 256 threads forms O = scale (Q e^γ S + P V')
 //                of chunk c − 1 beside the step of chunk c, from the state and V' the step left
-//                in shared memory; h, h_lo and V' are stored only when a backward follows.
+//                in shared memory; h, h_ext and V' are stored only when a backward follows.
 // The additive rule (template parameter U) is the same kernels without A, W and U: prepare
 // stores V' = V (zero rows beyond the chunk), and the state pass streams it in place of W, U.
 //   3. output    (not kFusedOutput) per (chunk, value head): O = scale (e^γ ⊙ Q S + P V'),
@@ -300,17 +300,16 @@ __global__ void __launch_bounds__(Out ? 2 * kThreads : kThreads, kStateBlocksPer
   const int s0 = 16 * warp;
   float st[1][Cols / 8][4];
   // The state entering chunk ci, from the registers by each warp alone: h (bf16(S) for bf16, as
-  // store_acc rounds it into sm.s) and, for bf16 when a backward follows, h_lo = S − h. Issued as
-  // soon as the state is known, before the warps wait on the next chunk's copies; bf16 rows leave
-  // in 16-byte stores (h_lo by 4-byte stores from the accumulators cost the state pass 25%,
-  // bench/gpu/NOTES.md, helper fuse). Null h (the fused forward without a backward): not stored.
+  // store_acc rounds it into sm.s) and, for 16-bit inputs when a backward follows, its extension
+  // h_ext (chunk_fwd.cuh). Issued as soon as the state is known, before the warps wait on the next
+  // chunk's copies; whole sectors, h in 16-byte rows (4-byte stores from the accumulators cost the
+  // state pass 25%, bench/gpu/NOTES.md, helper fuse), h_ext 8 bytes a lane in fragment order. Null h (the fused forward without a backward): not stored.
   auto store_state = [&](int ci) {
     if (!ws.h) return;
     const long off = head_chunk(ci) * kDim * kDim + v0;
     store_acc_rows(ws.h + off, kDim, st, s0, 0, [](int, float x) { return x; });
     if constexpr (sizeof(T) == 2)
-      if (ws.h_lo)
-        store_acc_rows(ws.h_lo + off, kDim, st, s0, 0, [](int, float x) { return x - to_float(from_float<T>(x)); });
+      if (ws.h_ext) store_state_ext<T>(ws.h_ext + off, kDim, st, s0);
   };
   // One group of copies per chunk, empty past the last, so that wait_async<Stages − 2> after chunk
   // c − 1's step always means chunk c's copies have landed.
@@ -507,7 +506,7 @@ ForwardWorkspace<T> carve_forward(Carve& cv, const ChunkPlan& plan, int HV, Upda
   ws.kd = cv.take<T>(heads * kChunk * kDim);
   ws.vn = cv.take<T>(heads * kChunk * kDim);
   ws.h = cv.take<T>(heads * kDim * kDim);
-  ws.h_lo = sizeof(T) == 2 ? cv.take<T>(heads * kDim * kDim) : nullptr;
+  ws.h_ext = sizeof(T) == 2 ? cv.take<int8_t>(heads * kDim * kDim) : nullptr;
   const bool vector = gate == Gate::vector;
   ws.p = cv.take<T>(heads * kChunk * kChunk);
   ws.n = vector && delta ? cv.take<T>(heads * kChunk * kChunk) : nullptr;
@@ -628,7 +627,8 @@ Status forward_typed(const ChunkShape& s, const ChunkForwardArgs& a, void* works
   if (cv.used > bytes)
     return bad_input(gdn::cat("gdn::cuda::chunk_forward: workspace of ", bytes, " bytes, needs ", cv.used));
   if (!a.for_backward) {  // the backward's alone: not stored (the vector gate's output pass reads P)
-    ws.a = ws.n = ws.h_lo = nullptr;
+    ws.a = ws.n = nullptr;
+    ws.h_ext = nullptr;
     if constexpr (kFusedOutput<T, U, G>) {
       ws.h = ws.vn = nullptr;  // the fused output pass reads P and Q e^γ instead
     } else {

@@ -22,24 +22,71 @@ struct ChunkParams {
 // [NC,HV,128,128]; and U = A diag(β) V [NC,HV,64,128], which V' = U − W S reads in fp32
 // arithmetic (in T it is half the bytes of the forward's largest intermediate; FLA keeps it in
 // the input type too). A, W and U exist for the delta rule only (null otherwise). Rows beyond a
-// chunk's length are zero. bf16 only: h_lo = S − h in bf16 [NC,HV,128,128], so
-// that h + h_lo carries S to ~16 bits for the gate gradient's Σ dS_next ⊙ S, which is not an
+// chunk's length are zero. 16-bit T only: h_ext, an 8-bit extension of h [NC,HV,128,128] (below),
+// so that h and h_ext carry S to ~16 bits for the gate gradient's Σ dS_next ⊙ S, which is not an
 // mma operand (bench/gpu/bf16_gate_grad.py); null for fp32, where h is S. In T, P = Q Kᵀ ⊙ Γ
 // (lower with the diagonal) [NC,HV,64,64]: the vector gate's formed once by prepare (gated by
 // sub-chunks) and read by the output pass and the backward, the scalar gate's stored by the output
 // pass for the backward; Q e^γ [NC,HV,64,128], stored by the output pass for the backward (where
 // kFusedOutput, below, prepare stores P and Q e^γ, for the fused output pass and the backward); vector
-// gate and delta rule only, N = gated K Kᵀ (strictly lower) [NC,HV,64,64]. A, N, h_lo, Q e^γ and the
-// scalar gate's P are read by the backward alone (kFusedOutput: A, N, h_lo, h and V'): null when none
+// gate and delta rule only, N = gated K Kᵀ (strictly lower) [NC,HV,64,64]. A, N, h_ext, Q e^γ and the
+// scalar gate's P are read by the backward alone (kFusedOutput: A, N, h_ext, h and V'): null when none
 // follows (ChunkForwardArgs::for_backward false), and the kernels skip their stores.
 template <class T>
 struct ForwardWorkspace {
   SeqInfo* seqs;
   int* chunk_seq;
   float* gam;
-  T *u, *a, *w, *kd, *vn, *h, *h_lo, *p, *n;
+  T *u, *a, *w, *kd, *vn, *h, *p, *n;
+  int8_t* h_ext;
   T* qg;  // Q e^γ for the backward's reverse state pass (null when no backward follows)
 };
+
+// The 8-bit extension of a 16-bit state element h = T(S): fp32 bit patterns are monotonic in the
+// value for a given sign (which rounding keeps), so d = bits(S) − bits(fp32(h)) counts the fp32
+// values between them, |d| ≤ 2^15 for bf16 (half its ulp) and 2^12 for fp16 (but its subnormals);
+// e = round(d / 2^8) (2^5 for fp16) fits a byte, clamped to −128..127, and bits(h) + e · 2^8
+// gives S to ~16 significant bits (fp16: ~19), two integer operations each way. Half the bytes of
+// S − h in T, which kept one bit more. Each aligned 32 columns of a row are stored in the mma
+// fragments' order, [t][tile k][pair]: byte 8t + 2k + b is column 8k + 2t + b, so that a quad of
+// lanes stores or loads its rows' 32 bytes (one sector) as 8 bytes a lane, with no shuffle.
+template <class T>
+constexpr int kExtShift = std::is_same_v<T, bf16> ? 8 : 5;
+template <class T>
+__device__ __forceinline__ float ext_value(float h, int e) {  // S from h and e
+  return __int_as_float(__float_as_int(h) + (e << kExtShift<T>));
+}
+template <class T>
+__device__ __forceinline__ uint32_t ext_code(float s, float h) {  // e as a byte
+  const int d = __float_as_int(s) - __float_as_int(h);
+  return uint32_t(max(-128, min((d + (1 << (kExtShift<T> - 1))) >> kExtShift<T>, 127))) & 0xffu;
+}
+// Byte b of w as a signed code.
+__device__ __forceinline__ int ext_byte(uint2 w, int b) {
+  const uint32_t x = b < 4 ? w.x : w.y;
+  return int(x << (24 - 8 * (b % 4))) >> 24;
+}
+// The offset of column c's byte within its row (fragment order, above).
+__device__ __forceinline__ int ext_column(int c) { return (c & ~31) + 8 * ((c & 7) >> 1) + 2 * ((c & 31) >> 3) + (c & 1); }
+// The extension of a warp's 16 rows of fp32 state (accumulator tiles at row m0, all NT tiles of
+// the rows from column 0 of dst), rounded to T as h is.
+template <class T, int NT>
+__device__ __forceinline__ void store_state_ext(int8_t* dst, long stride, const float (&acc)[1][NT][4], int m0) {
+  static_assert(NT % 4 == 0, "whole 32-column blocks");
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int hh = 0; hh < 2; ++hh)
+#pragma unroll
+    for (int blk = 0; blk < NT / 4; ++blk) {
+      uint32_t w[2] = {0u, 0u};
+#pragma unroll
+      for (int b = 0; b < 8; ++b) {  // byte b: tile 4 blk + b / 2, column 2t + b % 2
+        const float s = acc[0][4 * blk + b / 2][2 * hh + b % 2];
+        w[b / 4] |= ext_code<T>(s, to_float(from_float<T>(s))) << (8 * (b % 4));
+      }
+      *reinterpret_cast<uint2*>(dst + (m0 + g + 8 * hh) * stride + 32 * blk + 8 * t) = make_uint2(w[0], w[1]);
+    }
+}
 
 // The scalar gate's cumulative sum γ_r of a chunk, kept per row as hi + lo (two fp32: hi = fp32(γ),
 // lo = fp32(γ − hi)), summed in fp64. With every gate near −30 a chunk's γ reaches −2000, where

@@ -51,6 +51,15 @@ __device__ __forceinline__ float warp_sum(float x) {
   for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
   return x;
 }
+// The warp sums of a and b in one chain: the first round leaves a's pair sums in lanes 0..15 and
+// b's in 16..31, four more reduce each half, and two broadcasts (7 shuffles instead of 10).
+__device__ __forceinline__ float2 warp_sum2(float a, float b) {
+  const bool high = threadIdx.x & 16;
+  float v = (high ? b : a) + __shfl_xor_sync(0xffffffffu, high ? a : b, 16);
+#pragma unroll
+  for (int o = 8; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return make_float2(__shfl_sync(0xffffffffu, v, 0), __shfl_sync(0xffffffffu, v, 16));
+}
 
 // Two consecutive elements (p[0], p[1]) from two floats.
 __device__ __forceinline__ void store2(float* p, float a, float b) { *reinterpret_cast<float2*>(p) = make_float2(a, b); }
