@@ -533,12 +533,10 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
   commit_async();
   wait_async();
   __syncthreads();
+  // Q's L2 norm in place (and K's for the additive rule; each warp its rows), read after the dP
+  // phase's barrier.
   normalize_rows_if(qt, ldK, p.l2norm, sm.rq);
   if constexpr (!kDelta<U>) normalize_rows_if(sm.x1, ldK, p.l2norm, sm.rk);
-  __syncthreads();
-  // The gate terms of the state parts, then the intra-chunk products.
-  add_row_dots(dq, q_rows, qk_stride, sm.rq, dgam, ch.len, m0, n0);
-  add_row_dots(dk, k_rows, qk_stride, sm.rk, sm.kdsum, ch.len, m0, n0);
   {  // dP = scale dO V'ᵀ (lower with diagonal); dγ += rowsum(dP ⊙ P) − colsum(dP ⊙ P)
     float acc[1][4][4];
     zero(acc);
@@ -553,18 +551,22 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
     add_row_sums(acc, s0, t0, dgam, [](int, int, float x) { return x; });
     add_col_sums(acc, s0, t0, dgam, [](int, int, float x) { return -x; });
   }
-  __syncthreads();  // P, dO and V' are read
+  __syncthreads();  // P, dO and V' are read; Q (and K) normalised
   if constexpr (kDelta<U>) {  // the gradient through A, W and U needs A, dV' and V: copied during dQ, dK +=
     load_tile(sm.y0, ldC, ws.fwd.a + hc * kChunk * kChunk, kChunk, kChunk, kChunk);
     load_tile(sm.x2, ldK, ws.dvp + base, kDim, kChunk, kDim);
     load_tile_zero_tail(sm.x3, ldK, p.v + (long(ch.start) * p.HV + hv) * kDim, row_stride, ch.len, kDim);
     commit_async();
   }
+  // The gate terms of the state parts, then the intra-chunk products.
+  add_row_dots(dq, q_rows, qk_stride, sm.rq, dgam, ch.len, m0, n0);
+  add_row_dots(dk, k_rows, qk_stride, sm.rk, sm.kdsum, ch.len, m0, n0);
   warp_mma(dq, row_major(sm.y1, ldC), col_major(x1, ldK), m0, n0, kChunk);  // dQ += (dP ⊙ Γ) K
   warp_mma(dk, col_major(sm.y1, ldC), col_major(qt, ldK), m0, n0, kChunk);  // dK += (dP ⊙ Γ)ᵀ Q
   if constexpr (kDelta<U>) {  // the gradient through A, W and U
-    __syncthreads();  // Q and dP ⊙ Γ are read
-    {  // M = StrictLower(K Kᵀ ⊙ Γ)
+    wait_async();
+    __syncthreads();  // Q and dP ⊙ Γ are read; A, dV' and V landed
+    {  // M = StrictLower(K Kᵀ ⊙ Γ), for the dM phase's sums
       float acc[1][4][4];
       zero(acc);
       warp_mma(acc, row_major(x1, ldK), row_major(x1, ldK), s0, t0, kDim);
@@ -572,8 +574,6 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
         sm.y2[i * ldC + j] = from_float<T>(decayed(gam, i, j, x, false));
       });
     }
-    wait_async();
-    __syncthreads();
     const T *dw = sm.x0, *dvp = sm.x2, *v = sm.x3;
     {  // dA = (dW Kᵀ diag(e^γ) + dV' Vᵀ) diag(β)
       float acc[1][4][4], acc2[1][4][4];
