@@ -326,8 +326,8 @@ __global__ void __launch_bounds__(kThreads) state_grad_kernel(BackwardParams<T> 
   __syncthreads();  // S read by every warp: now replaced by dS_next
   load_tile(sm.x0, ldK, ws.fwd.vn + base, kDim, kChunk, kDim);
   commit_async();
-  {  // per row d of the state e^{γ_Ld} Σ_v dS_next ⊙ S (S from h and h_ext for 16-bit T), and dS_next into
-     // sb over S (each thread its own elements)
+  {  // per row d of the state e^{γ_Ld} Σ_v dS_next ⊙ S (S from h and h_ext for 16-bit T), and
+     // dS_next into sb over S (each thread its own elements)
     const float* dsn = ws.dh + sbase;
 #pragma unroll 4
     for (int i = tid; i < kDim * kDim / 4; i += kThreads) {  // warp w: rows w, w + 8, ...; a lane 4 columns
@@ -603,7 +603,8 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
       zero(acc);
       warp_mma(acc, col_major(sm.y0, ldC), col_major(sm.y3, ldC), s0, t0, kChunk);
       for_each(acc, s0, t0, [&](int i, int j, float& x) { x = j < i ? -x : 0.f; });
-      float u[1][4][4];  // dM ⊙ (K Kᵀ ⊙ Γ): dβ_i += Σ_j u_ij, dγ_i += β_i Σ_j u_ij, dγ_j −= Σ_i β_i u_ij
+      // u = dM ⊙ (K Kᵀ ⊙ Γ): dβ_i += Σ_j u_ij, dγ_i += β_i Σ_j u_ij, dγ_j −= Σ_i β_i u_ij
+      float u[1][4][4];
       for_each_index<1, 4>(s0, t0, [&](int, int nt, int e, int i, int j) {
         u[0][nt][e] = acc[0][nt][e] * to_float(sm.y2[i * ldC + j]);
       });
@@ -737,7 +738,8 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
 #pragma unroll
       for (int which = 0; which < 2; ++which) {
         x[which] = load4(reinterpret_cast<const T*>(&raw[(2 * it + which) * kThreads]));
-        dot[which] = x[which].x * d[which].x + x[which].y * d[which].y + x[which].z * d[which].z + x[which].w * d[which].w;
+        dot[which] =
+            x[which].x * d[which].x + x[which].y * d[which].y + x[which].z * d[which].z + x[which].w * d[which].w;
       }
       const float2 dots = warp_sum2(dot[0], dot[1]);
 #pragma unroll
@@ -745,7 +747,8 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
         const float rn = (which == 0 ? sm.rq : sm.rk)[r];
         const float ry = rn * rn * (which == 0 ? dots.x : dots.y);
         const float4 a = d[which], b = x[which];
-        d[which] = make_float4(rn * (a.x - b.x * ry), rn * (a.y - b.y * ry), rn * (a.z - b.z * ry), rn * (a.w - b.w * ry));
+        d[which] =
+            make_float4(rn * (a.x - b.x * ry), rn * (a.y - b.y * ry), rn * (a.z - b.z * ry), rn * (a.w - b.w * ry));
       }
     }
     const long at = (long(ch.start) * p.H + h) * kDim + r * qk_stride + 4 * lane;

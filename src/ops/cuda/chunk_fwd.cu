@@ -303,7 +303,8 @@ __global__ void __launch_bounds__(Out ? 2 * kThreads : kThreads, kStateBlocksPer
   // store_acc rounds it into sm.s) and, for 16-bit inputs when a backward follows, its extension
   // h_ext (chunk_fwd.cuh). Issued as soon as the state is known, before the warps wait on the next
   // chunk's copies; whole sectors, h in 16-byte rows (4-byte stores from the accumulators cost the
-  // state pass 25%, bench/gpu/NOTES.md, helper fuse), h_ext 8 bytes a lane in fragment order. Null h (the fused forward without a backward): not stored.
+  // state pass 25%, bench/gpu/NOTES.md, helper fuse), h_ext 8 bytes a lane in fragment order.
+  // Null h (the fused forward without a backward): not stored.
   auto store_state = [&](int ci) {
     if (!ws.h) return;
     const long off = head_chunk(ci) * kDim * kDim + v0;

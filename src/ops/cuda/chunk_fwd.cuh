@@ -67,7 +67,9 @@ __device__ __forceinline__ int ext_byte(uint2 w, int b) {
   return int(x << (24 - 8 * (b % 4))) >> 24;
 }
 // The offset of column c's byte within its row (fragment order, above).
-__device__ __forceinline__ int ext_column(int c) { return (c & ~31) + 8 * ((c & 7) >> 1) + 2 * ((c & 31) >> 3) + (c & 1); }
+__device__ __forceinline__ int ext_column(int c) {
+  return (c & ~31) + 8 * ((c & 7) >> 1) + 2 * ((c & 31) >> 3) + (c & 1);
+}
 // The extension of a warp's 16 rows of fp32 state (accumulator tiles at row m0, all NT tiles of
 // the rows from column 0 of dst), rounded to T as h is.
 template <class T, int NT>
