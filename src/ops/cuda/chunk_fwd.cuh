@@ -1,6 +1,8 @@
 // Forward stages shared by the chunk forward and backward launchers.
 #pragma once
 
+#include <cstring>
+
 #include "chunk_plan.cuh"
 #include "gate.cuh"
 
@@ -44,30 +46,51 @@ struct ForwardWorkspace {
 
 // The 8-bit extension of a 16-bit state element h = T(S): fp32 bit patterns are monotonic in the
 // value for a given sign (which rounding keeps), so d = bits(S) − bits(fp32(h)) counts the fp32
-// values between them, |d| ≤ 2^15 for bf16 (half its ulp) and 2^12 for fp16 (but its subnormals);
-// e = round(d / 2^8) (2^5 for fp16) fits a byte, clamped to −128..127, and bits(h) + e · 2^8
-// gives S to ~16 significant bits (fp16: ~19), two integer operations each way. Half the bytes of
-// S − h in T, which kept one bit more. Each aligned 32 columns of a row are stored in the mma
-// fragments' order, [t][tile k][pair]: byte 8t + 2k + b is column 8k + 2t + b, so that a quad of
-// lanes stores or loads its rows' 32 bytes (one sector) as 8 bytes a lane, with no shuffle.
+// values between them, |d| ≤ 2^15 for bf16 (half its ulp) and 2^12 for fp16. e = round(d / 2^8)
+// (2^5 for fp16) is stored as a signed byte (its 128 clamped to 127), and bits(h) + e · 2^8 is S
+// to 2^-16 of itself (fp16: 2^-19; twice that for the 1 in 512 values just under the midpoint above
+// h, whose code is clamped; fp16's subnormals keep h's precision), two integer operations each
+// way. Half the bytes of S − h in T, which kept one bit more. Each aligned 32 columns of a row are
+// stored in the mma fragments' order, [t][tile k][pair]: byte 8t + 2k + b is column 8k + 2t + b, so
+// that a quad of lanes stores or loads its rows' 32 bytes (one sector) as 8 bytes a lane, with no
+// shuffle.
+// These helpers run on the host too, for the format's unit test (tests/test_state_ext.cu).
 template <class T>
 constexpr int kExtShift = std::is_same_v<T, bf16> ? 8 : 5;
-template <class T>
-__device__ __forceinline__ float ext_value(float h, int e) {  // S from h and e
-  return __int_as_float(__float_as_int(h) + (e << kExtShift<T>));
+__host__ __device__ __forceinline__ int float_bits(float x) {
+#ifdef __CUDA_ARCH__
+  return __float_as_int(x);
+#else
+  int i;
+  memcpy(&i, &x, sizeof i);
+  return i;
+#endif
+}
+__host__ __device__ __forceinline__ float bits_float(int i) {
+#ifdef __CUDA_ARCH__
+  return __int_as_float(i);
+#else
+  float x;
+  memcpy(&x, &i, sizeof x);
+  return x;
+#endif
 }
 template <class T>
-__device__ __forceinline__ uint32_t ext_code(float s, float h) {  // e as a byte
-  const int d = __float_as_int(s) - __float_as_int(h);
+__host__ __device__ __forceinline__ float ext_value(float h, int e) {  // S from h and e
+  return bits_float(float_bits(h) + (e << kExtShift<T>));
+}
+template <class T>
+__host__ __device__ __forceinline__ uint32_t ext_code(float s, float h) {  // e as a byte
+  const int d = float_bits(s) - float_bits(h);
   return uint32_t(max(-128, min((d + (1 << (kExtShift<T> - 1))) >> kExtShift<T>, 127))) & 0xffu;
 }
 // Byte b of w as a signed code.
-__device__ __forceinline__ int ext_byte(uint2 w, int b) {
+__host__ __device__ __forceinline__ int ext_byte(uint2 w, int b) {
   const uint32_t x = b < 4 ? w.x : w.y;
   return int(x << (24 - 8 * (b % 4))) >> 24;
 }
 // The offset of column c's byte within its row (fragment order, above).
-__device__ __forceinline__ int ext_column(int c) {
+__host__ __device__ __forceinline__ int ext_column(int c) {
   return (c & ~31) + 8 * ((c & 7) >> 1) + 2 * ((c & 31) >> 3) + (c & 1);
 }
 // The extension of a warp's 16 rows of fp32 state (accumulator tiles at row m0, all NT tiles of
