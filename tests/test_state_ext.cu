@@ -38,7 +38,7 @@ std::vector<float> samples(float lo_exp, float hi_exp) {
   for (int i = 0; i < 200000; ++i) xs.push_back((i % 2 ? -1.f : 1.f) * mant(rng) * std::exp2(std::floor(expo(rng))));
   for (int k = int(lo_exp); k < int(hi_exp); ++k)
     for (float p : {std::exp2(float(k)), -std::exp2(float(k))})
-      for (int step = -300; step <= 300; ++step) xs.push_back(d::bits_float(d::float_bits(p) + step));
+      for (int step = -300; step <= 300; ++step) xs.push_back(d::bit_cast<float>(d::bit_cast<int>(p) + step));
   return xs;
 }
 
@@ -55,7 +55,7 @@ void check_precision(float lo_exp, float hi_exp, double bound) {
     ASSERT_EQ(std::signbit(back), std::signbit(s)) << s;
     const double err = std::abs(double(back) - s) / std::abs(double(s));
     worst_h = std::max(worst_h, std::abs(double(h) - s) / std::abs(double(s)));
-    double& w = d::float_bits(s) - d::float_bits(h) >= kClamped ? worst_clamped : worst;
+    double& w = d::bit_cast<int>(s) - d::bit_cast<int>(h) >= kClamped ? worst_clamped : worst;
     w = std::max(w, err);
   }
   EXPECT_LE(worst, bound);
@@ -90,7 +90,7 @@ TEST(StateExt, ZeroAndExactValuesGiveCodeZero) {
 
 TEST(StateExt, CodesAreClampedToOneSignedByte) {
   // The tie above h: d = +2^15 fp32 ulps would be code 128; a value far from h saturates.
-  const float h = 1.f, tie = d::bits_float(d::float_bits(h) + (1 << 15));
+  const float h = 1.f, tie = d::bit_cast<float>(d::bit_cast<int>(h) + (1 << 15));
   EXPECT_EQ(d::ext_byte(make_uint2(d::ext_code<bf16>(tie, h), 0u), 0), 127);
   EXPECT_EQ(d::ext_byte(make_uint2(d::ext_code<bf16>(3.f, h), 0u), 0), 127);
   EXPECT_EQ(d::ext_byte(make_uint2(d::ext_code<bf16>(-3.f, -h), 0u), 0), 127);

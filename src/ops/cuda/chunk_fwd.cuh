@@ -57,31 +57,22 @@ struct ForwardWorkspace {
 // These helpers run on the host too, for the format's unit test (tests/test_state_ext.cu).
 template <class T>
 constexpr int kExtShift = std::is_same_v<T, bf16> ? 8 : 5;
-__host__ __device__ __forceinline__ int float_bits(float x) {
-#ifdef __CUDA_ARCH__
-  return __float_as_int(x);
-#else
-  int i;
-  memcpy(&i, &x, sizeof i);
-  return i;
-#endif
-}
-__host__ __device__ __forceinline__ float bits_float(int i) {
-#ifdef __CUDA_ARCH__
-  return __int_as_float(i);
-#else
-  float x;
-  memcpy(&x, &i, sizeof x);
-  return x;
-#endif
+// The bits of a value as another type of its size (std::bit_cast, which nvcc's C++17 lacks; the
+// copy is a register move on the device).
+template <class To, class From>
+__host__ __device__ __forceinline__ To bit_cast(From x) {
+  static_assert(sizeof(To) == sizeof(From), "same size");
+  To y;
+  memcpy(&y, &x, sizeof y);
+  return y;
 }
 template <class T>
 __host__ __device__ __forceinline__ float ext_value(float h, int e) {  // S from h and e
-  return bits_float(float_bits(h) + (e << kExtShift<T>));
+  return bit_cast<float>(bit_cast<int>(h) + (e << kExtShift<T>));
 }
 template <class T>
 __host__ __device__ __forceinline__ uint32_t ext_code(float s, float h) {  // e as a byte
-  const int d = float_bits(s) - float_bits(h);
+  const int d = bit_cast<int>(s) - bit_cast<int>(h);
   return uint32_t(max(-128, min((d + (1 << (kExtShift<T> - 1))) >> kExtShift<T>, 127))) & 0xffu;
 }
 // Byte b of w as a signed code.
