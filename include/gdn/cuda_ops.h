@@ -60,7 +60,7 @@ struct ChunkForwardArgs {
   // False when no chunk_backward will reuse this workspace (inference): the forward then skips
   // the intermediates that only the backward reads (A, the vector gate's gated K Kᵀ, the state's
   // 8-bit extension for 16-bit inputs, the scalar gate's P and Q e^γ; the GDN forward of bf16/fp16
-  // inputs, whose output is formed inside the state pass, skips h and V' instead of P and Q e^γ:
+  // inputs, whose output is formed inside the state pass, skips h and V' instead of P:
   // 20% faster at 8×2048×16×128 on an H100; where sequences × value heads fill the GPU's SMs it
   // runs as one kernel that stores nothing but o and ht, 1.5× the training forward's speed there).
   // o and ht agree either way to the inputs' rounding. chunk_backward with workspace_has_forward

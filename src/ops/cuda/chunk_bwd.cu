@@ -6,9 +6,11 @@
 //                    (the gradient of the state leaving each chunk; scalar gate: in the input
 //                    type, with its columns' part of Σ dS_next ⊙ S in fp32), forms dV' = scale Pᵀ dO
 //                    + Kd dS_next, and dS = e^{γ_L} dS_next + scale Qgᵀ dO − Wᵀ dV' (→ dh0),
-//                    Qg = Q e^γ; the two recurrence-free products beside the chain's (a separate
-//                    intra_dv kernel formed them before, and its 96 KB of fp32 per chunk-head
-//                    went through memory twice)
+//                    Qg = Q e^γ (the delta rule's 16-bit scalar gate reads k and q with the
+//                    forward's row scales rs in place of Kd and Qg: Kd dS_next's rows scaled
+//                    after the product, Qg's as its fragments load); the two recurrence-free
+//                    products beside the chain's (a separate intra_dv kernel formed them before,
+//                    and its 96 KB of fp32 per chunk-head went through memory twice)
 //   2. state_grad    vector gate only, per (chunk, value head): the products with the states:
 //                    dQ = scale e^γ dO Sᵀ, dW = −dV' Sᵀ, dK = e^{γ_L−γ} V' dS_nextᵀ, e^{γ_L} Σ dS_next ⊙ S
 //   3. intra_grad    per (chunk, value head): (scalar gate: state_grad's products first, in the same
@@ -86,8 +88,9 @@ template <class T, Update U, Gate G, int Cols>
 struct StateBwdSmem {
   static constexpr int S = kBwdStages<T>;
   Only<kDelta<U>, T[S][kChunk * tile_ld<T>(kDim)]> w;
-  T kd[S][kChunk * tile_ld<T>(kDim)];
-  T qg[S][kChunk * tile_ld<T>(kDim)];        // Q e^γ, as the forward's output pass formed it
+  T kd[S][kChunk * tile_ld<T>(kDim)];        // Kd (kFusedOutput: K, its rows times rs[0])
+  T qg[S][kChunk * tile_ld<T>(kDim)];        // Q e^γ, as the forward formed it (kFusedOutput: Q, times rs[1])
+  Only<kFusedOutput<T, U, G>, float[S][2][kChunk]> rs;  // prepare's row scales of k and q
   T pm[S][kChunk * tile_ld<T>(kChunk)];      // P
   T d_o[S][kChunk * tile_ld<T>(Cols)];       // dO columns, zero past the sequence
   float gam[S][kVector<G> ? kDim : kChunk];  // vector gate: the last row γ_L
@@ -105,7 +108,7 @@ __global__ void __launch_bounds__(kStateGroups<Cols> * kThreads, 1)
   extern __shared__ float4 smem4[];
   StateBwdSmem<T, U, G, Cols>& sm = *reinterpret_cast<StateBwdSmem<T, U, G, Cols>*>(smem4);
 
-  const int n = blockIdx.x / (p.HV * kTiles), hv = blockIdx.x / kTiles % p.HV;
+  const int n = blockIdx.x / (p.HV * kTiles), hv = blockIdx.x / kTiles % p.HV, h = hv / (p.HV / p.H);
   const int tile = blockIdx.x % kTiles, v0 = tile * Cols;
   // Group `group` (threads gt = 0..255 of it, warps lw = 0..7) owns columns c0..c0 + 31 of the block's.
   const int group = threadIdx.x / kThreads, gt = threadIdx.x % kThreads, lw = gt >> 5;
@@ -114,17 +117,26 @@ __global__ void __launch_bounds__(kStateGroups<Cols> * kThreads, 1)
   const long state_base = (long(n) * p.HV + hv) * kDim * kDim + v0;
   const int chunks = chunk_count(seq);
 
-  auto prefetch = [&](int ci, int b) {  // the first group copies W and Kd, the last the rest
+  auto prefetch = [&](int ci, int b) {  // the first group copies W and Kd (K), the last the rest
     const long hc = long(seq.first_chunk + ci) * p.HV + hv;
     const int len = chunk_len(seq, ci);
+    const long start = seq.bos + long(ci) * kChunk, qk_rows = (start * p.H + h) * kDim;
     if (group == 0) {
       if constexpr (kDelta<U>) load_tile(sm.w[b], ldK, ws.fwd.w + hc * kChunk * kDim, kDim, kChunk, kDim, gt);
-      load_tile(sm.kd[b], ldK, ws.fwd.kd + hc * kChunk * kDim, kDim, kChunk, kDim, gt);
+      if constexpr (kFusedOutput<T, U, G>)
+        load_tile_zero_tail(sm.kd[b], ldK, p.k + qk_rows, long(p.H) * kDim, len, kDim, gt);
+      else
+        load_tile(sm.kd[b], ldK, ws.fwd.kd + hc * kChunk * kDim, kDim, kChunk, kDim, gt);
     }
     if (group == Groups - 1) {
-      load_tile(sm.qg[b], ldK, ws.fwd.qg + hc * kChunk * kDim, kDim, kChunk, kDim, gt);
+      if constexpr (kFusedOutput<T, U, G>) {
+        load_tile_zero_tail(sm.qg[b], ldK, p.q + qk_rows, long(p.H) * kDim, len, kDim, gt);
+        load_tile(sm.rs[b][0], kRowScaleStride, ws.fwd.rs + hc * kRowScaleStride, kRowScaleStride, 1,
+                  kRowScaleStride, gt);
+      } else {
+        load_tile(sm.qg[b], ldK, ws.fwd.qg + hc * kChunk * kDim, kDim, kChunk, kDim, gt);
+      }
       load_tile(sm.pm[b], ldC, ws.fwd.p + hc * kChunk * kChunk, kChunk, kChunk, kChunk, gt);
-      const long start = seq.bos + long(ci) * kChunk;
       load_tile_zero_tail(sm.d_o[b], ldS, bp.d_o + (start * p.HV + hv) * kDim + v0, long(p.HV) * kDim, len, Cols,
                           gt);
       if constexpr (kVector<G>)
@@ -204,8 +216,17 @@ __global__ void __launch_bounds__(kStateGroups<Cols> * kThreads, 1)
       const int m0 = (lw % 4) * 16, n0 = c0 + (lw / 4) * 16;
       zero(dv);
       warp_mma(dv, col_major(sm.pm[b], ldC), col_major(sm.d_o[b], ldS), m0, n0, kChunk);
-      for_each(dv, m0, n0, [&](int, int, float& x) { x *= p.scale; });
-      warp_mma(dv, row_major(sm.kd[b], ldK), col_major(sm.ds, ldS), m0, n0, kDim);
+      if constexpr (kFusedOutput<T, U, G>) {  // Kd dS_next = diag(rs[0]) (K dS_next)
+        float kds[1][2][4];
+        zero(kds);
+        warp_mma(kds, row_major(sm.kd[b], ldK), col_major(sm.ds, ldS), m0, n0, kDim);
+        for_each_index<1, 2>(m0, n0, [&](int, int nt, int e, int i, int) {
+          dv[0][nt][e] = p.scale * dv[0][nt][e] + sm.rs[b][0][i] * kds[0][nt][e];
+        });
+      } else {
+        for_each(dv, m0, n0, [&](int, int, float& x) { x *= p.scale; });
+        warp_mma(dv, row_major(sm.kd[b], ldK), col_major(sm.ds, ldS), m0, n0, kDim);
+      }
       if constexpr (kDelta<U>) {
         store_acc(sm.dvt, ldS, dv, m0, n0);  // to memory from there, below
       } else {  // V' = V: dV' is dV
@@ -217,7 +238,10 @@ __global__ void __launch_bounds__(kStateGroups<Cols> * kThreads, 1)
     // The recurrence-free term scale (Q e^γ)ᵀ dO of dS, while the other warps finish dV'.
     float free_term[1][4][4];
     zero(free_term);
-    warp_mma(free_term, col_major(sm.qg[b], ldK), col_major(sm.d_o[b], ldS), s0, c0, kChunk);
+    if constexpr (kFusedOutput<T, U, G>)
+      warp_mma(free_term, ScaledColMajorK<T>{sm.qg[b], ldK, sm.rs[b][1], 1}, col_major(sm.d_o[b], ldS), s0, c0, kChunk);
+    else
+      warp_mma(free_term, col_major(sm.qg[b], ldK), col_major(sm.d_o[b], ldS), s0, c0, kChunk);
     if constexpr (!kVector<G>) {  // this group's part of Σ dS_next ⊙ S, in fp32 from the registers
       float part = 0.f;
 #pragma unroll

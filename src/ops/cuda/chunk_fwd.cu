@@ -2,14 +2,15 @@
 //   1. prepare   per (chunk, value head): cumulative gate, A = (I + StrictLower(diag(β) KKᵀ ⊙ Γ))⁻¹
 //                by 16×16 blocks (chunk_fwd.cuh; stored when a backward follows), W = A diag(β e^γ) K,
 //                U = A diag(β) V, Kd = K e^{γ_L − γ}; for the fused output (kFusedOutput: the delta
-//                rule, scalar gate, 16-bit inputs) also P = Q Kᵀ ⊙ Γ ⊙ LowerInclDiag and Q e^γ.
+//                rule, scalar gate, 16-bit inputs) P = Q Kᵀ ⊙ Γ ⊙ LowerInclDiag, and in place of Kd
+//                the row scales rs of k and q (e^{γ_L − γ} / ‖k‖, e^γ / ‖q‖; chunk_fwd.cuh).
 //   2. states    per (sequence, value head, 32 or 64 value columns), sequential over chunks, the
-//                state in registers and chunk c+1's W, Kd, U (c+1..c+3 with few sequences) copied
-//                in while chunk c computes:
+//                state in registers and chunk c+1's W, Kd (kFusedOutput: k and its row scales), U
+//                (c+1..c+3 with few sequences) copied in while chunk c computes:
 //                stores the state entering each chunk (h, and for 16-bit inputs its 8-bit
 //                extension h_ext, when a backward follows; from the registers), V' = U − W S,
 //                S ← e^{γ_L} S + Kdᵀ V'.
-//                kFusedOutput: a second group of 256 threads forms O = scale (Q e^γ S + P V')
+//                kFusedOutput: a second group of 256 threads forms O = scale (e^γ ⊙ Q S + P V')
 //                of chunk c − 1 beside the step of chunk c, from the state and V' the step left
 //                in shared memory; h, h_ext and V' are stored only when a backward follows.
 // The additive rule (template parameter U) is the same kernels without A, W and U: prepare
@@ -49,7 +50,7 @@ __device__ void store_gated_rows(T* dst, const T* q, int ld, const float2* gam) 
 template <class T>
 struct InverseSmem {
   union {
-    T q[kChunk * tile_ld<T>(kDim)];  // Q, for P and Q e^γ (kFusedOutput) before L is formed
+    T q[kChunk * tile_ld<T>(kDim)];  // Q, for P (kFusedOutput) before L is formed
     float l[kChunk * kLdL];          // L = StrictLower(diag(β) N), its diagonal blocks then inverted in place
     T w[kChunk * tile_ld<T>(kDim)];  // W, staged
   };
@@ -65,6 +66,7 @@ struct PrepareSmem {
   Only<kVector<G>, T[kChunk * tile_ld<T>(kDim)]> scratch;          // gated_lower's operands
   Only<kVector<G> && !kDelta<U>, T[kChunk * tile_ld<T>(kChunk)]> p;  // P, staged (delta rule: in inv.a)
   Only<!kVector<G>, float4[kChunk]> row_scale;  // scalar gate, per row: gate_row_scale
+  Only<kFusedOutput<T, U, G>, float[2][kChunk]> rnorm;  // 1 / ‖k_r‖, 1 / ‖q_r‖ (with the L2 norm)
   float2 gam[kChunk];  // scalar gate: γ as hi + lo (chunk_fwd.cuh)
   float bet[kChunk];
 };
@@ -96,13 +98,26 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
   wait_async();
   __syncthreads();
   if (p.l2norm) {
-    normalize_rows(sm.k, ldK);
-    if constexpr (kFusedOutput<T, U, G>) normalize_rows(sm.inv.q, ldK);
+    if constexpr (kFusedOutput<T, U, G>) {
+      normalize_rows(sm.k, ldK, sm.rnorm[0]);
+      normalize_rows(sm.inv.q, ldK, sm.rnorm[1]);
+    } else {
+      normalize_rows(sm.k, ldK);
+    }
     __syncthreads();
   }
 
   if constexpr (!kVector<G>) {
-    if (tid < kChunk) sm.row_scale[tid] = gate_row_scale(sm.gam[ch.len - 1], sm.gam[tid], kDelta<U> ? sm.bet[tid] : 0.f);
+    if (tid < kChunk) {
+      const float4 f = gate_row_scale(sm.gam[ch.len - 1], sm.gam[tid], kDelta<U> ? sm.bet[tid] : 0.f);
+      sm.row_scale[tid] = f;
+      if constexpr (kFusedOutput<T, U, G>) {  // Kd's and Q e^γ's rows as scales of k and q
+        const bool row = tid < ch.len;
+        float* rs = ws.rs + hc * kRowScaleStride;
+        rs[tid] = row ? f.x * (p.l2norm ? sm.rnorm[0][tid] : 1.f) : 0.f;
+        rs[kChunk + tid] = row ? f.w * (p.l2norm ? sm.rnorm[1][tid] : 1.f) : 0.f;
+      }
+    }
   }
   if constexpr (kDelta<U> && kVector<G>) {  // N_ij = Σ_d k_id k_jd e^{γ_id − γ_jd} (j < i), L = diag(β) N
     gated_lower(sm.k, sm.k, ldK, sm.gv, sm.scratch, false, [&](int i, int j, float x) {
@@ -116,13 +131,12 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
     zero(acc);
     const int m0 = (warp % 4) * 16, n0 = (warp / 4) * 32;
     if constexpr (kFusedOutput<T, U, G>) {
-      // P = Q Kᵀ ⊙ Γ (lower with the diagonal), staged over A's tile, and Q e^γ (rows scaled here,
-      // the scale applied to their products), for the fused output pass and the backward.
+      // P = Q Kᵀ ⊙ Γ (lower with the diagonal), staged over A's tile, for the fused output pass and
+      // the backward.
       warp_mma(acc, row_major(sm.inv.q, ldK), row_major(sm.k, ldK), m0, n0, kDim);
       for_each_pair(acc, m0, n0, [&](int i, int j, float x0, float x1) {
         store2(sm.inv.a + i * ldC + j, decayed(sm.gam, i, j, x0, true), decayed(sm.gam, i, j + 1, x1, true));
       });
-      store_gated_rows(ws.qg + hc * kChunk * kDim, sm.inv.q, ldK, sm.gam);
       zero(acc);
       __syncthreads();  // Q is read: L goes over it
     }
@@ -135,10 +149,10 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
   __syncthreads();  // L, N and the row scales are complete; nothing reads K K^T's operands any more
   if constexpr (kFusedOutput<T, U, G>) store_tile(ws.p + hc * kChunk * kChunk, kChunk, sm.inv.a, ldC, kChunk, kChunk);
 
-  // Kd = K e^{γ_L − γ} for the state passes, by threads [t0, t0 + n); for the delta rule the
-  // operands of W = A diag(β e^γ) K and U = A diag(β) V are scaled in place.
+  // Kd = K e^{γ_L − γ} for the state passes (not kFusedOutput: there they scale k as they read it),
+  // by threads [t0, t0 + n); for the delta rule the operands of W = A diag(β e^γ) K and
+  // U = A diag(β) V are scaled in place.
   auto scale_rows = [&](int t0, int n) {
-    T* kd = ws.kd + hc * kChunk * kDim;
     for (int i = tid - t0; i < kChunk * kDim / 2; i += n) {
       const int r = i / (kDim / 2), j = 2 * (i % (kDim / 2));
       const float2 x = load2(sm.k + r * ldK + j);
@@ -153,7 +167,7 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
         d = make_float2(f.x, f.x);
         e = make_float2(f.y, f.y);
       }
-      store2(kd + r * kDim + j, d.x * x.x, d.y * x.y);
+      if constexpr (!kFusedOutput<T, U, G>) store2(ws.kd + hc * kChunk * kDim + r * kDim + j, d.x * x.x, d.y * x.y);
       if constexpr (kDelta<U>) {
         const float b = sm.bet[r];
         const float2 y = load2(sm.v + r * ldK + j);
@@ -226,18 +240,20 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
 
 // Buffers of this chunk and the next Stages − 1. The additive rule streams V' (= V) from
 // prepare; the delta rule streams W and U and computes V' into vn. Out: the output warps'
-// Q e^γ and P of chunks c − 1 (being read) and c (being copied), and the V' and state operands of
+// Q and P of chunks c − 1 (being read) and c (being copied), and the V' and state operands of
 // chunks c − 1 and c (the state warps write those of c while the output warps read c − 1's).
 template <class T, Update U, Gate G, int Stages, int Cols, bool Out>
 struct StateSmem {
   static constexpr int kSlots = Out ? 2 : 1;
   Only<kDelta<U>, T[Stages][kChunk * tile_ld<T>(kDim)]> w;
-  T kd[Stages][kChunk * tile_ld<T>(kDim)];
+  T kd[Stages][kChunk * tile_ld<T>(kDim)];  // Kd (kFusedOutput: K, times rk as its fragments load)
+  Only<kFusedOutput<T, U, G>, float[Stages][kChunk]> rk;  // e^{γ_L − γ} / ‖k‖ per row
   Only<kDelta<U>, T[Stages][kChunk * tile_ld<T>(Cols)]> u;
   float gam[Stages][kVector<G> ? kDim : kChunk];  // the chunk's cumulative gate (scalar: hi); vector: its last row γ_L
   T vn[kDelta<U> ? kSlots : Stages][kChunk * tile_ld<T>(Cols)];  // V'
   T s[kSlots][kDim * tile_ld<T>(Cols)];                          // the state as an mma operand
-  Only<Out, T[2][kChunk * tile_ld<T>(kDim)]> qg;                 // Q e^γ
+  Only<Out, T[2][kChunk * tile_ld<T>(kDim)]> q;                  // Q
+  Only<Out, float[2][kChunk]> rq;                                // e^γ / ‖q‖ per row
   Only<Out, T[2][kChunk * tile_ld<T>(kChunk)]> pm;               // P
   Only<Out, T[kChunk * tile_ld<T>(Cols)]> ot;                    // O, staged
 };
@@ -257,9 +273,12 @@ constexpr int kStateBlocksPerSm = Out || Stages > kStages ? 1 : kDelta<U> ? 2 : 
 // Per (sequence, value head, Cols value columns), chunk by chunk: V' = U − W S, S ← e^{γ_L} S +
 // Kdᵀ V', the state in registers (warp w: rows 16w..16w+15, all Cols columns, fp32). Each step
 // is two phases between block barriers: V', then the state's update. Out: a second group of 256
-// threads forms O = scale (Q e^γ S + P V') of chunk c − 1 in the same phases (Q e^γ S, then
-// P V'), from the operands the state warps left in shared memory a step before; Q e^γ and P come
-// from prepare. Block barriers only: racecheck does not follow named ones (invert_diagonal_blocks).
+// threads forms O = scale (e^γ ⊙ Q S + P V') of chunk c − 1 in the same phases (e^γ ⊙ Q S, then
+// P V'), from the operands the state warps left in shared memory a step before and P from prepare.
+// kFusedOutput (Out's kernels, and the backward's recomputing one): k and q are read as the inputs
+// hold them, each row times prepare's scale (rs) as Kd's fragments load and on Q S's rows; a Kd and
+// Q e^γ in the workspace were 32 KB per chunk-head more through memory. Block barriers only:
+// racecheck does not follow named ones (invert_diagonal_blocks).
 template <class T, Update U, Gate G, int Stages, int Cols, bool Out>
 __global__ void __launch_bounds__(Out ? 2 * kThreads : kThreads, kStateBlocksPerSm<U, Stages, Out>)
     state_kernel(ChunkParams<T> p, ForwardWorkspace<T> ws, const float* h0, float* ht, T* o) {
@@ -271,7 +290,7 @@ __global__ void __launch_bounds__(Out ? 2 * kThreads : kThreads, kStateBlocksPer
   Smem& sm = *reinterpret_cast<Smem*>(smem4);
 
   constexpr int kTiles = kDim / Cols;
-  const int n = blockIdx.x / (p.HV * kTiles), hv = blockIdx.x / kTiles % p.HV;
+  const int n = blockIdx.x / (p.HV * kTiles), hv = blockIdx.x / kTiles % p.HV, h = hv / (p.HV / p.H);
   const int v0 = blockIdx.x % kTiles * Cols;
   const int warp = threadIdx.x >> 5;
   const bool state_warp = !Out || threadIdx.x < kThreads;
@@ -279,6 +298,12 @@ __global__ void __launch_bounds__(Out ? 2 * kThreads : kThreads, kStateBlocksPer
   const long state_base = (long(n) * p.HV + hv) * kDim * kDim + v0;
   const int chunks = chunk_count(seq);
   auto head_chunk = [&](int ci) { return long(seq.first_chunk + ci) * p.HV + hv; };
+  // Chunk ci's rows of q or k (kFusedOutput), zero past the sequence, and their scales rs + off.
+  auto load_input_rows = [&](T* dst, float* scales, const T* x, int off, int ci, int tid) {
+    const long row = (seq.bos + long(ci) * kChunk) * p.H + h;
+    load_tile_zero_tail(dst, ldK, x + row * kDim, long(p.H) * kDim, chunk_len(seq, ci), kDim, tid);
+    load_tile(scales, kChunk, ws.rs + head_chunk(ci) * kRowScaleStride + off, kChunk, 1, kChunk, tid);
+  };
 
   auto prefetch = [&](int ci, int b) {
     const long hc = head_chunk(ci);
@@ -288,7 +313,10 @@ __global__ void __launch_bounds__(Out ? 2 * kThreads : kThreads, kStateBlocksPer
     } else {
       load_tile(sm.vn[b], ldS, ws.vn + hc * kChunk * kDim + v0, kDim, kChunk, Cols);
     }
-    load_tile(sm.kd[b], ldK, ws.kd + hc * kChunk * kDim, kDim, kChunk, kDim);
+    if constexpr (kFusedOutput<T, U, G>)
+      load_input_rows(sm.kd[b], sm.rk[b], p.k, 0, ci, threadIdx.x);
+    else
+      load_tile(sm.kd[b], ldK, ws.kd + hc * kChunk * kDim, kDim, kChunk, kDim);
     if constexpr (kVector<G>) {
       load_tile(sm.gam[b], kDim, ws.gam + (hc * kChunk + chunk_len(seq, ci) - 1) * kDim, kDim, 1, kDim);
     } else {
@@ -324,14 +352,13 @@ __global__ void __launch_bounds__(Out ? 2 * kThreads : kThreads, kStateBlocksPer
     if (chunks > 0) store_state(0);
     wait_async<Stages - 2>();
   }
-  // The output warps (Out): thread ot of 256, warp tile 16 × Cols/2 of O; Q e^γ and P of chunk ci
-  // copied into buffer ci % 2.
+  // The output warps (Out): thread ot of 256, warp tile 16 × Cols/2 of O; Q (with its row scales)
+  // and P of chunk ci copied into buffer ci % 2.
   const int ot = threadIdx.x - kThreads, om0 = (warp % 4) * 16, on0 = (warp / 4 % 2) * (Cols / 2);
   auto prefetch_output = [&](int ci) {
     if constexpr (Out) {
-      const long hc = head_chunk(ci);
-      load_tile(sm.qg[ci % 2], ldK, ws.qg + hc * kChunk * kDim, kDim, kChunk, kDim, ot);
-      load_tile(sm.pm[ci % 2], ldC, ws.p + hc * kChunk * kChunk, kChunk, kChunk, kChunk, ot);
+      load_input_rows(sm.q[ci % 2], sm.rq[ci % 2], p.q, kChunk, ci, ot);
+      load_tile(sm.pm[ci % 2], ldC, ws.p + head_chunk(ci) * kChunk * kChunk, kChunk, kChunk, kChunk, ot);
     }
   };
   auto store_output = [&](int ci) {
@@ -352,7 +379,7 @@ __global__ void __launch_bounds__(Out ? 2 * kThreads : kThreads, kStateBlocksPer
     const bool out = !state_warp && ci > 0;       // the output warps' O of chunk ci − 1
     const int b = ci % Stages;
     T* vn = sm.vn[kDelta<U> ? ci % kSlots : b];
-    // Phase 1. State warps: V' = U − W S. Output warps: the previous chunk's O leaves, Q e^γ S.
+    // Phase 1. State warps: V' = U − W S. Output warps: the previous chunk's O leaves, e^γ ⊙ Q S.
     if (step) {
       if (ci + Stages - 1 < chunks) prefetch(ci + Stages - 1, (ci + Stages - 1) % Stages);
       commit_async();
@@ -373,7 +400,8 @@ __global__ void __launch_bounds__(Out ? 2 * kThreads : kThreads, kStateBlocksPer
         if (ci < chunks) prefetch_output(ci);
         commit_async();
         zero(oacc);
-        warp_mma(oacc, row_major(sm.qg[(ci - 1) % 2], ldK), col_major(sm.s[(ci - 1) % 2], ldS), om0, on0, kDim);
+        warp_mma(oacc, row_major(sm.q[(ci - 1) % 2], ldK), col_major(sm.s[(ci - 1) % 2], ldS), om0, on0, kDim);
+        for_each(oacc, om0, on0, [&](int i, int, float& x) { x *= sm.rq[(ci - 1) % 2][i]; });
       }
     }
     __syncthreads();  // V' is complete, and every read of the state operand the step overwrites is done
@@ -388,7 +416,10 @@ __global__ void __launch_bounds__(Out ? 2 * kThreads : kThreads, kStateBlocksPer
         const float decay = __expf(sm.gam[b][chunk_len(seq, ci) - 1]);
         for_each(st, s0, 0, [&](int, int, float& x) { x *= decay; });
       }
-      warp_mma(st, col_major(sm.kd[b], ldK), col_major(vn, ldS), s0, 0, kChunk);
+      if constexpr (kFusedOutput<T, U, G>)
+        warp_mma(st, ScaledColMajorK<T>{sm.kd[b], ldK, sm.rk[b], 1}, col_major(vn, ldS), s0, 0, kChunk);
+      else
+        warp_mma(st, col_major(sm.kd[b], ldK), col_major(vn, ldS), s0, 0, kChunk);
       store_acc(sm.s[(ci + 1) % kSlots], ldS, st, s0, 0);
       if (ci + 1 < chunks) store_state(ci + 1);
       wait_async<Stages - 2>();  // chunk ci + 1's copies
@@ -397,7 +428,7 @@ __global__ void __launch_bounds__(Out ? 2 * kThreads : kThreads, kStateBlocksPer
       if (out) {
         warp_mma(oacc, row_major(sm.pm[(ci - 1) % 2], ldC), col_major(sm.vn[(ci - 1) % 2], ldS), om0, on0, kChunk);
         store_acc(sm.ot, ldS, oacc, om0, on0, p.scale);
-        wait_async();  // chunk ci's Q e^γ and P
+        wait_async();  // chunk ci's Q and P
       }
     }
     __syncthreads();
@@ -504,14 +535,17 @@ ForwardWorkspace<T> carve_forward(Carve& cv, const ChunkPlan& plan, int HV, Upda
   ws.u = delta ? cv.take<T>(heads * kChunk * kDim) : nullptr;
   ws.a = delta ? cv.take<T>(heads * kChunk * kChunk) : nullptr;
   ws.w = delta ? cv.take<T>(heads * kChunk * kDim) : nullptr;
-  ws.kd = cv.take<T>(heads * kChunk * kDim);
+  // kFusedOutput's row scales of k and q in place of Kd and Q e^γ
+  const bool row_scales = sizeof(T) == 2 && delta && gate == Gate::scalar;
+  ws.kd = row_scales ? nullptr : cv.take<T>(heads * kChunk * kDim);
+  ws.rs = row_scales ? cv.take<float>(heads * kRowScaleStride) : nullptr;
   ws.vn = cv.take<T>(heads * kChunk * kDim);
   ws.h = cv.take<T>(heads * kDim * kDim);
   ws.h_ext = sizeof(T) == 2 ? cv.take<int8_t>(heads * kDim * kDim) : nullptr;
   const bool vector = gate == Gate::vector;
   ws.p = cv.take<T>(heads * kChunk * kChunk);
   ws.n = vector && delta ? cv.take<T>(heads * kChunk * kChunk) : nullptr;
-  ws.qg = cv.take<T>(heads * kChunk * kDim);
+  ws.qg = row_scales ? nullptr : cv.take<T>(heads * kChunk * kDim);
   return ws;
 }
 
@@ -574,7 +608,7 @@ Status forward_output(const ChunkPlan& plan, const ChunkParams<T>& p, const Forw
   return {};
 }
 
-// The GDN forward of 16-bit inputs: prepare (P and Q e^γ included), then the state pass with the
+// The GDN forward of 16-bit inputs: prepare (P and the row scales included), then the state pass with the
 // output fused in. Blocks of 64 value columns where they fill the GPU (half the L2 reads of W and
 // Kd per state column; 2 stages fit), else of 32 (3 stages: 210 KB).
 template <class T, Update U, Gate G>
@@ -631,7 +665,7 @@ Status forward_typed(const ChunkShape& s, const ChunkForwardArgs& a, void* works
     ws.a = ws.n = nullptr;
     ws.h_ext = nullptr;
     if constexpr (kFusedOutput<T, U, G>) {
-      ws.h = ws.vn = nullptr;  // the fused output pass reads P and Q e^γ instead
+      ws.h = ws.vn = nullptr;  // the fused output pass reads P, q and the row scales instead
     } else {
       ws.qg = nullptr;
       if constexpr (!kVector<G>) ws.p = nullptr;

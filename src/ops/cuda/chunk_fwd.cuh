@@ -30,9 +30,12 @@ struct ChunkParams {
 // (lower with the diagonal) [NC,HV,64,64]: the vector gate's formed once by prepare (gated by
 // sub-chunks) and read by the output pass and the backward, the scalar gate's stored by the output
 // pass for the backward; Q e^γ [NC,HV,64,128], stored by the output pass for the backward (where
-// kFusedOutput, below, prepare stores P and Q e^γ, for the fused output pass and the backward); vector
-// gate and delta rule only, N = gated K Kᵀ (strictly lower) [NC,HV,64,64]. A, N, h_ext, Q e^γ and the
-// scalar gate's P are read by the backward alone (kFusedOutput: A, N, h_ext, h and V'): null when none
+// kFusedOutput, below, prepare stores P, for the fused output pass and the backward); vector gate and
+// delta rule only, N = gated K Kᵀ (strictly lower) [NC,HV,64,64]. kFusedOutput keeps neither Kd nor
+// Q e^γ (null): their readers take the tensors k and q themselves with prepare's per-row scales rs
+// [NC,HV,2,64] (fp32; e^{γ_L − γ_i} / ‖k_i‖, then e^{γ_i} / ‖q_i‖; 0 past the chunk's rows), 32 KB
+// fewer per chunk-head written and no more read (null otherwise). A, N, h_ext, Q e^γ and the scalar
+// gate's P are read by the backward alone (kFusedOutput: A, N, h_ext, h and V'): null when none
 // follows (ChunkForwardArgs::for_backward false), and the kernels skip their stores.
 template <class T>
 struct ForwardWorkspace {
@@ -41,7 +44,8 @@ struct ForwardWorkspace {
   float* gam;
   T *u, *a, *w, *kd, *vn, *h, *p, *n;
   int8_t* h_ext;
-  T* qg;  // Q e^γ for the backward's reverse state pass (null when no backward follows)
+  T* qg;      // Q e^γ for the backward's reverse state pass (null when no backward follows)
+  float* rs;  // kFusedOutput: the row scales of k and q
 };
 
 // The 8-bit extension of a 16-bit state element h = T(S): fp32 bit patterns are monotonic in the
@@ -117,6 +121,7 @@ __device__ __forceinline__ float2 split_gate(double x) {
   return make_float2(hi, float(x - double(hi)));
 }
 constexpr int kGateStride = 2 * kChunk;  // floats per (chunk, value head) of the scalar gate
+constexpr int kRowScaleStride = 2 * kChunk;  // floats per (chunk, value head) of rs: k's, q's
 
 // Entry (i, j) of a causal product decayed by the scalar gate: x e^{γ_i − γ_j} where j < i (and
 // j == i with `diagonal`: P, dP), else 0 (L, M: strictly lower).
@@ -292,7 +297,7 @@ __device__ inline void inverse_rows(const float* l, F&& f) {
 
 // The GDN forward of 16-bit inputs (delta rule, scalar gate) fuses the output pass into the state
 // pass, where h and V' need not leave the block (the output pass alone read them back, 48 KB per
-// chunk-head, after the state pass wrote them); its prepare forms P and Q e^γ.
+// chunk-head, after the state pass wrote them); its prepare forms P and the row scales rs.
 template <class T, Update U, Gate G>
 constexpr bool kFusedOutput = k16Bit<T> && kDelta<U> && !kVector<G>;
 

@@ -134,9 +134,11 @@ struct ColMajorK {
   }
 };
 
-// ColMajorK<T> with element (r, k) multiplied by s[k * stride] as its A fragments load (rounded
-// back to T, as a scaled copy of the tile would be): a per-row scale of the stored [k][r] tile with
-// no pass over it (the single-pass forward's Kd = diag(e^{γ_L − γ}) K).
+// ColMajorK<T> with element (r, k) multiplied by s[k * stride] as its A fragments load: a per-row
+// scale of the stored [k][r] tile with no pass over it (Kd = diag(e^{γ_L − γ}) K of the single-pass
+// forward and the state passes, Q e^γ of the reverse one). bf16: the scale rounded to bf16 and one
+// bf16x2 product a register, two roundings as a scaled tile of the rounded K had; fp16 in fp32 (a
+// scale in fp16 would underflow where the product does not).
 template <class T>
 struct ScaledColMajorK {
   static_assert(k16Bit<T>);
@@ -149,11 +151,20 @@ struct ScaledColMajorK {
     const int k = k0 + 2 * (threadIdx.x & 3);  // registers 0, 1: columns k, k + 1; 2, 3: k + 8, k + 9
     const float2 lo = make_float2(s[k * stride], s[(k + 1) * stride]);
     const float2 hi = make_float2(s[(k + 8) * stride], s[(k + 9) * stride]);
+    if constexpr (std::is_same_v<T, bf16>) {
+      const __nv_bfloat162 blo = __float22bfloat162_rn(lo), bhi = __float22bfloat162_rn(hi);
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const float2 f = i < 2 ? lo : hi;
-      const float2 x = load2(reinterpret_cast<const T*>(&a[i]));
-      store2(reinterpret_cast<T*>(&a[i]), x.x * f.x, x.y * f.y);
+      for (int i = 0; i < 4; ++i) {
+        __nv_bfloat162& x = reinterpret_cast<__nv_bfloat162&>(a[i]);
+        x = __hmul2(x, i < 2 ? blo : bhi);
+      }
+    } else {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const float2 f = i < 2 ? lo : hi;
+        const float2 x = load2(reinterpret_cast<const T*>(&a[i]));
+        store2(reinterpret_cast<T*>(&a[i]), x.x * f.x, x.y * f.y);
+      }
     }
   }
 };
