@@ -535,8 +535,7 @@ ForwardWorkspace<T> carve_forward(Carve& cv, const ChunkPlan& plan, int HV, Upda
   ws.u = delta ? cv.take<T>(heads * kChunk * kDim) : nullptr;
   ws.a = delta ? cv.take<T>(heads * kChunk * kChunk) : nullptr;
   ws.w = delta ? cv.take<T>(heads * kChunk * kDim) : nullptr;
-  // kFusedOutput's row scales of k and q in place of Kd and Q e^γ
-  const bool row_scales = sizeof(T) == 2 && delta && gate == Gate::scalar;
+  const bool row_scales = fused_output<T>(update, gate);  // in place of Kd and Q e^γ
   ws.kd = row_scales ? nullptr : cv.take<T>(heads * kChunk * kDim);
   ws.rs = row_scales ? cv.take<float>(heads * kRowScaleStride) : nullptr;
   ws.vn = cv.take<T>(heads * kChunk * kDim);

@@ -298,8 +298,12 @@ __device__ inline void inverse_rows(const float* l, F&& f) {
 // The GDN forward of 16-bit inputs (delta rule, scalar gate) fuses the output pass into the state
 // pass, where h and V' need not leave the block (the output pass alone read them back, 48 KB per
 // chunk-head, after the state pass wrote them); its prepare forms P and the row scales rs.
+template <class T>
+constexpr bool fused_output(Update u, Gate g) {
+  return k16Bit<T> && u == Update::delta && g == Gate::scalar;
+}
 template <class T, Update U, Gate G>
-constexpr bool kFusedOutput = k16Bit<T> && kDelta<U> && !kVector<G>;
+constexpr bool kFusedOutput = fused_output<T>(U, G);
 
 template <class T>
 ForwardWorkspace<T> carve_forward(Carve& cv, const ChunkPlan& plan, int HV, Update update, Gate gate);
