@@ -398,54 +398,67 @@ struct IntraGradSmem {
   float bet[kChunk];
   float dgam[kChunk];   // gradient of the cumulative gate
   float dbet[kChunk];
+  float dbg[kChunk];    // the part of dβ that also enters dγ times β (the dM and Tw row sums)
   float kdsum[kChunk];  // Σ_k k̂ ⊙ dK_state per row
   float rq[kChunk], rk[kChunk];  // reciprocal row norms of q and k (fp32; 1 without the L2 norm)
 };
 
-// dst[i] += r_i Σ_j x_ij a_ij over the lane's elements (i, j) of the 32×32 accumulator tile at
-// (m0, n0), rows i < len, x in global memory ([*, 128] rows): the row dots of a gradient with the
-// rows of q or k normalised in fp32. One atomic per row and lane quad. Rows past len read row
-// len − 1 (and are dropped): no branch, so all loads are in flight at once (a branch per row put
-// 8 round trips on the path: 6% of intra_grad's stall samples). 16-bit x: 16 bytes of each row a
-// lane (columns n0 + 8t..8t + 7), into the fragment's pairs by quad_transpose (a quarter of the
-// loads of the pairs themselves: intra_grad −2% with 32 value heads, unchanged otherwise); fp32: the pairs.
+// Row m0 + 16 mt + g + 8 hh of x at column n0, for add_row_dots: rows past len read row len − 1
+// (and are dropped), so that there is no branch and all loads are in flight at once (a branch per
+// row put 8 round trips on the path: 6% of intra_grad's stall samples).
 template <class T>
-__device__ __forceinline__ void add_row_dots(const float (&a)[2][4][4], const T* x, long x_stride, const float* r,
-                                             float* dst, int len, int m0, int n0) {
-  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-  auto row = [&](int mt, int hh) { return x + min(m0 + 16 * mt + g + 8 * hh, len - 1) * x_stride + n0; };
-  float part[2][2] = {};
-  [[maybe_unused]] uint4 rows[2][2];
+__device__ __forceinline__ const T* row_dots_row(const T* x, long x_stride, int len, int m0, int n0, int mt, int hh) {
+  return x + min(m0 + 16 * mt + int(threadIdx.x & 31) / 4 + 8 * hh, len - 1) * x_stride + n0;
+}
+// What add_row_dots reads of 16-bit x: 16 bytes of each of the lane's 4 rows (columns n0 + 8t..8t +
+// 7), loaded where the caller issues them: ahead of a burst of tile copies, which the loads would
+// otherwise queue behind (5% of intra_grad's stall samples). fp32 x: nothing (add_row_dots reads
+// its pairs itself).
+struct RowPieces {
+  uint4 v[2][2];
+};
+template <class T>
+__device__ __forceinline__ RowPieces load_row_pieces(const T* x, long x_stride, int len, int m0, int n0) {
+  RowPieces p{};
   if constexpr (k16Bit<T>) {
 #pragma unroll
     for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-      for (int hh = 0; hh < 2; ++hh) rows[mt][hh] = *reinterpret_cast<const uint4*>(row(mt, hh) + 8 * t);
+      for (int hh = 0; hh < 2; ++hh)
+        p.v[mt][hh] = *reinterpret_cast<const uint4*>(row_dots_row(x, x_stride, len, m0, n0, mt, hh) + 8 * (threadIdx.x & 3));
   }
+  return p;
+}
+
+// dst[i] += r_i Σ_j x_ij a_ij over the lane's elements (i, j) of the 32×32 accumulator tile at
+// (m0, n0), rows i < len, x in global memory ([*, 128] rows): the row dots of a gradient with the
+// rows of q or k normalised in fp32. One atomic instruction per warp. 16-bit x: the pieces of
+// load_row_pieces, into the fragment's pairs by quad_transpose (a quarter of the loads of the pairs
+// themselves: intra_grad −2% with 32 value heads, unchanged otherwise); fp32: the pairs.
+template <class T>
+__device__ __forceinline__ void add_row_dots(const float (&a)[2][4][4], const T* x, long x_stride,
+                                             const RowPieces& pieces, const float* r, float* dst, int len, int m0,
+                                             int n0) {
+  const int t = threadIdx.x & 3;
+  float part[4] = {};  // rows m0 + 16 mt + g + 8 hh at [2 mt + hh]
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
     for (int hh = 0; hh < 2; ++hh) {
       float2 xv[4];  // tile nt's columns 2t, 2t + 1 of the row
       if constexpr (k16Bit<T>) {
-        quad_row_pairs<T>(rows[mt][hh], xv);
+        quad_row_pairs<T>(pieces.v[mt][hh], xv);
       } else {
+        const T* row = row_dots_row(x, x_stride, len, m0, n0, mt, hh);
 #pragma unroll
-        for (int nt = 0; nt < 4; ++nt) xv[nt] = load2(row(mt, hh) + 8 * nt + 2 * t);
+        for (int nt = 0; nt < 4; ++nt) xv[nt] = load2(row + 8 * nt + 2 * t);
       }
 #pragma unroll
-      for (int nt = 0; nt < 4; ++nt) part[mt][hh] += xv[nt].x * a[mt][nt][2 * hh] + xv[nt].y * a[mt][nt][2 * hh + 1];
+      for (int nt = 0; nt < 4; ++nt) part[2 * mt + hh] += xv[nt].x * a[mt][nt][2 * hh] + xv[nt].y * a[mt][nt][2 * hh + 1];
     }
-#pragma unroll
-  for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-    for (int hh = 0; hh < 2; ++hh) {
-      const int row = m0 + 16 * mt + g + 8 * hh;
-      float s = part[mt][hh];
-      s += __shfl_xor_sync(0xffffffffu, s, 1);
-      s += __shfl_xor_sync(0xffffffffu, s, 2);
-      if (t == 0 && row < len) atomicAdd(dst + row, r[row] * s);
-    }
+  emit_quad_sums<2>(part, m0, [&](int row, float s) {
+    if (row < len) atomicAdd(dst + row, r[row] * s);
+  });
 }
 
 // Thread block clusters (sm_90; intra_grad_kernel runs them only where the host found its code
@@ -514,18 +527,18 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
   const T* q_rows = p.q + (long(ch.start) * p.H + h) * kDim;
   const T* k_rows = p.k + (long(ch.start) * p.H + h) * kDim;
 
+  // Two groups of copies: the first products' operands, then V' and K, which land during them.
   load_tile(st, ldK, ws.fwd.h + sbase, kDim, kDim, kDim);
-  load_tile(sm.x3, ldK, ws.fwd.vn + base, kDim, kChunk, kDim);
   if constexpr (kDelta<U>) load_tile(sm.x0, ldK, ws.dvp + base, kDim, kChunk, kDim);
-  if constexpr (kDelta<U>) load_tile_zero_tail(sm.x1, ldK, k_rows, qk_stride, ch.len, kDim);
   load_tile_zero_tail(sm.x2, ldK, bp.d_o + (long(ch.start) * p.HV + hv) * kDim, row_stride, ch.len, kDim);
   commit_async();
+  load_tile(sm.x3, ldK, ws.fwd.vn + base, kDim, kChunk, kDim);
+  if constexpr (kDelta<U>) load_tile_zero_tail(sm.x1, ldK, k_rows, qk_stride, ch.len, kDim);
+  commit_async();
   load_gate_beta(sm.gam, bet, p.g, p.beta, ch.start, ch.len, p.HV, hv);
-  if (tid < kChunk) dgam[tid] = dbet[tid] = sm.kdsum[tid] = 0.f;
-  wait_async();
+  if (tid < kChunk) dgam[tid] = dbet[tid] = sm.dbg[tid] = sm.kdsum[tid] = 0.f;
+  wait_async<1>();
   __syncthreads();
-  // K's L2 norm in place (read after the barrier below), beside the first products.
-  if constexpr (kDelta<U>) normalize_rows_if(sm.x1, ldK, p.l2norm, sm.rk);
 
   // 64x128 products: warp tile 32x32. 64x64 products: warp tile 16x32.
   const int m0 = (warp % 2) * 32, n0 = (warp / 2) * 32;
@@ -539,10 +552,13 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
     zero(dw);
     warp_mma(dw, row_major(sm.x0, ldK), row_major(st, ldK), m0, n0, kDim);  // dV' Sᵀ
   }
-  __syncthreads();  // S (and dV') are read
+  wait_async();
+  __syncthreads();  // S (and dV') are read; V' and K landed
   // dS_next over S, as the reverse state pass stored it (it also summed Σ dS_next ⊙ S, in fp32).
   load_tile(st, ldK, ws.dsn + sbase, kDim, kDim, kDim);
   commit_async();
+  // K's L2 norm in place (read after the barrier below).
+  if constexpr (kDelta<U>) normalize_rows_if(sm.x1, ldK, p.l2norm, sm.rk);
   if constexpr (kDelta<U>) store_acc(sm.x0, ldK, dw, m0, n0, -1.f);  // dW
   for_each(dq, m0, n0, [&](int i, int, float& x) { x *= p.scale * __expf(gam[i].x); });
   wait_async();
@@ -566,16 +582,21 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
     zero(acc);
     warp_mma(acc, row_major(x2, ldK), row_major(sm.x3, ldK), s0, t0, kDim);
     const float scale = p.scale;
-    for_each(acc, s0, t0, [&](int i, int j, float& x) {
-      x = j <= i ? scale * x : 0.f;
-      const float r = x * to_float(sm.y0[i * ldC + j]);
-      sm.y1[i * ldC + j] = from_float<T>(decayed(gam, i, j, x, true));
-      x = j < i ? r : 0.f;  // the diagonal's row and column terms cancel
+    for_each_pair(acc, s0, t0, [&](int i, int j, float& a, float& b) {
+      a = j <= i ? scale * a : 0.f;
+      b = j + 1 <= i ? scale * b : 0.f;
+      store2(sm.y1 + i * ldC + j, decayed(gam, i, j, a, true), decayed(gam, i, j + 1, b, true));
+      const float2 pm = load2(sm.y0 + i * ldC + j);
+      a = j < i ? a * pm.x : 0.f;  // the diagonal's row and column terms cancel
+      b = j + 1 < i ? b * pm.y : 0.f;
     });
-    add_row_sums(acc, s0, t0, dgam, [](int, int, float x) { return x; });
+    add_row_sums(acc, s0, t0, dgam, [](int, int, float a, float b) { return a + b; });
     add_col_sums(acc, s0, t0, dgam, [](int, int, float x) { return -x; });
   }
   __syncthreads();  // P, dO and V' are read; Q (and K) normalised
+  // The rows of q and k for the state parts' gate terms, ahead of the copies.
+  const RowPieces q_pieces = load_row_pieces(q_rows, qk_stride, ch.len, m0, n0);
+  const RowPieces k_pieces = load_row_pieces(k_rows, qk_stride, ch.len, m0, n0);
   if constexpr (kDelta<U>) {  // the gradient through A, W and U needs A, dV' and V: copied during dQ, dK +=
     load_tile(sm.y0, ldC, ws.fwd.a + hc * kChunk * kChunk, kChunk, kChunk, kChunk);
     load_tile(sm.x2, ldK, ws.dvp + base, kDim, kChunk, kDim);
@@ -583,8 +604,8 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
     commit_async();
   }
   // The gate terms of the state parts, then the intra-chunk products.
-  add_row_dots(dq, q_rows, qk_stride, sm.rq, dgam, ch.len, m0, n0);
-  add_row_dots(dk, k_rows, qk_stride, sm.rk, sm.kdsum, ch.len, m0, n0);
+  add_row_dots(dq, q_rows, qk_stride, q_pieces, sm.rq, dgam, ch.len, m0, n0);
+  add_row_dots(dk, k_rows, qk_stride, k_pieces, sm.rk, sm.kdsum, ch.len, m0, n0);
   warp_mma(dq, row_major(sm.y1, ldC), col_major(x1, ldK), m0, n0, kChunk);  // dQ += (dP ⊙ Γ) K
   warp_mma(dk, col_major(sm.y1, ldC), col_major(qt, ldK), m0, n0, kChunk);  // dK += (dP ⊙ Γ)ᵀ Q
   if constexpr (kDelta<U>) {  // the gradient through A, W and U
@@ -627,15 +648,14 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
       zero(acc);
       warp_mma(acc, col_major(sm.y0, ldC), col_major(sm.y3, ldC), s0, t0, kChunk);
       for_each(acc, s0, t0, [&](int i, int j, float& x) { x = j < i ? -x : 0.f; });
-      // u = dM ⊙ (K Kᵀ ⊙ Γ): dβ_i += Σ_j u_ij, dγ_i += β_i Σ_j u_ij, dγ_j −= Σ_i β_i u_ij
+      // u = dM ⊙ (K Kᵀ ⊙ Γ): dβ_i += Σ_j u_ij, dγ_i += β_i Σ_j u_ij (both by dbg), dγ_j −= Σ_i β_i u_ij
       float u[1][4][4];
-      for_each_index<1, 4>(s0, t0, [&](int, int nt, int e, int i, int j) {
-        u[0][nt][e] = acc[0][nt][e] * to_float(sm.y2[i * ldC + j]);
+      memcpy(u, acc, sizeof(u));
+      for_each_pair(u, s0, t0, [&](int i, int j, float& a, float& b) {
+        const float2 m = load2(sm.y2 + i * ldC + j);
+        a *= m.x, b *= m.y;
       });
-      for_row_sums(u, s0, t0, [](int, int, float x) { return x; }, [&](int i, float s) {
-        atomicAdd(dbet + i, s);
-        atomicAdd(dgam + i, bet[i] * s);
-      });
+      add_row_sums(u, s0, t0, sm.dbg, [](int, int, float a, float b) { return a + b; });
       add_col_sums(u, s0, t0, dgam, [&](int i, int, float x) { return -bet[i] * x; });
       // F + Fᵀ (F strictly lower): dK takes F K + Fᵀ K as one product.
       for_each(acc, s0, t0, [&](int i, int j, float x) {
@@ -649,13 +669,13 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
       float acc[2][4][4];
       zero(acc);
       warp_mma(acc, col_major(sm.y0, ldC), col_major(dw, ldK), m0, n0, kChunk);
-      for_row_sums(  // dβ_i += e^γ_i Σ_j Tw_ij k_ij, dγ_i += β_i e^γ_i Σ_j Tw_ij k_ij
-          acc, m0, n0, [&](int i, int j, float x) { return x * to_float(x1[i * ldK + j]); },
-          [&](int i, float s) {
-            const float e = __expf(gam[i].x) * s;
-            atomicAdd(dbet + i, e);
-            atomicAdd(dgam + i, bet[i] * e);
-          });
+      for_row_sums(  // dβ_i += e^γ_i Σ_j Tw_ij k_ij, dγ_i += β_i e^γ_i Σ_j Tw_ij k_ij (by dbg)
+          acc, m0, n0,
+          [&](int i, int j, float a, float b) {
+            const float2 k = load2(x1 + i * ldK + j);
+            return a * k.x + b * k.y;
+          },
+          [&](int i, float s) { atomicAdd(sm.dbg + i, __expf(gam[i].x) * s); });
       for_each_index<2, 4>(m0, n0, [&](int mt, int nt, int e, int i, int) {
         dk[mt][nt][e] += bet[i] * __expf(gam[i].x) * acc[mt][nt][e];
       });
@@ -664,7 +684,10 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
       float acc[2][4][4];
       zero(acc);
       warp_mma(acc, col_major(sm.y0, ldC), col_major(dvp, ldK), m0, n0, kChunk);
-      add_row_sums(acc, m0, n0, dbet, [&](int i, int j, float x) { return x * to_float(v[i * ldK + j]); });
+      add_row_sums(acc, m0, n0, dbet, [&](int i, int j, float a, float b) {
+        const float2 x = load2(v + i * ldK + j);
+        return a * x.x + b * x.y;
+      });
       T* dv_rows = bp.dv + (long(ch.start) * p.HV + hv) * kDim;
       store_acc_rows(dv_rows, row_stride, acc, m0, n0, [&](int i, float x) { return bet[i] * x; }, ch.len);
     }
@@ -680,6 +703,9 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
   static_assert(kChunk * ldF * sizeof(float) <= 2 * sizeof(sm.x0), "dQ (dK) fits over two tiles");
   float* dq_f = reinterpret_cast<float*>(sm.x0);
   float* dk_f = reinterpret_cast<float*>(sm.x2);
+  // Warp 0's lanes 0..3: the reverse state pass's Σ dS_next ⊙ S of the 4 column blocks, loaded
+  // here so that the stores below cover its latency.
+  const float dss = warp == 0 && lane < kStateTiles ? ws.dss[hc * kStateTiles + lane] : 0.f;
   store_acc(dq_f, ldF, dq, m0, n0);
   store_acc(dk_f, ldF, dk, m0, n0);
   const int group = bp.qk_group;
@@ -712,13 +738,14 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
     // Kd = K e^{γ_L − γ}: −Σ k̂ ⊙ dK_state on each row, +their total on γ_L; then the state
     // decay's term e^{γ_L} Σ dS_next ⊙ S on γ_L; then g is the reverse cumulative sum of dγ (a
     // suffix scan over the lanes' row pairs: lane l holds rows 2l, 2l + 1).
-    float decay = 0.f;
-#pragma unroll
-    for (int t = 0; t < kStateTiles; ++t) decay += ws.dss[hc * kStateTiles + t];
     const int r0 = 2 * lane, r1 = r0 + 1;
-    const float total = warp_sum(sm.kdsum[r0] + sm.kdsum[r1]) + __expf(gl.x) * decay;
-    const float d0 = r0 < ch.len ? dgam[r0] - sm.kdsum[r0] + (r0 == ch.len - 1 ? total : 0.f) : 0.f;
-    const float d1 = r1 < ch.len ? dgam[r1] - sm.kdsum[r1] + (r1 == ch.len - 1 ? total : 0.f) : 0.f;
+    const float total = warp_sum(sm.kdsum[r0] + sm.kdsum[r1] + __expf(gl.x) * dss);
+    auto dgam_row = [&](int r) {
+      const float d = dgam[r] - sm.kdsum[r] + (r == ch.len - 1 ? total : 0.f);
+      return kDelta<U> ? d + bet[r] * sm.dbg[r] : d;
+    };
+    const float d0 = r0 < ch.len ? dgam_row(r0) : 0.f;
+    const float d1 = r1 < ch.len ? dgam_row(r1) : 0.f;
     float suffix = d0 + d1;
 #pragma unroll
     for (int o = 1; o < 32; o <<= 1) {
@@ -729,8 +756,8 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
     if (bp.dg && r0 < ch.len) bp.dg[tok0] = suffix;
     if (bp.dg && r1 < ch.len) bp.dg[tok1] = suffix - d0;
     if constexpr (kDelta<U>) {
-      if (r0 < ch.len) bp.dbeta[tok0] = dbet[r0];
-      if (r1 < ch.len) bp.dbeta[tok1] = dbet[r1];
+      if (r0 < ch.len) bp.dbeta[tok0] = dbet[r0] + sm.dbg[r0];
+      if (r1 < ch.len) bp.dbeta[tok1] = dbet[r1] + sm.dbg[r1];
     }
   }
   if (group > 1)
@@ -925,7 +952,10 @@ __global__ void __launch_bounds__(kThreads, 1) intra_grad_vector_kernel(Backward
     zero(acc);  // dM = −Aᵀ X, strictly lower; M = diag(β) N; dN = diag(β) dM, over X
     warp_mma(acc, col_major(sm.y3, ldC), col_major(sm.y0, ldC), s0, t0, kChunk);
     for_each(acc, s0, t0, [&](int i, int j, float& x) { x = j < i ? -x : 0.f; });
-    add_row_sums(acc, s0, t0, sm.dbet, [&](int i, int j, float x) { return x * to_float(sm.y2[i * ldC + j]); });
+    add_row_sums(acc, s0, t0, sm.dbet, [&](int i, int j, float a, float b) {
+      const float2 x = load2(sm.y2 + i * ldC + j);
+      return a * x.x + b * x.y;
+    });
     __syncthreads();
     for_each(acc, s0, t0, [&](int i, int j, float x) { sm.y0[i * ldC + j] = from_float<T>(sm.bet[i] * x); });
     {  // W = A diag(β) (K ⊙ e^γ): Tw = Aᵀ dW
@@ -938,13 +968,16 @@ __global__ void __launch_bounds__(kThreads, 1) intra_grad_vector_kernel(Backward
         dk[mt][nt][e] += sm.bet[i] * ew;
         dg[mt][nt][e] += sm.bet[i] * tw[mt][nt][e];
       });
-      add_row_sums(tw, m0, n0, sm.dbet, [](int, int, float x) { return x; });
+      add_row_sums(tw, m0, n0, sm.dbet, [](int, int, float a, float b) { return a + b; });
     }
     {  // U = A diag(β) V: Tu = Aᵀ dV'
       float tu[2][4][4];
       zero(tu);
       warp_mma(tu, col_major(sm.y3, ldC), col_major(sm.a.x0, ldK), m0, n0, kChunk);
-      add_row_sums(tu, m0, n0, sm.dbet, [&](int i, int j, float x) { return x * to_float(sm.a.x2[i * ldK + j]); });
+      add_row_sums(tu, m0, n0, sm.dbet, [&](int i, int j, float a, float b) {
+        const float2 x = load2(sm.a.x2 + i * ldK + j);
+        return a * x.x + b * x.y;
+      });
       T* dv_rows = bp.dv + (long(ch.start) * p.HV + hv) * kDim;
       for_each_pair(tu, m0, n0, [&](int i, int j, float x0, float x1) {
         if (i < ch.len) store2(dv_rows + i * row_stride + j, sm.bet[i] * x0, sm.bet[i] * x1);

@@ -58,19 +58,6 @@ __device__ __forceinline__ void build_reference_tile(T* scratch, const T* x, con
   }
 }
 
-// One step of a reduce-scatter over the lanes of a warp: the 2·kHalf values of v (entries
-// base .. base + 2 kHalf − 1) become kHalf, the lower half kept where bit `o` of the lane is 0,
-// the upper half where it is 1, each summed with the partner lane's same entry.
-template <int kHalf>
-__device__ __forceinline__ void reduce_scatter_step(float (&v)[kSub], int o) {
-  const bool upper = threadIdx.x & o;
-#pragma unroll
-  for (int e = 0; e < kHalf; ++e) {
-    const float send = upper ? v[e] : v[e + kHalf];
-    v[e] = (upper ? v[e + kHalf] : v[e]) + __shfl_xor_sync(0xffffffffu, send, o);
-  }
-}
-
 // Calls f(i, j, Z_ij) for every i, j < 64: Z as above for j < i (and j == i with `diag`), 0
 // elsewhere. x, y: [64][ld] tiles, gam: [64][kLdG], scratch: [64][ld] (overwritten). The
 // caller makes x, y, gam visible first and syncs before reading what f wrote; f runs once per

@@ -299,7 +299,7 @@ __device__ __forceinline__ void for_each(float (&acc)[MT][NT][4], int m0, int n0
 }
 
 // Calls f(row, col, v0, v1) for every pair of adjacent accumulator elements (row, col),
-// (row, col + 1) the lane holds: for paired stores.
+// (row, col + 1) the lane holds (v0, v1 references where f takes them): for paired loads and stores.
 template <int MT, int NT, class F>
 __device__ __forceinline__ void for_each_pair(float (&acc)[MT][NT][4], int m0, int n0, F&& f) {
   const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
@@ -463,53 +463,90 @@ __device__ __forceinline__ void load_rows(T* dst, int ld, const S* src, long str
   }
 }
 
-// For every row the lane holds, the sum s of f(row, col, value) over the warp's elements of the row
-// (the 4 lanes of a row group reduce), passed to emit(row, s) by one lane of the group.
+// One step of a reduce-scatter over the lanes of a warp: the first 2·kHalf values of v become kHalf,
+// the lower half kept where bit `o` of the lane is 0, the upper half where it is 1, each summed with
+// the partner lane's same entry (kHalf shuffles, where a butterfly per value takes 2·kHalf).
+template <int kHalf, int N>
+__device__ __forceinline__ void reduce_scatter_step(float (&v)[N], int o) {
+  static_assert(2 * kHalf <= N, "v holds the values being halved");
+  const bool upper = threadIdx.x & o;
+#pragma unroll
+  for (int e = 0; e < kHalf; ++e) {
+    const float send = upper ? v[e] : v[e + kHalf];
+    v[e] = (upper ? v[e + kHalf] : v[e]) + __shfl_xor_sync(0xffffffffu, send, o);
+  }
+}
+
+// s[2 mt + half]: the lane's part of the sum of row m0 + 16 mt + g + 8 half of an accumulator tile.
+// The totals over the 4 lanes of each row group, passed to emit(row, total) by one lane per row
+// (distinct rows on the emitting lanes). A reduce-scatter over the quad: with two row tiles every
+// lane emits one row, 3 shuffles and one emit (one atomic instruction) where a butterfly per row
+// took 8 shuffles and 4 emits in sequence (shared-memory float atomics are compare-and-swap loops).
+template <int MT, class E>
+__device__ __forceinline__ void emit_quad_sums(float (&s)[2 * MT], int m0, E&& emit) {
+  static_assert(MT == 1 || MT == 2, "one or two 16-row tiles");
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  if constexpr (MT == 2) {
+    reduce_scatter_step<2>(s, 2);
+    reduce_scatter_step<1>(s, 1);
+    emit(m0 + 16 * (t >> 1) + g + 8 * (t & 1), s[0]);
+  } else {
+    reduce_scatter_step<1>(s, 2);
+    s[0] += __shfl_xor_sync(0xffffffffu, s[0], 1);
+    if ((t & 1) == 0) emit(m0 + g + 8 * (t >> 1), s[0]);
+  }
+}
+
+// For every row the lane holds, the sum s of f(row, col, a, b) over the warp's pairs of adjacent
+// elements (row, col), (row, col + 1) of the row (a, b their values; f returns the pair's part, so
+// that it can read a pair of another tile at once), passed to emit(row, s) by one lane per row.
 template <int MT, int NT, class F, class E>
 __device__ __forceinline__ void for_row_sums(float (&acc)[MT][NT][4], int m0, int n0, F&& f, E&& emit) {
   const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  float s[2 * MT];
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       const int row = m0 + 16 * mt + g + 8 * half;
-      float s = 0.f;
+      s[2 * mt + half] = 0.f;
 #pragma unroll
       for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) s += f(row, n0 + 8 * nt + 2 * t + e, acc[mt][nt][2 * half + e]);
-      s += __shfl_xor_sync(0xffffffffu, s, 1);
-      s += __shfl_xor_sync(0xffffffffu, s, 2);
-      if (t == 0) emit(row, s);
+        s[2 * mt + half] += f(row, n0 + 8 * nt + 2 * t, acc[mt][nt][2 * half], acc[mt][nt][2 * half + 1]);
     }
+  emit_quad_sums<MT>(s, m0, emit);
 }
-// Adds, for every row the lane holds, the sum of f(row, col, value) over its elements to
-// dst[row] (shared memory): one atomic per row and warp.
+// Adds, for every row the lane holds, the sum of f(row, col, a, b) over its pairs to dst[row]
+// (shared memory): one atomic per row and warp.
 template <int MT, int NT, class F>
 __device__ __forceinline__ void add_row_sums(float (&acc)[MT][NT][4], int m0, int n0, float* dst, F&& f) {
   for_row_sums(acc, m0, n0, f, [&](int row, float s) { atomicAdd(dst + row, s); });
 }
 
 // Adds, for every column the lane holds, the sum of f(row, col, value) over its elements to
-// dst[col] (shared memory). The 8 lanes of a column reduce first; one atomic per column.
+// dst[col] (shared memory). The 8 lanes of a column reduce by a reduce-scatter (7 shuffles for
+// the lane's 8 columns, where a butterfly per column took 24), after which each lane holds one
+// column's total: one atomic instruction per warp.
 template <int MT, int NT, class F>
 __device__ __forceinline__ void add_col_sums(float (&acc)[MT][NT][4], int m0, int n0, float* dst, F&& f) {
+  static_assert(NT == 4, "8 columns a lane: one per lane of its column group after the reduce-scatter");
   const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  float s[2 * NT];  // s[2 nt + e]: column n0 + 8 nt + 2 t + e
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
     for (int e = 0; e < 2; ++e) {
-      const int col = n0 + 8 * nt + 2 * t + e;
-      float s = 0.f;
+      s[2 * nt + e] = 0.f;
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-        for (int half = 0; half < 2; ++half) s += f(m0 + 16 * mt + g + 8 * half, col, acc[mt][nt][2 * half + e]);
-      s += __shfl_xor_sync(0xffffffffu, s, 4);
-      s += __shfl_xor_sync(0xffffffffu, s, 8);
-      s += __shfl_xor_sync(0xffffffffu, s, 16);
-      if (g == 0) atomicAdd(dst + col, s);
+        for (int half = 0; half < 2; ++half)
+          s[2 * nt + e] += f(m0 + 16 * mt + g + 8 * half, n0 + 8 * nt + 2 * t + e, acc[mt][nt][2 * half + e]);
     }
+  reduce_scatter_step<4>(s, 16);  // lane bits 4, 3, 2 (g's bits 2, 1, 0) pick the entry: entry g
+  reduce_scatter_step<2>(s, 8);
+  reduce_scatter_step<1>(s, 4);
+  atomicAdd(dst + n0 + 8 * (g >> 1) + 2 * t + (g & 1), s[0]);
 }
 
 // The tile copies below run on blocks of kBlockThreads threads (as load_rows does).
