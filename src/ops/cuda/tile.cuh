@@ -517,7 +517,7 @@ __device__ __forceinline__ void for_row_sums(float (&acc)[MT][NT][4], int m0, in
   emit_quad_sums<MT>(s, m0, emit);
 }
 // Adds, for every row the lane holds, the sum of f(row, col, a, b) over its pairs to dst[row]
-// (shared memory): one atomic per row and warp.
+// (shared memory): one atomic instruction per warp.
 template <int MT, int NT, class F>
 __device__ __forceinline__ void add_row_sums(float (&acc)[MT][NT][4], int m0, int n0, float* dst, F&& f) {
   for_row_sums(acc, m0, n0, f, [&](int row, float s) { atomicAdd(dst + row, s); });
