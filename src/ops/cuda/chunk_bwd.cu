@@ -764,10 +764,10 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
     cluster_wait();
   else
     __syncthreads();
-#pragma unroll 1
-  for (int it = 0; it < kRowsPerWarp; ++it) {
+  // Row first_row + it · row_step of dQ and dK (this block's tiles, and the cluster peers'), its
+  // L2-norm backward and its stores; a row past the chunk reads rows that exist and stores nothing.
+  auto finish_row = [&](int it) {
     const int r = first_row + it * row_step;
-    if (r >= ch.len) break;
     float4 d[2];  // the row of dQ, then of dK
 #pragma unroll
     for (int which = 0; which < 2; ++which) {
@@ -779,9 +779,11 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
       }
     }
     if (group == 0) {
-      store4(ws.dq_hat + (long(ch.start + r) * p.HV + hv) * kDim + 4 * lane, d[0]);
-      store4(ws.dk_hat + (long(ch.start + r) * p.HV + hv) * kDim + 4 * lane, d[1]);
-      continue;
+      if (r < ch.len) {
+        store4(ws.dq_hat + (long(ch.start + r) * p.HV + hv) * kDim + 4 * lane, d[0]);
+        store4(ws.dk_hat + (long(ch.start + r) * p.HV + hv) * kDim + 4 * lane, d[1]);
+      }
+      return;
     }
     if (p.l2norm) {  // both rows' dots in one reduction chain
       float4 x[2];
@@ -802,9 +804,18 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
             make_float4(rn * (a.x - b.x * ry), rn * (a.y - b.y * ry), rn * (a.z - b.z * ry), rn * (a.w - b.w * ry));
       }
     }
-    const long at = (long(ch.start) * p.H + h) * kDim + r * qk_stride + 4 * lane;
-    store4(bp.dq + at, d[0]);
-    store4(bp.dk + at, d[1]);
+    if (r < ch.len) {
+      const long at = (long(ch.start) * p.H + h) * kDim + r * qk_stride + 4 * lane;
+      store4(bp.dq + at, d[0]);
+      store4(bp.dk + at, d[1]);
+    }
+  };
+  if (group == 1) {  // no peers: two rows a step, their reduction chains interleaved (no branch between)
+#pragma unroll 2
+    for (int it = 0; it < kRowsPerWarp; ++it) finish_row(it);
+  } else {
+#pragma unroll 1
+    for (int it = 0; it < kRowsPerWarp && first_row + it * row_step < ch.len; ++it) finish_row(it);
   }
   if (group > 1) {  // the peers read this block's tiles until here
     cluster_arrive();
