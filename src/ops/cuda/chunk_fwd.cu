@@ -88,10 +88,10 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
   const long hc = long(c) * p.HV + hv;
 
   // k, v (and q) by cp.async, all in flight at once, then the L2 norm in place.
-  load_tile_zero_tail(sm.k, ldK, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, kDim);
-  load_tile_zero_tail(sm.v, ldK, p.v + (long(ch.start) * p.HV + hv) * kDim, long(p.HV) * kDim, ch.len, kDim);
+  load_tile_zero_fill(sm.k, ldK, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, kDim);
+  load_tile_zero_fill(sm.v, ldK, p.v + (long(ch.start) * p.HV + hv) * kDim, long(p.HV) * kDim, ch.len, kDim);
   if constexpr (kFusedOutput<T, U, G>)
-    load_tile_zero_tail(sm.inv.q, ldK, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, kDim);
+    load_tile_zero_fill(sm.inv.q, ldK, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, kDim);
   commit_async();
   load_gate_beta(sm.gam, sm.bet, kVector<G> ? nullptr : p.g, p.beta, ch.start, ch.len, p.HV, hv);
   if constexpr (kVector<G>) load_gate_vec(sm.gv, p.g, ch.start, ch.len, p.HV, hv);
@@ -301,7 +301,7 @@ __global__ void __launch_bounds__(Out ? 2 * kThreads : kThreads, kStateBlocksPer
   // Chunk ci's rows of q or k (kFusedOutput), zero past the sequence, and their scales rs + off.
   auto load_input_rows = [&](T* dst, float* scales, const T* x, int off, int ci, int tid) {
     const long row = (seq.bos + long(ci) * kChunk) * p.H + h;
-    load_tile_zero_tail(dst, ldK, x + row * kDim, long(p.H) * kDim, chunk_len(seq, ci), kDim, tid);
+    load_tile_zero_fill(dst, ldK, x + row * kDim, long(p.H) * kDim, chunk_len(seq, ci), kDim, tid);
     load_tile(scales, kChunk, ws.rs + head_chunk(ci) * kRowScaleStride + off, kChunk, 1, kChunk, tid);
   };
 

@@ -403,6 +403,12 @@ __device__ __forceinline__ void cp_async16(void* dst, const void* src) {
   const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src));
 }
+// The same copying `bytes` (16 or 0) of src and zero-filling the rest: 0 writes 16 zero bytes and
+// reads nothing (compute-sanitizer's memcheck finds no access for src past the tensor's end).
+__device__ __forceinline__ void cp_async16_or_zero(void* dst, const void* src, unsigned bytes) {
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes));
+}
 __device__ __forceinline__ void commit_async() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int N = 0>
 __device__ __forceinline__ void wait_async() {
@@ -582,6 +588,25 @@ __device__ __forceinline__ void load_tile_zero_tail(T* dst, int ld, const T* src
   load_tile(dst, ld, src, stride, rows, cols, tid);
   for (int i = tid; i < (kChunk - rows) * cols; i += kBlockThreads)
     dst[(rows + i / cols) * ld + i % cols] = from_float<T>(0.f);
+}
+// The same by cp.async's zero fill: every row's copy issued at a compile-time offset, the source
+// advanced by a constant step, the tail rows' copies reading nothing. The loop to the runtime
+// `rows` and the zeroing loop above take ~20 instructions a copy (with the shared-address
+// conversion, ~20% of the state passes' instructions); this one a quarter of that, but with every
+// copy unrolled it needs more registers. With it prepare, the state pass and intra_grad run 1–4%
+// faster; the single pass (at its 128-register cap) spilled and lost 8–13%, the vector gate's
+// reverse state pass 4–7%, so they keep load_tile_zero_tail (bench/gpu/NOTES.md).
+template <class T>
+__device__ __forceinline__ void load_tile_zero_fill(T* dst, int ld, const T* src, long stride, int rows, int cols,
+                                                    int tid = threadIdx.x) {
+  constexpr int kVec = 16 / sizeof(T);
+  const int pieces = cols / kVec, step = kBlockThreads / pieces;
+  const int r0 = tid / pieces, c = kVec * (tid % pieces);
+  dst += r0 * ld + c;
+  src += r0 * stride + c;
+  const long jump = step * stride;
+#pragma unroll
+  for (int r = 0; r < kChunk; r += step, src += jump) cp_async16_or_zero(dst + r * ld, src, r0 + r < rows ? 16u : 0u);
 }
 
 // The L2 norm of load_rows in place, over a [64][ld] tile that cp.async filled (load_tile_zero_tail):
