@@ -609,8 +609,9 @@ __device__ __forceinline__ void load_tile_zero_fill(T* dst, int ld, const T* src
   for (int r = 0; r < kChunk; r += step, src += jump) cp_async16_or_zero(dst + r * ld, src, r0 + r < rows ? 16u : 0u);
 }
 
-// The L2 norm of load_rows in place, over a [64][ld] tile that cp.async filled (load_tile_zero_tail):
-// every copy in flight at once, where load_rows waits for each tensor's rows before the next.
+// The L2 norm of load_rows in place, over a [64][ld] tile that cp.async filled (load_tile_zero_fill
+// or load_tile_zero_tail): every copy in flight at once, where load_rows waits for each tensor's
+// rows before the next.
 // With `rnorm`, rnorm[r] gets each row's reciprocal norm. `warp`: the caller's index among the 8
 // warps that share the rows (a block of several such groups gives each its own tile). Warp w takes
 // rows 8w..8w+7 at once, 4 lanes a row: lane quarter c holds the 4-element groups c, c + 4, ..., and
