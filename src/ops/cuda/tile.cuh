@@ -562,6 +562,17 @@ __device__ __forceinline__ void add_col_sums(float (&acc)[MT][NT][4], int m0, in
 // A loop over i = t, t + blockDim.x, ... that derived the row and column from i took ~20 integer
 // instructions per copy: 37% of the state pass's instructions (bench/gpu/NOTES.md, helper hlo).
 constexpr int kBlockThreads = 256;
+// Thread tid's share of a tile copy with rows of `cols` elements: the 16-byte piece at column c of
+// rows r0, r0 + step, ...
+template <class T>
+struct TilePieces {
+  int r0, c, step;
+  __device__ __forceinline__ TilePieces(int cols, int tid) {
+    constexpr int kVec = 16 / sizeof(T);
+    const int pieces = cols / kVec;
+    r0 = tid / pieces, c = kVec * (tid % pieces), step = kBlockThreads / pieces;
+  }
+};
 
 // Starts copying a [rows, cols] block of a tensor (row stride `stride`) into a tile with
 // row stride ld, by cp.async (wait_async() and a barrier before reading it).
@@ -570,9 +581,7 @@ constexpr int kBlockThreads = 256;
 template <class T>
 __device__ __forceinline__ void load_tile(T* dst, int ld, const T* src, long stride, int rows, int cols,
                                           int tid = threadIdx.x) {
-  constexpr int kVec = 16 / sizeof(T);
-  const int pieces = cols / kVec, step = kBlockThreads / pieces;
-  const int r0 = tid / pieces, c = kVec * (tid % pieces);
+  const auto [r0, c, step] = TilePieces<T>(cols, tid);
   dst += r0 * ld + c;
   src += r0 * stride + c;
 #pragma unroll 8
@@ -599,9 +608,7 @@ __device__ __forceinline__ void load_tile_zero_tail(T* dst, int ld, const T* src
 template <class T>
 __device__ __forceinline__ void load_tile_zero_fill(T* dst, int ld, const T* src, long stride, int rows, int cols,
                                                     int tid = threadIdx.x) {
-  constexpr int kVec = 16 / sizeof(T);
-  const int pieces = cols / kVec, step = kBlockThreads / pieces;
-  const int r0 = tid / pieces, c = kVec * (tid % pieces);
+  const auto [r0, c, step] = TilePieces<T>(cols, tid);
   dst += r0 * ld + c;
   src += r0 * stride + c;
   const long jump = step * stride;
@@ -653,9 +660,7 @@ __device__ __forceinline__ void normalize_rows_if(T* tile, int ld, bool l2norm, 
 template <class T>
 __device__ __forceinline__ void store_tile(T* dst, long stride, const T* src, int ld, int rows, int cols,
                                            int tid = threadIdx.x) {
-  constexpr int kVec = 16 / sizeof(T);
-  const int pieces = cols / kVec, step = kBlockThreads / pieces;
-  const int r0 = tid / pieces, c = kVec * (tid % pieces);
+  const auto [r0, c, step] = TilePieces<T>(cols, tid);
   dst += r0 * stride + c;
   src += r0 * ld + c;
 #pragma unroll 8
