@@ -550,6 +550,9 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
   // 64x128 products: warp tile 32x32. 64x64 products: warp tile 16x32.
   const int m0 = (warp % 2) * 32, n0 = (warp / 2) * 32;
   const int s0 = (warp % 4) * 16, t0 = (warp / 4) * 32;
+  // Warps 4 and 5 hold 64x64 tiles wholly above the diagonal, where the causal products (dP, M,
+  // dM, and what of dA matters) are zero: they skip those products.
+  const bool above = t0 >= s0 + 16;
   const float2 gl = gam[ch.len - 1];
   float dq[2][4][4], dk[2][4][4];
   zero(dq);
@@ -587,7 +590,7 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
   {  // dP = scale dO V'ᵀ (lower with diagonal); dγ += rowsum(dP ⊙ P) − colsum(dP ⊙ P)
     float acc[1][4][4];
     zero(acc);
-    warp_mma(acc, row_major(x2, ldK), row_major(sm.x3, ldK), s0, t0, kDim);
+    if (!above) warp_mma(acc, row_major(x2, ldK), row_major(sm.x3, ldK), s0, t0, kDim);
     const float scale = p.scale;
     for_each_pair(acc, s0, t0, [&](int i, int j, float& a, float& b) {
       a = j <= i ? scale * a : 0.f;
@@ -621,18 +624,21 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
     {  // M = StrictLower(K Kᵀ ⊙ Γ), for the dM phase's sums
       float acc[1][4][4];
       zero(acc);
-      warp_mma(acc, row_major(x1, ldK), row_major(x1, ldK), s0, t0, kDim);
+      if (!above) warp_mma(acc, row_major(x1, ldK), row_major(x1, ldK), s0, t0, kDim);
       for_each(acc, s0, t0, [&](int i, int j, float x) {
         sm.y2[i * ldC + j] = from_float<T>(decayed(gam, i, j, x, false));
       });
     }
     const T *dw = sm.x0, *dvp = sm.x2, *v = sm.x3;
-    {  // dA = (dW Kᵀ diag(e^γ) + dV' Vᵀ) diag(β)
+    {  // dA = (dW Kᵀ diag(e^γ) + dV' Vᵀ) diag(β), lower part: A is lower triangular, so StrictLower(Aᵀ
+       // dA Aᵀ) below does not depend on dA's strictly upper part
       float acc[1][4][4], acc2[1][4][4];
       zero(acc);
       zero(acc2);
-      warp_mma(acc, row_major(dw, ldK), row_major(x1, ldK), s0, t0, kDim);
-      warp_mma(acc2, row_major(dvp, ldK), row_major(v, ldK), s0, t0, kDim);
+      if (!above) {
+        warp_mma(acc, row_major(dw, ldK), row_major(x1, ldK), s0, t0, kDim);
+        warp_mma(acc2, row_major(dvp, ldK), row_major(v, ldK), s0, t0, kDim);
+      }
 #pragma unroll
       for (int nt = 0; nt < 4; ++nt)
 #pragma unroll
@@ -653,7 +659,7 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
     {  // dM = −Aᵀ X, strictly lower; M_ij = β_i (K Kᵀ)_ij Γ_ij
       float acc[1][4][4];
       zero(acc);
-      warp_mma(acc, col_major(sm.y0, ldC), col_major(sm.y3, ldC), s0, t0, kChunk);
+      if (!above) warp_mma(acc, col_major(sm.y0, ldC), col_major(sm.y3, ldC), s0, t0, kChunk);
       for_each(acc, s0, t0, [&](int i, int j, float& x) { x = j < i ? -x : 0.f; });
       // u = dM ⊙ (K Kᵀ ⊙ Γ): dβ_i += Σ_j u_ij, dγ_i += β_i Σ_j u_ij (both by dbg), dγ_j −= Σ_i β_i u_ij
       float u[1][4][4];

@@ -125,8 +125,16 @@ constexpr int kRowScaleStride = 2 * kChunk;  // floats per (chunk, value head) o
 
 // Entry (i, j) of a causal product decayed by the scalar gate: x e^{γ_i − γ_j} where j < i (and
 // j == i with `diagonal`: P, dP), else 0 (L, M: strictly lower).
+// The exponential is formed for every entry and the mask selects (above the diagonal it may be
+// inf, never selected): a branch around it cost a convergence barrier per entry (prepare and
+// intra_grad ~10% of their instructions). Branched: around the exponential, for the single pass at
+// its 128-register cap, where forming them all at once spilled (36 bytes, +17%).
+template <bool Branched = false>
 __device__ __forceinline__ float decayed(const float2* gam, int i, int j, float x, bool diagonal) {
-  return j < i || (diagonal && j == i) ? x * __expf(gate_diff(gam[i], gam[j])) : 0.f;
+  const bool below = j < i || (diagonal && j == i);
+  if constexpr (Branched) return below ? x * __expf(gate_diff(gam[i], gam[j])) : 0.f;
+  const float e = x * __expf(gate_diff(gam[i], gam[j]));
+  return below ? e : 0.f;
 }
 // Row r's scalars of the scalar gate, from γ_r, the chunk's last γ_L and β_r: e^{γ_L − γ_r} (Kd),
 // β_r e^{γ_r} (W's operand), β_r (U's), e^{γ_r} (Q e^γ).

@@ -169,7 +169,7 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
         warp_mma(acc, row_major(sm.k[nb], ldK), row_major(sm.k[nb], ldK), lm, ln, kDim);
         for_each_pair(acc, lm, ln, [&](int i, int j, float x0, float x1) {
           const float bi = sm.bet[i];
-          store2(sm.l + i * kLdL + j, decayed(sm.gam, i, j, bi * x0, false), decayed(sm.gam, i, j + 1, bi * x1, false));
+          store2(sm.l + i * kLdL + j, decayed<true>(sm.gam, i, j, bi * x0, false), decayed<true>(sm.gam, i, j + 1, bi * x1, false));
         });
         // The warp whose tile holds diagonal block b = gw % 4 (columns 32 (gw / 4) .. + 31) inverts it
         // at once: warps 0, 1, 6, 7, no block barrier between L and the substitution.
@@ -180,7 +180,7 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
       } else {
         warp_mma(acc, row_major(sm.q[nb], ldK), row_major(sm.k[nb], ldK), lm, ln, kDim);
         for_each_pair(acc, lm, ln, [&](int i, int j, float x0, float x1) {
-          store2(sm.pm + i * ldC + j, decayed(sm.gam, i, j, x0, true), decayed(sm.gam, i, j + 1, x1, true));
+          store2(sm.pm + i * ldC + j, decayed<true>(sm.gam, i, j, x0, true), decayed<true>(sm.gam, i, j + 1, x1, true));
         });
         if (ci >= 0) store_output(ci);
       }
