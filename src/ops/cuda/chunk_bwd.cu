@@ -616,8 +616,10 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
   // The gate terms of the state parts, then the intra-chunk products.
   add_row_dots(dq, q_rows, qk_stride, q_pieces, sm.rq, dgam, ch.len, m0, n0);
   add_row_dots(dk, k_rows, qk_stride, k_pieces, sm.rk, sm.kdsum, ch.len, m0, n0);
-  warp_mma(dq, row_major(sm.y1, ldC), col_major(x1, ldK), m0, n0, kChunk);  // dQ += (dP ⊙ Γ) K
-  warp_mma(dk, col_major(sm.y1, ldC), col_major(qt, ldK), m0, n0, kChunk);  // dK += (dP ⊙ Γ)ᵀ Q
+  // The products with triangular operands stop (or start) at the warp's diagonal: dP ⊙ Γ and A are
+  // lower triangular, rows m0.. of (dP ⊙ Γ) K need k < m0 + 32, of (dP ⊙ Γ)ᵀ Q and Aᵀ X k ≥ m0.
+  warp_mma(dq, row_major(sm.y1, ldC), col_major(x1, ldK), m0, n0, m0 + 32);     // dQ += (dP ⊙ Γ) K
+  warp_mma(dk, col_major(sm.y1, ldC), col_major(qt, ldK), m0, n0, kChunk, m0);  // dK += (dP ⊙ Γ)ᵀ Q
   if constexpr (kDelta<U>) {  // the gradient through A, W and U
     wait_async();
     __syncthreads();  // Q and dP ⊙ Γ are read; A, dV' and V landed
@@ -652,14 +654,16 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
     {  // X = dA Aᵀ
       float acc[1][4][4];
       zero(acc);
-      warp_mma(acc, row_major(sm.y1, ldC), row_major(sm.y0, ldC), s0, t0, kChunk);
+      // k ≥ s0 + 16 would take only dA's strictly upper part (dM does not depend on it), k ≥ t0 + 32
+      // only A's zeros.
+      warp_mma(acc, row_major(sm.y1, ldC), row_major(sm.y0, ldC), s0, t0, min(s0 + 16, t0 + 32));
       store_acc(sm.y3, ldC, acc, s0, t0);
     }
     __syncthreads();
     {  // dM = −Aᵀ X, strictly lower; M_ij = β_i (K Kᵀ)_ij Γ_ij
       float acc[1][4][4];
       zero(acc);
-      if (!above) warp_mma(acc, col_major(sm.y0, ldC), col_major(sm.y3, ldC), s0, t0, kChunk);
+      if (!above) warp_mma(acc, col_major(sm.y0, ldC), col_major(sm.y3, ldC), s0, t0, kChunk, s0);
       for_each(acc, s0, t0, [&](int i, int j, float& x) { x = j < i ? -x : 0.f; });
       // u = dM ⊙ (K Kᵀ ⊙ Γ): dβ_i += Σ_j u_ij, dγ_i += β_i Σ_j u_ij (both by dbg), dγ_j −= Σ_i β_i u_ij
       float u[1][4][4];
@@ -681,7 +685,7 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
     {  // W = A diag(β e^γ) K: Tw = Aᵀ dW
       float acc[2][4][4];
       zero(acc);
-      warp_mma(acc, col_major(sm.y0, ldC), col_major(dw, ldK), m0, n0, kChunk);
+      warp_mma(acc, col_major(sm.y0, ldC), col_major(dw, ldK), m0, n0, kChunk, m0);
       for_row_sums(  // dβ_i += e^γ_i Σ_j Tw_ij k_ij, dγ_i += β_i e^γ_i Σ_j Tw_ij k_ij (by dbg)
           acc, m0, n0,
           [&](int i, int j, float a, float b) {
@@ -696,7 +700,7 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
     {  // U = A diag(β) V: Tu = Aᵀ dV'
       float acc[2][4][4];
       zero(acc);
-      warp_mma(acc, col_major(sm.y0, ldC), col_major(dvp, ldK), m0, n0, kChunk);
+      warp_mma(acc, col_major(sm.y0, ldC), col_major(dvp, ldK), m0, n0, kChunk, m0);
       add_row_sums(acc, m0, n0, dbet, [&](int i, int j, float a, float b) {
         const float2 x = load2(v + i * ldK + j);
         return a * x.x + b * x.y;

@@ -221,11 +221,13 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], 
 template <class Op>
 using view_element = std::remove_const_t<std::remove_pointer_t<decltype(Op::p)>>;
 
-// One warp: acc[MT][NT] (16x8 tiles) += A[m0 : m0+16MT, 0:kdim] * B[0:kdim, n0 : n0+8NT].
-// kdim is a multiple of 16, NT even. Accumulator element i of tile (mt, nt) is at
+// One warp: acc[MT][NT] (16x8 tiles) += A[m0 : m0+16MT, k_begin:kdim] * B[k_begin:kdim, n0 : n0+8NT]
+// (k_begin < kdim: the rest of a triangular operand is zero). kdim and k_begin are multiples of
+// 16, NT even. Accumulator element i of tile (mt, nt) is at
 // row m0 + 16 mt + lane/4 + 8 (i / 2), column n0 + 8 nt + 2 (lane % 4) + i % 2.
 template <int MT, int NT, class OpA, class OpB>
-__device__ __forceinline__ void warp_mma(float (&acc)[MT][NT][4], OpA a, OpB b, int m0, int n0, int kdim) {
+__device__ __forceinline__ void warp_mma(float (&acc)[MT][NT][4], OpA a, OpB b, int m0, int n0, int kdim,
+                                         int k_begin = 0) {
   static_assert(NT % 2 == 0, "B fragments come in pairs of 8-column tiles");
   using T = view_element<OpA>;
   static_assert(std::is_same_v<T, view_element<OpB>>, "both operands of one element type");
@@ -236,7 +238,7 @@ __device__ __forceinline__ void warp_mma(float (&acc)[MT][NT][4], OpA a, OpB b, 
 #pragma unroll
     for (int np = 0; np < NT / 2; ++np) ba[np] = b.b_addr(n0 + 16 * np);
 #pragma unroll 2
-    for (int k0 = 0; k0 < kdim; k0 += 16) {
+    for (int k0 = k_begin; k0 < kdim; k0 += 16) {
       uint32_t af[MT][4], bf[NT / 2][4];
       const uint32_t ka = k0 / 16 * a.k_step(), kb = k0 / 16 * b.k_step();
 #pragma unroll
@@ -255,7 +257,7 @@ __device__ __forceinline__ void warp_mma(float (&acc)[MT][NT][4], OpA a, OpB b, 
   } else {
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
 #pragma unroll 2
-    for (int k0 = 0; k0 < kdim; k0 += 16) {
+    for (int k0 = k_begin; k0 < kdim; k0 += 16) {
       uint32_t ah[MT][4], al[MT][4], bh[NT][2], bl[NT][2];
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
