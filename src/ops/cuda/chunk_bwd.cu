@@ -550,8 +550,8 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
   // 64x128 products: warp tile 32x32. 64x64 products: warp tile 16x32.
   const int m0 = (warp % 2) * 32, n0 = (warp / 2) * 32;
   const int s0 = (warp % 4) * 16, t0 = (warp / 4) * 32;
-  // Warps 4 and 5 hold 64x64 tiles wholly above the diagonal, where the causal products (dP, M,
-  // dM, and what of dA matters) are zero: they skip those products.
+  // The 16x32 tiles of warps 4 and 5 lie wholly above the diagonal of the 64x64 products, where the
+  // causal ones (dP, M, dM, and what of dA matters) are zero: those warps skip them.
   const bool above = t0 >= s0 + 16;
   const float2 gl = gam[ch.len - 1];
   float dq[2][4][4], dk[2][4][4];
