@@ -144,8 +144,7 @@ __global__ void __launch_bounds__(kStateGroups<Cols> * kThreads, 1)
         load_tile(sm.qg[b], ldK, ws.fwd.qg + hc * kChunk * kDim, kDim, kChunk, kDim, gt);
       }
       load_tile(sm.pm[b], ldC, ws.fwd.p + hc * kChunk * kChunk, kChunk, kChunk, kChunk, gt);
-      load_rows_of(sm.d_o[b], ldS, bp.d_o + (start * p.HV + hv) * kDim + v0, long(p.HV) * kDim, len, Cols,
-                          gt);
+      load_rows_of(sm.d_o[b], ldS, bp.d_o + (start * p.HV + hv) * kDim + v0, long(p.HV) * kDim, len, Cols, gt);
       if constexpr (kVector<G>)
         load_tile(sm.gam[b], kDim, ws.fwd.gam + (hc * kChunk + len - 1) * kDim, kDim, 1, kDim, gt);
       else

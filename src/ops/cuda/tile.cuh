@@ -416,14 +416,12 @@ __device__ __forceinline__ void quad_row_pairs(uint4 a, float2 (&x)[4]) {
 // wait_async<N>() waits until at most N of the thread's groups are pending; a barrier after
 // it publishes the copies to the block.
 __device__ __forceinline__ void cp_async16(void* dst, const void* src) {
-  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(dst)), "l"(src));
 }
 // The same copying `bytes` (16 or 0) of src and zero-filling the rest: 0 writes 16 zero bytes and
 // reads nothing (compute-sanitizer's memcheck finds no access for src past the tensor's end).
 __device__ __forceinline__ void cp_async16_or_zero(void* dst, const void* src, unsigned bytes) {
-  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(bytes));
 }
 __device__ __forceinline__ void commit_async() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int N = 0>
