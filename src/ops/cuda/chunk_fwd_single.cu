@@ -3,56 +3,64 @@
 //
 // The two-kernel forward (chunk_fwd.cu) sends ~210 KB per chunk-head through memory: prepare's W,
 // U, Kd, P and Q e^γ out and back into the state pass, beside q, k, v in and o out (64 KB). Here a
-// block per (sequence, value head), one per SM (512 threads, ~217 KB of shared memory), forms them
-// itself chunk after chunk, so that only q, k, v and o cross memory. Each step is six phases between
-// block barriers over two groups of eight warps (state: warps 0–7; output: warps 8–15):
-//   1  state: V' = U − W S              output: O = e^γ ⊙ Q S
-//   2  state: S ← e^{γ_L} S + Kdᵀ V'    output: O += P V', staged over Q
-//      (Kd = diag(e^{γ_L − γ}) K, scaled as its fragments load)
-//   3  chunk c + 1's q and k normalised, its gate summed and row scales formed
-//   4  state: L = StrictLower(diag(β) K Kᵀ ⊙ Γ), and the four warps whose tiles hold its diagonal
-//      blocks invert them (I + L_bb)⁻¹ at once      output: P = Q Kᵀ ⊙ Γ (lower with the diagonal); O leaves
-//   5  state warps 0–3: A = (I + L)⁻¹ (chunk_fwd.cuh), kept as A diag(β e^γ) and A diag(β)
-//                                       output: the copies (cp.async) of chunk c + 2 start
-//   6  state: W = A diag(β e^γ) K       output: U = A diag(β) V
-// Phases 1–2 step chunk c, 3–6 prepare chunk c + 1; the copies have phases 6, 1 and 2 to land. W, U,
-// P and the operands of the step have one buffer each (a phase reads what an earlier phase of the
-// same step or the step before wrote; none is overwritten before its last read), q, k and v two.
-// The memory work sits in phases 4 and 5, beside the substitution and the inverse's chain of small
-// products (bench/gpu/NOTES.md: per-phase clock counts).
-// Block barriers only: racecheck does not follow named ones (chunk_fwd.cuh, invert_diagonal_blocks).
-// The rounding is the two-kernel forward's but in three places: A's columns carry β e^γ and β (A
-// diag(β e^γ) rounded, where that path rounds β e^γ K), U stays in the block (rounded to the input
-// type as there), and e^γ scales Q S in fp32 (that path rounds Q e^γ).
+// block per (sequence, value head), one per SM (384 threads, ~209 KB of shared memory), forms what
+// it needs itself, so that only q, k, v and o cross memory, and steps chunk c's state while it
+// prepares chunk c + 1 and loads chunk c + 2:
+//   - the state warps (4–11) each own 16 value columns of the state, Sᵀ (16 × 128) in fp32
+//     registers for the whole sequence, and take them through the chunk with no other warp's help:
+//     every product has Sᵀ, or a result of the step before, as its A operand in registers
+//     (tile.cuh warp_mma_a_regs), and the chunk's tiles as B from shared memory:
+//       Xᵀ  = Vᵀ − (Sᵀ Kᵀ) diag(e^γ)          V'ᵀ = Xᵀ (A diag β)ᵀ            (V' = U − W S)
+//       Oᵀ  = (Sᵀ Qᵀ) diag(e^γ) + V'ᵀ Pᵀ       Sᵀ ← e^{γ_L} Sᵀ + V'ᵀ diag(e^{γ_L − γ}) K
+//     so that W = A diag(β e^γ) K and U = A diag(β) V are never formed, and O leaves from each
+//     warp's own columns (staged over its columns of V, which it alone reads).
+//   - the prepare warps (0–3) normalise chunk c + 1's q and k, sum its gate, form L =
+//     StrictLower(diag(β) K Kᵀ ⊙ Γ) (warp b its row block b, whose diagonal block it inverts at
+//     once) and A = (I + L)⁻¹ by row blocks (chunk_fwd.cuh), kept as A diag(β); the state warps
+//     form chunk c + 1's P = Q Kᵀ ⊙ Γ (lower with the diagonal) and start chunk c + 2's copies.
+// Three phases a step between block barriers (racecheck does not follow named ones; chunk_fwd.cuh,
+// invert_diagonal_blocks):
+//   1  state: Xᵀ, V'ᵀ; chunk c + 2's copies (cp.async)   prepare: q, k normalised; the gate
+//   2  state: Oᵀ, O leaves                                 prepare: L, its diagonal blocks inverted
+//   3  state: Sᵀ updated; P of chunk c + 1                 prepare: A diag(β)
+// q, k and v have three buffers (chunk c's, c + 1's being prepared, c + 2's landing), A diag(β),
+// P and the row scales two, L one.
+// The rounding is the two-kernel forward's but where W and U were: X is rounded to the input type
+// before its product with A diag(β) (where that path rounds U, W and S), V' before the update is
+// scaled by e^{γ_L − γ} (where that path rounds the scale and Kd), and e^γ scales Q S in fp32.
 #include "chunk_fwd.cuh"
 
 namespace gdn::cuda::detail {
 
 namespace {
 
-constexpr int kGroupThreads = kBlockThreads;           // one group: the tile copies' 256 threads
-constexpr int kSinglePassThreads = 2 * kGroupThreads;  // the state and the output group
+constexpr int kPrepareWarps = 4;                    // inverse_rows: warps 0–3
+constexpr int kStateWarps = kBlockThreads / 32;     // 8: the tile copies' 256 threads
+constexpr int kSinglePassThreads = 32 * (kPrepareWarps + kStateWarps);
 
 template <class T>
 struct SinglePassSmem {
-  T q[2][kChunk * tile_ld<T>(kDim)];  // chunk c's q in buffer c % 2, normalised; then O, staged
-  T k[2][kChunk * tile_ld<T>(kDim)];  // k, normalised
-  T v[2][kChunk * tile_ld<T>(kDim)];  // v
-  union {
-    float l[kChunk * kLdL];           // L, its diagonal blocks then inverted in place (phases 4–5)
-    T w[kChunk * tile_ld<T>(kDim)];   // W (phase 6, read in phase 1)
-  };
-  T u[kChunk * tile_ld<T>(kDim)];     // U
-  T aw[kChunk * tile_ld<T>(kChunk)];  // A diag(β e^γ)
-  T au[kChunk * tile_ld<T>(kChunk)];  // A diag(β)
-  T pm[kChunk * tile_ld<T>(kChunk)];  // P
-  T s[kDim * tile_ld<T>(kDim)];       // the state entering the chunk, as an mma operand
-  T vn[kChunk * tile_ld<T>(kDim)];    // V'
+  T q[3][kChunk * tile_ld<T>(kDim)];  // buffer c % 3: chunk c's q (normalised in place)
+  T k[3][kChunk * tile_ld<T>(kDim)];
+  T v[3][kChunk * tile_ld<T>(kDim)];  // v; then O, staged over each warp's columns
+  float l[kChunk * kLdL];             // L, its diagonal blocks then inverted in place
+  T ab[2][kChunk * tile_ld<T>(kChunk)];  // buffer c % 2: A diag(β)
+  T pm[2][kChunk * tile_ld<T>(kChunk)];  // P
+  float eg[2][kChunk];                // e^γ
+  float ed[2][kChunk];                // e^{γ_L − γ}
+  float decay[2];                     // e^{γ_L}
   float2 gam[kChunk];                 // γ (hi, lo) of the chunk being prepared
-  float bet[kChunk];
-  float4 row_scale[kChunk];           // per row: gate_row_scale
-  float decay;                        // e^{γ_L}
+  float bet[kChunk];                  // its β
 };
+
+// The lane's address for ldmatrix / stmatrix .x4 .trans between the accumulator tiles 2p, 2p + 1 of
+// a warp's 16 rows (the transposed tile's columns v0..v0+15) and rows 16p..16p+15, columns
+// v0..v0+15 of a [*][ld] tile: registers 0, 1 tile 2p's rows v0 + g, v0 + 8 + g; 2, 3 tile 2p + 1's.
+template <class T>
+__device__ __forceinline__ uint32_t transposed_pair_addr(const T* tile, int ld, int v0, int p) {
+  const int l = threadIdx.x & 31, m = l >> 3;
+  return smem_addr(tile + (16 * p + 8 * (m >> 1) + (l & 7)) * ld + v0 + 8 * (m & 1));
+}
 
 template <class T>
 __global__ void __launch_bounds__(kSinglePassThreads, 1)
@@ -63,159 +71,192 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
   Smem& sm = *reinterpret_cast<Smem*>(smem4);
 
   const int n = blockIdx.x / p.HV, hv = blockIdx.x % p.HV, h = hv / (p.HV / p.H);
-  const int warp = threadIdx.x >> 5;
-  const bool state_group = threadIdx.x < kGroupThreads;
-  const int gt = threadIdx.x % kGroupThreads, gw = gt >> 5;  // thread and warp within the group
-  const bool gate_warp = warp == kSinglePassThreads / 32 - 1;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const bool state_warp = warp >= kPrepareWarps;
+  const int sw = warp - kPrepareWarps, st_tid = threadIdx.x - 32 * kPrepareWarps;  // within the state warps
+  const int v0 = 16 * sw;  // a state warp's value columns
+  const bool gate_warp = warp == 1;
   const SeqInfo seq = seqs[n];
   const int chunks = chunk_count(seq);
   const long state_base = (long(n) * p.HV + hv) * kDim * kDim;
   auto start = [&](int ci) { return seq.bos + ci * kChunk; };
-  // A warp's tile of V', O and U: rows m0..m0+15, columns n0..n0+63; of the state: rows s0..s0+15,
-  // all 128 columns (fp32 registers of the state group, for the whole sequence).
-  const int m0 = (gw % 4) * 16, n0 = (gw / 4) * (kDim / 2), s0 = 16 * gw;
-  // The state group's products beside its state in two passes of half the accumulators (one pass
-  // measured no faster, and ptxas spilled more).
-  constexpr int kParts = 2;
 
-  // Chunk ci's q, k and v into buffer ci % 2, zero rows beyond its length; by the output group, in
-  // phase 5 (where it would idle).
+  // Chunk ci's q, k and v into buffer ci % 3, zero rows beyond its length (the state warps).
   auto copy_inputs = [&](int ci) {
-    const int b = ci % 2, len = chunk_len(seq, ci);
+    const int b = ci % 3, len = chunk_len(seq, ci);
     const long qk = (long(start(ci)) * p.H + h) * kDim, vv = (long(start(ci)) * p.HV + hv) * kDim;
-    load_tile_zero_tail(sm.k[b], ldK, p.k + qk, long(p.H) * kDim, len, kDim, gt);
-    load_tile_zero_tail(sm.v[b], ldK, p.v + vv, long(p.HV) * kDim, len, kDim, gt);
-    load_tile_zero_tail(sm.q[b], ldK, p.q + qk, long(p.H) * kDim, len, kDim, gt);
-  };
-  // O of chunk ci, staged over its q, leaves (the output group).
-  auto store_output = [&](int ci) {
-    store_tile(o + (long(start(ci)) * p.HV + hv) * kDim, long(p.HV) * kDim, sm.q[ci % 2], ldK, chunk_len(seq, ci),
-               kDim, gt);
+    load_tile_zero_tail(sm.k[b], ldK, p.k + qk, long(p.H) * kDim, len, kDim, st_tid);
+    load_tile_zero_tail(sm.v[b], ldK, p.v + vv, long(p.HV) * kDim, len, kDim, st_tid);
+    load_tile_zero_tail(sm.q[b], ldK, p.q + qk, long(p.H) * kDim, len, kDim, st_tid);
   };
   GateRows gate;  // the gate warp's rows of g and β of the next chunk to prepare
   auto fetch_gate = [&](int ci) { gate = fetch_gate_beta(p.g, p.beta, start(ci), chunk_len(seq, ci), p.HV, hv); };
 
-  // The state group's state; the output group's accumulators (O, then U) live in the same
-  // registers, which its threads do not otherwise use: as two arrays, ptxas kept both live and spilled.
+  // A state warp's Sᵀ: rows v0..v0+15 (value columns of S), all 128 key columns. Between phases 1
+  // and 3, V'ᵀ as the A fragments of its two products (the update's scaled as it is read: a second
+  // set of fragments spilled at the 168-register cap).
   float st[1][kDim / 8][4];
-  auto& oacc = reinterpret_cast<float(&)[1][kDim / 16][4]>(st);
-  if (!state_group && chunks > 0) copy_inputs(0);
+  uint32_t vn[kChunk / 16][4];
+  auto state_fragment = [&](int ks, uint32_t(&a)[4]) { acc_a_fragment<T>(st, ks, a, [](int, float x) { return x; }); };
+  if (state_warp) {
+    if (chunks > 0) copy_inputs(0);
+    for_each(st, v0, 0, [&](int i, int j, float& x) { x = h0 ? h0[state_base + j * kDim + i] : 0.f; });
+  }
   commit_async();
   if (gate_warp && chunks > 0) fetch_gate(0);
-  if (state_group) {
-    for_each(st, s0, 0, [&](int i, int j, float& x) { x = h0 ? h0[state_base + i * kDim + j] : 0.f; });
-    store_acc(sm.s, ldK, st, s0, 0);
-  }
+  wait_async();
+  __syncthreads();
 
-  for (int ci = -1; ci < chunks; ++ci) {
-    if (ci >= 0) {
-      const int b = ci % 2;
-      // Phase 1.
-      if (state_group) {
+  for (int c = -1; c < chunks; ++c) {
+    const int nc = c + 1;                       // the chunk prepared
+    const int b = (c + 3) % 3, b2 = (c + 2) % 2;  // chunk c's buffers
+    const int nb = nc % 3, nb2 = nc % 2;
+    const bool step = c >= 0, prepare = nc < chunks;
+    // Phase 1.
+    if (state_warp) {
+      if (c + 2 < chunks) copy_inputs(c + 2);  // over chunk c − 1's buffers
+      commit_async();
+      if (step) {
+        float acc[1][kChunk / 8][4];
+        zero(acc);
+        warp_mma_a_regs<kChunk / 8, kDim / 16>(acc, state_fragment, row_major(sm.k[b], ldK), 0);  // Sᵀ Kᵀ
+        // Xᵀ = Vᵀ − (Sᵀ Kᵀ) diag(e^γ), Vᵀ loaded transposed in the accumulator layout.
 #pragma unroll
-        for (int part = 0; part < kParts; ++part) {
-          float acc[1][kDim / 16 / kParts][4];
-          const int np = n0 + part * (kDim / 2 / kParts);
-          zero(acc);
-          warp_mma(acc, row_major(sm.w, ldK), col_major(sm.s, ldK), m0, np, kDim);
-          for_each_pair(acc, m0, np, [&](int i, int j, float x0, float x1) {
-            const float2 u = load2(sm.u + i * ldK + j);
-            store2(sm.vn + i * ldK + j, u.x - x0, u.y - x1);
-          });
+        for (int pr = 0; pr < kChunk / 16; ++pr) {
+          uint32_t vt[4];
+          ldmatrix_x4<true>(vt, transposed_pair_addr(sm.v[b], ldK, v0, pr));
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            float(&x)[4] = acc[0][2 * pr + (e >> 1)];
+            const float2 vv = load2(reinterpret_cast<const T*>(&vt[e]));
+            const float2 eg = load2(sm.eg[b2] + 16 * pr + 8 * (e >> 1) + 2 * (lane & 3));
+            const int i = 2 * (e & 1);
+            x[i] = vv.x - x[i] * eg.x;
+            x[i + 1] = vv.y - x[i + 1] * eg.y;
+          }
         }
-      } else {  // Q S, rows scaled by e^γ
-        zero(oacc);
-        warp_mma(oacc, row_major(sm.q[b], ldK), col_major(sm.s, ldK), m0, n0, kDim);
-        for_each(oacc, m0, n0, [&](int i, int, float& x) { x *= sm.row_scale[i].w; });
+        uint32_t xa[kChunk / 16][4];  // Xᵀ as fragments before V'ᵀ's accumulators: 16 registers, not 32
+#pragma unroll
+        for (int ks = 0; ks < kChunk / 16; ++ks) acc_a_fragment<T>(acc, ks, xa[ks], [](int, float x) { return x; });
+        float vacc[1][kChunk / 8][4];
+        zero(vacc);
+        warp_mma_a_regs<kChunk / 8, kChunk / 16, true>(vacc, fragments(xa), row_major(sm.ab[b2], ldC), 0);  // V'ᵀ = Xᵀ (A diag β)ᵀ
+#pragma unroll
+        for (int ks = 0; ks < kChunk / 16; ++ks) acc_a_fragment<T>(vacc, ks, vn[ks], [](int, float x) { return x; });
       }
-      __syncthreads();
-      // Phase 2.
-      if (state_group) {
-        const float decay = sm.decay;
-        for_each(st, s0, 0, [&](int, int, float& x) { x *= decay; });
-        const ScaledColMajorK<T> kd{sm.k[b], ldK, &sm.row_scale[0].x, 4};  // Kdᵀ = (diag(e^{γ_L − γ}) K)ᵀ
-        warp_mma(st, kd, col_major(sm.vn, ldK), s0, 0, kChunk);
-        store_acc(sm.s, ldK, st, s0, 0);
-      } else {
-        warp_mma(oacc, row_major(sm.pm, ldC), col_major(sm.vn, ldK), m0, n0, kChunk);
-        store_acc(sm.q[b], ldK, oacc, m0, n0, p.scale);  // over Q, read to the end in phase 1
+    } else if (prepare) {
+      if (p.l2norm)
+        for (int r = warp; r < kChunk / 8; r += kPrepareWarps) {
+          normalize_rows(sm.q[nb], ldK, nullptr, r);
+          normalize_rows(sm.k[nb], ldK, nullptr, r);
+        }
+      if (gate_warp) {  // γ and β of chunk nc, its row scales
+        scan_gate_beta(gate, sm.gam, sm.bet, true);
+        if (nc + 1 < chunks) fetch_gate(nc + 1);
+        __syncwarp();
+        const float2 gL = sm.gam[chunk_len(seq, nc) - 1];
+        for (int r = 2 * lane; r < 2 * lane + 2; ++r) {
+          const float4 rs = gate_row_scale(gL, sm.gam[r], 0.f);
+          sm.eg[nb2][r] = rs.w;
+          sm.ed[nb2][r] = rs.x;
+        }
+        if (lane == 0) sm.decay[nb2] = __expf(gL.x);
       }
     }
-    wait_async();  // chunk ci + 1's copies, issued a step ago
+    __syncthreads();
+    // Phase 2.
+    if (state_warp) {
+      if (step) {
+        float acc[1][kChunk / 8][4];
+        zero(acc);
+        warp_mma_a_regs<kChunk / 8, kDim / 16>(acc, state_fragment, row_major(sm.q[b], ldK), 0);  // Sᵀ Qᵀ
+        for_each(acc, 0, 0, [&](int, int j, float& x) { x *= sm.eg[b2][j]; });
+        warp_mma_a_regs<kChunk / 8, kChunk / 16, true>(
+            acc, fragments(vn), row_major(sm.pm[b2], ldC), 0);  // + V'ᵀ Pᵀ
+        // Oᵀ into the warp's columns of V, transposed; then its 64 rows of 32 bytes leave.
+#pragma unroll
+        for (int pr = 0; pr < kChunk / 16; ++pr) {
+          uint32_t r[4];
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const float(&x)[4] = acc[0][2 * pr + (e >> 1)];
+            const int i = 2 * (e & 1);
+            r[e] = pack2<T>(p.scale * x[i], p.scale * x[i + 1]);
+          }
+          stmatrix_x4_trans(transposed_pair_addr(sm.v[b], ldK, v0, pr), r);
+        }
+        __syncwarp();
+        const int len = chunk_len(seq, c);
+        T* out = o + (long(start(c)) * p.HV + hv) * kDim + v0;
+#pragma unroll
+        for (int i = 0; i < 2 * kChunk / 32; ++i) {
+          const int row = (lane + 32 * i) >> 1, half = lane & 1;
+          if (row < len)
+            *reinterpret_cast<uint4*>(out + long(row) * p.HV * kDim + 8 * half) =
+                *reinterpret_cast<const uint4*>(sm.v[b] + row * ldK + v0 + 8 * half);
+        }
+      }
+    } else if (prepare) {
+      // L by 16×16 blocks (those above the diagonal are never read): warp w its diagonal block,
+      // which it inverts at once, then the blocks below, two each to warps 0 and 1 and one to 2 and 3,
+      // whose row blocks of A take longer in phase 3.
+      auto l_block = [&](int r, int c) {
+        float acc[1][2][4];
+        zero(acc);
+        warp_mma(acc, row_major(sm.k[nb], ldK), row_major(sm.k[nb], ldK), 16 * r, 16 * c, kDim);
+        for_each_pair(acc, 16 * r, 16 * c, [&](int i, int j, float x0, float x1) {
+          const float bi = sm.bet[i];
+          store2(sm.l + i * kLdL + j, decayed(sm.gam, i, j, bi * x0, false), decayed(sm.gam, i, j + 1, bi * x1, false));
+        });
+      };
+      l_block(warp, warp);
+      __syncwarp();
+      inverse::invert_diagonal_block(sm.l, warp);
+      if (warp < 2) {
+        l_block(warp + 1, 0);
+        l_block(3, warp);
+      } else {
+        l_block(warp, warp - 1);
+      }
+    }
     __syncthreads();
     // Phase 3.
-    const int nc = ci + 1, nb = nc % 2;  // the chunk prepared, and its buffer
-    if (nc >= chunks) {
-      if (ci >= 0 && !state_group) store_output(ci);
-      break;
-    }
-    if (p.l2norm) normalize_rows(state_group ? sm.k[nb] : sm.q[nb], ldK, nullptr, gw);
-    if (gate_warp) {  // γ and β of chunk nc, and its row scales
-      scan_gate_beta(gate, sm.gam, sm.bet, true);
-      if (nc + 1 < chunks) fetch_gate(nc + 1);
-      __syncwarp();
-      const float2 gL = sm.gam[chunk_len(seq, nc) - 1];
-      for (int r = 2 * (threadIdx.x & 31); r < 2 * (threadIdx.x & 31) + 2; ++r)
-        sm.row_scale[r] = gate_row_scale(gL, sm.gam[r], sm.bet[r]);
-      if ((threadIdx.x & 31) == 0) sm.decay = __expf(gL.x);
-    }
-    __syncthreads();
-    // Phase 4.
-    {
-      float acc[1][4][4];
-      zero(acc);
-      const int lm = (gw % 4) * 16, ln = (gw / 4) * 32;
-      if (state_group) {
-        warp_mma(acc, row_major(sm.k[nb], ldK), row_major(sm.k[nb], ldK), lm, ln, kDim);
-        for_each_pair(acc, lm, ln, [&](int i, int j, float x0, float x1) {
-          const float bi = sm.bet[i];
-          store2(sm.l + i * kLdL + j, decayed<true>(sm.gam, i, j, bi * x0, false), decayed<true>(sm.gam, i, j + 1, bi * x1, false));
-        });
-        // The warp whose tile holds diagonal block b = gw % 4 (columns 32 (gw / 4) .. + 31) inverts it
-        // at once: warps 0, 1, 6, 7, no block barrier between L and the substitution.
-        if (gw / 4 == gw % 4 / 2) {
-          __syncwarp();
-          inverse::invert_diagonal_block(sm.l, gw % 4);
-        }
-      } else {
+    if (state_warp) {
+      if (step) {
+        const float decay = sm.decay[b2];
+        for_each(st, 0, 0, [&](int, int, float& x) { x *= decay; });
+        warp_mma_a_regs<kDim / 8, kChunk / 16>(
+            st,
+            [&](int ks, uint32_t(&a)[4]) {
+              const int j = 16 * ks + 2 * (lane & 3);
+#pragma unroll
+              for (int e = 0; e < 4; ++e) {
+                const float2 x = load2(reinterpret_cast<const T*>(&vn[ks][e]));
+                const float2 d = load2(sm.ed[b2] + j + 8 * (e >> 1));
+                a[e] = pack2<T>(x.x * d.x, x.y * d.y);
+              }
+            },
+            col_major(sm.k[b], ldK), 0);  // Sᵀ += V'ᵀ diag(e^{γ_L − γ}) K
+      }
+      // P of chunk nc: a 16×32 tile a warp, those wholly above the diagonal zero and never read.
+      const int lm = (sw % 4) * 16, ln = (sw / 4) * 32;
+      if (prepare && ln < lm + 16) {
+        float acc[1][4][4];
+        zero(acc);
         warp_mma(acc, row_major(sm.q[nb], ldK), row_major(sm.k[nb], ldK), lm, ln, kDim);
         for_each_pair(acc, lm, ln, [&](int i, int j, float x0, float x1) {
-          store2(sm.pm + i * ldC + j, decayed<true>(sm.gam, i, j, x0, true), decayed<true>(sm.gam, i, j + 1, x1, true));
+          store2(sm.pm[nb2] + i * ldC + j, decayed(sm.gam, i, j, x0, true), decayed(sm.gam, i, j + 1, x1, true));
         });
-        if (ci >= 0) store_output(ci);
       }
-    }
-    __syncthreads();
-    // Phase 5.
-    if (!state_group) {
-      if (nc + 1 < chunks) copy_inputs(nc + 1);  // over chunk ci's buffers: q's O has left, k and v are read
-      commit_async();
-    }
-    if (warp < 4)
+      wait_async();  // chunk c + 2's copies
+    } else if (prepare) {
       inverse_rows(sm.l, [&](int i, int j, float x0, float x1) {
-        const float4 c0 = sm.row_scale[j], c1 = sm.row_scale[j + 1];
-        store2(sm.aw + i * ldC + j, x0 * c0.y, x1 * c1.y);
-        store2(sm.au + i * ldC + j, x0 * c0.z, x1 * c1.z);
+        store2(sm.ab[nb2] + i * ldC + j, x0 * sm.bet[j], x1 * sm.bet[j + 1]);
       });
-    __syncthreads();
-    // Phase 6. A is lower triangular: rows m..m+15 need its first m + 16 columns.
-    if (state_group) {
-#pragma unroll
-      for (int part = 0; part < kParts; ++part) {
-        float acc[1][8 / kParts][4];
-        const int wn = (gw / 4) * 64 + part * (64 / kParts);
-        zero(acc);
-        warp_mma(acc, row_major(sm.aw, ldC), col_major(sm.k[nb], ldK), m0, wn, m0 + 16);
-        store_acc(sm.w, ldK, acc, m0, wn);  // over L, read to the end in phase 5
-      }
-    } else {
-      zero(oacc);
-      warp_mma(oacc, row_major(sm.au, ldC), col_major(sm.v[nb], ldK), m0, n0, m0 + 16);
-      store_acc(sm.u, ldK, oacc, m0, n0);
     }
     __syncthreads();
   }
-  if (state_group && ht) store_acc(ht + state_base, kDim, st, s0, 0);
+  if (state_warp && ht) for_each(st, v0, 0, [&](int i, int j, float& x) { ht[state_base + j * kDim + i] = x; });
 }
 
 }  // namespace

@@ -100,6 +100,15 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t a) {
                  : "r"(a));
 }
 
+// Four 8x8 matrices of 16-bit elements from registers to shared memory (sm_90), the inverse of
+// ldmatrix: lane l gives the address of row l % 8 of matrix l / 8; with .trans each is stored
+// transposed.
+__device__ __forceinline__ void stmatrix_x4_trans(uint32_t a, const uint32_t (&r)[4]) {
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1,%2,%3,%4};\n" ::"r"(a), "r"(r[0]), "r"(r[1]),
+               "r"(r[2]), "r"(r[3])
+               : "memory");
+}
+
 // Operand views. Element (r, k) of the product's operand, r the row of A (or the column of
 // B), k the reduction index. RowMajorK: stored p[r * ld + k]; ColMajorK: stored p[k * ld + r].
 // fp32 views give pairs (r, k), (r, k + 1); 16-bit views (the primary templates, T bf16 or
@@ -281,6 +290,60 @@ __device__ __forceinline__ void warp_mma(float (&acc)[MT][NT][4], OpA a, OpB b, 
           mma_bf16(acc[mt][nt], ah[mt], bl[nt][0], bl[nt][1]);
           mma_bf16(acc[mt][nt], al[mt], bh[nt][0], bh[nt][1]);
         }
+    }
+  }
+}
+
+// Two floats as one register of 16-bit type T (the low half first).
+template <class T>
+__device__ __forceinline__ uint32_t pack2(float a, float b) {
+  uint32_t r;
+  store2(reinterpret_cast<T*>(&r), a, b);
+  return r;
+}
+// k step ks (columns 16ks..16ks+15) of a warp's 16 fp32 accumulator rows acc[0][..] as the A
+// fragment of mma.m16n8k16 in type T: the accumulator layout of two 8-column tiles is the A
+// layout of one k step. f(col, x) gives the value (a column scale, or x itself).
+template <class T, int NT, class F>
+__device__ __forceinline__ void acc_a_fragment(const float (&acc)[1][NT][4], int ks, uint32_t (&a)[4], F&& f) {
+  const int c = 16 * ks + 2 * (threadIdx.x & 3);
+#pragma unroll
+  for (int e = 0; e < 4; ++e) {
+    const int nt = 2 * ks + (e >> 1), i = 2 * (e & 1), col = c + 8 * (e >> 1);
+    a[e] = pack2<T>(f(col, acc[0][nt][i]), f(col + 1, acc[0][nt][i + 1]));
+  }
+}
+
+// The A operand of warp_mma_a_regs from fragments held as they are.
+template <int KS>
+__device__ __forceinline__ auto fragments(const uint32_t (&f)[KS][4]) {
+  return [&f](int ks, uint32_t(&a)[4]) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) a[e] = f[ks][e];
+  };
+}
+// One warp, A from registers: acc[0][0..NT) (16 × 8NT at column n0) += A · B[0:16KS, n0:n0+8NT],
+// a(ks, frag) giving A's k step ks as an mma fragment (acc_a_fragment: a product's result feeds the
+// next without shared memory). Causal: B's 16×16 block of k step ks and column pair np (columns
+// 16np..16np+15, n0 = 0) is zero where ks > np, and skipped.
+template <int NT, int KS, bool Causal = false, class FA, class OpB>
+__device__ __forceinline__ void warp_mma_a_regs(float (&acc)[1][NT][4], FA&& a, OpB b, int n0) {
+  static_assert(NT % 2 == 0, "B fragments come in pairs of 8-column tiles");
+  using T = view_element<OpB>;
+  static_assert(k16Bit<T>, "16-bit operands");
+  uint32_t ba[NT / 2];
+#pragma unroll
+  for (int np = 0; np < NT / 2; ++np) ba[np] = b.b_addr(n0 + 16 * np);
+#pragma unroll
+  for (int ks = 0; ks < KS; ++ks) {
+    uint32_t af[4];
+    a(ks, af);
+#pragma unroll
+    for (int np = Causal ? ks : 0; np < NT / 2; ++np) {
+      uint32_t bf[4];
+      ldmatrix_x4<OpB::kTrans>(bf, ba[np] + ks * b.k_step());
+      mma_16bit<T>(acc[0][2 * np], af, bf[0], bf[1]);
+      mma_16bit<T>(acc[0][2 * np + 1], af, bf[2], bf[3]);
     }
   }
 }
