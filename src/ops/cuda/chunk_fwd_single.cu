@@ -15,9 +15,9 @@
 //     so that W = A diag(β e^γ) K and U = A diag(β) V are never formed, and O leaves from each
 //     warp's own columns (staged over its columns of V, which it alone reads).
 //   - the prepare warps (0–3) normalise chunk c + 1's q and k, sum its gate, form L =
-//     StrictLower(diag(β) K Kᵀ ⊙ Γ) (warp b its row block b, whose diagonal block it inverts at
-//     once) and A = (I + L)⁻¹ by row blocks (chunk_fwd.cuh), kept as A diag(β); the state warps
-//     form chunk c + 1's P = Q Kᵀ ⊙ Γ (lower with the diagonal) and start chunk c + 2's copies.
+//     StrictLower(diag(β) K Kᵀ ⊙ Γ) by 16×16 blocks (warp b inverts its diagonal block at once)
+//     and A = (I + L)⁻¹ by row blocks (chunk_fwd.cuh), kept as A diag(β); the state warps form
+//     chunk c + 1's P = Q Kᵀ ⊙ Γ (lower with the diagonal) and start chunk c + 2's copies.
 // Three phases a step between block barriers (racecheck does not follow named ones; chunk_fwd.cuh,
 // invert_diagonal_blocks):
 //   1  state: Xᵀ, V'ᵀ; chunk c + 2's copies (cp.async)   prepare: q, k normalised; the gate
@@ -25,9 +25,15 @@
 //   3  state: Sᵀ updated; P of chunk c + 1                 prepare: A diag(β)
 // q, k and v have three buffers (chunk c's, c + 1's being prepared, c + 2's landing), A diag(β),
 // P and the row scales two, L one.
+// Per step (H100, clock64 counts of block 0 at 64 chunks, before L went by balanced blocks): phase 1
+// ~5.4k cycles, 3.3k of them the copies' issue (every SM asks for its 48 KB at once); 2 ~5k and 3
+// ~4k, held by prepare warp 3's chains (its row block of L and the diagonal inverse, then of A).
+// Issuing the copies elsewhere (split over phases, by the prepare warps, by bulk copies), normalising
+// two steps ahead, or an L2 prefetch a step ahead each measured slower (bench/gpu/NOTES.md).
 // The rounding is the two-kernel forward's but where W and U were: X is rounded to the input type
-// before its product with A diag(β) (where that path rounds U, W and S), V' before the update is
-// scaled by e^{γ_L − γ} (where that path rounds the scale and Kd), and e^γ scales Q S in fp32.
+// before its product with A diag(β) (where that path rounds U, W and S; the product is the same,
+// A diag(β) (V − diag(e^γ) K S)), V' is rounded and then, scaled by e^{γ_L − γ}, rounded again
+// for the update (where that path rounds the scale and Kd), and e^γ scales Q S in fp32.
 #include "chunk_fwd.cuh"
 
 namespace gdn::cuda::detail {
@@ -81,7 +87,8 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
   const long state_base = (long(n) * p.HV + hv) * kDim * kDim;
   auto start = [&](int ci) { return seq.bos + ci * kChunk; };
 
-  // Chunk ci's q, k and v into buffer ci % 3, zero rows beyond its length (the state warps).
+  // Chunk ci's q, k and v into buffer ci % 3, zero rows beyond its length (the state warps, first
+  // thing in phase 1).
   auto copy_inputs = [&](int ci) {
     const int b = ci % 3, len = chunk_len(seq, ci);
     const long qk = (long(start(ci)) * p.H + h) * kDim, vv = (long(start(ci)) * p.HV + hv) * kDim;
