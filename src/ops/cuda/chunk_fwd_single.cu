@@ -104,7 +104,7 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
   // set of fragments spilled at the 168-register cap).
   float st[1][kDim / 8][4];
   uint32_t vn[kChunk / 16][4];
-  auto state_fragment = [&](int ks, uint32_t(&a)[4]) { acc_a_fragment<T>(st, ks, a, [](int, float x) { return x; }); };
+  auto state_fragment = [&](int ks, uint32_t(&a)[4]) { acc_a_fragment<T>(st, ks, a); };
   if (state_warp) {
     if (chunks > 0) copy_inputs(0);
     for_each(st, v0, 0, [&](int i, int j, float& x) { x = h0 ? h0[state_base + j * kDim + i] : 0.f; });
@@ -144,12 +144,12 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
         }
         uint32_t xa[kChunk / 16][4];  // Xᵀ as fragments before V'ᵀ's accumulators: 16 registers, not 32
 #pragma unroll
-        for (int ks = 0; ks < kChunk / 16; ++ks) acc_a_fragment<T>(acc, ks, xa[ks], [](int, float x) { return x; });
+        for (int ks = 0; ks < kChunk / 16; ++ks) acc_a_fragment<T>(acc, ks, xa[ks]);
         float vacc[1][kChunk / 8][4];
         zero(vacc);
         warp_mma_a_regs<kChunk / 8, kChunk / 16, true>(vacc, fragments(xa), row_major(sm.ab[b2], ldC), 0);  // V'ᵀ = Xᵀ (A diag β)ᵀ
 #pragma unroll
-        for (int ks = 0; ks < kChunk / 16; ++ks) acc_a_fragment<T>(vacc, ks, vn[ks], [](int, float x) { return x; });
+        for (int ks = 0; ks < kChunk / 16; ++ks) acc_a_fragment<T>(vacc, ks, vn[ks]);
       }
     } else if (prepare) {
       if (p.l2norm)
@@ -180,16 +180,13 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
         for_each(acc, 0, 0, [&](int, int j, float& x) { x *= sm.eg[b2][j]; });
         warp_mma_a_regs<kChunk / 8, kChunk / 16, true>(
             acc, fragments(vn), row_major(sm.pm[b2], ldC), 0);  // + V'ᵀ Pᵀ
-        // Oᵀ into the warp's columns of V, transposed; then its 64 rows of 32 bytes leave.
+        // Oᵀ into the warp's columns of V, transposed (a k step's fragment is the register order of
+        // transposed_pair_addr); then its 64 rows of 32 bytes leave.
+        for_each(acc, 0, 0, [&](int, int, float& x) { x *= p.scale; });
 #pragma unroll
         for (int pr = 0; pr < kChunk / 16; ++pr) {
           uint32_t r[4];
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const float(&x)[4] = acc[0][2 * pr + (e >> 1)];
-            const int i = 2 * (e & 1);
-            r[e] = pack2<T>(p.scale * x[i], p.scale * x[i + 1]);
-          }
+          acc_a_fragment<T>(acc, pr, r);
           stmatrix_x4_trans(transposed_pair_addr(sm.v[b], ldK, v0, pr), r);
         }
         __syncwarp();

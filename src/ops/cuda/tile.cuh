@@ -73,16 +73,19 @@ __device__ __forceinline__ float2 load2(const bf16* p) {
 }
 __device__ __forceinline__ float2 load2(const f16* p) { return __half22float2(*reinterpret_cast<const __half2*>(p)); }
 
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<uint32_t*>(&v);
+// Two floats as one register of 16-bit type T (the first in the low half).
+template <class T>
+__device__ __forceinline__ uint32_t pack2(float a, float b) {
+  uint32_t r;
+  store2(reinterpret_cast<T*>(&r), a, b);
+  return r;
 }
 // hi = bf16(x), lo = bf16(x - hi) for both halves of a pair.
 __device__ __forceinline__ void split_bf16(float2 x, uint32_t& hi, uint32_t& lo) {
   __nv_bfloat162 h = __floats2bfloat162_rn(x.x, x.y);
   float2 hf = __bfloat1622float2(h);
   hi = *reinterpret_cast<uint32_t*>(&h);
-  lo = pack_bf16(x.x - hf.x, x.y - hf.y);
+  lo = pack2<bf16>(x.x - hf.x, x.y - hf.y);
 }
 
 // Four 8x8 matrices of 16-bit elements; lane l gives the shared-memory address (bytes) of row l % 8
@@ -177,7 +180,7 @@ struct ScaledColMajorK : ColMajorK<T> {
       for (int i = 0; i < 4; ++i) {
         const float2 f = i < 2 ? lo : hi;
         const float2 x = load2(reinterpret_cast<const T*>(&a[i]));
-        store2(reinterpret_cast<T*>(&a[i]), x.x * f.x, x.y * f.y);
+        a[i] = pack2<T>(x.x * f.x, x.y * f.y);
       }
     }
   }
@@ -294,23 +297,15 @@ __device__ __forceinline__ void warp_mma(float (&acc)[MT][NT][4], OpA a, OpB b, 
   }
 }
 
-// Two floats as one register of 16-bit type T (the low half first).
-template <class T>
-__device__ __forceinline__ uint32_t pack2(float a, float b) {
-  uint32_t r;
-  store2(reinterpret_cast<T*>(&r), a, b);
-  return r;
-}
 // k step ks (columns 16ks..16ks+15) of a warp's 16 fp32 accumulator rows acc[0][..] as the A
 // fragment of mma.m16n8k16 in type T: the accumulator layout of two 8-column tiles is the A
-// layout of one k step. f(col, x) gives the value (a column scale, or x itself).
-template <class T, int NT, class F>
-__device__ __forceinline__ void acc_a_fragment(const float (&acc)[1][NT][4], int ks, uint32_t (&a)[4], F&& f) {
-  const int c = 16 * ks + 2 * (threadIdx.x & 3);
+// layout of one k step.
+template <class T, int NT>
+__device__ __forceinline__ void acc_a_fragment(const float (&acc)[1][NT][4], int ks, uint32_t (&a)[4]) {
 #pragma unroll
   for (int e = 0; e < 4; ++e) {
-    const int nt = 2 * ks + (e >> 1), i = 2 * (e & 1), col = c + 8 * (e >> 1);
-    a[e] = pack2<T>(f(col, acc[0][nt][i]), f(col + 1, acc[0][nt][i + 1]));
+    const float(&x)[4] = acc[0][2 * ks + (e >> 1)];
+    a[e] = pack2<T>(x[2 * (e & 1)], x[2 * (e & 1) + 1]);
   }
 }
 
@@ -429,7 +424,7 @@ __device__ __forceinline__ void store_acc_rows(T* dst, long stride, const float 
           uint32_t w[kTiles];  // columns 8j + 2t, 8j + 2t + 1 of tile n4 + j
 #pragma unroll
           for (int j = 0; j < kTiles; ++j)
-            store2(reinterpret_cast<T*>(&w[j]), f(i, acc[mt][n4 + j][2 * h]), f(i, acc[mt][n4 + j][2 * h + 1]));
+            w[j] = pack2<T>(f(i, acc[mt][n4 + j][2 * h]), f(i, acc[mt][n4 + j][2 * h + 1]));
           uint2 piece[kTiles / 2];  // columns 4 (t / 2) .. + 3 of tile n4 + 2k + t % 2
 #pragma unroll
           for (int k = 0; k < kTiles / 2; ++k) {
@@ -506,10 +501,7 @@ __device__ __forceinline__ float4 load4(const T* p) {
 __device__ __forceinline__ void store4(float* p, float4 x) { *reinterpret_cast<float4*>(p) = x; }
 template <class T, std::enable_if_t<k16Bit<T>, int> = 0>
 __device__ __forceinline__ void store4(T* p, float4 x) {
-  uint2 v;
-  store2(reinterpret_cast<T*>(&v.x), x.x, x.y);
-  store2(reinterpret_cast<T*>(&v.y), x.z, x.w);
-  *reinterpret_cast<uint2*>(p) = v;
+  *reinterpret_cast<uint2*>(p) = make_uint2(pack2<T>(x.x, x.y), pack2<T>(x.z, x.w));
 }
 
 // One row of 128 held by a warp (4 elements a lane) divided by sqrt(sum of squares + 1e-6), in
