@@ -127,12 +127,9 @@ constexpr int kRowScaleStride = 2 * kChunk;  // floats per (chunk, value head) o
 // j == i with `diagonal`: P, dP), else 0 (L, M: strictly lower).
 // The exponential is formed for every entry and the mask selects (above the diagonal it may be
 // inf, never selected): a branch around it cost a convergence barrier per entry (with -ftz, prepare
-// −7% and intra_grad −4%). Branched: around the exponential, for the single pass at its
-// 128-register cap, where forming them all at once spilled (36 bytes, +17%).
-template <bool Branched = false>
+// −7% and intra_grad −4%).
 __device__ __forceinline__ float decayed(const float2* gam, int i, int j, float x, bool diagonal) {
   const bool below = j < i || (diagonal && j == i);
-  if constexpr (Branched) return below ? x * __expf(gate_diff(gam[i], gam[j])) : 0.f;
   const float e = x * __expf(gate_diff(gam[i], gam[j]));
   return below ? e : 0.f;
 }

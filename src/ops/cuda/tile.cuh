@@ -672,8 +672,9 @@ __device__ __forceinline__ void load_tile_zero_tail(T* dst, int ld, const T* src
 // `rows` and the zeroing loop above take ~20 instructions a copy (with the shared-address
 // conversion, ~20% of the state passes' instructions); this one a quarter of that, but with every
 // copy unrolled it needs more registers. With it prepare, the state pass and intra_grad run 1–4%
-// faster; the single pass (at its 128-register cap) spilled and lost 8–13%, the vector gate's
-// reverse state pass 4–7%, so they keep load_tile_zero_tail (bench/gpu/NOTES.md).
+// faster; the single pass v7 (at its 128-register cap) spilled and lost 8–13%, the vector gate's
+// reverse state pass 4–7%, so they keep load_tile_zero_tail (bench/gpu/NOTES.md; the single pass
+// v8, at 168 registers, has not been measured with it).
 template <class T>
 __device__ __forceinline__ void load_tile_zero_fill(T* dst, int ld, const T* src, long stride, int rows, int cols,
                                                     int tid = threadIdx.x) {
