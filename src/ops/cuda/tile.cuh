@@ -156,8 +156,9 @@ struct ColMajorK {
 };
 
 // ColMajorK<T> with element (r, k) multiplied by s[k * stride] as its A fragments load: a per-row
-// scale of the stored [k][r] tile with no pass over it (Kd = diag(e^{γ_L − γ}) K of the single-pass
-// forward and the state passes, Q e^γ of the reverse one). bf16: the scale rounded to bf16 and one
+// scale of the stored [k][r] tile with no pass over it (Kd = diag(e^{γ_L − γ}) K of the forward
+// state pass, Q e^γ of the reverse one; the single pass v8 scales V' instead, its A operand in
+// registers). bf16: the scale rounded to bf16 and one
 // bf16x2 product a register, two roundings as a scaled tile of the rounded K had; fp16 in fp32 (a
 // scale in fp16 would underflow where the product does not).
 template <class T>
