@@ -25,11 +25,15 @@
 //   3  state: Sᵀ updated; P of chunk c + 1                 prepare: A diag(β)
 // q, k and v have three buffers (chunk c's, c + 1's being prepared, c + 2's landing), A diag(β),
 // P and the row scales two, L one.
-// Per step (H100, clock64 counts of block 0 at 64 chunks, before L went by balanced blocks): phase 1
-// ~5.4k cycles, 3.3k of them the copies' issue (every SM asks for its 48 KB at once); 2 ~5k and 3
-// ~4k, held by prepare warp 3's chains (its row block of L and the diagonal inverse, then of A).
-// Issuing the copies elsewhere (split over phases, by the prepare warps, by bulk copies), normalising
-// two steps ahead, or an L2 prefetch a step ahead each measured slower (bench/gpu/NOTES.md).
+// Per step (H100, clock64 counts of block 0 at 64 chunks): ~14.5k cycles, phase 1 ~5.3k (the state
+// warps: ~3k issuing the copies, every SM asking for its 48 KB at once, then Xᵀ and V'ᵀ), 2 ~5.1k
+// (prepare warps 0 and 1: three L blocks and a diagonal inverse each), 3 ~4.1k (prepare warp 3's
+// chain of A's row block 3). Both roles are busy ~80% of the step and share the SM's issue and
+// shared-memory pipes, so moving work between warps shifts the time instead of removing it: without
+// the copies the forward is 9–10% faster, without L and A 17–18% (stale data, timing only), but
+// issuing the copies elsewhere (split over phases, by other warps, by half the SMs a phase later, as
+// bulk or tensor copies), normalising two steps ahead, an L2 prefetch, A's first term a phase early
+// or L blocks on state warps each measured slower (bench/gpu/NOTES.md).
 // The rounding is the two-kernel forward's but where W and U were: X is rounded to the input type
 // before its product with A diag(β) (where that path rounds U, W and S; the product is the same,
 // A diag(β) (V − diag(e^γ) K S)), V' is rounded and then, scaled by e^{γ_L − γ}, rounded again
@@ -152,11 +156,10 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
         for (int ks = 0; ks < kChunk / 16; ++ks) acc_a_fragment<T>(vacc, ks, vn[ks]);
       }
     } else if (prepare) {
-      if (p.l2norm)
-        for (int r = warp; r < kChunk / 8; r += kPrepareWarps) {
-          normalize_rows(sm.q[nb], ldK, nullptr, r);
-          normalize_rows(sm.k[nb], ldK, nullptr, r);
-        }
+      if (p.l2norm) {  // 16 groups of 8 rows (q's even, k's odd): the gate warp takes 2, the others 5, 5, 4
+        constexpr int kBegin[kPrepareWarps] = {0, 14, 5, 10}, kEnd[kPrepareWarps] = {5, 16, 10, 14};
+        for (int i = kBegin[warp]; i < kEnd[warp]; ++i) normalize_rows(i & 1 ? sm.k[nb] : sm.q[nb], ldK, nullptr, i >> 1);
+      }
       if (gate_warp) {  // γ and β of chunk nc, its row scales
         scan_gate_beta(gate, sm.gam, sm.bet, true);
         if (nc + 1 < chunks) fetch_gate(nc + 1);
