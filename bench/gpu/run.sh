@@ -52,10 +52,9 @@ if [ -f "$tmp/gdn.json" ]; then
   checks="gdn_gpu_check, memcheck and racecheck passed."
   [[ " ${failed[*]} " == *" check "* || " ${failed[*]} " == *" memcheck "* || " ${failed[*]} " == *" racecheck "* ]] &&
     checks="CHECKS FAILED: ${failed[*]} (see the log)."
-  note="$checks"
+  note="$checks FLA was not timed (--no-fla)."
   [ -z "$no_fla" ] &&
-    note+=" FLA's guard for its gated backward on Triton 3.4-3.7.1 (FLA issue #640) was turned off in the timed copy."
-  [ -n "$no_fla" ] && note+=" FLA was not timed (--no-fla)."
+    note="$checks FLA's guard for its gated backward on Triton 3.4-3.7.1 (FLA issue #640) was turned off in the timed copy."
   python3 bench/gpu/report.py "$tmp/gdn.json" "$tmp/fla.json" "$results" "$note" || failed+=(report)
 fi
 if [ ${#failed[@]} -gt 0 ]; then echo "run.sh: FAILED: ${failed[*]}"; exit 1; fi

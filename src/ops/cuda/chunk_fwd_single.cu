@@ -45,6 +45,7 @@ namespace gdn::cuda::detail {
 namespace {
 
 constexpr int kPrepareWarps = 4;                    // inverse_rows: warps 0–3
+constexpr int kGateWarp = 1;                        // the prepare warp that also sums the gate
 constexpr int kStateWarps = kBlockThreads / 32;     // 8: the tile copies' 256 threads
 constexpr int kSinglePassThreads = 32 * (kPrepareWarps + kStateWarps);
 
@@ -85,7 +86,7 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
   const bool state_warp = warp >= kPrepareWarps;
   const int sw = warp - kPrepareWarps, st_tid = threadIdx.x - 32 * kPrepareWarps;  // within the state warps
   const int v0 = 16 * sw;  // a state warp's value columns
-  const bool gate_warp = warp == 1;
+  const bool gate_warp = warp == kGateWarp;
   const SeqInfo seq = seqs[n];
   const int chunks = chunk_count(seq);
   const long state_base = (long(n) * p.HV + hv) * kDim * kDim;
@@ -158,6 +159,7 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
     } else if (prepare) {
       if (p.l2norm) {  // 16 groups of 8 rows (q's even, k's odd): the gate warp takes 2, the others 5, 5, 4
         constexpr int kBegin[kPrepareWarps] = {0, 14, 5, 10}, kEnd[kPrepareWarps] = {5, 16, 10, 14};
+        static_assert(kEnd[kGateWarp] - kBegin[kGateWarp] == 2, "the gate warp's share");
         for (int i = kBegin[warp]; i < kEnd[warp]; ++i) normalize_rows(i & 1 ? sm.k[nb] : sm.q[nb], ldK, nullptr, i >> 1);
       }
       if (gate_warp) {  // γ and β of chunk nc, its row scales
