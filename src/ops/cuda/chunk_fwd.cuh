@@ -190,11 +190,10 @@ constexpr int kBlock = 16;  // the block size of the inversion (inverse_rows)
 namespace inverse {
 
 // A fragment (mma.m16n8k16) of fp32 values as bf16 hi + lo, from the 16×16 accumulator pair
-// acc[0][0..1] (the accumulator layout of two 8-column tiles is the A layout of one 16-wide k
-// step): rows g, g + 8, columns 2t, 2t + 8 (tile.cuh's fp32 split).
+// acc[0][0..1] (tile.cuh acc_a_pair; the split is tile.cuh's fp32 one).
 __device__ __forceinline__ void split_acc(const float (&acc)[1][2][4], uint32_t (&hi)[4], uint32_t (&lo)[4]) {
 #pragma unroll
-  for (int e = 0; e < 4; ++e) split_bf16(make_float2(acc[0][e >> 1][2 * (e & 1)], acc[0][e >> 1][2 * (e & 1) + 1]), hi[e], lo[e]);
+  for (int e = 0; e < 4; ++e) split_bf16(acc_a_pair(acc, 0, e), hi[e], lo[e]);
 }
 // The same from a 16×16 block of an fp32 tile at (r0, c0).
 __device__ __forceinline__ void split_tile(const float* l, int r0, int c0, uint32_t (&hi)[4], uint32_t (&lo)[4]) {

@@ -158,9 +158,9 @@ struct ColMajorK {
 // ColMajorK<T> with element (r, k) multiplied by s[k * stride] as its A fragments load: a per-row
 // scale of the stored [k][r] tile with no pass over it (Kd = diag(e^{γ_L − γ}) K of the forward
 // state pass, Q e^γ of the reverse one; the single pass v8 scales V' instead, its A operand in
-// registers). bf16: the scale rounded to bf16 and one
-// bf16x2 product a register, two roundings as a scaled tile of the rounded K had; fp16 in fp32 (a
-// scale in fp16 would underflow where the product does not).
+// registers). bf16: the scale rounded to bf16 and one bf16x2 product a register, two roundings as a
+// scaled tile of the rounded K had; fp16 in fp32 (a scale in fp16 would underflow where the product
+// does not).
 template <class T>
 struct ScaledColMajorK : ColMajorK<T> {
   const float* s;
@@ -298,15 +298,21 @@ __device__ __forceinline__ void warp_mma(float (&acc)[MT][NT][4], OpA a, OpB b, 
   }
 }
 
-// k step ks (columns 16ks..16ks+15) of a warp's 16 fp32 accumulator rows acc[0][..] as the A
-// fragment of mma.m16n8k16 in type T: the accumulator layout of two 8-column tiles is the A
-// layout of one k step.
+// The accumulator layout of two 8-column tiles is the A layout of one k step of mma.m16n8k16:
+// register e of k step ks (columns 16ks..16ks+15) of a warp's 16 fp32 accumulator rows acc[0][..]
+// holds this pair.
+template <int NT>
+__device__ __forceinline__ float2 acc_a_pair(const float (&acc)[1][NT][4], int ks, int e) {
+  const float(&x)[4] = acc[0][2 * ks + (e >> 1)];
+  return make_float2(x[2 * (e & 1)], x[2 * (e & 1) + 1]);
+}
+// k step ks of the rows as an A fragment in type T.
 template <class T, int NT>
 __device__ __forceinline__ void acc_a_fragment(const float (&acc)[1][NT][4], int ks, uint32_t (&a)[4]) {
 #pragma unroll
   for (int e = 0; e < 4; ++e) {
-    const float(&x)[4] = acc[0][2 * ks + (e >> 1)];
-    a[e] = pack2<T>(x[2 * (e & 1)], x[2 * (e & 1) + 1]);
+    const float2 x = acc_a_pair(acc, ks, e);
+    a[e] = pack2<T>(x.x, x.y);
   }
 }
 
