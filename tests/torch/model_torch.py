@@ -1,7 +1,10 @@
 """An independent PyTorch (fp64, CPU) implementation of gdn's models, written from
 shared/DESIGN.md §3 (the autoencoder head from mad-lab's mad/model/auto_encoder.py): it reads a dump written by tests/test_torch_model.cpp (the weights,
 the batch, the fp32 loss and every parameter gradient of gdn's model) and checks that the
-loss and each gradient agree to a relative error <= 1e-4.
+loss and each gradient agree to a relative error <= 1e-4. A gradient that is a sum with heavy
+cancellation (e.g. A_log = sum_t dg_t g_t when its terms nearly cancel) cannot hold 1e-4 in fp32
+arithmetic: such a gradient may instead be within twice the error of this same model run by torch
+in fp32 on the same inputs, a same-precision reference.
 
 usage: python3 model_torch.py DUMP.safetensors     (exit status 1 on any mismatch)
 """
@@ -120,18 +123,18 @@ def attention(x, P, p, cfg, window):
     return o.reshape(B, T, H * Dh) @ P[p + "o_proj.weight"].T
 
 
-def sincos_positions(T, D):
+def sincos_positions(T, D, dtype):
     """mad-lab's posemb_sincos_1d: [sin(p w) | cos(p w)], w_i = 10000^(-i / (D/2 - 1))."""
     half = D // 2
     w = torch.exp(torch.arange(half, dtype=torch.float64) * -(math.log(10000) / (half - 1)))
     angle = torch.arange(T, dtype=torch.float64)[:, None] * w[None, :]
     table = torch.cat([torch.sin(angle), torch.cos(angle)], dim=1)
-    return F.pad(table, (0, D % 2))
+    return F.pad(table, (0, D % 2)).to(dtype)
 
 
 def mad_decoder(code, P, eps, T):
     """MAD's AutoEncoder.decode up to the unembed: every position from code + its embedding."""
-    x = code[:, None, :] + sincos_positions(T, code.shape[-1])[None]
+    x = code[:, None, :] + sincos_positions(T, code.shape[-1], code.dtype)[None]
     p = "model.decoder."
     for i in (1, 2):
         x = rms_norm(x, P[f"{p}norm{i}.weight"], eps)
@@ -170,9 +173,14 @@ def main(path):
     tensors, meta = load_safetensors(path)
     cfg = json.loads(meta["model_config"])
     names = json.loads(meta["params"])
-    P = {n: tensors[n].double().requires_grad_(True) for n in names}
-    loss = model_loss(P, cfg, tensors["ids"], tensors["labels"])
-    loss.backward()
+    def loss_and_grads(dtype):
+        P = {n: tensors[n].to(dtype).requires_grad_(True) for n in names}
+        loss = model_loss(P, cfg, tensors["ids"], tensors["labels"])
+        loss.backward()
+        return loss, {n: P[n].grad.double() for n in names}
+
+    loss, ref_grads = loss_and_grads(torch.float64)
+    _, fp32_grads = loss_and_grads(torch.float32)
     ok = True
     gdn_loss = float(meta["loss"])
     rel = abs(gdn_loss - loss.item()) / abs(loss.item())
@@ -180,13 +188,16 @@ def main(path):
     ok &= rel <= 1e-4
     worst = 0.0
     for n in names:
-        ref = P[n].grad
-        got = tensors["grad." + n].double()
-        err = (got - ref).norm().item() / max(ref.norm().item(), 1e-30)
+        ref = ref_grads[n]
+        scale = max(ref.norm().item(), 1e-30)
+        err = (tensors["grad." + n].double() - ref).norm().item() / scale
+        fp32_err = (fp32_grads[n] - ref).norm().item() / scale
         worst = max(worst, err)
-        if not err <= 1e-4:
-            print(f"MISMATCH {n}: relative error {err:.2e} (|ref| {ref.norm().item():.3e})")
+        if not (err <= 1e-4 or err <= 2 * fp32_err):
+            print(f"MISMATCH {n}: relative error {err:.2e}, torch fp32's {fp32_err:.2e} (|ref| {scale:.3e})")
             ok = False
+        elif err > 1e-4:
+            print(f"ill-conditioned {n}: relative error {err:.2e} within twice torch fp32's {fp32_err:.2e}")
     print(f"{len(names)} parameter gradients, worst relative error {worst:.2e}")
     return 0 if ok else 1
 
