@@ -676,7 +676,7 @@ Status forward_typed(const ChunkShape& s, const ChunkForwardArgs& a, void* works
   if constexpr (kFusedOutput<T, U, G>) {
     int sms = 0;
     if (Status st = current_sm_count(sms); !st.ok()) return st;
-    if (!a.for_backward && single_pass_pays(long(plan.N) * s.HV, sms))
+    if (!a.for_backward && single_pass_pays(long(plan.N) * s.HV, sms) && single_pass_built())
       return forward_single_pass<T>(plan, p, ws.seqs, a.h0, a.ht, static_cast<T*>(a.o), stream);
     return forward_fused<T, U, G>(plan, p, ws, a.h0, a.ht, static_cast<T*>(a.o), sms, stream);
   } else {

@@ -333,6 +333,9 @@ inline bool single_pass_pays(long heads, int sms) {
   const long waves = (heads + sms - 1) / sms;
   return heads >= 0.85 * double(waves * sms);
 }
+// Whether forward_single_pass has code for this device: it needs sm_90a (wgmma, setmaxnreg), and
+// the build may target others (CMAKE_CUDA_ARCHITECTURES).
+bool single_pass_built();
 template <class T>
 Status forward_single_pass(const ChunkPlan& plan, const ChunkParams<T>& p, const SeqInfo* seqs, const float* h0,
                            float* ht, T* o, cudaStream_t stream);

@@ -1,62 +1,70 @@
 // The GDN forward without a backward (16-bit inputs, delta rule, scalar gate) in one kernel, where
-// there are sequences × value heads enough to fill the GPU's SMs (chunk_fwd.cuh, single_pass_pays).
+// there are sequences × value heads enough to fill the GPU's SMs (chunk_fwd.cuh, single_pass_pays)
+// and the kernel was built for sm_90a (wgmma, setmaxnreg; single_pass_built).
 //
 // The two-kernel forward (chunk_fwd.cu) sends ~210 KB per chunk-head through memory: prepare's W,
 // U, Kd, P and Q e^γ out and back into the state pass, beside q, k, v in and o out (64 KB). Here a
 // block per (sequence, value head), one per SM (384 threads, ~209 KB of shared memory), forms what
 // it needs itself, so that only q, k, v and o cross memory, and steps chunk c's state while it
 // prepares chunk c + 1 and loads chunk c + 2:
-//   - the state warps (4–11) each own 16 value columns of the state, Sᵀ (16 × 128) in fp32
-//     registers for the whole sequence, and take them through the chunk with no other warp's help:
-//     every product has Sᵀ, or a result of the step before, as its A operand in registers
-//     (tile.cuh warp_mma_a_regs), and the chunk's tiles as B from shared memory:
+//   - the state warps (4–11, two warpgroups) each own 16 value columns of the state, Sᵀ (16 × 128)
+//     in fp32 registers for the whole sequence. Every product has Sᵀ, or a result of the step
+//     before, as its A operand in registers and a chunk tile as B from shared memory, and runs on
+//     wgmma: a warpgroup's 64 value columns at once, each B tile read once a warpgroup (mma.sync
+//     read it once a warp):
 //       Xᵀ  = Vᵀ − (Sᵀ Kᵀ) diag(e^γ)          V'ᵀ = Xᵀ (A diag β)ᵀ            (V' = U − W S)
 //       Oᵀ  = (Sᵀ Qᵀ) diag(e^γ) + V'ᵀ Pᵀ       Sᵀ ← e^{γ_L} Sᵀ + V'ᵀ diag(e^{γ_L − γ}) K
 //     so that W = A diag(β e^γ) K and U = A diag(β) V are never formed, and O leaves from each
-//     warp's own columns (staged over its columns of V, which it alone reads).
-//   - the prepare warps (0–3) normalise chunk c + 1's q and k, sum its gate, form L =
-//     StrictLower(diag(β) K Kᵀ ⊙ Γ) by 16×16 blocks (warp b inverts its diagonal block at once)
-//     and A = (I + L)⁻¹ by row blocks (chunk_fwd.cuh), kept as A diag(β); the state warps form
-//     chunk c + 1's P = Q Kᵀ ⊙ Γ (lower with the diagonal) and start chunk c + 2's copies.
+//     warp's own columns (staged over its columns of V, which it alone reads). q, k, A diag(β) and
+//     P are core tiles (core_tile.cuh), which wgmma reads without swizzle and ldmatrix without
+//     bank conflicts; the update reads K with keys along N (MN-major).
+//   - the prepare warps (0–3) normalise chunk c + 1's q and k, sum its gate, form L's diagonal
+//     16×16 blocks and invert them at once, and A = (I + L)⁻¹ by row blocks (chunk_fwd.cuh), kept
+//     as A diag(β). The state warps, whose products wgmma made short, form the six blocks of
+//     L = StrictLower(diag(β) K Kᵀ ⊙ Γ) below the diagonal, chunk c + 1's P = Q Kᵀ ⊙ Γ (lower with
+//     the diagonal) and start chunk c + 2's copies.
 // Three phases a step between block barriers (racecheck does not follow named ones; chunk_fwd.cuh,
-// invert_diagonal_blocks):
+// invert_diagonal_blocks), each role in its own loop so that the registers follow the roles
+// (setmaxnreg: the state warps 184 a thread, so that the wgmmas' operands stay in registers):
 //   1  state: Xᵀ, V'ᵀ; chunk c + 2's copies (cp.async)   prepare: q, k normalised; the gate
-//   2  state: Oᵀ, O leaves                                 prepare: L, its diagonal blocks inverted
+//   2  state: Oᵀ, O leaves; L below the diagonal           prepare: L's diagonal blocks, inverted
 //   3  state: Sᵀ updated; P of chunk c + 1                 prepare: A diag(β)
 // q, k and v have three buffers (chunk c's, c + 1's being prepared, c + 2's landing), A diag(β),
 // P and the row scales two, L one.
-// Per step (H100, clock64 counts of block 0 at 64 chunks): ~14.5k cycles, phase 1 ~5.3k (the state
-// warps: ~3k issuing the copies, every SM asking for its 48 KB at once, then Xᵀ and V'ᵀ), 2 ~5.1k
-// (prepare warps 0 and 1: three L blocks and a diagonal inverse each), 3 ~4.1k (prepare warp 3's
-// chain of A's row block 3). Both roles are busy ~80% of the step and share the SM's issue and
-// shared-memory pipes, so moving work between warps shifts the time instead of removing it: without
-// the copies the forward is 9–10% faster, without L and A 17–18% (stale data, timing only), but
-// issuing the copies elsewhere (split over phases, by other warps, by half the SMs a phase later, as
-// bulk or tensor copies), normalising two steps ahead, an L2 prefetch, A's first term a phase early
-// or L blocks on state warps each measured slower (bench/gpu/NOTES.md).
+// Before wgmma (per step, H100, clock64 counts of block 0 at 64 chunks): ~14.5k cycles, both roles
+// busy ~80% of it on the SM's shared issue and shared-memory pipes (bench/gpu/NOTES.md, "What bounds
+// the single pass v8"). The state warps' products on wgmma alone gained 1–2%; with L's blocks below
+// the diagonal moved to them, 6–8% (bench/gpu/NOTES.md, "The single pass on wgmma").
 // The rounding is the two-kernel forward's but where W and U were: X is rounded to the input type
 // before its product with A diag(β) (where that path rounds U, W and S; the product is the same,
 // A diag(β) (V − diag(e^γ) K S)), V' is rounded and then, scaled by e^{γ_L − γ}, rounded again
 // for the update (where that path rounds the scale and Kd), and e^γ scales Q S in fp32.
 #include "chunk_fwd.cuh"
+#include "core_tile.cuh"
 
 namespace gdn::cuda::detail {
 
 namespace {
 
-constexpr int kPrepareWarps = 4;                    // inverse_rows: warps 0–3
-constexpr int kGateWarp = 1;                        // the prepare warp that also sums the gate
-constexpr int kStateWarps = kBlockThreads / 32;     // 8: the tile copies' 256 threads
+constexpr int kPrepareWarps = 4;                 // inverse_rows: warps 0–3, warpgroup 0
+constexpr int kStateWarps = kBlockThreads / 32;  // 8: the tile copies' 256 threads, warpgroups 1 and 2
 constexpr int kSinglePassThreads = 32 * (kPrepareWarps + kStateWarps);
+// Registers a thread: 168 at entry (65536 over 384 threads, in steps of 8); then setmaxnreg moves
+// what the prepare warps give up to the state warps (two of them for each prepare warp), whose
+// wgmmas are serialized below ~184 (ptxas C7512). A larger .inc than .dec released hangs the block.
+constexpr int kEntryRegisters = 65536 / kSinglePassThreads / 8 * 8;
+constexpr int kStateRegisters = 184, kPrepareRegisters = 136;
+static_assert(2 * (kStateRegisters - kEntryRegisters) <= kEntryRegisters - kPrepareRegisters,
+              "setmaxnreg.inc takes only what .dec released");
 
 template <class T>
 struct SinglePassSmem {
-  T q[3][kChunk * tile_ld<T>(kDim)];  // buffer c % 3: chunk c's q (normalised in place)
-  T k[3][kChunk * tile_ld<T>(kDim)];
+  T q[3][kChunk * kDim];              // buffer c % 3: chunk c's q (normalised in place), a core tile
+  T k[3][kChunk * kDim];              // k, a core tile
   T v[3][kChunk * tile_ld<T>(kDim)];  // v; then O, staged over each warp's columns
   float l[kChunk * kLdL];             // L, its diagonal blocks then inverted in place
-  T ab[2][kChunk * tile_ld<T>(kChunk)];  // buffer c % 2: A diag(β)
-  T pm[2][kChunk * tile_ld<T>(kChunk)];  // P
+  T ab[2][kChunk * kChunk];           // buffer c % 2: A diag(β), a core tile
+  T pm[2][kChunk * kChunk];           // P, a core tile
   float eg[2][kChunk];                // e^γ
   float ed[2][kChunk];                // e^{γ_L − γ}
   float decay[2];                     // e^{γ_L}
@@ -76,16 +84,20 @@ __device__ __forceinline__ uint32_t transposed_pair_addr(const T* tile, int ld, 
 template <class T>
 __global__ void __launch_bounds__(kSinglePassThreads, 1)
     single_pass_kernel(ChunkParams<T> p, const SeqInfo* seqs, const float* h0, float* ht, T* o) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Smem = SinglePassSmem<T>;
-  constexpr int ldK = tile_ld<T>(kDim), ldC = tile_ld<T>(kChunk);
+  constexpr int ldK = tile_ld<T>(kDim);
   extern __shared__ float4 smem4[];
   Smem& sm = *reinterpret_cast<Smem*>(smem4);
 
   const int n = blockIdx.x / p.HV, hv = blockIdx.x % p.HV, h = hv / (p.HV / p.H);
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  // From lane 0, so that the compiler sees it uniform in the warp: the wgmmas (and ptxas's waits
+  // around them) in a divergent branch were serialized (C7520).
+  const int warp = __shfl_sync(0xffffffffu, int(threadIdx.x >> 5), 0), lane = threadIdx.x & 31;
   const bool state_warp = warp >= kPrepareWarps;
   const int sw = warp - kPrepareWarps, st_tid = threadIdx.x - 32 * kPrepareWarps;  // within the state warps
   const int v0 = 16 * sw;  // a state warp's value columns
+  constexpr int kGateWarp = 1;  // the prepare warp that also sums the gate
   const bool gate_warp = warp == kGateWarp;
   const SeqInfo seq = seqs[n];
   const int chunks = chunk_count(seq);
@@ -97,41 +109,65 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
   auto copy_inputs = [&](int ci) {
     const int b = ci % 3, len = chunk_len(seq, ci);
     const long qk = (long(start(ci)) * p.H + h) * kDim, vv = (long(start(ci)) * p.HV + hv) * kDim;
-    load_tile_zero_tail(sm.k[b], ldK, p.k + qk, long(p.H) * kDim, len, kDim, st_tid);
+    load_core_tile_zero_tail(sm.k[b], p.k + qk, long(p.H) * kDim, len, st_tid);
     load_tile_zero_tail(sm.v[b], ldK, p.v + vv, long(p.HV) * kDim, len, kDim, st_tid);
-    load_tile_zero_tail(sm.q[b], ldK, p.q + qk, long(p.H) * kDim, len, kDim, st_tid);
+    load_core_tile_zero_tail(sm.q[b], p.q + qk, long(p.H) * kDim, len, st_tid);
   };
   GateRows gate;  // the gate warp's rows of g and β of the next chunk to prepare
   auto fetch_gate = [&](int ci) { gate = fetch_gate_beta(p.g, p.beta, start(ci), chunk_len(seq, ci), p.HV, hv); };
+  // L's 16×16 block (r, c) of the chunk in buffer nb.
+  auto l_block = [&](int nb, int r, int c) {
+    float acc[1][2][4];
+    zero(acc);
+    warp_mma(acc, CoreRowsK<T, kDim>{sm.k[nb]}, CoreRowsK<T, kDim>{sm.k[nb]}, 16 * r, 16 * c, kDim);
+    for_each_pair(acc, 16 * r, 16 * c, [&](int i, int j, float x0, float x1) {
+      const float bi = sm.bet[i];
+      store2(sm.l + i * kLdL + j, decayed(sm.gam, i, j, bi * x0, false), decayed(sm.gam, i, j + 1, bi * x1, false));
+    });
+  };
 
-  // A state warp's Sᵀ: rows v0..v0+15 (value columns of S), all 128 key columns. Between phases 1
-  // and 3, V'ᵀ as the A fragments of its two products (the update's scaled as it is read: a second
-  // set of fragments spilled at the 168-register cap).
+  // A state warp's Sᵀ: rows v0..v0+15 (value columns of S), all 128 key columns; between phases 1
+  // and 3, V'ᵀ as the A fragments of its two products.
   float st[1][kDim / 8][4];
   uint32_t vn[kChunk / 16][4];
-  auto state_fragment = [&](int ks, uint32_t(&a)[4]) { acc_a_fragment<T>(st, ks, a); };
   if (state_warp) {
     if (chunks > 0) copy_inputs(0);
     for_each(st, v0, 0, [&](int i, int j, float& x) { x = h0 ? h0[state_base + j * kDim + i] : 0.f; });
+    // P's blocks above the diagonal, which no warp forms, zero for wgmma's reads of whole k steps.
+    for (int i = st_tid; i < int(sizeof(sm.pm) / 16); i += kBlockThreads) reinterpret_cast<uint4*>(sm.pm)[i] = uint4{};
   }
   commit_async();
   if (gate_warp && chunks > 0) fetch_gate(0);
   wait_async();
+  fence_proxy_async();  // the copies and P's zeros, for wgmma's reads (the async proxy)
   __syncthreads();
 
-  for (int c = -1; c < chunks; ++c) {
-    const int nc = c + 1;                       // the chunk prepared
-    const int b = (c + 3) % 3, b2 = (c + 2) % 2;  // chunk c's buffers
-    const int nb = nc % 3, nb2 = nc % 2;
-    const bool step = c >= 0, prepare = nc < chunks;
-    // Phase 1.
-    if (state_warp) {
+  if (state_warp) {
+    set_max_registers<true, kStateRegisters>();
+    // Sᵀ's A fragments, all formed before the first wgmma reads them (formed between wgmmas, ptxas
+    // waited for each before reusing its registers).
+    auto state_fragments = [&](uint32_t(&a)[kDim / 16][4]) {
+#pragma unroll
+      for (int ks = 0; ks < kDim / 16; ++ks) acc_a_fragment<T>(st, ks, a[ks]);
+    };
+    for (int c = -1; c < chunks; ++c) {
+      const int nc = c + 1;                         // the chunk prepared
+      const int b = (c + 3) % 3, b2 = (c + 2) % 2;  // chunk c's buffers
+      const int nb = nc % 3, nb2 = nc % 2;
+      const bool step = c >= 0, prepare = nc < chunks;
+      // Phase 1.
       if (c + 2 < chunks) copy_inputs(c + 2);  // over chunk c − 1's buffers
       commit_async();
       if (step) {
         float acc[1][kChunk / 8][4];
         zero(acc);
-        warp_mma_a_regs<kChunk / 8, kDim / 16>(acc, state_fragment, row_major(sm.k[b], ldK), 0);  // Sᵀ Kᵀ
+        uint32_t sa[kDim / 16][4];
+        state_fragments(sa);
+        wgmma_fence();  // Sᵀ Kᵀ
+#pragma unroll
+        for (int ks = 0; ks < kDim / 16; ++ks)
+          wgmma_n64_k<T>(acc[0], sa[ks], core_tile_desc<kDim>(sm.k[b], ks));
+        wgmma_commit_wait();
         // Xᵀ = Vᵀ − (Sᵀ Kᵀ) diag(e^γ), Vᵀ loaded transposed in the accumulator layout.
 #pragma unroll
         for (int pr = 0; pr < kChunk / 16; ++pr) {
@@ -152,39 +188,32 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
         for (int ks = 0; ks < kChunk / 16; ++ks) acc_a_fragment<T>(acc, ks, xa[ks]);
         float vacc[1][kChunk / 8][4];
         zero(vacc);
-        warp_mma_a_regs<kChunk / 8, kChunk / 16, true>(vacc, fragments(xa), row_major(sm.ab[b2], ldC), 0);  // V'ᵀ = Xᵀ (A diag β)ᵀ
+        wgmma_fence();  // V'ᵀ = Xᵀ (A diag β)ᵀ
+#pragma unroll
+        for (int ks = 0; ks < kChunk / 16; ++ks)
+          wgmma_n64_k<T>(vacc[0], xa[ks], core_tile_desc<kChunk>(sm.ab[b2], ks));
+        wgmma_commit_wait();
 #pragma unroll
         for (int ks = 0; ks < kChunk / 16; ++ks) acc_a_fragment<T>(vacc, ks, vn[ks]);
       }
-    } else if (prepare) {
-      if (p.l2norm) {  // 16 groups of 8 rows (q's even, k's odd): the gate warp takes 2, the others 5, 5, 4
-        constexpr int kBegin[kPrepareWarps] = {0, 14, 5, 10}, kEnd[kPrepareWarps] = {5, 16, 10, 14};
-        static_assert(kEnd[kGateWarp] - kBegin[kGateWarp] == 2, "the gate warp's share");
-        for (int i = kBegin[warp]; i < kEnd[warp]; ++i) normalize_rows(i & 1 ? sm.k[nb] : sm.q[nb], ldK, nullptr, i >> 1);
-      }
-      if (gate_warp) {  // γ and β of chunk nc, its row scales
-        scan_gate_beta(gate, sm.gam, sm.bet, true);
-        if (nc + 1 < chunks) fetch_gate(nc + 1);
-        __syncwarp();
-        const float2 gL = sm.gam[chunk_len(seq, nc) - 1];
-        for (int r = 2 * lane; r < 2 * lane + 2; ++r) {
-          const float4 rs = gate_row_scale(gL, sm.gam[r], 0.f);
-          sm.eg[nb2][r] = rs.w;
-          sm.ed[nb2][r] = rs.x;
-        }
-        if (lane == 0) sm.decay[nb2] = __expf(gL.x);
-      }
-    }
-    __syncthreads();
-    // Phase 2.
-    if (state_warp) {
+      __syncthreads();
+      // Phase 2.
       if (step) {
         float acc[1][kChunk / 8][4];
         zero(acc);
-        warp_mma_a_regs<kChunk / 8, kDim / 16>(acc, state_fragment, row_major(sm.q[b], ldK), 0);  // Sᵀ Qᵀ
+        uint32_t sa[kDim / 16][4];
+        state_fragments(sa);
+        wgmma_fence();  // Sᵀ Qᵀ
+#pragma unroll
+        for (int ks = 0; ks < kDim / 16; ++ks)
+          wgmma_n64_k<T>(acc[0], sa[ks], core_tile_desc<kDim>(sm.q[b], ks));
+        wgmma_commit_wait();
         for_each(acc, 0, 0, [&](int, int j, float& x) { x *= sm.eg[b2][j]; });
-        warp_mma_a_regs<kChunk / 8, kChunk / 16, true>(
-            acc, fragments(vn), row_major(sm.pm[b2], ldC), 0);  // + V'ᵀ Pᵀ
+        wgmma_fence();  // + V'ᵀ Pᵀ
+#pragma unroll
+        for (int ks = 0; ks < kChunk / 16; ++ks)
+          wgmma_n64_k<T>(acc[0], vn[ks], core_tile_desc<kChunk>(sm.pm[b2], ks));
+        wgmma_commit_wait();
         // Oᵀ into the warp's columns of V, transposed (a k step's fragment is the register order of
         // transposed_pair_addr); then its 64 rows of 32 bytes leave.
         for_each(acc, 0, 0, [&](int, int, float& x) { x *= p.scale; });
@@ -205,70 +234,116 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
                 *reinterpret_cast<const uint4*>(sm.v[b] + row * ldK + v0 + 8 * half);
         }
       }
-    } else if (prepare) {
-      // L by 16×16 blocks (those above the diagonal are never read): warp w its diagonal block,
-      // which it inverts at once, then the blocks below, two each to warps 0 and 1 and one to 2 and 3,
-      // whose row blocks of A take longer in phase 3.
-      auto l_block = [&](int r, int c) {
-        float acc[1][2][4];
-        zero(acc);
-        warp_mma(acc, row_major(sm.k[nb], ldK), row_major(sm.k[nb], ldK), 16 * r, 16 * c, kDim);
-        for_each_pair(acc, 16 * r, 16 * c, [&](int i, int j, float x0, float x1) {
-          const float bi = sm.bet[i];
-          store2(sm.l + i * kLdL + j, decayed(sm.gam, i, j, bi * x0, false), decayed(sm.gam, i, j + 1, bi * x1, false));
-        });
-      };
-      l_block(warp, warp);
-      __syncwarp();
-      inverse::invert_diagonal_block(sm.l, warp);
-      if (warp < 2) {
-        l_block(warp + 1, 0);
-        l_block(3, warp);
-      } else {
-        l_block(warp, warp - 1);
+      // L's six blocks below the diagonal of chunk nc, a block each to state warps 0..5 (the
+      // prepare warps form and invert the diagonal ones meanwhile).
+      if (prepare && sw < 6) {
+        constexpr int kRow[6] = {1, 2, 2, 3, 3, 3}, kCol[6] = {0, 0, 1, 0, 1, 2};
+        l_block(nb, kRow[sw], kCol[sw]);
       }
-    }
-    __syncthreads();
-    // Phase 3.
-    if (state_warp) {
+      __syncthreads();
+      // Phase 3.
       if (step) {
         const float decay = sm.decay[b2];
         for_each(st, 0, 0, [&](int, int, float& x) { x *= decay; });
-        warp_mma_a_regs<kDim / 8, kChunk / 16>(
-            st,
-            [&](int ks, uint32_t(&a)[4]) {
-              const int j = 16 * ks + 2 * (lane & 3);
+        // Sᵀ += V'ᵀ diag(e^{γ_L − γ}) K
+        uint32_t a[kChunk / 16][4];
 #pragma unroll
-              for (int e = 0; e < 4; ++e) {
-                const float2 x = load2(reinterpret_cast<const T*>(&vn[ks][e]));
-                const float2 d = load2(sm.ed[b2] + j + 8 * (e >> 1));
-                a[e] = pack2<T>(x.x * d.x, x.y * d.y);
-              }
-            },
-            col_major(sm.k[b], ldK), 0);  // Sᵀ += V'ᵀ diag(e^{γ_L − γ}) K
+        for (int ks = 0; ks < kChunk / 16; ++ks) {
+          const int j = 16 * ks + 2 * (lane & 3);
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const float2 x = load2(reinterpret_cast<const T*>(&vn[ks][e]));
+            const float2 d = load2(sm.ed[b2] + j + 8 * (e >> 1));
+            a[ks][e] = pack2<T>(x.x * d.x, x.y * d.y);
+          }
+        }
+        wgmma_fence();
+#pragma unroll
+        for (int ks = 0; ks < kChunk / 16; ++ks) wgmma_n128_mn<T>(st[0], a[ks], core_tile_desc_mn<kDim>(sm.k[b], ks));
+        wgmma_commit_wait();
       }
-      // P of chunk nc: a 16×32 tile a warp, those wholly above the diagonal zero and never read.
+      // P of chunk nc: a 16×32 tile a warp, those wholly above the diagonal zero (from the start).
       const int lm = (sw % 4) * 16, ln = (sw / 4) * 32;
       if (prepare && ln < lm + 16) {
         float acc[1][4][4];
         zero(acc);
-        warp_mma(acc, row_major(sm.q[nb], ldK), row_major(sm.k[nb], ldK), lm, ln, kDim);
+        warp_mma(acc, CoreRowsK<T, kDim>{sm.q[nb]}, CoreRowsK<T, kDim>{sm.k[nb]}, lm, ln, kDim);
         for_each_pair(acc, lm, ln, [&](int i, int j, float x0, float x1) {
-          store2(sm.pm[nb2] + i * ldC + j, decayed(sm.gam, i, j, x0, true), decayed(sm.gam, i, j + 1, x1, true));
+          store2(sm.pm[nb2] + core_offset<kChunk>(i, j), decayed(sm.gam, i, j, x0, true),
+                 decayed(sm.gam, i, j + 1, x1, true));
         });
       }
-      wait_async();  // chunk c + 2's copies
-    } else if (prepare) {
-      inverse_rows(sm.l, [&](int i, int j, float x0, float x1) {
-        store2(sm.ab[nb2] + i * ldC + j, x0 * sm.bet[j], x1 * sm.bet[j + 1]);
-      });
+      wait_async();         // chunk c + 2's copies
+      fence_proxy_async();  // they and P, for wgmma's reads
+      __syncthreads();
     }
-    __syncthreads();
+    if (ht) for_each(st, v0, 0, [&](int i, int j, float& x) { ht[state_base + j * kDim + i] = x; });
+  } else {
+    set_max_registers<false, kPrepareRegisters>();
+    for (int nc = 0; nc <= chunks; ++nc) {  // chunk nc, while the state warps step chunk nc − 1
+      const int nb = nc % 3, nb2 = nc % 2;
+      const bool prepare = nc < chunks;
+      // Phase 1.
+      if (prepare) {
+        if (p.l2norm) {  // 16 groups of 8 rows (q's even, k's odd): the gate warp takes 2, the others 5, 5, 4
+          constexpr int kBegin[kPrepareWarps] = {0, 14, 5, 10}, kEnd[kPrepareWarps] = {5, 16, 10, 14};
+          static_assert(kEnd[kGateWarp] - kBegin[kGateWarp] == 2, "the gate warp's share");
+          for (int i = kBegin[warp]; i < kEnd[warp]; ++i) normalize_core_rows(i & 1 ? sm.k[nb] : sm.q[nb], i >> 1);
+          fence_proxy_async();  // for wgmma's reads
+        }
+        if (gate_warp) {  // γ and β of chunk nc, its row scales
+          scan_gate_beta(gate, sm.gam, sm.bet, true);
+          if (nc + 1 < chunks) fetch_gate(nc + 1);
+          __syncwarp();
+          const float2 gL = sm.gam[chunk_len(seq, nc) - 1];
+          for (int r = 2 * lane; r < 2 * lane + 2; ++r) {
+            const float4 rs = gate_row_scale(gL, sm.gam[r], 0.f);
+            sm.eg[nb2][r] = rs.w;
+            sm.ed[nb2][r] = rs.x;
+          }
+          if (lane == 0) sm.decay[nb2] = __expf(gL.x);
+        }
+      }
+      __syncthreads();
+      // Phase 2: warp w forms L's diagonal block w and inverts it.
+      if (prepare) {
+        l_block(nb, warp, warp);
+        __syncwarp();
+        inverse::invert_diagonal_block(sm.l, warp);
+      }
+      __syncthreads();
+      // Phase 3.
+      if (prepare) {
+        inverse_rows(sm.l, [&](int i, int j, float x0, float x1) {
+          store2(sm.ab[nb2] + core_offset<kChunk>(i, j), x0 * sm.bet[j], x1 * sm.bet[j + 1]);
+        });
+        fence_proxy_async();  // for wgmma's reads
+      }
+      __syncthreads();
+    }
   }
-  if (state_warp && ht) for_each(st, v0, 0, [&](int i, int j, float& x) { ht[state_base + j * kDim + i] = x; });
+#endif
 }
 
+// 1 in the code built for sm_90a, where the kernel above has a body (single_pass_built).
+__device__ int single_pass_arch =
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    1;
+#else
+    0;
+#endif
+
 }  // namespace
+
+bool single_pass_built() {
+  static const bool built = [] {
+    int arch = 0;
+    if (cudaMemcpyFromSymbol(&arch, single_pass_arch, sizeof arch) == cudaSuccess) return arch == 1;
+    cudaGetLastError();  // no device: later calls of this process must not report it
+    return false;
+  }();
+  return built;
+}
 
 template <class T>
 Status forward_single_pass(const ChunkPlan& plan, const ChunkParams<T>& p, const SeqInfo* seqs, const float* h0,
