@@ -306,47 +306,13 @@ __device__ __forceinline__ float2 acc_a_pair(const float (&acc)[1][NT][4], int k
   const float(&x)[4] = acc[0][2 * ks + (e >> 1)];
   return make_float2(x[2 * (e & 1)], x[2 * (e & 1) + 1]);
 }
-// k step ks of the rows as an A fragment in type T.
+// k step ks of the rows as an A fragment in type T (mma.sync's, and wgmma's from registers).
 template <class T, int NT>
 __device__ __forceinline__ void acc_a_fragment(const float (&acc)[1][NT][4], int ks, uint32_t (&a)[4]) {
 #pragma unroll
   for (int e = 0; e < 4; ++e) {
     const float2 x = acc_a_pair(acc, ks, e);
     a[e] = pack2<T>(x.x, x.y);
-  }
-}
-
-// The A operand of warp_mma_a_regs from fragments held as they are.
-template <int KS>
-__device__ __forceinline__ auto fragments(const uint32_t (&f)[KS][4]) {
-  return [&f](int ks, uint32_t(&a)[4]) {
-#pragma unroll
-    for (int e = 0; e < 4; ++e) a[e] = f[ks][e];
-  };
-}
-// One warp, A from registers: acc[0][0..NT) (16 × 8NT at column n0) += A · B[0:16KS, n0:n0+8NT],
-// a(ks, frag) giving A's k step ks as an mma fragment (acc_a_fragment: a product's result feeds the
-// next without shared memory). Causal: B's 16×16 block of k step ks and column pair np (columns
-// 16np..16np+15, n0 = 0) is zero where ks > np, and skipped.
-template <int NT, int KS, bool Causal = false, class FA, class OpB>
-__device__ __forceinline__ void warp_mma_a_regs(float (&acc)[1][NT][4], FA&& a, OpB b, int n0) {
-  static_assert(NT % 2 == 0, "B fragments come in pairs of 8-column tiles");
-  using T = view_element<OpB>;
-  static_assert(k16Bit<T>, "16-bit operands");
-  uint32_t ba[NT / 2];
-#pragma unroll
-  for (int np = 0; np < NT / 2; ++np) ba[np] = b.b_addr(n0 + 16 * np);
-#pragma unroll
-  for (int ks = 0; ks < KS; ++ks) {
-    uint32_t af[4];
-    a(ks, af);
-#pragma unroll
-    for (int np = Causal ? ks : 0; np < NT / 2; ++np) {
-      uint32_t bf[4];
-      ldmatrix_x4<OpB::kTrans>(bf, ba[np] + ks * b.k_step());
-      mma_16bit<T>(acc[0][2 * np], af, bf[0], bf[1]);
-      mma_16bit<T>(acc[0][2 * np + 1], af, bf[2], bf[3]);
-    }
   }
 }
 
