@@ -215,23 +215,13 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
           wgmma_n64_k<T>(acc[0], vn[ks], core_tile_desc<kChunk>(sm.pm[b2], ks));
         wgmma_commit_wait();
         // Oᵀ into the warp's columns of V, transposed (a k step's fragment is the register order of
-        // transposed_pair_addr); then its 64 rows of 32 bytes leave.
+        // transposed_pair_addr); its 64 rows of 32 bytes leave in phase 3.
         for_each(acc, 0, 0, [&](int, int, float& x) { x *= p.scale; });
 #pragma unroll
         for (int pr = 0; pr < kChunk / 16; ++pr) {
           uint32_t r[4];
           acc_a_fragment<T>(acc, pr, r);
           stmatrix_x4_trans(transposed_pair_addr(sm.v[b], ldK, v0, pr), r);
-        }
-        __syncwarp();
-        const int len = chunk_len(seq, c);
-        T* out = o + (long(start(c)) * p.HV + hv) * kDim + v0;
-#pragma unroll
-        for (int i = 0; i < 2 * kChunk / 32; ++i) {
-          const int row = (lane + 32 * i) >> 1, half = lane & 1;
-          if (row < len)
-            *reinterpret_cast<uint4*>(out + long(row) * p.HV * kDim + 8 * half) =
-                *reinterpret_cast<const uint4*>(sm.v[b] + row * ldK + v0 + 8 * half);
         }
       }
       // L's six blocks below the diagonal of chunk nc, a block each to state warps 0..5 (the
@@ -260,7 +250,19 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
         wgmma_fence();
 #pragma unroll
         for (int ks = 0; ks < kChunk / 16; ++ks) wgmma_n128_mn<T>(st[0], a[ks], core_tile_desc_mn<kDim>(sm.k[b], ks));
-        wgmma_commit_wait();
+        wgmma_commit();
+        // O's rows (staged in phase 2) leave while the update runs: phase 2 holds the step, phase 3
+        // has room on the state warps.
+        const int len = chunk_len(seq, c);
+        T* out = o + (long(start(c)) * p.HV + hv) * kDim + v0;
+#pragma unroll
+        for (int i = 0; i < 2 * kChunk / 32; ++i) {
+          const int row = (lane + 32 * i) >> 1, half = lane & 1;
+          if (row < len)
+            *reinterpret_cast<uint4*>(out + long(row) * p.HV * kDim + 8 * half) =
+                *reinterpret_cast<const uint4*>(sm.v[b] + row * ldK + v0 + 8 * half);
+        }
+        wgmma_wait();
       }
       // P of chunk nc: a 16×32 tile a warp, those wholly above the diagonal zero (from the start).
       const int lm = (sw % 4) * 16, ln = (sw / 4) * 32;

@@ -109,9 +109,13 @@ __device__ __forceinline__ uint64_t core_tile_desc_mn(const T* tile, int ks) {
 }
 
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-// Commits the wgmmas issued and waits for all of them: their accumulators may be read after.
+// Commits the wgmmas issued as a group; other work may run before wgmma_wait.
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+// Waits for every committed group: their accumulators may be read after.
+__device__ __forceinline__ void wgmma_wait() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit_wait() {
-  asm volatile("wgmma.commit_group.sync.aligned;\nwgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+  wgmma_commit();
+  wgmma_wait();
 }
 
 // wgmma: a warpgroup's 64 x N product d += A B, A (64 x 16) from registers in mma.m16n8k16's A
