@@ -27,14 +27,15 @@
 // invert_diagonal_blocks), each role in its own loop so that the registers follow the roles
 // (setmaxnreg: the state warps 184 a thread, so that the wgmmas' operands stay in registers):
 //   1  state: Xᵀ, V'ᵀ; chunk c + 2's copies (cp.async)   prepare: q, k normalised; the gate
-//   2  state: Oᵀ, O leaves; L below the diagonal           prepare: L's diagonal blocks, inverted
-//   3  state: Sᵀ updated; P of chunk c + 1                 prepare: A diag(β)
+//   2  state: Oᵀ, staged; L below the diagonal             prepare: L's diagonal blocks, inverted
+//   3  state: Sᵀ updated, O leaves meanwhile; P of c + 1   prepare: A diag(β)
 // q, k and v have three buffers (chunk c's, c + 1's being prepared, c + 2's landing), A diag(β),
 // P and the row scales two, L one.
 // Before wgmma (per step, H100, clock64 counts of block 0 at 64 chunks): ~14.5k cycles, both roles
 // busy ~80% of it on the SM's shared issue and shared-memory pipes (bench/gpu/NOTES.md, "What bounds
 // the single pass v8"). The state warps' products on wgmma alone gained 1–2%; with L's blocks below
-// the diagonal moved to them, 6–8% (bench/gpu/NOTES.md, "The single pass on wgmma").
+// the diagonal moved to them, 6–8%; with O's stores in phase 3, 9–11% (bench/gpu/NOTES.md, "The
+// single pass on wgmma").
 // The rounding is the two-kernel forward's but where W and U were: X is rounded to the input type
 // before its product with A diag(β) (where that path rounds U, W and S; the product is the same,
 // A diag(β) (V − diag(e^γ) K S)), V' is rounded and then, scaled by e^{γ_L − γ}, rounded again
