@@ -145,11 +145,18 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
 
   if (state_warp) {
     set_max_registers<true, kStateRegisters>();
-    // Sᵀ's A fragments, all formed before the first wgmma reads them (formed between wgmmas, ptxas
+    // acc = Sᵀ Xᵀ for a chunk's core tile x (k or q), the warpgroup's 64 value columns at once. Sᵀ's
+    // A fragments are all formed before the first wgmma reads them (formed between wgmmas, ptxas
     // waited for each before reusing its registers).
-    auto state_fragments = [&](uint32_t(&a)[kDim / 16][4]) {
+    auto state_times = [&](const T* x, float(&acc)[1][kChunk / 8][4]) {
+      zero(acc);
+      uint32_t sa[kDim / 16][4];
 #pragma unroll
-      for (int ks = 0; ks < kDim / 16; ++ks) acc_a_fragment<T>(st, ks, a[ks]);
+      for (int ks = 0; ks < kDim / 16; ++ks) acc_a_fragment<T>(st, ks, sa[ks]);
+      wgmma_fence();
+#pragma unroll
+      for (int ks = 0; ks < kDim / 16; ++ks) wgmma_n64_k<T>(acc[0], sa[ks], core_tile_desc<kDim>(x, ks));
+      wgmma_commit_wait();
     };
     for (int c = -1; c < chunks; ++c) {
       const int nc = c + 1;                         // the chunk prepared
@@ -161,14 +168,7 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
       commit_async();
       if (step) {
         float acc[1][kChunk / 8][4];
-        zero(acc);
-        uint32_t sa[kDim / 16][4];
-        state_fragments(sa);
-        wgmma_fence();  // Sᵀ Kᵀ
-#pragma unroll
-        for (int ks = 0; ks < kDim / 16; ++ks)
-          wgmma_n64_k<T>(acc[0], sa[ks], core_tile_desc<kDim>(sm.k[b], ks));
-        wgmma_commit_wait();
+        state_times(sm.k[b], acc);  // Sᵀ Kᵀ
         // Xᵀ = Vᵀ − (Sᵀ Kᵀ) diag(e^γ), Vᵀ loaded transposed in the accumulator layout.
 #pragma unroll
         for (int pr = 0; pr < kChunk / 16; ++pr) {
@@ -201,14 +201,7 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
       // Phase 2.
       if (step) {
         float acc[1][kChunk / 8][4];
-        zero(acc);
-        uint32_t sa[kDim / 16][4];
-        state_fragments(sa);
-        wgmma_fence();  // Sᵀ Qᵀ
-#pragma unroll
-        for (int ks = 0; ks < kDim / 16; ++ks)
-          wgmma_n64_k<T>(acc[0], sa[ks], core_tile_desc<kDim>(sm.q[b], ks));
-        wgmma_commit_wait();
+        state_times(sm.q[b], acc);  // Sᵀ Qᵀ
         for_each(acc, 0, 0, [&](int, int j, float& x) { x *= sm.eg[b2][j]; });
         wgmma_fence();  // + V'ᵀ Pᵀ
 #pragma unroll
