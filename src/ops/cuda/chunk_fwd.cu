@@ -182,7 +182,7 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
     if (warp < 4) invert_diagonal_blocks(sm.inv.l);
     __syncthreads();
     if (warp < 4)
-      inverse_rows(sm.inv.l, [&](int i, int j, float x0, float x1) { store2(sm.inv.a + i * ldC + j, x0, x1); });
+      inverse_rows<false>(sm.inv.l, [&](int i, int j, float x0, float x1) { store2(sm.inv.a + i * ldC + j, x0, x1); });
     else
       scale_rows(kThreads / 2, kThreads / 2);
     __syncthreads();

@@ -189,32 +189,75 @@ constexpr int kBlock = 16;  // the block size of the inversion (inverse_rows)
 
 namespace inverse {
 
-// A fragment (mma.m16n8k16) of fp32 values as bf16 hi + lo, from the 16×16 accumulator pair
-// acc[0][0..1] (tile.cuh acc_a_pair; the split is tile.cuh's fp32 one).
-__device__ __forceinline__ void split_acc(const float (&acc)[1][2][4], uint32_t (&hi)[4], uint32_t (&lo)[4]) {
+// The inverse's 16×16 products have fp32 operands, kept as one of two kinds of A fragment:
+//   - split (kTf32 false; the two-kernel prepare, whose A the backward reads): bf16 hi + lo, three
+//     products (hi·hi + hi·lo + lo·hi) as tile.cuh's fp32 path, ~1e-5; r[0] the hi, r[1] the lo
+//     fragment of mma.m16n8k16;
+//   - tf32 (the single pass, whose A diag(β) is rounded to the 16-bit input type once formed and
+//     feeds no backward): two mma.m16n8k8 (~5e-4 an operand) and no splitting, r[h] the k columns
+//     8h..8h+7. Their k order is ours to choose (the same for B): slot t holds column 2t, slot t + 4
+//     column 2t + 1, so that an accumulator tile (elements (g, 2t), (g, 2t + 1), (g + 8, 2t),
+//     (g + 8, 2t + 1)) is a fragment as it stands.
+//   In prepare, tf32 left the training forward's time as it was and doubled the bf16 dg's error
+//   (3e-3 → 7e-3) in two cases (bench/gpu/NOTES.md, seventeenth session).
+struct Frag {
+  uint32_t r[2][4];
+};
+
+// The fragment of the 16×16 accumulator pair acc[0][0..1] (tile.cuh acc_a_pair).
+template <bool kTf32>
+__device__ __forceinline__ Frag acc_frag(const float (&acc)[1][2][4]) {
+  Frag f;
 #pragma unroll
-  for (int e = 0; e < 4; ++e) split_bf16(acc_a_pair(acc, 0, e), hi[e], lo[e]);
+  for (int h = 0; h < 2; ++h)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      if constexpr (kTf32) {
+        f.r[h][e] = to_tf32(acc[0][h][(e >> 1) + 2 * (e & 1)]);  // a0..a3 = c0, c2, c1, c3
+      } else if (h == 0) {
+        split_bf16(acc_a_pair(acc, 0, e), f.r[0][e], f.r[1][e]);
+      }
+    }
+  return f;
 }
 // The same from a 16×16 block of an fp32 tile at (r0, c0).
-__device__ __forceinline__ void split_tile(const float* l, int r0, int c0, uint32_t (&hi)[4], uint32_t (&lo)[4]) {
+template <bool kTf32>
+__device__ __forceinline__ Frag tile_frag(const float* l, int r0, int c0) {
   const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  Frag f;
 #pragma unroll
-  for (int e = 0; e < 4; ++e) split_bf16(load2(l + (r0 + g + 8 * (e & 1)) * kLdL + c0 + 2 * t + 8 * (e >> 1)), hi[e], lo[e]);
+  for (int e = 0; e < 4; ++e) {
+    if constexpr (kTf32) {  // e: rows g, g + 8 (e & 1) of k half e >> 1
+      const float2 x = load2(l + (r0 + g + 8 * (e & 1)) * kLdL + c0 + 8 * (e >> 1) + 2 * t);
+      f.r[e >> 1][e & 1] = to_tf32(x.x);
+      f.r[e >> 1][2 + (e & 1)] = to_tf32(x.y);
+    } else {
+      split_bf16(load2(l + (r0 + g + 8 * (e & 1)) * kLdL + c0 + 2 * t + 8 * (e >> 1)), f.r[0][e], f.r[1][e]);
+    }
+  }
+  return f;
 }
-// acc[0][0..1] (16×16) += (hi + lo) · X, X the 16×16 block of the fp32 tile at (r0, c0); three
-// products as tile.cuh's fp32 path (~1e-5).
-__device__ __forceinline__ void mma_block(float (&acc)[1][2][4], const uint32_t (&hi)[4], const uint32_t (&lo)[4],
-                                          const float* l, int r0, int c0) {
+// acc[0][0..1] (16×16) += a · X, X the 16×16 block of the fp32 tile at (r0, c0).
+template <bool kTf32>
+__device__ __forceinline__ void mma_block(float (&acc)[1][2][4], const Frag& a, const float* l, int r0, int c0) {
   const ColMajorK<float> b{l, kLdL};  // element (n, k) of the operand: X[k][n]
   const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
 #pragma unroll
   for (int nt = 0; nt < 2; ++nt) {
-    uint32_t bh0, bl0, bh1, bl1;
-    split_bf16(b.pair(c0 + 8 * nt + g, r0 + 2 * t), bh0, bl0);
-    split_bf16(b.pair(c0 + 8 * nt + g, r0 + 2 * t + 8), bh1, bl1);
-    mma_bf16(acc[0][nt], hi, bh0, bh1);
-    mma_bf16(acc[0][nt], hi, bl0, bl1);
-    mma_bf16(acc[0][nt], lo, bh0, bh1);
+    if constexpr (kTf32) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const float2 x = b.pair(c0 + 8 * nt + g, r0 + 8 * h + 2 * t);  // slots t, t + 4
+        mma_tf32(acc[0][nt], a.r[h], to_tf32(x.x), to_tf32(x.y));
+      }
+    } else {
+      uint32_t bh0, bl0, bh1, bl1;
+      split_bf16(b.pair(c0 + 8 * nt + g, r0 + 2 * t), bh0, bl0);
+      split_bf16(b.pair(c0 + 8 * nt + g, r0 + 2 * t + 8), bh1, bl1);
+      mma_bf16(acc[0][nt], a.r[0], bh0, bh1);
+      mma_bf16(acc[0][nt], a.r[0], bl0, bl1);
+      mma_bf16(acc[0][nt], a.r[1], bh0, bh1);
+    }
   }
 }
 
@@ -240,28 +283,26 @@ __device__ __forceinline__ void invert_diagonal_block(float* l, int b) {
 
 // Row block B of A = (I + L)⁻¹, right to left, from A (I + L) = I:
 //   A_Bj = −(D_B⁻¹ L_Bj + Σ_{j<k<B} A_Bk L_kj) D_j⁻¹   (j < B),
-// the A_Bk kept as split fragments; f(i, j, v0, v1) for the pairs of the row block (the
-// accumulator layout), zeros right of D_B⁻¹ included.
-template <int B, class F>
+// the A_Bk kept as fragments; f(i, j, v0, v1) for the pairs of the row block (the accumulator
+// layout), zeros right of D_B⁻¹ included.
+template <int B, bool kTf32, class F>
 __device__ __forceinline__ void inverse_row(const float* l, F&& f) {
   constexpr int r0 = kBlock * B;
-  uint32_t dh[4], dl[4], xh[B + 1][4], xl[B + 1][4];
-  split_tile(l, r0, r0, dh, dl);
+  const Frag d = tile_frag<kTf32>(l, r0, r0);
+  Frag a[B + 1];
 #pragma unroll
   for (int j = B - 1; j >= 0; --j) {
     float s[1][2][4], x[1][2][4];
     zero(s);
     zero(x);
-    mma_block(s, dh, dl, l, r0, kBlock * j);
+    mma_block<kTf32>(s, d, l, r0, kBlock * j);
     // A_Bk of the previous step (k = j + 1) last: the terms before it wait on nothing.
 #pragma unroll
-    for (int k = B - 1; k > j; --k) mma_block(s, xh[k], xl[k], l, kBlock * k, kBlock * j);
+    for (int k = B - 1; k > j; --k) mma_block<kTf32>(s, a[k], l, kBlock * k, kBlock * j);
     for_each(s, 0, 0, [](int, int, float& v) { v = -v; });
-    uint32_t sh[4], sl[4];
-    split_acc(s, sh, sl);
-    mma_block(x, sh, sl, l, kBlock * j, kBlock * j);
+    mma_block<kTf32>(x, acc_frag<kTf32>(s), l, kBlock * j, kBlock * j);
     for_each_pair(x, r0, kBlock * j, f);
-    split_acc(x, xh[j], xl[j]);
+    a[j] = acc_frag<kTf32>(x);
   }
   const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
 #pragma unroll
@@ -289,13 +330,14 @@ __device__ __forceinline__ void inverse_row(const float* l, F&& f) {
 // costs the training forward 0–0.7% (bench/gpu/NOTES.md, racecheck).
 __device__ inline void invert_diagonal_blocks(float* l) { inverse::invert_diagonal_block(l, threadIdx.x >> 5); }
 
-template <class F>
+// kTf32: the products in tf32 (inverse::Frag).
+template <bool kTf32, class F>
 __device__ inline void inverse_rows(const float* l, F&& f) {
   switch (threadIdx.x >> 5) {
-    case 0: inverse::inverse_row<0>(l, f); break;
-    case 1: inverse::inverse_row<1>(l, f); break;
-    case 2: inverse::inverse_row<2>(l, f); break;
-    default: inverse::inverse_row<3>(l, f); break;
+    case 0: inverse::inverse_row<0, kTf32>(l, f); break;
+    case 1: inverse::inverse_row<1, kTf32>(l, f); break;
+    case 2: inverse::inverse_row<2, kTf32>(l, f); break;
+    default: inverse::inverse_row<3, kTf32>(l, f); break;
   }
 }
 

@@ -35,11 +35,13 @@
 // busy ~80% of it on the SM's shared issue and shared-memory pipes (bench/gpu/NOTES.md, "What bounds
 // the single pass v8"). The state warps' products on wgmma alone gained 1–2%; with L's blocks below
 // the diagonal moved to them, 6–8%; with O's stores in phase 3, 9–11% (bench/gpu/NOTES.md, "The
-// single pass on wgmma").
+// single pass on wgmma"); then A's products in tf32 and v copied by zero fill, another 6%
+// (bench/gpu/NOTES.md, seventeenth session).
 // The rounding is the two-kernel forward's but where W and U were: X is rounded to the input type
 // before its product with A diag(β) (where that path rounds U, W and S; the product is the same,
 // A diag(β) (V − diag(e^γ) K S)), V' is rounded and then, scaled by e^{γ_L − γ}, rounded again
-// for the update (where that path rounds the scale and Kd), and e^γ scales Q S in fp32.
+// for the update (where that path rounds the scale and Kd), and e^γ scales Q S in fp32. A's
+// products by blocks are tf32 (chunk_fwd.cuh inverse::Frag), where that path splits them.
 #include "chunk_fwd.cuh"
 #include "core_tile.cuh"
 
@@ -111,7 +113,7 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
     const int b = ci % 3, len = chunk_len(seq, ci);
     const long qk = (long(start(ci)) * p.H + h) * kDim, vv = (long(start(ci)) * p.HV + hv) * kDim;
     load_core_tile_zero_tail(sm.k[b], p.k + qk, long(p.H) * kDim, len, st_tid);
-    load_tile_zero_tail(sm.v[b], ldK, p.v + vv, long(p.HV) * kDim, len, kDim, st_tid);
+    load_tile_zero_fill(sm.v[b], ldK, p.v + vv, long(p.HV) * kDim, len, kDim, st_tid);
     load_core_tile_zero_tail(sm.q[b], p.q + qk, long(p.H) * kDim, len, st_tid);
   };
   GateRows gate;  // the gate warp's rows of g and β of the next chunk to prepare
@@ -310,7 +312,7 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
       __syncthreads();
       // Phase 3.
       if (prepare) {
-        inverse_rows(sm.l, [&](int i, int j, float x0, float x1) {
+        inverse_rows<true>(sm.l, [&](int i, int j, float x0, float x1) {
           store2(sm.ab[nb2] + core_offset<kChunk>(i, j), x0 * sm.bet[j], x1 * sm.bet[j + 1]);
         });
         fence_proxy_async();  // for wgmma's reads

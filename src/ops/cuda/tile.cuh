@@ -230,6 +230,19 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], 
   mma_16bit<bf16>(c, a, b0, b1);
 }
 #undef GDN_MMA_M16N8K16
+// c += a · b (mma.m16n8k8, tf32 operands as 32-bit registers, fp32 accumulators).
+__device__ __forceinline__ void mma_tf32(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+               "{%0,%1,%2,%3};\n"
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+// x rounded to tf32 (to nearest, ties away), as the operand register of mma_tf32.
+__device__ __forceinline__ uint32_t to_tf32(float x) {
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
+  return r;
+}
 
 template <class Op>
 using view_element = std::remove_const_t<std::remove_pointer_t<decltype(Op::p)>>;
@@ -646,8 +659,8 @@ __device__ __forceinline__ void load_tile_zero_tail(T* dst, int ld, const T* src
 // conversion, ~20% of the state passes' instructions); this one a quarter of that, but with every
 // copy unrolled it needs more registers. With it prepare, the state pass and intra_grad run 1–4%
 // faster; the single pass v7 (at its 128-register cap) spilled and lost 8–13%, the vector gate's
-// reverse state pass 4–7%, so they keep load_tile_zero_tail (bench/gpu/NOTES.md; the single pass
-// v8, at 168 registers, has not been measured with it).
+// reverse state pass 4–7%, so that one keeps load_tile_zero_tail. The single pass on wgmma (184
+// registers a state thread) copies v with it, 2% faster (bench/gpu/NOTES.md).
 template <class T>
 __device__ __forceinline__ void load_tile_zero_fill(T* dst, int ld, const T* src, long stride, int rows, int cols,
                                                     int tid = threadIdx.x) {
