@@ -50,6 +50,30 @@ Problem as_kernel_inputs(const Problem& p, DType t) {
 
 DeviceBuffer upload_f32(const std::vector<double>& x) { return upload(x, DType::f32); }
 
+// How far the reference's dg moves when the 16-bit inputs (q, k, v, d_o) move by their own
+// precision: each element times 1 + u·r, r uniform in [−1, 1], u = 2^-8 (bf16) or 2^-11 (fp16);
+// the RMS of three draws. dg sums O(1) terms per token (∂L/∂γ_i, reverse-cumulated within a
+// sequence) that cancel where a gate of −30 cuts the sequence, so its relative error at the inputs'
+// precision depends on the seed: mamba2_varlen_mixed's bf16 dg measured 1.7e-4 .. 1.1e-2 over the
+// sessions' runs; at the seed of 1.1e-2 (4165240831) this spread is 1.7e-2 (draws 1.8e-2, 2.1e-2,
+// 9.9e-3; |dg| 0.18), at seeds 1..8 3e-4 .. 4e-3 (|dg| 0.17 .. 2.8), while dq, dk, dv move 2.3e-3 ..
+// 3.8e-3 at every seed, as the kernels' errors do (bench/gpu/NOTES.md). A dg above the tolerance
+// is held to twice this spread instead, which a wrong dg (O(1) off) does not meet.
+double dg_spread(const Problem& p, const Result& want, DType t, uint64_t seed) {
+  const double u = t == DType::bf16 ? 0x1p-8 : 0x1p-11;
+  std::mt19937_64 rng(seed ^ 0x9e3779b97f4a7c15ull);
+  std::uniform_real_distribution<double> r(-1, 1);
+  double ss = 0;
+  for (int draw = 0; draw < 3; ++draw) {
+    Problem moved = p;
+    for (auto* x : {&moved.q, &moved.k, &moved.v, &moved.d_o})
+      for (double& e : *x) e *= 1 + u * r(rng);
+    const double s = gdn::test::rel_error(gdn::test::run_reference(moved).dg, want.dg);
+    ss += s * s / 3;
+  }
+  return std::sqrt(ss);
+}
+
 // reuse: the backward runs on the forward's workspace (workspace_has_forward) instead of
 // recomputing the forward stages on a poisoned one. Without reuse the forward runs as inference
 // (for_backward false), on the poisoned workspace: o and ht must not read what it skips.
@@ -237,6 +261,16 @@ void check_chunk(const std::vector<Case>& cases, DType t, double tol, const std:
         std::printf("%-22s %s %s  dg within %.1e of the reference (|dg| <= %.1e)\n", cs.name, gdn::cuda::dtype_name(t),
                     reuse ? "reuse" : "recmp", bound, gdn::test::max_abs(want.dg));
         got.dg = want.dg;
+      }
+      if (t != DType::f32 && !want.dg.empty() && !dg_below_fp16) {
+        const double e = gdn::test::rel_error(got.dg, want.dg);
+        if (e > cs.bwd_tol_scale * tol) {
+          const double spread = dg_spread(p, want, t, seed);
+          EXPECT_LE(e, 2 * spread) << what << ": dg relative error " << e << ", the reference's own spread " << spread;
+          std::printf("%-22s %s %s  dg %.2e above %.0e: the reference's dg moves %.2e under input rounding\n",
+                      cs.name, gdn::cuda::dtype_name(t), reuse ? "reuse" : "recmp", e, cs.bwd_tol_scale * tol, spread);
+          got.dg = want.dg;
+        }
       }
       gdn::test::expect_close(got, want, tol, cs.bwd_tol_scale * tol, what);
       std::printf("%-22s %s %s  o %s ht %s dq %s dk %s dv %s dg %s dbeta %s dh0 %s\n", cs.name,
