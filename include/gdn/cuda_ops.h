@@ -62,7 +62,7 @@ struct ChunkForwardArgs {
   // 8-bit extension for 16-bit inputs, the scalar gate's P and Q e^γ; the GDN forward of bf16/fp16
   // inputs, whose output is formed inside the state pass, skips h and V' instead of P:
   // 20% faster at 8×2048×16×128 on an H100; where sequences × value heads fill the GPU's SMs it
-  // runs as one kernel that stores nothing but o and ht, 1.8–1.9× the training forward's speed
+  // runs as one kernel that stores nothing but o and ht, ~2× the training forward's speed
   // there; sm_90a builds).
   // o and ht agree either way to the inputs' rounding. chunk_backward with workspace_has_forward
   // needs a forward run with true.
