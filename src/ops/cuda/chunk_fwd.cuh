@@ -209,15 +209,14 @@ template <bool kTf32>
 __device__ __forceinline__ Frag acc_frag(const float (&acc)[1][2][4]) {
   Frag f;
 #pragma unroll
-  for (int h = 0; h < 2; ++h)
+  for (int e = 0; e < 4; ++e) {
+    if constexpr (kTf32) {
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      if constexpr (kTf32) {
-        f.r[h][e] = to_tf32(acc[0][h][(e >> 1) + 2 * (e & 1)]);  // a0..a3 = c0, c2, c1, c3
-      } else if (h == 0) {
-        split_bf16(acc_a_pair(acc, 0, e), f.r[0][e], f.r[1][e]);
-      }
+      for (int h = 0; h < 2; ++h) f.r[h][e] = to_tf32(acc[0][h][(e >> 1) + 2 * (e & 1)]);  // c0, c2, c1, c3
+    } else {
+      split_bf16(acc_a_pair(acc, 0, e), f.r[0][e], f.r[1][e]);
     }
+  }
   return f;
 }
 // The same from a 16×16 block of an fp32 tile at (r0, c0).
