@@ -194,7 +194,7 @@ namespace inverse {
 //     products (hi·hi + hi·lo + lo·hi) as tile.cuh's fp32 path, ~1e-5; r[0] the hi, r[1] the lo
 //     fragment of mma.m16n8k16;
 //   - tf32 (the single pass, whose A diag(β) is rounded to the 16-bit input type once formed and
-//     feeds no backward): two mma.m16n8k8 (~5e-4 an operand) and no splitting, r[h] the k columns
+//     feeds no backward): two mma.m16n8k8 (operands truncated, ≤ 1e-3) and no splitting, r[h] the k columns
 //     8h..8h+7. Their k order is ours to choose (the same for B): slot t holds column 2t, slot t + 4
 //     column 2t + 1, so that an accumulator tile (elements (g, 2t), (g, 2t + 1), (g + 8, 2t),
 //     (g + 8, 2t + 1)) is a fragment as it stands.
@@ -212,7 +212,7 @@ __device__ __forceinline__ Frag acc_frag(const float (&acc)[1][2][4]) {
   for (int e = 0; e < 4; ++e) {
     if constexpr (kTf32) {
 #pragma unroll
-      for (int h = 0; h < 2; ++h) f.r[h][e] = to_tf32(acc[0][h][(e >> 1) + 2 * (e & 1)]);  // c0, c2, c1, c3
+      for (int h = 0; h < 2; ++h) f.r[h][e] = as_tf32(acc[0][h][(e >> 1) + 2 * (e & 1)]);  // c0, c2, c1, c3
     } else {
       split_bf16(acc_a_pair(acc, 0, e), f.r[0][e], f.r[1][e]);
     }
@@ -228,8 +228,8 @@ __device__ __forceinline__ Frag tile_frag(const float* l, int r0, int c0) {
   for (int e = 0; e < 4; ++e) {
     if constexpr (kTf32) {  // e: rows g, g + 8 (e & 1) of k half e >> 1
       const float2 x = load2(l + (r0 + g + 8 * (e & 1)) * kLdL + c0 + 8 * (e >> 1) + 2 * t);
-      f.r[e >> 1][e & 1] = to_tf32(x.x);
-      f.r[e >> 1][2 + (e & 1)] = to_tf32(x.y);
+      f.r[e >> 1][e & 1] = as_tf32(x.x);
+      f.r[e >> 1][2 + (e & 1)] = as_tf32(x.y);
     } else {
       split_bf16(load2(l + (r0 + g + 8 * (e & 1)) * kLdL + c0 + 2 * t + 8 * (e >> 1)), f.r[0][e], f.r[1][e]);
     }
@@ -247,7 +247,7 @@ __device__ __forceinline__ void mma_block(float (&acc)[1][2][4], const Frag& a, 
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const float2 x = b.pair(c0 + 8 * nt + g, r0 + 8 * h + 2 * t);  // slots t, t + 4
-        mma_tf32(acc[0][nt], a.r[h], to_tf32(x.x), to_tf32(x.y));
+        mma_tf32(acc[0][nt], a.r[h], as_tf32(x.x), as_tf32(x.y));
       }
     } else {
       uint32_t bh0, bl0, bh1, bl1;

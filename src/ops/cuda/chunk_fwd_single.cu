@@ -22,7 +22,8 @@
 //     16×16 blocks and invert them at once, and A = (I + L)⁻¹ by row blocks (chunk_fwd.cuh), kept
 //     as A diag(β). The state warps, whose products wgmma made short, form the six blocks of
 //     L = StrictLower(diag(β) K Kᵀ ⊙ Γ) below the diagonal, chunk c + 1's P = Q Kᵀ ⊙ Γ (lower with
-//     the diagonal) and start chunk c + 2's copies.
+//     the diagonal; on wgmma, both operands from shared memory, 32 columns a warpgroup) and start
+//     chunk c + 2's copies.
 // Three phases a step between block barriers (racecheck does not follow named ones; chunk_fwd.cuh,
 // invert_diagonal_blocks), each role in its own loop so that the registers follow the roles
 // (setmaxnreg: the state warps 184 a thread, so that the wgmmas' operands stay in registers):
@@ -35,8 +36,8 @@
 // busy ~80% of it on the SM's shared issue and shared-memory pipes (bench/gpu/NOTES.md, "What bounds
 // the single pass v8"). The state warps' products on wgmma alone gained 1–2%; with L's blocks below
 // the diagonal moved to them, 6–8%; with O's stores in phase 3, 9–11% (bench/gpu/NOTES.md, "The
-// single pass on wgmma"); then A's products in tf32 and v copied by zero fill, another 6%
-// (bench/gpu/NOTES.md, seventeenth session).
+// single pass on wgmma"); then A's products in tf32 and v copied by zero fill, another 6%; the
+// tf32 operands truncated and P on wgmma, 2–3% more (bench/gpu/NOTES.md, seventeenth session).
 // The rounding is the two-kernel forward's but where W and U were: X is rounded to the input type
 // before its product with A diag(β) (where that path rounds U, W and S; the product is the same,
 // A diag(β) (V − diag(e^γ) K S)), V' is rounded and then, scaled by e^{γ_L − γ}, rounded again
@@ -260,16 +261,22 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
         }
         wgmma_wait();
       }
-      // P of chunk nc: a 16×32 tile a warp, those wholly above the diagonal zero (from the start).
+      // P of chunk nc: a warpgroup's 32 columns, a warp's 16 rows of them; tiles wholly above the
+      // diagonal stay zero (from the start).
       const int lm = (sw % 4) * 16, ln = (sw / 4) * 32;
-      if (prepare && ln < lm + 16) {
+      if (prepare) {
         float acc[1][4][4];
         zero(acc);
-        warp_mma(acc, CoreRowsK<T, kDim>{sm.q[nb]}, CoreRowsK<T, kDim>{sm.k[nb]}, lm, ln, kDim);
-        for_each_pair(acc, lm, ln, [&](int i, int j, float x0, float x1) {
-          store2(sm.pm[nb2] + core_offset<kChunk>(i, j), decayed(sm.gam, i, j, x0, true),
-                 decayed(sm.gam, i, j + 1, x1, true));
-        });
+        wgmma_fence();
+#pragma unroll
+        for (int ks = 0; ks < kDim / 16; ++ks)
+          wgmma_n32_ss<T>(acc[0], core_tile_desc<kDim>(sm.q[nb], ks), core_tile_desc<kDim>(sm.k[nb] + ln * kDim, ks));
+        wgmma_commit_wait();
+        if (ln < lm + 16)
+          for_each_pair(acc, lm, ln, [&](int i, int j, float x0, float x1) {
+            store2(sm.pm[nb2] + core_offset<kChunk>(i, j), decayed(sm.gam, i, j, x0, true),
+                   decayed(sm.gam, i, j + 1, x1, true));
+          });
       }
       wait_async();         // chunk c + 2's copies
       fence_proxy_async();  // they and P, for wgmma's reads

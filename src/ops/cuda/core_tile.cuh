@@ -157,6 +157,21 @@ __device__ __forceinline__ void wgmma_n128_mn(float (&d)[16][4], const uint32_t 
     GDN_WGMMA_N128("f16");
 #undef GDN_WGMMA_N128
 }
+// N = 32, A (64 x 16) and B both K-major core tiles by descriptors (core_tile_desc: A's rows are
+// its M as B's are its N).
+template <class T>
+__device__ __forceinline__ void wgmma_n32_ss(float (&d)[4][4], uint64_t a, uint64_t b) {
+#define GDN_WGMMA_N32(type)                                                                              \
+  asm volatile("wgmma.mma_async.sync.aligned.m64n32k16.f32." type "." type " "                         \
+               "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, %16, %17, 1, 1, 1, 0, 0;\n" \
+               : GDN_WGMMA_D8(0), GDN_WGMMA_D8(1), GDN_WGMMA_D8(2), GDN_WGMMA_D8(3)                   \
+               : "l"(a), "l"(b))
+  if constexpr (std::is_same_v<T, bf16>)
+    GDN_WGMMA_N32("bf16");
+  else
+    GDN_WGMMA_N32("f16");
+#undef GDN_WGMMA_N32
+}
 #undef GDN_WGMMA_D8
 
 }  // namespace gdn::cuda::detail

@@ -237,12 +237,10 @@ __device__ __forceinline__ void mma_tf32(float (&c)[4], const uint32_t (&a)[4], 
                : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
-// x rounded to tf32 (to nearest, ties away), as the operand register of mma_tf32.
-__device__ __forceinline__ uint32_t to_tf32(float x) {
-  uint32_t r;
-  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
-  return r;
-}
+// x as an operand register of mma_tf32, which reads its upper 19 bits: truncated toward zero
+// (≤ 2^-10 of x). Rounding it to nearest first (cvt.rna, ≤ 2^-11) cost an instruction an element
+// on the single pass's inverse chain, 2% of the kernel (bench/gpu/NOTES.md, seventeenth session).
+__device__ __forceinline__ uint32_t as_tf32(float x) { return __float_as_uint(x); }
 
 template <class Op>
 using view_element = std::remove_const_t<std::remove_pointer_t<decltype(Op::p)>>;
