@@ -194,10 +194,10 @@ namespace inverse {
 //     products (hi·hi + hi·lo + lo·hi) as tile.cuh's fp32 path, ~1e-5; r[0] the hi, r[1] the lo
 //     fragment of mma.m16n8k16;
 //   - tf32 (the single pass, whose A diag(β) is rounded to the 16-bit input type once formed and
-//     feeds no backward): two mma.m16n8k8 (operands truncated, ≤ 1e-3) and no splitting, r[h] the k columns
-//     8h..8h+7. Their k order is ours to choose (the same for B): slot t holds column 2t, slot t + 4
-//     column 2t + 1, so that an accumulator tile (elements (g, 2t), (g, 2t + 1), (g + 8, 2t),
-//     (g + 8, 2t + 1)) is a fragment as it stands.
+//     feeds no backward): two mma.m16n8k8 (operands truncated, ≤ 1e-3) and no splitting, r[h]
+//     the k columns 8h..8h+7. Their k order is ours to choose (the same for B): slot t holds
+//     column 2t, slot t + 4 column 2t + 1, so that an accumulator tile (elements (g, 2t),
+//     (g, 2t + 1), (g + 8, 2t), (g + 8, 2t + 1)) is a fragment as it stands.
 //   In prepare, tf32 left the training forward's time as it was and doubled the bf16 dg's error
 //   (3e-3 → 7e-3) in two cases (bench/gpu/NOTES.md, seventeenth session).
 struct Frag {
