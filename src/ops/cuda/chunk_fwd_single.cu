@@ -137,7 +137,7 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
   if (state_warp) {
     if (chunks > 0) copy_inputs(0);
     for_each(st, v0, 0, [&](int i, int j, float& x) { x = h0 ? h0[state_base + j * kDim + i] : 0.f; });
-    // P's blocks above the diagonal, which no warp forms, zero for wgmma's reads of whole k steps.
+    // P's blocks above the diagonal, which no warp writes, zero for wgmma's reads of whole k steps.
     for (int i = st_tid; i < int(sizeof(sm.pm) / 16); i += kBlockThreads) reinterpret_cast<uint4*>(sm.pm)[i] = uint4{};
   }
   commit_async();

@@ -35,7 +35,8 @@ struct CoreRowsK {
 
 // A chunk's [64][kDim] rows (row stride `stride` in global memory) into a core tile by cp.async, rows
 // >= rows zero (zero fill); the 256 threads tid, consecutive ones on consecutive 16-byte pieces of
-// a row (coalesced reads).
+// a row (coalesced reads). Each piece's row and column come from its index, where load_tile_zero_fill
+// steps constant offsets: that form, here, spilled in the single pass and lost 3–5% (NOTES, k7).
 template <class T>
 __device__ __forceinline__ void load_core_tile_zero_tail(T* dst, const T* src, long stride, int rows, int tid) {
   constexpr int kPieces = kDim * int(sizeof(T)) / 16;
@@ -122,6 +123,12 @@ __device__ __forceinline__ void wgmma_commit_wait() {
 // layout (warp w % 4 holds rows 16 (w % 4) ..), B (16 x N) by a descriptor, d in mma's accumulator
 // layout (d[j]: tile j of 8 columns, as warp_mma's acc[0][j]).
 #define GDN_WGMMA_D8(i) "+f"(d[i][0]), "+f"(d[i][1]), "+f"(d[i][2]), "+f"(d[i][3])
+// WGMMA(type) with T's PTX type name.
+#define GDN_WGMMA_TYPED(WGMMA)             \
+  if constexpr (std::is_same_v<T, bf16>) \
+    WGMMA("bf16");                        \
+  else                                    \
+    WGMMA("f16")
 // N = 64, B K-major.
 template <class T>
 __device__ __forceinline__ void wgmma_n64_k(float (&d)[8][4], const uint32_t (&a)[4], uint64_t b) {
@@ -132,10 +139,7 @@ __device__ __forceinline__ void wgmma_n64_k(float (&d)[8][4], const uint32_t (&a
                : GDN_WGMMA_D8(0), GDN_WGMMA_D8(1), GDN_WGMMA_D8(2), GDN_WGMMA_D8(3), GDN_WGMMA_D8(4),              \
                  GDN_WGMMA_D8(5), GDN_WGMMA_D8(6), GDN_WGMMA_D8(7)                                                   \
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b))
-  if constexpr (std::is_same_v<T, bf16>)
-    GDN_WGMMA_N64("bf16");
-  else
-    GDN_WGMMA_N64("f16");
+  GDN_WGMMA_TYPED(GDN_WGMMA_N64);
 #undef GDN_WGMMA_N64
 }
 // N = 128, B MN-major.
@@ -151,10 +155,7 @@ __device__ __forceinline__ void wgmma_n128_mn(float (&d)[16][4], const uint32_t 
                  GDN_WGMMA_D8(10), GDN_WGMMA_D8(11), GDN_WGMMA_D8(12), GDN_WGMMA_D8(13), GDN_WGMMA_D8(14),         \
                  GDN_WGMMA_D8(15)                                                                                    \
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b))
-  if constexpr (std::is_same_v<T, bf16>)
-    GDN_WGMMA_N128("bf16");
-  else
-    GDN_WGMMA_N128("f16");
+  GDN_WGMMA_TYPED(GDN_WGMMA_N128);
 #undef GDN_WGMMA_N128
 }
 // N = 32, A (64 x 16) and B both K-major core tiles by descriptors (core_tile_desc: A's rows are
@@ -166,12 +167,10 @@ __device__ __forceinline__ void wgmma_n32_ss(float (&d)[4][4], uint64_t a, uint6
                "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, %16, %17, 1, 1, 1, 0, 0;\n" \
                : GDN_WGMMA_D8(0), GDN_WGMMA_D8(1), GDN_WGMMA_D8(2), GDN_WGMMA_D8(3)                   \
                : "l"(a), "l"(b))
-  if constexpr (std::is_same_v<T, bf16>)
-    GDN_WGMMA_N32("bf16");
-  else
-    GDN_WGMMA_N32("f16");
+  GDN_WGMMA_TYPED(GDN_WGMMA_N32);
 #undef GDN_WGMMA_N32
 }
+#undef GDN_WGMMA_TYPED
 #undef GDN_WGMMA_D8
 
 }  // namespace gdn::cuda::detail
