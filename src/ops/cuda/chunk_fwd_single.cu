@@ -224,8 +224,13 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
       // L's six blocks below the diagonal of chunk nc, a block each to state warps 0..5 (the
       // prepare warps form and invert the diagonal ones meanwhile).
       if (prepare && sw < 6) {
-        constexpr int kRow[6] = {1, 2, 2, 3, 3, 3}, kCol[6] = {0, 0, 1, 0, 1, 2};
-        l_block(nb, kRow[sw], kCol[sw]);
+        // Blocks (1, 0), (2, 0), (2, 1), (3, 0), ... by selects (an array indexed by sw went to local
+        // memory), of a value the compiler cannot see constant, so that it forms their addresses here
+        // rather than hold them across the loop (which spilled).
+        int w;
+        asm volatile("mov.b32 %0, %1;" : "=r"(w) : "r"(sw));
+        const int row = w < 1 ? 1 : w < 3 ? 2 : 3;
+        l_block(nb, row, w - row * (row - 1) / 2);
       }
       __syncthreads();
       // Phase 3.
@@ -291,9 +296,11 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
       // Phase 1.
       if (prepare) {
         if (p.l2norm) {  // 16 groups of 8 rows (q's even, k's odd): the gate warp takes 2, the others 5, 5, 4
-          constexpr int kBegin[kPrepareWarps] = {0, 14, 5, 10}, kEnd[kPrepareWarps] = {5, 16, 10, 14};
-          static_assert(kEnd[kGateWarp] - kBegin[kGateWarp] == 2, "the gate warp's share");
-          for (int i = kBegin[warp]; i < kEnd[warp]; ++i) normalize_core_rows(i & 1 ? sm.k[nb] : sm.q[nb], i >> 1);
+          // By selects: an array indexed by warp went to local memory (NOTES, eighteenth session).
+          static_assert(kGateWarp == 1, "the gate warp's share");
+          const int begin = warp == 0 ? 0 : warp == 1 ? 14 : warp == 2 ? 5 : 10;
+          const int end = warp == 0 ? 5 : warp == 1 ? 16 : warp == 2 ? 10 : 14;
+          for (int i = begin; i < end; ++i) normalize_core_rows(i & 1 ? sm.k[nb] : sm.q[nb], i >> 1);
           fence_proxy_async();  // for wgmma's reads
         }
         if (gate_warp) {  // γ and β of chunk nc, its row scales
