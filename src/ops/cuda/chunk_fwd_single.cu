@@ -37,7 +37,8 @@
 // the single pass v8"). The state warps' products on wgmma alone gained 1–2%; with L's blocks below
 // the diagonal moved to them, 6–8%; with O's stores in phase 3, 9–11% (bench/gpu/NOTES.md, "The
 // single pass on wgmma"); then A's products in tf32 and v copied by zero fill, another 6%; the
-// tf32 operands truncated and P on wgmma, 2–3% more (bench/gpu/NOTES.md, seventeenth session).
+// tf32 operands truncated and P on wgmma, 2–3% more (bench/gpu/NOTES.md, seventeenth session); two
+// small arrays indexed by warp out of local memory, 3% more (eighteenth session).
 // The rounding is the two-kernel forward's but where W and U were: X is rounded to the input type
 // before its product with A diag(β) (where that path rounds U, W and S; the product is the same,
 // A diag(β) (V − diag(e^γ) K S)), V' is rounded and then, scaled by e^{γ_L − γ}, rounded again
