@@ -226,10 +226,8 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
       // prepare warps form and invert the diagonal ones meanwhile).
       if (prepare && sw < 6) {
         // Blocks (1, 0), (2, 0), (2, 1), (3, 0), ... by selects (an array indexed by sw went to local
-        // memory), of a value the compiler cannot see constant, so that it forms their addresses here
-        // rather than hold them across the loop (which spilled).
-        int w;
-        asm volatile("mov.b32 %0, %1;" : "=r"(w) : "r"(sw));
+        // memory) of an opaque sw, whose addresses held across the loop spilled.
+        const int w = opaque(sw);
         const int row = w < 1 ? 1 : w < 3 ? 2 : 3;
         l_block(nb, row, w - row * (row - 1) / 2);
       }

@@ -88,6 +88,14 @@ __device__ __forceinline__ void split_bf16(float2 x, uint32_t& hi, uint32_t& lo)
   lo = pack2<bf16>(x.x - hf.x, x.y - hf.y);
 }
 
+// x as a value the compiler cannot treat as a constant: what depends on it is formed where it is
+// used, not hoisted out of a loop and held in registers (in the single pass, held, it spilled).
+__device__ __forceinline__ int opaque(int x) {
+  int y;
+  asm volatile("mov.b32 %0, %1;" : "=r"(y) : "r"(x));
+  return y;
+}
+
 // Four 8x8 matrices of 16-bit elements; lane l gives the shared-memory address (bytes) of row l % 8
 // of matrix l / 8. With .trans each matrix arrives transposed.
 __device__ __forceinline__ uint32_t smem_addr(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
