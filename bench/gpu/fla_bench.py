@@ -35,6 +35,11 @@ def main():
 
     cache = torch.zeros(256 << 18, dtype=torch.int32, device=dev)  # 256 MiB
 
+    def save():
+        """The rows so far, written after each one: a run stopped midway (run.sh --fla-timeout) keeps them."""
+        with open(args.out, "w") as f:
+            json.dump(out, f, indent=2)
+
     def bench(fn, flush="clean"):
         """Median ms of fn over ~`rep` ms of calls after ~25 ms of warm-up (do_bench's budgets)."""
         flush_l2 = cache.sum if flush == "clean" else cache.zero_
@@ -89,6 +94,7 @@ def main():
             row["fla_fwdbwd_error"] = repr(e)[:300]
         print(f"FLA chunk B={B} T={T} H={H} HV={HV}: {row} ({time.time() - t0:.0f} s incl. compile)", flush=True)
         out["rows"].append(row)
+        save()
         del q, k, v, g, beta, do
         torch.cuda.empty_cache()
 
@@ -115,8 +121,8 @@ def main():
             row["fla_decode_error"] = repr(e)[:300]
         print(f"FLA decode seqs={n}: {row}", flush=True)
         out["decode"].append(row)
-    with open(args.out, "w") as f:
-        json.dump(out, f, indent=2)
+        save()
+    save()
 
 
 if __name__ == "__main__":

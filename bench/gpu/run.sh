@@ -3,12 +3,15 @@
 # reference, compute-sanitizer memcheck on small cases and racecheck on one, time our kernels and
 # FLA's on the same machine, write bench/results/<date>-<gpu>.{json,md}.
 #
-#   bench/gpu/run.sh --fla PATH [--bin DIR] [--results DIR] [--quick] [--no-fla]
-#     --fla PATH   folder holding FLA's `fla` package (never committed here)
-#     --bin DIR    use prebuilt gdn_gpu_check / gdn_gpu_bench (and DIR/lib) instead of building
+#   bench/gpu/run.sh --fla PATH [--bin DIR] [--results DIR] [--quick] [--no-fla] [--fla-timeout S]
+#     --fla PATH        folder holding FLA's `fla` package (never committed here)
+#     --bin DIR         use prebuilt gdn_gpu_check / gdn_gpu_bench (and DIR/lib) instead of building
+#     --fla-timeout S   stop FLA's timing after S seconds and report the rows it finished (its Triton
+#                       compile and autotune take minutes on a fresh machine: 158 s for the first shape
+#                       once, bench/gpu/NOTES.md)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-fla="" bin="" results="bench/results" quick="" no_fla=""
+fla="" bin="" results="bench/results" quick="" no_fla="" fla_timeout=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --fla) fla="$2"; shift 2 ;;
@@ -16,6 +19,7 @@ while [ $# -gt 0 ]; do
     --results) results="$2"; shift 2 ;;
     --quick) quick="--quick"; shift ;;
     --no-fla) no_fla=1; shift ;;
+    --fla-timeout) fla_timeout="$2"; shift 2 ;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -46,7 +50,15 @@ echo "== timing gdn"
 "$bench_bin" "$tmp/gdn.json" $quick || failed+=(bench)
 if [ -z "$no_fla" ]; then
   echo "== timing FLA (first calls compile and autotune)"
-  PYTHONUNBUFFERED=1 python3 bench/gpu/fla_bench.py --fla "$fla" --out "$tmp/fla.json" $quick || failed+=(fla)
+  PYTHONUNBUFFERED=1 ${fla_timeout:+timeout "$fla_timeout"} python3 bench/gpu/fla_bench.py --fla "$fla" \
+    --out "$tmp/fla.json" $quick
+  rc=$?
+  if [ -n "$fla_timeout" ] && [ $rc = 124 ]; then
+    fla_stopped=" FLA's timing was stopped at ${fla_timeout} s (--fla-timeout): its rows after that are missing."
+    echo "run.sh:$fla_stopped"
+  elif [ $rc != 0 ]; then
+    failed+=(fla)
+  fi
 fi
 if [ -f "$tmp/gdn.json" ]; then
   checks="gdn_gpu_check, memcheck and racecheck passed."
@@ -54,7 +66,7 @@ if [ -f "$tmp/gdn.json" ]; then
     checks="CHECKS FAILED: ${failed[*]} (see the log)."
   note="$checks FLA was not timed (--no-fla)."
   [ -z "$no_fla" ] &&
-    note="$checks FLA's guard for its gated backward on Triton 3.4-3.7.1 (FLA issue #640) was turned off in the timed copy."
+    note="$checks FLA's guard for its gated backward on Triton 3.4-3.7.1 (FLA issue #640) was turned off in the timed copy.${fla_stopped:-}"
   python3 bench/gpu/report.py "$tmp/gdn.json" "$tmp/fla.json" "$results" "$note" || failed+=(report)
 fi
 if [ ${#failed[@]} -gt 0 ]; then echo "run.sh: FAILED: ${failed[*]}"; exit 1; fi
