@@ -48,32 +48,18 @@ __device__ __forceinline__ void load_core_tile_zero_tail(T* dst, const T* src, l
   }
 }
 
-// normalize_rows for a core tile: rows 8 group .. + 7 (one row group), lane quarter c holding the
-// 4-element groups c, c + 4, ... of its row and summing in normalize_rows' order (the same results).
+// normalize_rows for a core tile: rows 8 group .. + 7 (one row group), lane quarter c = lane / 8
+// holding the 4-element groups c, c + 4, ... of its row (the same results).
 template <class T>
 __device__ __forceinline__ void normalize_core_rows(T* tile, int group) {
   const int lane = threadIdx.x & 31, r = lane & 7, c = lane >> 3;
   T* base = tile + group * (kDim / 8) * 64 + r * 8;
-  auto at = [&](int i) {  // group c + 4i's 4 elements
-    const int q = c + 4 * i;
-    return base + (q >> 1) * 64 + 4 * (q & 1);
-  };
-  float4 x[8];
-  float s[8];
-#pragma unroll
-  for (int i = 0; i < 8; ++i) {
-    x[i] = load4(at(i));
-    s[i] = x[i].x * x[i].x + x[i].y * x[i].y + x[i].z * x[i].z + x[i].w * x[i].w;
-  }
-  float ss = ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
-  ss += __shfl_xor_sync(0xffffffffu, ss, 16);  // normalize_rows' xor 2 (quarters 0+2, 1+3)
-  ss += __shfl_xor_sync(0xffffffffu, ss, 8);   // and xor 1
-  const float rn = rsqrtf(ss + 1e-6f);
-#pragma unroll
-  for (int i = 0; i < 8; ++i) {
-    x[i].x *= rn, x[i].y *= rn, x[i].z *= rn, x[i].w *= rn;
-    store4(at(i), x[i]);
-  }
+  normalize_quarter_row(
+      [&](int i) {  // group c + 4i's 4 elements
+        const int q = c + 4 * i;
+        return base + (q >> 1) * 64 + 4 * (q & 1);
+      },
+      8);
 }
 
 // Orders this thread's earlier shared-memory writes (the generic proxy's: cp.async's landing,

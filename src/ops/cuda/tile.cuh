@@ -678,6 +678,29 @@ __device__ __forceinline__ void load_tile_zero_fill(T* dst, int ld, const T* src
   for (int r = 0; r < kChunk; r += step, src += jump) cp_async16_or_zero(dst + r * ld, src, r0 + r < rows ? 16u : 0u);
 }
 
+// One row's L2 norm in place, the row held by a lane quarter c = 0..3 (the quarters' lanes q apart):
+// at(i) points at the row's 4-element group c + 4i (i < 8). Returns 1 / ‖row‖.
+template <class At>
+__device__ __forceinline__ float normalize_quarter_row(At at, int q) {
+  float4 x[8];
+  float s[8];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    x[i] = load4(at(i));
+    s[i] = x[i].x * x[i].x + x[i].y * x[i].y + x[i].z * x[i].z + x[i].w * x[i].w;
+  }
+  float ss = ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
+  ss += __shfl_xor_sync(0xffffffffu, ss, 2 * q);  // quarters 0 + 2, 1 + 3
+  ss += __shfl_xor_sync(0xffffffffu, ss, q);
+  const float rn = rsqrtf(ss + 1e-6f);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    x[i].x *= rn, x[i].y *= rn, x[i].z *= rn, x[i].w *= rn;
+    store4(at(i), x[i]);
+  }
+  return rn;
+}
+
 // The L2 norm of load_rows in place, over a [64][ld] tile that cp.async filled (load_tile_zero_fill
 // or load_tile_zero_tail): every copy in flight at once, where load_rows waits for each tensor's
 // rows before the next.
@@ -691,22 +714,7 @@ template <class T>
 __device__ __forceinline__ void normalize_rows(T* tile, int ld, float* rnorm = nullptr, int warp = threadIdx.x >> 5) {
   const int lane = threadIdx.x & 31, r = 8 * warp + lane / 4, c = lane % 4;
   T* row = tile + r * ld + 4 * c;
-  float4 x[8];
-  float s[8];
-#pragma unroll
-  for (int i = 0; i < 8; ++i) {
-    x[i] = load4(row + 16 * i);
-    s[i] = x[i].x * x[i].x + x[i].y * x[i].y + x[i].z * x[i].z + x[i].w * x[i].w;
-  }
-  float ss = ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
-  ss += __shfl_xor_sync(0xffffffffu, ss, 2);
-  ss += __shfl_xor_sync(0xffffffffu, ss, 1);
-  const float rn = rsqrtf(ss + 1e-6f);
-#pragma unroll
-  for (int i = 0; i < 8; ++i) {
-    x[i].x *= rn, x[i].y *= rn, x[i].z *= rn, x[i].w *= rn;
-    store4(row + 16 * i, x[i]);
-  }
+  const float rn = normalize_quarter_row([&](int i) { return row + 16 * i; }, 1);
   if (rnorm && c == 0) rnorm[r] = rn;
 }
 // normalize_rows where `l2norm`, else rnorm[r] = 1: load_rows' results for rows copied by cp.async.
