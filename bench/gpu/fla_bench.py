@@ -122,7 +122,6 @@ def main():
         print(f"FLA decode seqs={n}: {row}", flush=True)
         out["decode"].append(row)
         save()
-    save()
 
 
 if __name__ == "__main__":
