@@ -18,16 +18,17 @@
 //     warp's own columns (staged over its columns of V, which it alone reads). q, k, A diag(β) and
 //     P are core tiles (core_tile.cuh), which wgmma reads without swizzle and ldmatrix without
 //     bank conflicts; the update reads K with keys along N (MN-major).
-//   - the prepare warps (0–3) normalise chunk c + 1's q and k, sum its gate, form L's diagonal
+//   - the prepare warps (0–3) normalise half of chunk c + 1's q and k, sum its gate, form L's diagonal
 //     16×16 blocks and invert them at once, and A = (I + L)⁻¹ by row blocks (chunk_fwd.cuh), kept
 //     as A diag(β). The state warps, whose products wgmma made short, form the six blocks of
 //     L = StrictLower(diag(β) K Kᵀ ⊙ Γ) below the diagonal, chunk c + 1's P = Q Kᵀ ⊙ Γ (lower with
-//     the diagonal; on wgmma, both operands from shared memory, 32 columns a warpgroup) and start
-//     chunk c + 2's copies.
+//     the diagonal; on wgmma, both operands from shared memory, 32 columns a warpgroup), normalise
+//     the other half of q and k (one 8-row group a warp, inside V'ᵀ's wgmma) and start chunk
+//     c + 2's copies.
 // Three phases a step between block barriers (racecheck does not follow named ones; chunk_fwd.cuh,
 // invert_diagonal_blocks), each role in its own loop so that the registers follow the roles
 // (setmaxnreg: the state warps 184 a thread, so that the wgmmas' operands stay in registers):
-//   1  state: Xᵀ, V'ᵀ; chunk c + 2's copies (cp.async)   prepare: q, k normalised; the gate
+//   1  state: Xᵀ, V'ᵀ, half of q, k normalised; copies   prepare: half of q, k normalised; the gate
 //   2  state: Oᵀ, staged; L below the diagonal             prepare: L's diagonal blocks, inverted
 //   3  state: Sᵀ updated, O leaves meanwhile; P of c + 1   prepare: A diag(β)
 // q, k and v have three buffers (chunk c's, c + 1's being prepared, c + 2's landing), A diag(β),
@@ -38,7 +39,8 @@
 // the diagonal moved to them, 6–8%; with O's stores in phase 3, 9–11% (bench/gpu/NOTES.md, "The
 // single pass on wgmma"); then A's products in tf32 and v copied by zero fill, another 6%; the
 // tf32 operands truncated and P on wgmma, 2–3% more (bench/gpu/NOTES.md, seventeenth session); two
-// small arrays indexed by warp out of local memory, 3% more (eighteenth session).
+// small arrays indexed by warp out of local memory, 3% more (eighteenth session); half of the L2
+// norm on the state warps and the q, k copies by rows, 1–2% more (nineteenth session).
 // The rounding is the two-kernel forward's but where W and U were: X is rounded to the input type
 // before its product with A diag(β) (where that path rounds U, W and S; the product is the same,
 // A diag(β) (V − diag(e^γ) K S)), V' is rounded and then, scaled by e^{γ_L − γ}, rounded again
@@ -170,6 +172,16 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
       // Phase 1.
       if (c + 2 < chunks) copy_inputs(c + 2);  // over chunk c − 1's buffers
       commit_async();
+      // Row group sw of the 16 of chunk nc's q and k (q's rows 8 (sw / 2).. for even sw, k's for
+      // odd) normalised while V'ᵀ's product runs; the prepare warps take groups 8..15.
+      auto normalize_group = [&] {
+        if (prepare && p.l2norm) {
+          const int w = opaque(sw);  // its addresses formed here, not held across the loop
+          normalize_core_rows(w & 1 ? sm.k[nb] : sm.q[nb], w >> 1);
+          fence_proxy_async();  // for wgmma's reads
+        }
+      };
+      if (!step) normalize_group();
       if (step) {
         float acc[1][kChunk / 8][4];
         state_times(sm.k[b], acc);  // Sᵀ Kᵀ
@@ -197,7 +209,9 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
 #pragma unroll
         for (int ks = 0; ks < kChunk / 16; ++ks)
           wgmma_n64_k<T>(vacc[0], xa[ks], core_tile_desc<kChunk>(sm.ab[b2], ks));
-        wgmma_commit_wait();
+        wgmma_commit();
+        normalize_group();
+        wgmma_wait();
 #pragma unroll
         for (int ks = 0; ks < kChunk / 16; ++ks) acc_a_fragment<T>(vacc, ks, vn[ks]);
       }
@@ -294,12 +308,9 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
       const bool prepare = nc < chunks;
       // Phase 1.
       if (prepare) {
-        if (p.l2norm) {  // 16 groups of 8 rows (q's even, k's odd): the gate warp takes 2, the others 5, 5, 4
-          // By selects: an array indexed by warp went to local memory (NOTES, eighteenth session).
-          static_assert(kGateWarp == 1, "the gate warp's share");
-          const int begin = warp == 0 ? 0 : warp == 1 ? 14 : warp == 2 ? 5 : 10;
-          const int end = warp == 0 ? 5 : warp == 1 ? 16 : warp == 2 ? 10 : 14;
-          for (int i = begin; i < end; ++i) normalize_core_rows(i & 1 ? sm.k[nb] : sm.q[nb], i >> 1);
+        if (p.l2norm) {  // groups 8..15 of 16 of 8 rows (q's even, k's odd), two a warp; the state warps take 0..7
+          const int begin = 8 + 2 * warp;
+          for (int i = begin; i < begin + 2; ++i) normalize_core_rows(i & 1 ? sm.k[nb] : sm.q[nb], i >> 1);
           fence_proxy_async();  // for wgmma's reads
         }
         if (gate_warp) {  // γ and β of chunk nc, its row scales

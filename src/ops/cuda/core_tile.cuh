@@ -34,18 +34,21 @@ struct CoreRowsK {
 };
 
 // A chunk's [64][kDim] rows (row stride `stride` in global memory) into a core tile by cp.async, rows
-// >= rows zero (zero fill); the 256 threads tid, consecutive ones on consecutive 16-byte pieces of
-// a row (coalesced reads). Each piece's row and column come from its index, where load_tile_zero_fill
-// steps constant offsets: that form, here, spilled in the single pass and lost 3–5% (NOTES, k7).
+// >= rows zero (zero fill). Thread (warp w, lane l) of the 256 copies row 8 w + l % 8, pieces
+// 4 n + l / 8 (n = 0..3): one row, one zero-fill predicate and one address a thread, stepped by
+// immediates, where the piece-by-piece order (consecutive lanes on consecutive pieces of a row)
+// needed four of each. A warp's copy writes 512 contiguous bytes of shared memory; its L2 sectors
+// and shared wavefronts measured the same in both orders (32 each a warp instruction, twice and
+// eight times the ideal: the no-swizzle core layout puts a row's pieces 128 bytes apart).
 template <class T>
 __device__ __forceinline__ void load_core_tile_zero_tail(T* dst, const T* src, long stride, int rows, int tid) {
-  constexpr int kPieces = kDim * int(sizeof(T)) / 16;
+  static_assert(kDim * int(sizeof(T)) / 16 == 16 && kBlockThreads == 256, "16 pieces a row, 8 rows a warp");
+  const int r = 8 * (tid >> 5) + (tid & 7), j = (tid >> 3) & 3;
+  const unsigned bytes = r < rows ? 16u : 0u;
+  dst += core_offset<kDim>(r, 8 * j);
+  src += long(r < rows ? r : 0) * stride + 8 * j;
 #pragma unroll
-  for (int i = tid; i < kChunk * kPieces; i += kBlockThreads) {
-    const int r = i / kPieces, j = i % kPieces;
-    cp_async16_or_zero(dst + core_offset<kDim>(r, 8 * j), src + long(r < rows ? r : 0) * stride + 8 * j,
-                       r < rows ? 16u : 0u);
-  }
+  for (int n = 0; n < 4; ++n) cp_async16_or_zero(dst + 256 * n, src + 32 * n, bytes);
 }
 
 // normalize_rows for a core tile: rows 8 group .. + 7 (one row group), lane quarter c = lane / 8
