@@ -77,7 +77,7 @@ __device__ __forceinline__ float column_total(const float* red, int col) {
 // buffers and the barrier order make a barrier between tokens unnecessary. The additive rule
 // (v' = v) needs only the last barrier; its tokens alternate between the two buffers instead.
 // The vector gate (G) decays each state row by its own α_d = e^{g_d}: a thread loads the kRows
-// log-gates of its rows with k and q, and Sᵀk becomes Σ_d α_d k_d S_d (the state decayed first).
+// log-gates of its rows and decays them first, so that Sᵀk is Σ_d k_d (α_d S_d).
 template <class T, Update U, Gate G, int kCols, int kRows>
 __global__ void __launch_bounds__(DecodeTile<kCols, kRows>::kThreads, DecodeTile<kCols, kRows>::kMinBlocks)
     decode_kernel(DecodeShape sh, DecodeArgs a, float scale) {
@@ -112,15 +112,18 @@ __global__ void __launch_bounds__(DecodeTile<kCols, kRows>::kThreads, DecodeTile
     load_floats<4>(qrow + 4 * lane, q4);
     load_floats<kRows>(krow + row0, kr);
     load_floats<kRows>(qrow + row0, qr);
-    float alpha[kVector<G> ? kRows : 1];
+    // The vector gate decays the state's rows at once (Sᵀ (α ⊙ k) = (α ⊙ S)ᵀ k), so that its
+    // kRows gates are not held across the barriers (held, they spilled at 64 registers).
     if constexpr (kVector<G>) {
-      load_floats<kRows>(a.g + (tok * sh.HV + hv) * kDim + row0, alpha);
+      float lg[kRows];
+      load_floats<kRows>(a.g + (tok * sh.HV + hv) * kDim + row0, lg);
 #pragma unroll
-      for (int m = 0; m < kRows; ++m) alpha[m] = __expf(alpha[m]);
-    } else {
-      alpha[0] = a.g ? __expf(a.g[tok * sh.HV + hv]) : 1.f;
+      for (int m = 0; m < kRows; ++m) {
+        const float am = __expf(lg[m]);
+        s[m].x *= am, s[m].y *= am, s[m].z *= am, s[m].w *= am;
+      }
     }
-    auto alpha_of = [&](int m) { return alpha[kVector<G> ? m : 0]; };
+    const float alpha = !kVector<G> && a.g ? __expf(a.g[tok * sh.HV + hv]) : 1.f;  // the scalar gate
     if (sh.l2norm_qk) {
       const float rk = rsqrtf(warp_sum(k4[0] * k4[0] + k4[1] * k4[1] + k4[2] * k4[2] + k4[3] * k4[3]) + 1e-6f);
       const float rq = rsqrtf(warp_sum(q4[0] * q4[0] + q4[1] * q4[1] + q4[2] * q4[2] + q4[3] * q4[3]) + 1e-6f);
@@ -131,18 +134,15 @@ __global__ void __launch_bounds__(DecodeTile<kCols, kRows>::kThreads, DecodeTile
     const T* vrow = v + (tok * sh.HV + hv) * kDim + v0;
     float4 vn;
     if constexpr (kDelta<U>) {
-      float4 u = make_float4(0.f, 0.f, 0.f, 0.f);  // (Sᵀ k) with the scalar α left out, (Sᵀ (α ⊙ k)) with the vector
+      float4 u = make_float4(0.f, 0.f, 0.f, 0.f);  // Sᵀ k, the scalar α left out
 #pragma unroll
-      for (int m = 0; m < kRows; ++m) {
-        const float km = kVector<G> ? alpha_of(m) * kr[m] : kr[m];
-        u.x += s[m].x * km, u.y += s[m].y * km, u.z += s[m].z * km, u.w += s[m].w * km;
-      }
+      for (int m = 0; m < kRows; ++m)
+        u.x += s[m].x * kr[m], u.y += s[m].y * kr[m], u.z += s[m].z * kr[m], u.w += s[m].w * kr[m];
       stash_column_partials<Tile>(u, red[0]);
       __syncthreads();
       if (threadIdx.x < kCols) {
         const int c = threadIdx.x;
-        const float decay = kVector<G> ? 1.f : alpha_of(0);
-        vnew[c] = a.beta[tok * sh.HV + hv] * (to_float(vrow[c]) - decay * column_total<Tile>(red[0], c));
+        vnew[c] = a.beta[tok * sh.HV + hv] * (to_float(vrow[c]) - alpha * column_total<Tile>(red[0], c));
       }
       __syncthreads();
       vn = reinterpret_cast<const float4*>(vnew)[cg];
@@ -155,11 +155,10 @@ __global__ void __launch_bounds__(DecodeTile<kCols, kRows>::kThreads, DecodeTile
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
     for (int m = 0; m < kRows; ++m) {
-      const float am = alpha_of(m);
-      s[m].x = am * s[m].x + kr[m] * vn.x;
-      s[m].y = am * s[m].y + kr[m] * vn.y;
-      s[m].z = am * s[m].z + kr[m] * vn.z;
-      s[m].w = am * s[m].w + kr[m] * vn.w;
+      s[m].x = alpha * s[m].x + kr[m] * vn.x;
+      s[m].y = alpha * s[m].y + kr[m] * vn.y;
+      s[m].z = alpha * s[m].z + kr[m] * vn.z;
+      s[m].w = alpha * s[m].w + kr[m] * vn.w;
       acc.x += s[m].x * qr[m], acc.y += s[m].y * qr[m], acc.z += s[m].z * qr[m], acc.w += s[m].w * qr[m];
     }
     stash_column_partials<Tile>(acc, out_red);
