@@ -28,8 +28,8 @@
 // Three phases a step between block barriers (racecheck does not follow named ones; chunk_fwd.cuh,
 // invert_diagonal_blocks), each role in its own loop so that the registers follow the roles
 // (setmaxnreg: the state warps 184 a thread, so that the wgmmas' operands stay in registers):
-//   1  state: Xᵀ, V'ᵀ, half of q, k normalised; copies   prepare: half of q, k normalised; the gate
-//   2  state: Oᵀ, staged; L below the diagonal             prepare: L's diagonal blocks, inverted
+//   1  state: Xᵀ, V'ᵀ, half of q, k normalised; k copied  prepare: half of q, k normalised; the gate
+//   2  state: Oᵀ, staged; L below the diagonal; q, v copied prepare: L's diagonal blocks, inverted
 //   3  state: Sᵀ updated, O leaves meanwhile; P of c + 1   prepare: A diag(β)
 // q, k and v have three buffers (chunk c's, c + 1's being prepared, c + 2's landing), A diag(β),
 // P and the row scales two, L one.
@@ -40,7 +40,8 @@
 // single pass on wgmma"); then A's products in tf32 and v copied by zero fill, another 6%; the
 // tf32 operands truncated and P on wgmma, 2–3% more (bench/gpu/NOTES.md, seventeenth session); two
 // small arrays indexed by warp out of local memory, 3% more (eighteenth session); half of the L2
-// norm on the state warps and the q, k copies by rows, 1–2% more (nineteenth session).
+// norm on the state warps and the q, k copies by rows, 1–2% more; q's and v's copies in phase 2,
+// 3–4% more (nineteenth session).
 // The rounding is the two-kernel forward's but where W and U were: X is rounded to the input type
 // before its product with A diag(β) (where that path rounds U, W and S; the product is the same,
 // A diag(β) (V − diag(e^γ) K S)), V' is rounded and then, scaled by e^{γ_L − γ}, rounded again
@@ -111,12 +112,16 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
   const long state_base = (long(n) * p.HV + hv) * kDim * kDim;
   auto start = [&](int ci) { return seq.bos + ci * kChunk; };
 
-  // Chunk ci's q, k and v into buffer ci % 3, zero rows beyond its length (the state warps, first
-  // thing in phase 1).
-  auto copy_inputs = [&](int ci) {
+  // Chunk ci's q, k and v into buffer ci % 3, zero rows beyond its length, by the state warps: k
+  // first thing in phase 1, q and v at the end of phase 2, where they wait for the prepare warps
+  // (with all three in phase 1, the copies' issue held that phase; NOTES, nineteenth session).
+  auto copy_k = [&](int ci) {
+    const long qk = (long(start(ci)) * p.H + h) * kDim;
+    load_core_tile_zero_tail(sm.k[ci % 3], p.k + qk, long(p.H) * kDim, chunk_len(seq, ci), st_tid);
+  };
+  auto copy_qv = [&](int ci) {
     const int b = ci % 3, len = chunk_len(seq, ci);
     const long qk = (long(start(ci)) * p.H + h) * kDim, vv = (long(start(ci)) * p.HV + hv) * kDim;
-    load_core_tile_zero_tail(sm.k[b], p.k + qk, long(p.H) * kDim, len, st_tid);
     load_tile_zero_fill(sm.v[b], ldK, p.v + vv, long(p.HV) * kDim, len, kDim, st_tid);
     load_core_tile_zero_tail(sm.q[b], p.q + qk, long(p.H) * kDim, len, st_tid);
   };
@@ -138,7 +143,7 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
   float st[1][kDim / 8][4];
   uint32_t vn[kChunk / 16][4];
   if (state_warp) {
-    if (chunks > 0) copy_inputs(0);
+    if (chunks > 0) copy_k(0), copy_qv(0);
     for_each(st, v0, 0, [&](int i, int j, float& x) { x = h0 ? h0[state_base + j * kDim + i] : 0.f; });
     // P's blocks above the diagonal, which no warp writes, zero for wgmma's reads of whole k steps.
     for (int i = st_tid; i < int(sizeof(sm.pm) / 16); i += kBlockThreads) reinterpret_cast<uint4*>(sm.pm)[i] = uint4{};
@@ -170,7 +175,7 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
       const int nb = nc % 3, nb2 = nc % 2;
       const bool step = c >= 0, prepare = nc < chunks;
       // Phase 1.
-      if (c + 2 < chunks) copy_inputs(c + 2);  // over chunk c − 1's buffers
+      if (c + 2 < chunks) copy_k(c + 2);  // over chunk c − 1's buffers
       commit_async();
       // Row group sw of the 16 of chunk nc's q and k (q's rows 8 (sw / 2).. for even sw, k's for
       // odd) normalised while V'ᵀ's product runs; the prepare warps take groups 8..15.
@@ -245,6 +250,8 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
         const int row = w < 1 ? 1 : w < 3 ? 2 : 3;
         l_block(nb, row, w - row * (row - 1) / 2);
       }
+      if (c + 2 < chunks) copy_qv(c + 2);
+      commit_async();
       __syncthreads();
       // Phase 3.
       if (step) {
