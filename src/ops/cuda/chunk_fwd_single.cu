@@ -23,14 +23,14 @@
 //     as A diag(β). The state warps, whose products wgmma made short, form the six blocks of
 //     L = StrictLower(diag(β) K Kᵀ ⊙ Γ) below the diagonal, chunk c + 1's P = Q Kᵀ ⊙ Γ (lower with
 //     the diagonal; on wgmma, both operands from shared memory, 32 columns a warpgroup), normalise
-//     the other half of q and k (one 8-row group a warp, inside V'ᵀ's wgmma) and start chunk
-//     c + 2's copies.
+//     the other half of q and k (one 8-row group a warp, inside V'ᵀ's wgmma) and copy chunk
+//     c + 2's inputs.
 // Three phases a step between block barriers (racecheck does not follow named ones; chunk_fwd.cuh,
 // invert_diagonal_blocks), each role in its own loop so that the registers follow the roles
 // (setmaxnreg: the state warps 184 a thread, so that the wgmmas' operands stay in registers):
-//   1  state: Xᵀ, V'ᵀ, half of q, k normalised; k copied  prepare: half of q, k normalised; the gate
-//   2  state: Oᵀ, staged; L below the diagonal; q, v copied prepare: L's diagonal blocks, inverted
-//   3  state: Sᵀ updated, O leaves meanwhile; P of c + 1   prepare: A diag(β)
+//   1  state: Xᵀ, V'ᵀ; half of q, k normalised; k copied     prepare: half of q, k normalised; the gate
+//   2  state: Oᵀ, staged; L below the diagonal; q, v copied  prepare: L's diagonal blocks, inverted
+//   3  state: Sᵀ updated, O leaves meanwhile; P of c + 1      prepare: A diag(β)
 // q, k and v have three buffers (chunk c's, c + 1's being prepared, c + 2's landing), A diag(β),
 // P and the row scales two, L one.
 // Before wgmma (per step, H100, clock64 counts of block 0 at 64 chunks): ~14.5k cycles, both roles
