@@ -1,12 +1,13 @@
 """Times FLA's chunk_gated_delta_rule (forward, forward+backward) and
-fused_recurrent_gated_delta_rule (one decode token) on the shapes of gdn_gpu_bench, with
+fused_recurrent_gated_delta_rule (one decode token) on the shapes of gdn_gpu_bench (with --kda,
+also chunk_kda, the gate per key dimension, last, as its compile and autotune take minutes), with
 CUDA-event medians after warm-up and an L2 flush before each call, as triton.testing.do_bench
 takes them except for the flush: a 256 MiB buffer is read (the L2 left clean), as gdn's
 event_median_ms does (src/ops/cuda/timing.h), instead of zeroed (the L2 left dirty, which the
 timed call pays for by writing it back); decode is timed both ways. FLA is imported from --fla
 (the folder that holds the `fla` package); it is never part of this repository.
 
-    python3 bench/gpu/fla_bench.py --fla PATH --out fla.json [--quick] [--decode-only]
+    python3 bench/gpu/fla_bench.py --fla PATH --out fla.json [--quick] [--decode-only] [--kda]
 """
 import argparse
 import json
@@ -21,6 +22,7 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--decode-only", action="store_true", help="skip the chunk shapes (minutes of Triton autotune)")
+    ap.add_argument("--kda", action="store_true", help="also time chunk_kda at the chunk shapes, after decode")
     args = ap.parse_args()
     sys.path.insert(0, args.fla)
     import torch
@@ -31,7 +33,7 @@ def main():
     dev = "cuda"
     rep = 50 if args.quick else 200
     out = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
-           "rows": [], "decode": []}
+           "rows": [], "decode": [], "kda": []}
 
     cache = torch.zeros(256 << 18, dtype=torch.int32, device=dev)  # 256 MiB
 
@@ -66,37 +68,42 @@ def main():
         torch.cuda.synchronize()
         return statistics.median(a.elapsed_time(b) for a, b in zip(start, stop))
 
-    for B, T, H, HV in [] if args.decode_only else [(8, 2048, 16, 16), (2, 8192, 16, 16), (4, 4096, 16, 32)]:
-        t0 = time.time()
-        q = torch.randn(B, T, H, 128, dtype=torch.bfloat16, device=dev, requires_grad=True)
-        k = torch.randn(B, T, H, 128, dtype=torch.bfloat16, device=dev, requires_grad=True)
-        v = torch.randn(B, T, HV, 128, dtype=torch.bfloat16, device=dev, requires_grad=True)
-        g = torch.log(0.7 + 0.29 * torch.rand(B, T, HV, dtype=torch.float32, device=dev)).requires_grad_()
-        beta = (0.05 + 0.9 * torch.rand(B, T, HV, dtype=torch.float32, device=dev)).to(torch.bfloat16).requires_grad_()
-        do = torch.randn(B, T, HV, 128, dtype=torch.bfloat16, device=dev)
+    shapes = [] if args.decode_only else [(8, 2048, 16, 16), (2, 8192, 16, 16), (4, 4096, 16, 32)]
 
-        def fwd():
-            with torch.no_grad():
-                chunk_gated_delta_rule(q, k, v, g, beta, use_qk_l2norm_in_kernel=True)
+    def time_rows(op, label, key, gate_per_key, out_rows):
+        """fwd and fwd+bwd of op(q, k, v, g, beta) at each shape, as fla_{key}fwd_ms, fla_{key}fwdbwd_ms;
+        g per key dimension where gate_per_key."""
+        for B, T, H, HV in shapes:
+            t0 = time.time()
+            q = torch.randn(B, T, H, 128, dtype=torch.bfloat16, device=dev, requires_grad=True)
+            k = torch.randn(B, T, H, 128, dtype=torch.bfloat16, device=dev, requires_grad=True)
+            v = torch.randn(B, T, HV, 128, dtype=torch.bfloat16, device=dev, requires_grad=True)
+            gshape = (B, T, HV, 128) if gate_per_key else (B, T, HV)
+            g = torch.log(0.7 + 0.29 * torch.rand(*gshape, dtype=torch.float32, device=dev)).requires_grad_()
+            beta = (0.05 + 0.9 * torch.rand(B, T, HV, dtype=torch.float32, device=dev)).to(torch.bfloat16).requires_grad_()
+            do = torch.randn(B, T, HV, 128, dtype=torch.bfloat16, device=dev)
 
-        def fwdbwd():
-            o, _ = chunk_gated_delta_rule(q, k, v, g, beta, use_qk_l2norm_in_kernel=True)
-            o.backward(do)
+            def fwd():
+                with torch.no_grad():
+                    op(q, k, v, g, beta, use_qk_l2norm_in_kernel=True)
 
-        row = {"B": B, "T": T, "H": H, "HV": HV, "D": 128}
-        try:
-            row["fla_fwd_ms"] = bench(fwd)
-        except Exception as e:  # report, keep going
-            row["fla_fwd_error"] = repr(e)[:300]
-        try:
-            row["fla_fwdbwd_ms"] = bench(fwdbwd)
-        except Exception as e:
-            row["fla_fwdbwd_error"] = repr(e)[:300]
-        print(f"FLA chunk B={B} T={T} H={H} HV={HV}: {row} ({time.time() - t0:.0f} s incl. compile)", flush=True)
-        out["rows"].append(row)
-        save()
-        del q, k, v, g, beta, do
-        torch.cuda.empty_cache()
+            def fwdbwd():
+                o, _ = op(q, k, v, g, beta, use_qk_l2norm_in_kernel=True)
+                o.backward(do)
+
+            row = {"B": B, "T": T, "H": H, "HV": HV, "D": 128}
+            for name, fn in (("fwd", fwd), ("fwdbwd", fwdbwd)):
+                try:
+                    row[f"fla_{key}{name}_ms"] = bench(fn)
+                except Exception as e:  # report, keep going
+                    row[f"fla_{key}{name}_error"] = repr(e)[:300]
+            print(f"FLA {label} B={B} T={T} H={H} HV={HV}: {row} ({time.time() - t0:.0f} s incl. compile)", flush=True)
+            out_rows.append(row)
+            save()
+            del q, k, v, g, beta, do
+            torch.cuda.empty_cache()
+
+    time_rows(chunk_gated_delta_rule, "chunk", "", False, out["rows"])
 
     H, HV = 16, 32
     for n in [1, 32, 256, 1024]:
@@ -122,6 +129,10 @@ def main():
         print(f"FLA decode seqs={n}: {row}", flush=True)
         out["decode"].append(row)
         save()
+
+    if args.kda:
+        from fla.ops.kda import chunk_kda
+        time_rows(chunk_kda, "chunk_kda", "kda_", True, out["kda"])
 
 
 if __name__ == "__main__":

@@ -17,11 +17,13 @@ def main():
     fla = json.load(open(fla_path)) if os.path.exists(fla_path) else {"rows": [], "decode": []}
     key = lambda r: (r["B"], r["T"], r["H"], r["HV"])
     fla_rows = {key(r): r for r in fla.get("rows", [])}
+    fla_kda = {key(r): r for r in fla.get("kda", [])}
     fla_dec = {r["seqs"]: r for r in fla.get("decode", [])}
     rows = []
     for r in gdn["rows"]:
         m = dict(r)
         m.update({k: v for k, v in fla_rows.get(key(r), {}).items() if k.startswith("fla_")})
+        m.update({k: v for k, v in fla_kda.get(key(r), {}).items() if k.startswith("fla_")})
         rows.append(m)
     decode = []
     for r in gdn["decode"]:
@@ -57,6 +59,17 @@ def main():
         lines.append(f"| {r['B']}×{r['T']}×{r['H']} ({r['HV']}) ×{r['D']} | {f(r.get('fwd_infer_ms'))} | {f(fla_fwd)} | "
                      f"{ratio(fla_fwd, r.get('fwd_infer_ms'))} | {f(r['fwd_ms'])} | {ratio(fla_fwd, r['fwd_ms'])} | "
                      f"{f(r['fwdbwd_ms'])} | {f(r.get('fla_fwdbwd_ms'))} | {ratio(r.get('fla_fwdbwd_ms'), r['fwdbwd_ms'])} |")
+    if any("fla_kda_fwd_ms" in r or "fla_kda_fwd_error" in r for r in rows):
+        lines += ["", "KDA (a gate per key dimension; FLA's chunk_kda):", "",
+                  "| B×T×H (HV) ×D | gdn fwd ms | FLA fwd ms | speed-up | gdn fwd of a training step ms | "
+                  "gdn fwd+bwd ms | FLA fwd+bwd ms | speed-up |", "|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            fk = r.get("fla_kda_fwd_ms", "error" if "fla_kda_fwd_error" in r else None)
+            fkb = r.get("fla_kda_fwdbwd_ms", "error" if "fla_kda_fwdbwd_error" in r else None)
+            lines.append(f"| {r['B']}×{r['T']}×{r['H']} ({r['HV']}) ×{r['D']} | {f(r.get('kda_fwd_infer_ms'))} | "
+                         f"{f(fk) if fk != 'error' else fk} | {ratio(fk, r.get('kda_fwd_infer_ms'))} | "
+                         f"{f(r.get('kda_fwd_ms'))} | {f(r.get('kda_fwdbwd_ms'))} | {f(fkb) if fkb != 'error' else fkb} | "
+                         f"{ratio(fkb, r.get('kda_fwdbwd_ms'))} |")
     lines += ["", "| decode seqs (HV=32, D=128) | gdn µs | of copy bandwidth | same bytes copied µs | FLA µs |",
               "|---|---|---|---|---|"]
     for r in decode:

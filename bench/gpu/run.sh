@@ -3,15 +3,16 @@
 # reference, compute-sanitizer memcheck on small cases and racecheck on one, time our kernels and
 # FLA's on the same machine, write bench/results/<date>-<gpu>.{json,md}.
 #
-#   bench/gpu/run.sh --fla PATH [--bin DIR] [--results DIR] [--quick] [--no-fla] [--fla-timeout S]
+#   bench/gpu/run.sh --fla PATH [--bin DIR] [--results DIR] [--quick] [--no-fla] [--fla-timeout S] [--kda]
 #     --fla PATH        folder holding FLA's `fla` package (never committed here)
 #     --bin DIR         use prebuilt gdn_gpu_check / gdn_gpu_bench (and DIR/lib) instead of building
 #     --fla-timeout S   stop FLA's timing after S seconds and report the rows it finished (its Triton
 #                       compile and autotune take minutes on a fresh machine: 158 s for the first shape
 #                       once, bench/gpu/NOTES.md)
+#     --kda             also time FLA's chunk_kda (after decode; its compile takes minutes too)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-fla="" bin="" results="bench/results" quick="" no_fla="" fla_timeout=""
+fla="" bin="" results="bench/results" quick="" no_fla="" fla_timeout="" kda=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --fla) fla="$2"; shift 2 ;;
@@ -20,6 +21,7 @@ while [ $# -gt 0 ]; do
     --quick) quick="--quick"; shift ;;
     --no-fla) no_fla=1; shift ;;
     --fla-timeout) fla_timeout="$2"; shift 2 ;;
+    --kda) kda="--kda"; shift ;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -51,7 +53,7 @@ echo "== timing gdn"
 if [ -z "$no_fla" ]; then
   echo "== timing FLA (first calls compile and autotune)"
   PYTHONUNBUFFERED=1 ${fla_timeout:+timeout "$fla_timeout"} python3 bench/gpu/fla_bench.py --fla "$fla" \
-    --out "$tmp/fla.json" $quick
+    --out "$tmp/fla.json" $quick $kda
   rc=$?
   if [ -n "$fla_timeout" ] && [ $rc = 124 ]; then
     fla_stopped=" FLA's timing was stopped at ${fla_timeout} s (--fla-timeout): its rows after that are missing."

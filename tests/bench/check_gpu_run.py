@@ -4,7 +4,9 @@ compute-sanitizer that pass, a gdn_gpu_bench that writes one row, an FLA folder 
 either hangs on import or fails), and checks what a user is left with:
   - FLA stopped by --fla-timeout: run.sh passes, and the report has gdn's rows, no FLA figures
     and a note that says FLA was stopped;
-  - FLA failing: run.sh fails naming fla, and still writes gdn's report.
+  - FLA failing: run.sh fails naming fla, and still writes gdn's report;
+and report.py's KDA table (fla_bench.py --kda): FLA's chunk_kda rows merged by shape, an FLA error
+shown as one.
 
 Usage: check_gpu_run.py
 """
@@ -65,6 +67,19 @@ def main():
         rc, out, rep = run(tmp, "raise ImportError('no torch in this stand-in')\n", [])
         check(rc != 0 and "FAILED: fla" in out, f"a failing FLA fails run.sh (rc {rc}):\n{out}")
         check(rep["rows"][0]["fwdbwd_ms"] == 1.2, "gdn's report is still written")
+    with tempfile.TemporaryDirectory() as tmp:
+        gdn = dict(GDN_JSON, rows=[dict(GDN_JSON["rows"][0], kda_fwd_infer_ms=1.2, kda_fwd_ms=1.25, kda_fwdbwd_ms=6.0)])
+        fla = {"rows": [], "decode": [], "kda": [{"B": 8, "T": 2048, "H": 16, "HV": 16, "D": 128, "fla_kda_fwd_ms": 2.4,
+                                                  "fla_kda_fwdbwd_error": "RuntimeError('refused')"}]}
+        paths = [os.path.join(tmp, n) for n in ("gdn.json", "fla.json")]
+        for path, data in zip(paths, (gdn, fla)):
+            json.dump(data, open(path, "w"))
+        p = subprocess.run([sys.executable, os.path.join(REPO, "bench", "gpu", "report.py"), *paths, tmp, "note"],
+                           capture_output=True, text=True, timeout=60)
+        check(p.returncode == 0, f"report.py failed:\n{p.stdout}\n{p.stderr}")
+        md = open(glob.glob(os.path.join(tmp, "*.md"))[0]).read()
+        want = "| 8×2048×16 (16) ×128 | 1.200 | 2.400 | 2.00× | 1.250 | 6.000 | error | — |"
+        check(want in md, f"the KDA row {want!r} in:\n{md}")
     print("check_gpu_run: ok")
 
 
