@@ -115,15 +115,14 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
   // Chunk ci's q, k and v into buffer ci % 3, zero rows beyond its length, by the state warps: k
   // first thing in phase 1, q and v at the end of phase 2, where they wait for the prepare warps
   // (with all three in phase 1, the copies' issue held that phase; NOTES, nineteenth session).
+  auto qk_rows = [&](int ci) { return (long(start(ci)) * p.H + h) * kDim; };  // chunk ci's first row of q, k
   auto copy_k = [&](int ci) {
-    const long qk = (long(start(ci)) * p.H + h) * kDim;
-    load_core_tile_zero_tail(sm.k[ci % 3], p.k + qk, long(p.H) * kDim, chunk_len(seq, ci), st_tid);
+    load_core_tile_zero_tail(sm.k[ci % 3], p.k + qk_rows(ci), long(p.H) * kDim, chunk_len(seq, ci), st_tid);
   };
   auto copy_qv = [&](int ci) {
     const int b = ci % 3, len = chunk_len(seq, ci);
-    const long qk = (long(start(ci)) * p.H + h) * kDim, vv = (long(start(ci)) * p.HV + hv) * kDim;
-    load_tile_zero_fill(sm.v[b], ldK, p.v + vv, long(p.HV) * kDim, len, kDim, st_tid);
-    load_core_tile_zero_tail(sm.q[b], p.q + qk, long(p.H) * kDim, len, st_tid);
+    load_tile_zero_fill(sm.v[b], ldK, p.v + (long(start(ci)) * p.HV + hv) * kDim, long(p.HV) * kDim, len, kDim, st_tid);
+    load_core_tile_zero_tail(sm.q[b], p.q + qk_rows(ci), long(p.H) * kDim, len, st_tid);
   };
   GateRows gate;  // the gate warp's rows of g and β of the next chunk to prepare
   auto fetch_gate = [&](int ci) { gate = fetch_gate_beta(p.g, p.beta, start(ci), chunk_len(seq, ci), p.HV, hv); };
