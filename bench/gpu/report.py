@@ -43,6 +43,10 @@ def main():
     def f(x, fmt="{:.3f}"):
         return fmt.format(x) if isinstance(x, (int, float)) else "—"
 
+    def fla_cell(r, key, unit, fmt="{:.3f}"):
+        """FLA's figure r[key_unit], "error" where FLA raised (r[key_error]), else "—"."""
+        return f(r[f"{key}_{unit}"], fmt) if f"{key}_{unit}" in r else ("error" if f"{key}_error" in r else "—")
+
     def ratio(a, b):
         return f"{a / b:.2f}×" if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b > 0 else "—"
 
@@ -64,18 +68,15 @@ def main():
                   "| B×T×H (HV) ×D | gdn fwd ms | FLA fwd ms | speed-up | gdn fwd of a training step ms | "
                   "gdn fwd+bwd ms | FLA fwd+bwd ms | speed-up |", "|---|---|---|---|---|---|---|---|"]
         for r in rows:
-            fk = r.get("fla_kda_fwd_ms", "error" if "fla_kda_fwd_error" in r else None)
-            fkb = r.get("fla_kda_fwdbwd_ms", "error" if "fla_kda_fwdbwd_error" in r else None)
             lines.append(f"| {r['B']}×{r['T']}×{r['H']} ({r['HV']}) ×{r['D']} | {f(r.get('kda_fwd_infer_ms'))} | "
-                         f"{f(fk) if fk != 'error' else fk} | {ratio(fk, r.get('kda_fwd_infer_ms'))} | "
-                         f"{f(r.get('kda_fwd_ms'))} | {f(r.get('kda_fwdbwd_ms'))} | {f(fkb) if fkb != 'error' else fkb} | "
-                         f"{ratio(fkb, r.get('kda_fwdbwd_ms'))} |")
+                         f"{fla_cell(r, 'fla_kda_fwd', 'ms')} | {ratio(r.get('fla_kda_fwd_ms'), r.get('kda_fwd_infer_ms'))} | "
+                         f"{f(r.get('kda_fwd_ms'))} | {f(r.get('kda_fwdbwd_ms'))} | {fla_cell(r, 'fla_kda_fwdbwd', 'ms')} | "
+                         f"{ratio(r.get('fla_kda_fwdbwd_ms'), r.get('kda_fwdbwd_ms'))} |")
     lines += ["", "| decode seqs (HV=32, D=128) | gdn µs | of copy bandwidth | same bytes copied µs | FLA µs |",
               "|---|---|---|---|---|"]
     for r in decode:
-        fla_us = f(r.get("fla_decode_us"), "{:.1f}") if "fla_decode_us" in r else ("error" if "fla_decode_error" in r else "—")
         lines.append(f"| {r['seqs']} | {r['decode_us']:.1f} | {100 * r['decode_bw_fraction']:.1f}% | "
-                     f"{f(r.get('copy_same_bytes_us'), '{:.1f}')} | {fla_us} |")
+                     f"{f(r.get('copy_same_bytes_us'), '{:.1f}')} | {fla_cell(r, 'fla_decode', 'us', '{:.1f}')} |")
     open(base + ".md", "w").write("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"wrote {base}.json and {base}.md")
