@@ -15,9 +15,10 @@
 //       Xᵀ  = Vᵀ − (Sᵀ Kᵀ) diag(e^γ)          V'ᵀ = Xᵀ (A diag β)ᵀ            (V' = U − W S)
 //       Oᵀ  = (Sᵀ Qᵀ) diag(e^γ) + V'ᵀ Pᵀ       Sᵀ ← e^{γ_L} Sᵀ + V'ᵀ diag(e^{γ_L − γ}) K
 //     so that W = A diag(β e^γ) K and U = A diag(β) V are never formed, and O leaves from each
-//     warp's own columns (staged over its columns of V, which it alone reads). q, k, A diag(β) and
-//     P are core tiles (core_tile.cuh), which wgmma reads without swizzle and ldmatrix without
-//     bank conflicts; the update reads K with keys along N (MN-major).
+//     warp's own columns (staged over its columns of V, which it alone reads). q and k are tiles
+//     in wgmma's 128-byte swizzle, A diag(β) and P core tiles (core_tile.cuh): wgmma reads both,
+//     ldmatrix and the copies without bank conflicts; the update reads K with keys along N
+//     (MN-major).
 //   - the prepare warps (0–3) normalise half of chunk c + 1's q and k, sum its gate, form L's diagonal
 //     16×16 blocks and invert them at once, and A = (I + L)⁻¹ by row blocks (chunk_fwd.cuh), kept
 //     as A diag(β). The state warps, whose products wgmma made short, form the six blocks of
@@ -41,7 +42,8 @@
 // tf32 operands truncated and P on wgmma, 2–3% more (bench/gpu/NOTES.md, seventeenth session); two
 // small arrays indexed by warp out of local memory, 3% more (eighteenth session); half of the L2
 // norm on the state warps and the q, k copies by rows, 1–2% more; q's and v's copies in phase 2,
-// 3–4% more (nineteenth session).
+// 3–4% more (nineteenth session); q and k in the 128-byte swizzle, whose copies take one L2 line
+// and one shared line an 8-lane group, 9–10% more (twentieth session).
 // The rounding is the two-kernel forward's but where W and U were: X is rounded to the input type
 // before its product with A diag(β) (where that path rounds U, W and S; the product is the same,
 // A diag(β) (V − diag(e^γ) K S)), V' is rounded and then, scaled by e^{γ_L − γ}, rounded again
@@ -67,8 +69,8 @@ static_assert(2 * (kStateRegisters - kEntryRegisters) <= kEntryRegisters - kPrep
 
 template <class T>
 struct SinglePassSmem {
-  T q[3][kChunk * kDim];              // buffer c % 3: chunk c's q (normalised in place), a core tile
-  T k[3][kChunk * kDim];              // k, a core tile
+  alignas(1024) T q[3][kChunk * kDim];  // buffer c % 3: chunk c's q (normalised in place), a sw128 tile
+  T k[3][kChunk * kDim];                // k, a sw128 tile
   T v[3][kChunk * tile_ld<T>(kDim)];  // v; then O, staged over each warp's columns
   float l[kChunk * kLdL];             // L, its diagonal blocks then inverted in place
   T ab[2][kChunk * kChunk];           // buffer c % 2: A diag(β), a core tile
@@ -97,6 +99,7 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
   constexpr int ldK = tile_ld<T>(kDim);
   extern __shared__ float4 smem4[];
   Smem& sm = *reinterpret_cast<Smem*>(smem4);
+  if (smem_addr(&sm) & 1023) __trap();  // the sw128 tiles' atoms must be 1024-byte aligned
 
   const int n = blockIdx.x / p.HV, hv = blockIdx.x % p.HV, h = hv / (p.HV / p.H);
   // From lane 0, so that the compiler sees it uniform in the warp: the wgmmas (and ptxas's waits
@@ -117,12 +120,12 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
   // (with all three in phase 1, the copies' issue held that phase; NOTES, nineteenth session).
   auto qk_rows = [&](int ci) { return (long(start(ci)) * p.H + h) * kDim; };  // chunk ci's first row of q, k
   auto copy_k = [&](int ci) {
-    load_core_tile_zero_tail(sm.k[ci % 3], p.k + qk_rows(ci), long(p.H) * kDim, chunk_len(seq, ci), st_tid);
+    load_sw128_tile_zero_tail(sm.k[ci % 3], p.k + qk_rows(ci), long(p.H) * kDim, chunk_len(seq, ci), st_tid);
   };
   auto copy_qv = [&](int ci) {
     const int b = ci % 3, len = chunk_len(seq, ci);
     load_tile_zero_fill(sm.v[b], ldK, p.v + (long(start(ci)) * p.HV + hv) * kDim, long(p.HV) * kDim, len, kDim, st_tid);
-    load_core_tile_zero_tail(sm.q[b], p.q + qk_rows(ci), long(p.H) * kDim, len, st_tid);
+    load_sw128_tile_zero_tail(sm.q[b], p.q + qk_rows(ci), long(p.H) * kDim, len, st_tid);
   };
   GateRows gate;  // the gate warp's rows of g and β of the next chunk to prepare
   auto fetch_gate = [&](int ci) { gate = fetch_gate_beta(p.g, p.beta, start(ci), chunk_len(seq, ci), p.HV, hv); };
@@ -130,7 +133,20 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
   auto l_block = [&](int nb, int r, int c) {
     float acc[1][2][4];
     zero(acc);
-    warp_mma(acc, CoreRowsK<T, kDim>{sm.k[nb]}, CoreRowsK<T, kDim>{sm.k[nb]}, 16 * r, 16 * c, kDim);
+    {  // K Kᵀ's block from the sw128 tile: a k step flips address bits 5, 6 (and crosses to the second half)
+      const int l = opaque(lane), m = l >> 3, x = l & 7;
+      const uint32_t a0 = smem_addr(sm.k[nb] + (16 * r + 8 * (m & 1) + x) * 64) + (((m >> 1) ^ x) << 4);
+      const uint32_t b0 = smem_addr(sm.k[nb] + (16 * c + 8 * (m >> 1) + x) * 64) + (((m & 1) ^ x) << 4);
+#pragma unroll 2
+      for (int ks = 0; ks < kDim / 16; ++ks) {
+        const uint32_t flip = (ks & 3) << 5, half = (ks >> 2) * kChunk * 128;
+        uint32_t af[4], bf[4];
+        ldmatrix_x4<false>(af, (a0 ^ flip) + half);
+        ldmatrix_x4<false>(bf, (b0 ^ flip) + half);
+        mma_16bit<T>(acc[0][0], af, bf[0], bf[1]);
+        mma_16bit<T>(acc[0][1], af, bf[2], bf[3]);
+      }
+    }
     for_each_pair(acc, 16 * r, 16 * c, [&](int i, int j, float x0, float x1) {
       const float bi = sm.bet[i];
       store2(sm.l + i * kLdL + j, decayed(sm.gam, i, j, bi * x0, false), decayed(sm.gam, i, j + 1, bi * x1, false));
@@ -155,7 +171,7 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
 
   if (state_warp) {
     set_max_registers<true, kStateRegisters>();
-    // acc = Sᵀ Xᵀ for a chunk's core tile x (k or q), the warpgroup's 64 value columns at once. Sᵀ's
+    // acc = Sᵀ Xᵀ for a chunk's sw128 tile x (k or q), the warpgroup's 64 value columns at once. Sᵀ's
     // A fragments are all formed before the first wgmma reads them (formed between wgmmas, ptxas
     // waited for each before reusing its registers).
     auto state_times = [&](const T* x, float(&acc)[1][kChunk / 8][4]) {
@@ -165,7 +181,7 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
       for (int ks = 0; ks < kDim / 16; ++ks) acc_a_fragment<T>(st, ks, sa[ks]);
       wgmma_fence();
 #pragma unroll
-      for (int ks = 0; ks < kDim / 16; ++ks) wgmma_n64_k<T>(acc[0], sa[ks], core_tile_desc<kDim>(x, ks));
+      for (int ks = 0; ks < kDim / 16; ++ks) wgmma_n64_k<T>(acc[0], sa[ks], sw128_desc<kChunk>(x, ks));
       wgmma_commit_wait();
     };
     for (int c = -1; c < chunks; ++c) {
@@ -181,7 +197,7 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
       auto normalize_group = [&] {
         if (prepare && p.l2norm) {
           const int w = opaque(sw);  // its addresses formed here, not held across the loop
-          normalize_core_rows(w & 1 ? sm.k[nb] : sm.q[nb], w >> 1);
+          normalize_sw128_rows(w & 1 ? sm.k[nb] : sm.q[nb], w >> 1);
           fence_proxy_async();  // for wgmma's reads
         }
       };
@@ -270,7 +286,7 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
         }
         wgmma_fence();
 #pragma unroll
-        for (int ks = 0; ks < kChunk / 16; ++ks) wgmma_n128_mn<T>(st[0], a[ks], core_tile_desc_mn<kDim>(sm.k[b], ks));
+        for (int ks = 0; ks < kChunk / 16; ++ks) wgmma_n128_mn<T>(st[0], a[ks], sw128_desc_mn<kChunk>(sm.k[b], ks));
         wgmma_commit();
         // O's rows (staged in phase 2) leave while the update runs: phase 2 holds the step, phase 3
         // has room on the state warps.
@@ -294,7 +310,7 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
         wgmma_fence();
 #pragma unroll
         for (int ks = 0; ks < kDim / 16; ++ks)
-          wgmma_n32_ss<T>(acc[0], core_tile_desc<kDim>(sm.q[nb], ks), core_tile_desc<kDim>(sm.k[nb] + ln * kDim, ks));
+          wgmma_n32_ss<T>(acc[0], sw128_desc<kChunk>(sm.q[nb], ks), sw128_desc<kChunk>(sm.k[nb] + ln * 64, ks));
         wgmma_commit_wait();
         if (ln < lm + 16)
           for_each_pair(acc, lm, ln, [&](int i, int j, float x0, float x1) {
@@ -316,7 +332,7 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
       if (prepare) {
         if (p.l2norm) {  // groups 8..15 of 16 of 8 rows (q's even, k's odd), two a warp; the state warps take 0..7
           const int begin = 8 + 2 * warp;
-          for (int i = begin; i < begin + 2; ++i) normalize_core_rows(i & 1 ? sm.k[nb] : sm.q[nb], i >> 1);
+          for (int i = begin; i < begin + 2; ++i) normalize_sw128_rows(i & 1 ? sm.k[nb] : sm.q[nb], i >> 1);
           fence_proxy_async();  // for wgmma's reads
         }
         if (gate_warp) {  // γ and β of chunk nc, its row scales

@@ -1,5 +1,5 @@
-// Tiles in wgmma's no-swizzle "core matrix" layout, and the wgmma and setmaxnreg wrappers of the
-// single pass (chunk_fwd_single.cu; sm_90a).
+// Tiles in wgmma's 128-byte swizzle (q, k) and no-swizzle "core matrix" layout (A diag(β), P), and
+// the wgmma and setmaxnreg wrappers of the single pass (chunk_fwd_single.cu; sm_90a).
 #pragma once
 
 #include "tile.cuh"
@@ -14,53 +14,43 @@ __device__ __forceinline__ int core_offset(int r, int c) {
   return ((r >> 3) * (C / 8) + (c >> 3)) * 64 + (r & 7) * 8 + (c & 7);
 }
 
-// RowMajorK's view (element (r, k) of the operand stored at row r, column k) of a core tile, for
-// warp_mma.
-template <class T, int C>
-struct CoreRowsK {
-  static_assert(k16Bit<T>);
-  static constexpr bool kTrans = false;
-  const T* p;
-  __device__ __forceinline__ uint32_t a_addr(int r0) const {
-    const int l = threadIdx.x & 31, m = l >> 3;
-    return smem_addr(p + (((r0 + 8 * (m & 1)) >> 3) * (C / 8) + (m >> 1)) * 64 + (l & 7) * 8);
-  }
-  __device__ __forceinline__ uint32_t b_addr(int c0) const {
-    const int l = threadIdx.x & 31, m = l >> 3;
-    return smem_addr(p + (((c0 + 8 * (m >> 1)) >> 3) * (C / 8) + (m & 1)) * 64 + (l & 7) * 8);
-  }
-  __device__ __forceinline__ uint32_t k_step() const { return 2 * 64 * sizeof(T); }
-  __device__ __forceinline__ void scale_a(uint32_t (&)[4], int) const {}
-};
-
-// A chunk's [64][kDim] rows (row stride `stride` in global memory) into a core tile by cp.async, rows
-// >= rows zero (zero fill). Thread (warp w, lane l) of the 256 copies row 8 w + l % 8, pieces
-// 4 n + l / 8 (n = 0..3): one row, one zero-fill predicate and one address a thread, stepped by
-// immediates, where the piece-by-piece order (consecutive lanes on consecutive pieces of a row)
-// needed four of each. A warp's copy writes 512 contiguous bytes of shared memory; its L2 sectors
-// and shared wavefronts measured the same in both orders (32 each a warp instruction, twice and
-// eight times the ideal: the no-swizzle core layout puts a row's pieces 128 bytes apart).
-template <class T>
-__device__ __forceinline__ void load_core_tile_zero_tail(T* dst, const T* src, long stride, int rows, int tid) {
-  static_assert(kDim * int(sizeof(T)) / 16 == 16 && kBlockThreads == 256, "16 pieces a row, 8 rows a warp");
-  const int r = 8 * (tid >> 5) + (tid & 7), j = (tid >> 3) & 3;
-  const unsigned bytes = r < rows ? 16u : 0u;
-  dst += core_offset<kDim>(r, 8 * j);
-  src += long(r < rows ? r : 0) * stride + 8 * j;
-#pragma unroll
-  for (int n = 0; n < 4; ++n) cp_async16_or_zero(dst + 256 * n, src + 32 * n, bytes);
+// Element (r, c) of a [Rows][kDim] 16-bit tile in wgmma's 128-byte swizzle, K-major along c: two
+// 64-column halves of Rows × 128 bytes, each row's eight 16-byte pieces XOR-permuted by r % 8 within
+// its 128 bytes (8-row atoms of 1024 bytes, 1024-byte aligned: the hardware swizzles address bits).
+// A row's half stays one 128-byte line, so 8 lanes copying it, or ldmatrix's 8 rows of one piece,
+// take one shared-memory wavefront each. In the core layout a row's pieces lay 128 bytes apart: each
+// copy instruction took 32 L2 sectors and 32 shared wavefronts, against 16 and 4 (NOTES, s19/s20).
+template <int Rows>
+__host__ __device__ __forceinline__ int sw128_offset(int r, int c) {
+  return (c >> 6) * Rows * 64 + r * 64 + ((((c >> 3) & 7) ^ (r & 7)) << 3) + (c & 7);
 }
 
-// normalize_rows for a core tile: rows 8 group .. + 7 (one row group), lane quarter c = lane / 8
-// holding the 4-element groups c, c + 4, ... of its row (the same results).
+// A chunk's [64][kDim] rows into a sw128 tile by cp.async, rows >= rows zero: consecutive threads on
+// consecutive 16-byte pieces of a row (8 lanes: one global line into one shared line), rows r + 16 n
+// at constant offsets (same r % 8, the same permutation).
 template <class T>
-__device__ __forceinline__ void normalize_core_rows(T* tile, int group) {
+__device__ __forceinline__ void load_sw128_tile_zero_tail(T* dst, const T* src, long stride, int rows, int tid) {
+  static_assert(kDim * int(sizeof(T)) / 16 == 16 && kBlockThreads == 256, "16 pieces a row, 16 rows a pass");
+  const int t = opaque(tid), r = t >> 4, j = t & 15;  // formed here, not held across the caller's loop
+  dst += sw128_offset<kChunk>(r, 8 * j);
+  src += 8 * j;
+#pragma unroll
+  for (int n = 0; n < kChunk / 16; ++n) {
+    const int rn = r + 16 * n;
+    cp_async16_or_zero(dst + 16 * 64 * n, src + long(rn < rows ? rn : 0) * stride, rn < rows ? 16u : 0u);
+  }
+}
+
+// normalize_rows for a sw128 tile of kChunk rows: rows 8 group .. + 7 (one row group), lane quarter
+// c = lane / 8 holding the 4-element groups c, c + 4, ... of its row (the same results).
+template <class T>
+__device__ __forceinline__ void normalize_sw128_rows(T* tile, int group) {
   const int lane = threadIdx.x & 31, r = lane & 7, c = lane >> 3;
-  T* base = tile + group * (kDim / 8) * 64 + r * 8;
+  T* row = tile + (8 * group + r) * 64;
   normalize_quarter_row(
-      [&](int i) {  // group c + 4i's 4 elements
+      [&](int i) {  // group c + 4i's 4 elements: columns 4q..4q+3
         const int q = c + 4 * i;
-        return base + (q >> 1) * 64 + 4 * (q & 1);
+        return row + (q >> 4) * kChunk * 64 + ((((q >> 1) & 7) ^ r) << 3) + 4 * (q & 1);
       },
       8);
 }
@@ -84,18 +74,31 @@ __device__ __forceinline__ void set_max_registers() {
 __device__ __forceinline__ uint64_t wgmma_desc(const void* p, uint32_t lbo, uint32_t sbo) {
   return uint64_t((smem_addr(p) & 0x3FFFF) >> 4) | (uint64_t(lbo >> 4) << 16) | (uint64_t(sbo >> 4) << 32);
 }
+// wgmma_desc with the 128-byte swizzle (layout type 1, bits 62-63).
+__device__ __forceinline__ uint64_t wgmma_desc_sw128(const void* p, uint32_t lbo, uint32_t sbo) {
+  return wgmma_desc(p, lbo, sbo) | (uint64_t(1) << 62);
+}
+// Operand of k step ks (16 columns) from a sw128 tile of Rows rows whose rows are its M or N and
+// columns its K (K-major): 8-row atoms 1024 bytes apart (the stride offset); the step moves the
+// start 32 bytes along a 128-byte row, or to the second half (the leading offset is unused within
+// the swizzle's width).
+template <int Rows, class T>
+__device__ __forceinline__ uint64_t sw128_desc(const T* tile, int ks) {
+  return wgmma_desc_sw128(tile + (ks >> 2) * Rows * 64 + (ks & 3) * 16, 16, 1024);
+}
+// B of k step ks (16 rows) from a sw128 tile of Rows rows whose rows are B's K and columns its N
+// (MN-major): the 64-column halves Rows × 128 bytes apart along N (the leading offset), 8-row atoms
+// 1024 bytes apart along K (the stride offset): CUTLASS's canonical Swizzle<3,4,3> MN-major roles,
+// which swap the no-swizzle MN-major layout's; the update's checks passed with them on the H100 (s20).
+template <int Rows, class T>
+__device__ __forceinline__ uint64_t sw128_desc_mn(const T* tile, int ks) {
+  return wgmma_desc_sw128(tile + ks * 16 * 64, Rows * 128, 1024);
+}
 // B of k step ks (16 columns) from a core tile of C columns whose rows are B's N and columns its K
 // (K-major): core matrices 128 bytes apart along K, 8-row groups C * 16 bytes apart along N.
 template <int C, class T>
 __device__ __forceinline__ uint64_t core_tile_desc(const T* tile, int ks) {
   return wgmma_desc(tile + 2 * 64 * ks, 128, C * 16);
-}
-// B of k step ks (16 rows) from a core tile of C columns whose rows are B's K and columns its N
-// (MN-major, wgmma's trans-b): 8-row groups C * 16 bytes apart along K (the leading offset),
-// core matrices 128 bytes apart along N (checked by a probe on the H100, bench/gpu/NOTES.md).
-template <int C, class T>
-__device__ __forceinline__ uint64_t core_tile_desc_mn(const T* tile, int ks) {
-  return wgmma_desc(tile + 2 * (C / 8) * 64 * ks, C * 16, 128);
 }
 
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
@@ -147,8 +150,8 @@ __device__ __forceinline__ void wgmma_n128_mn(float (&d)[16][4], const uint32_t 
   GDN_WGMMA_TYPED(GDN_WGMMA_N128);
 #undef GDN_WGMMA_N128
 }
-// N = 32, A (64 x 16) and B both K-major core tiles by descriptors (core_tile_desc: A's rows are
-// its M as B's are its N).
+// N = 32, A (64 x 16) and B both K-major by descriptors (sw128_desc: A's rows are its M as B's are
+// its N).
 template <class T>
 __device__ __forceinline__ void wgmma_n32_ss(float (&d)[4][4], uint64_t a, uint64_t b) {
 #define GDN_WGMMA_N32(type)                                                                              \
