@@ -1,13 +1,14 @@
 """Times FLA's chunk_gated_delta_rule (forward, forward+backward) and
 fused_recurrent_gated_delta_rule (one decode token) on the shapes of gdn_gpu_bench (with --kda,
-also chunk_kda, the gate per key dimension, last, as its compile and autotune take minutes), with
+also chunk_kda, the gate per key dimension, last, as its compile and autotune take minutes; with
+--kda-only, chunk_kda alone), with
 CUDA-event medians after warm-up and an L2 flush before each call, as triton.testing.do_bench
 takes them except for the flush: a 256 MiB buffer is read (the L2 left clean), as gdn's
 event_median_ms does (src/ops/cuda/timing.h), instead of zeroed (the L2 left dirty, which the
 timed call pays for by writing it back); decode is timed both ways. FLA is imported from --fla
 (the folder that holds the `fla` package); it is never part of this repository.
 
-    python3 bench/gpu/fla_bench.py --fla PATH --out fla.json [--quick] [--decode-only] [--kda]
+    python3 bench/gpu/fla_bench.py --fla PATH --out fla.json [--quick] [--decode-only] [--kda | --kda-only]
 """
 import argparse
 import json
@@ -23,6 +24,7 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--decode-only", action="store_true", help="skip the chunk shapes (minutes of Triton autotune)")
     ap.add_argument("--kda", action="store_true", help="also time chunk_kda at the chunk shapes, after decode")
+    ap.add_argument("--kda-only", action="store_true", help="time chunk_kda alone (no GDN rows, no decode)")
     args = ap.parse_args()
     sys.path.insert(0, args.fla)
     import torch
@@ -103,34 +105,37 @@ def main():
             del q, k, v, g, beta, do
             torch.cuda.empty_cache()
 
-    time_rows(chunk_gated_delta_rule, "chunk", "", False, out["rows"])
+    def time_decode():
+        """fused_recurrent_gated_delta_rule, one token, at 1..1024 sequences (HV = 32), both flushes."""
+        H, HV = 16, 32
+        for n in [1, 32, 256, 1024]:
+            q = torch.randn(n, 1, H, 128, dtype=torch.bfloat16, device=dev)
+            k = torch.randn(n, 1, H, 128, dtype=torch.bfloat16, device=dev)
+            v = torch.randn(n, 1, HV, 128, dtype=torch.bfloat16, device=dev)
+            g = torch.log(0.7 + 0.29 * torch.rand(n, 1, HV, device=dev))
+            beta = (0.05 + 0.9 * torch.rand(n, 1, HV, device=dev)).to(torch.bfloat16)
+            h0 = 0.1 * torch.randn(n, HV, 128, 128, device=dev)
 
-    H, HV = 16, 32
-    for n in [1, 32, 256, 1024]:
-        q = torch.randn(n, 1, H, 128, dtype=torch.bfloat16, device=dev)
-        k = torch.randn(n, 1, H, 128, dtype=torch.bfloat16, device=dev)
-        v = torch.randn(n, 1, HV, 128, dtype=torch.bfloat16, device=dev)
-        g = torch.log(0.7 + 0.29 * torch.rand(n, 1, HV, device=dev))
-        beta = (0.05 + 0.9 * torch.rand(n, 1, HV, device=dev)).to(torch.bfloat16)
-        h0 = 0.1 * torch.randn(n, HV, 128, 128, device=dev)
+            def step():
+                fused_recurrent_gated_delta_rule(q, k, v, g, beta=beta, initial_state=h0, output_final_state=True,
+                                                 use_qk_l2norm_in_kernel=True)
 
-        def step():
-            fused_recurrent_gated_delta_rule(q, k, v, g, beta=beta, initial_state=h0, output_final_state=True,
-                                             use_qk_l2norm_in_kernel=True)
+            row = {"seqs": n}
+            try:
+                step()
+                torch.cuda.synchronize()
+                row["fla_decode_us"] = 1e3 * bench(step)
+                row["fla_decode_us_dirty_l2"] = 1e3 * bench(step, flush="dirty")
+            except Exception as e:
+                row["fla_decode_error"] = repr(e)[:300]
+            print(f"FLA decode seqs={n}: {row}", flush=True)
+            out["decode"].append(row)
+            save()
 
-        row = {"seqs": n}
-        try:
-            step()
-            torch.cuda.synchronize()
-            row["fla_decode_us"] = 1e3 * bench(step)
-            row["fla_decode_us_dirty_l2"] = 1e3 * bench(step, flush="dirty")
-        except Exception as e:
-            row["fla_decode_error"] = repr(e)[:300]
-        print(f"FLA decode seqs={n}: {row}", flush=True)
-        out["decode"].append(row)
-        save()
-
-    if args.kda:
+    if not args.kda_only:
+        time_rows(chunk_gated_delta_rule, "chunk", "", False, out["rows"])
+        time_decode()
+    if args.kda or args.kda_only:
         from fla.ops.kda import chunk_kda
         time_rows(chunk_kda, "chunk_kda", "kda_", True, out["kda"])
 
