@@ -16,14 +16,13 @@ def main():
     gdn = json.load(open(gdn_path))
     fla = json.load(open(fla_path)) if os.path.exists(fla_path) else {"rows": [], "decode": []}
     key = lambda r: (r["B"], r["T"], r["H"], r["HV"])
-    fla_rows = {key(r): r for r in fla.get("rows", [])}
-    fla_kda = {key(r): r for r in fla.get("kda", [])}
+    fla_by_shape = [{key(r): r for r in fla.get(op, [])} for op in ("rows", "kda")]  # GDN's, KDA's (fla_kda_*)
     fla_dec = {r["seqs"]: r for r in fla.get("decode", [])}
     rows = []
     for r in gdn["rows"]:
         m = dict(r)
-        m.update({k: v for k, v in fla_rows.get(key(r), {}).items() if k.startswith("fla_")})
-        m.update({k: v for k, v in fla_kda.get(key(r), {}).items() if k.startswith("fla_")})
+        for fla_rows in fla_by_shape:
+            m.update({k: v for k, v in fla_rows.get(key(r), {}).items() if k.startswith("fla_")})
         rows.append(m)
     decode = []
     for r in gdn["decode"]:
