@@ -7,8 +7,12 @@
 //   - below the diagonal blocks, a reference R = 16 I (the first row of sub-chunk I) makes both
 //     factors ≤ 1: for i ≥ R > j, e^{γ_id − γ_jd} = e^{γ_id − γ_Rd} · e^{γ_Rd − γ_jd} (γ never rises),
 //     so one tensor-core product per reference gives all of them, rounded as the scalar path's;
-//   - the four 16×16 diagonal blocks take one exponential per term, in fp32 (no reference keeps
-//     both factors bounded inside a block whose gates may reach −30 per token).
+//   - a 16×16 diagonal block goes through its own first row b where its gates fall by at most
+//     kDiagSpread from that row in every dimension concerned (40 over 15 steps: a log-decay of −2.6
+//     a token on average): x e^{γ − γ_b} ≤ 1 and y e^{γ_b − γ} ≤ e^{kDiagSpread},
+//     so the block is one more tensor-core product (16-bit: bf16 only, since fp16 overflows at e^11);
+//   - other diagonal blocks take one exponential per term, in fp32 (no reference keeps both factors
+//     bounded inside a block whose gates may reach −30 per token).
 // 256 threads per block throughout.
 #pragma once
 
@@ -18,6 +22,17 @@ namespace gdn::cuda::detail {
 
 constexpr int kSub = 16;         // sub-chunk: the span of one reference point
 constexpr int kLdG = kDim + 4;   // row stride of a gate tile [64][kLdG] fp32
+constexpr float kDiagSpread = 40.f;  // e^40 ≈ 2.4e17: far from bf16's and fp32's overflow in a 16-term sum
+
+// Whether the diagonal blocks of tiles of type T may go through their first row at all.
+template <class T>
+constexpr bool kDiagThroughFirstRow = !std::is_same_v<T, f16>;
+
+// Dimension d of the diagonal block at rows b .. b + 15 allows it: its gates fall by at most
+// kDiagSpread from row b (false for non-finite gates).
+__device__ __forceinline__ bool diagonal_spread_ok(const float* gam, int b, int d) {
+  return gam[b * kLdG + d] - gam[(b + kSub - 1) * kLdG + d] <= kDiagSpread;
+}
 
 // Inclusive cumulative sum over the chunk's rows of g [.., HV, 128] (row r at token start + r)
 // into gam [64][kLdG]; rows ≥ len repeat row len − 1 (g taken as 0 there). Thread t sums
@@ -69,9 +84,40 @@ __device__ void gated_lower(const T* x, const T* y, int ld, const float* gam, T*
     const int i = e / kChunk, j = e % kChunk;
     if (j / kSub > i / kSub) f(i, j, 0.f);
   }
-  // Diagonal blocks: warp w takes rows w, w + 8, ...; a lane 4 of the dimensions, its partial sums
-  // of the row's 16 entries reduced over the warp at once (reduce-scatter: 16 shuffles, not 80).
+  int through_first_row = 0;  // bit I: diagonal block I as a product (every thread agrees)
+  if constexpr (kDiagThroughFirstRow<T>)
+#pragma unroll
+    for (int I = 0; I < kChunk / kSub; ++I)
+      if (!__syncthreads_or(threadIdx.x < kDim && !diagonal_spread_ok(gam, kSub * I, threadIdx.x)))
+        through_first_row |= 1 << I;
+  // Diagonal blocks through their first row, two a pass: scratch rows 0..31 hold x e^{γ − γ_b} of
+  // the pass's 32 rows, rows 32..63 y e^{γ_b − γ}; warp w < 2 forms block w of the pass.
+#pragma unroll
+  for (int pass = 0; pass < 2; ++pass) {
+    const int r0 = 2 * kSub * pass;
+    if (!((through_first_row >> (2 * pass)) & 3)) continue;
+    __syncthreads();  // the previous pass's operands are read
+    for (int e = threadIdx.x; e < 2 * kSub * (kDim / 2); e += blockDim.x) {
+      const int r = e / (kDim / 2), d = 2 * (e % (kDim / 2)), b = r0 + (r & kSub);
+      const float2 gr = load2(gam + (r0 + r) * kLdG + d), gb = load2(gam + b * kLdG + d);
+      const float2 xr = load2(x + (r0 + r) * ld + d), yr = load2(y + (r0 + r) * ld + d);
+      store2(scratch + r * ld + d, xr.x * __expf(gr.x - gb.x), xr.y * __expf(gr.y - gb.y));
+      store2(scratch + (2 * kSub + r) * ld + d, yr.x * __expf(gb.x - gr.x), yr.y * __expf(gb.y - gr.y));
+    }
+    __syncthreads();
+    if (warp < 2 && ((through_first_row >> (2 * pass + warp)) & 1)) {
+      float acc[1][2][4];
+      zero(acc);
+      warp_mma(acc, row_major(scratch, ld), row_major(scratch + 2 * kSub * ld, ld), kSub * warp, kSub * warp, kDim);
+      for_each(acc, kSub * warp, kSub * warp,
+               [&](int i, int j, float v) { f(r0 + i, r0 + j, j < i || (diag && j == i) ? v : 0.f); });
+    }
+  }
+  // The other diagonal blocks: warp w takes rows w, w + 8, ...; a lane 4 of the dimensions, its
+  // partial sums of the row's 16 entries reduced over the warp at once (reduce-scatter: 16
+  // shuffles, not 80).
   for (int i = warp; i < kChunk; i += 8) {
+    if ((through_first_row >> (i / kSub)) & 1) continue;
     const float4 xi = load4(x + i * ld + 4 * lane), gi = load4(gam + i * kLdG + 4 * lane);
     const int b0 = i & ~(kSub - 1);
     float v[kSub];
@@ -106,25 +152,60 @@ __device__ void gated_lower(const T* x, const T* y, int ld, const float* gam, T*
 }
 
 // The gradient through Z = gated_lower(x, y) given dZ (dz, [64][ldz]; read on and below the
-// diagonal, which must hold 0 where Z is strictly lower), added into the accumulators of the
-// warp's 32×32 tile of the 64×128 gradients (warp_mma layout at m0 = 32 (warp % 2),
+// diagonal, 0 above it, and 0 on it where Z is strictly lower), added into the accumulators of
+// the warp's 32×32 tile of the 64×128 gradients (warp_mma layout at m0 = 32 (warp % 2),
 // n0 = 32 (warp / 2)):
 //   dx_id += Σ_{j ≤ i} dZ_ij y_jd e^{γ_id − γ_jd},   dy_jd += Σ_{i ≥ j} dZ_ij x_id e^{γ_id − γ_jd},
 //   dg_id += x_id Σ_{j < i} dZ_ij y_jd e^{γ_id − γ_jd} − y_id Σ_{i' > i} dZ_i'i x_i'd e^{γ_i'd − γ_id}
-// (dg: the gradient of γ; the diagonal's terms cancel in it and are left out). dx and dy may be
-// the same accumulators (x = y). Same reference scheme as gated_lower: per 16-row block I of the
-// warp, the reference R = 16 I serves the rows of block I (against j < R) and those of block
-// I − 1 (against i ≥ R); the diagonal blocks go element by element, each thread its own elements.
+// (dg: the gradient of γ; the diagonal's terms cancel in it). dx and dy may be the same
+// accumulators (x = y). Same reference scheme as gated_lower: per 16-row block I of the warp, the
+// reference R = 16 I serves the rows of block I (against j < R) and those of block I − 1 (against
+// i ≥ R). A diagonal block goes through its first row b where the warp's 32 dimensions allow it
+// (diagonal_spread_ok): row_i = e^{γ_i − γ_b} Σ_m dZ_im (y_m e^{γ_b − γ_m}) and
+// col_j = e^{γ_b − γ_j} Σ_m dZ_mj (x_m e^{γ_m − γ_b}), two 16×16 by 16×32 products over the warp's
+// own part of scratch (no other warp's: no block barrier); otherwise element by element, each
+// thread its own elements.
 template <class T>
 __device__ void gated_lower_backward(const T* dz, int ldz, const T* x, const T* y, int ld, const float* gam,
                                      T* scratch, float (&dx)[2][4][4], float (&dy)[2][4][4], float (&dg)[2][4][4]) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g8 = lane >> 2, t4 = lane & 3;
   const int m0 = (warp % 2) * 32, n0 = (warp / 2) * 32;
 #pragma unroll
-  for (int mt = 0; mt < 2; ++mt)
+  for (int mt = 0; mt < 2; ++mt) {
+    const int b = m0 + 16 * mt;
+    if (kDiagThroughFirstRow<T> && __all_sync(0xffffffffu, diagonal_spread_ok(gam, b, n0 + lane))) {
+      // The warp's 16 × 32 part of the block's rows in scratch: y (then x) scaled through row b.
+      auto stage = [&](const T* src, bool rise) {
+#pragma unroll
+        for (int r = lane / 16; r < kSub; r += 2) {
+          const int d = n0 + 2 * (lane % 16);
+          const float2 v = load2(src + (b + r) * ld + d), gr = load2(gam + (b + r) * kLdG + d),
+                       gb = load2(gam + b * kLdG + d);
+          const float2 e = rise ? make_float2(gb.x - gr.x, gb.y - gr.y) : make_float2(gr.x - gb.x, gr.y - gb.y);
+          store2(scratch + (b + r) * ld + d, v.x * __expf(e.x), v.y * __expf(e.y));
+        }
+        __syncwarp();
+      };
+      float row[1][4][4], col[1][4][4];
+      zero(row);
+      zero(col);
+      stage(y, true);
+      warp_mma(row, row_major(dz, ldz), col_major(scratch, ld), b, n0, b + kSub, b);
+      __syncwarp();  // read before x goes over it
+      stage(x, false);
+      warp_mma(col, col_major(dz, ldz), col_major(scratch, ld), b, n0, b + kSub, b);
+      for_each_index<1, 4>(b, n0, [&](int, int nt, int e, int i, int d) {
+        const float e_ib = gam[i * kLdG + d] - gam[b * kLdG + d];
+        const float r = row[0][nt][e] * __expf(e_ib), c = col[0][nt][e] * __expf(-e_ib);
+        dx[mt][nt][e] += r;
+        dy[mt][nt][e] += c;
+        dg[mt][nt][e] += to_float(x[i * ld + d]) * r - to_float(y[i * ld + d]) * c;
+      });
+      continue;
+    }
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const int i = m0 + 16 * mt + g8 + 8 * h, b0 = i & ~(kSub - 1);
+      const int i = b + g8 + 8 * h;
 #pragma unroll
       for (int nt = 0; nt < 4; ++nt) {
         const int d = n0 + 8 * nt + 2 * t4;
@@ -133,7 +214,7 @@ __device__ void gated_lower_backward(const T* dz, int ldz, const T* x, const T* 
         // One pass over the block's rows m, the same 16 for every lane: m < i adds to the row
         // term (dZ_im y_m e^{γ_i − γ_m}), m > i to the column term (dZ_mi x_m e^{γ_m − γ_i}).
 #pragma unroll 4
-        for (int m = b0; m < b0 + kSub; ++m) {
+        for (int m = b; m < b + kSub; ++m) {
           const bool before = m < i;
           const float z = m == i ? 0.f : to_float(before ? dz[i * ldz + m] : dz[m * ldz + i]);
           const float2 pm = load2((before ? y : x) + m * ld + d), gm = load2(gam + m * kLdG + d);
@@ -151,6 +232,7 @@ __device__ void gated_lower_backward(const T* dz, int ldz, const T* x, const T* 
         dg[mt][nt][2 * h + 1] += xi.y * row.y - yi.y * col.y;
       }
     }
+  }
 #pragma unroll
   for (int I = 1; I < 4; ++I) {
     const int R = kSub * I;
