@@ -309,6 +309,7 @@ struct StateGradSmem {
   T sb[kDim * tile_ld<T>(kDim)];   // S, then dS_next
   T x0[kChunk * tile_ld<T>(kDim)];  // dO, then V'
   Only<kDelta<U>, T[kChunk * tile_ld<T>(kDim)]> x1;  // dV' (for dW)
+  float gv[kChunk * kLdG];                           // cumulative gate (bf16: still 2 blocks/SM)
 };
 
 template <class T, Update U>
@@ -323,15 +324,15 @@ __global__ void __launch_bounds__(kThreads) state_grad_kernel(BackwardParams<T> 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, tid = threadIdx.x;
   const long hc = long(c) * p.HV + hv;
   const long base = hc * kChunk * kDim, sbase = hc * kDim * kDim;
+  // Every tile by cp.async at once (dO zero past the chunk's end).
   load_tile(sm.sb, ldK, ws.fwd.h + sbase, kDim, kDim, kDim);
   if constexpr (kDelta<U>) load_tile(sm.x1, ldK, ws.dvp + base, kDim, kChunk, kDim);
+  load_tile(sm.gv, kLdG, ws.fwd.gam + base, kDim, kChunk, kDim);
+  load_tile_zero_fill(sm.x0, ldK, bp.d_o + (long(ch.start) * p.HV + hv) * kDim, long(p.HV) * kDim, ch.len, kDim);
   commit_async();
-  load_rows(sm.x0, ldK, bp.d_o + (long(ch.start) * p.HV + hv) * kDim, long(p.HV) * kDim, ch.len, false);
   wait_async();
   __syncthreads();
-  // The gate tile and its last row, read where needed (through L1).
-  const float* gv = ws.fwd.gam + hc * kChunk * kDim;
-  const float* gv_last = gv + (ch.len - 1) * kDim;
+  const float* gv_last = sm.gv + (ch.len - 1) * kLdG;
   const int m0 = (warp % 2) * 32, n0 = (warp / 2) * 32;
   float* dq_rows = ws.dq_hat + (long(ch.start) * p.HV + hv) * kDim;
   float* dk_rows = ws.dk_hat + (long(ch.start) * p.HV + hv) * kDim;
@@ -343,7 +344,7 @@ __global__ void __launch_bounds__(kThreads) state_grad_kernel(BackwardParams<T> 
     const float scale = p.scale;
     for_each_pair(acc, m0, n0, [&](int i, int j, float x0, float x1) {
       if (i >= ch.len) return;
-      const float2 g = load2(gv + i * kDim + j);
+      const float2 g = load2(sm.gv + i * kLdG + j);
       store2(dq_rows + i * row_stride + j, scale * __expf(g.x) * x0, scale * __expf(g.y) * x1);
     });
   }
@@ -383,7 +384,7 @@ __global__ void __launch_bounds__(kThreads) state_grad_kernel(BackwardParams<T> 
   warp_mma(acc, row_major(sm.x0, ldK), row_major(sm.sb, ldK), m0, n0, kDim);
   for_each_pair(acc, m0, n0, [&](int i, int j, float x0, float x1) {
     if (i >= ch.len) return;
-    const float2 g = load2(gv + i * kDim + j), gL = load2(gv_last + j);
+    const float2 g = load2(sm.gv + i * kLdG + j), gL = load2(gv_last + j);
     store2(dk_rows + i * row_stride + j, __expf(gL.x - g.x) * x0, __expf(gL.y - g.y) * x1);
   });
 }
@@ -847,17 +848,22 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
 //   dγ_L += e^{γ_L} ⊙ Σ_v dS_next ⊙ S + Σ_i k̂_i ⊙ dK_state_i (the decay and Kd);
 //   dg = the reverse cumulative sum of dγ over the chunk's rows, per dimension.
 // One block per SM: the [64][128] gate tile and the register tiles of dQ, dK and dγ.
+// V is copied with the first tiles where they leave room for it (16-bit); fp32 tiles fill 217 KB
+// without it, so V goes over K ⊙ e^γ once that is read.
+template <class T, Update U>
+constexpr bool kVPrefetched = kDelta<U> && sizeof(T) == 2;
 template <class T, Update U>
 struct IntraGradVectorSmem {
   union {
     struct {
       T x0[kChunk * tile_ld<T>(kDim)];  // Q, then dV' (delta rule)
-      T x2[kChunk * tile_ld<T>(kDim)];  // dO, then scratch: gated products, K ⊙ e^γ, V (delta rule)
+      T x2[kChunk * tile_ld<T>(kDim)];  // dO, then scratch: gated products, K ⊙ e^γ (delta rule; fp32: then V)
     } a;
     float dgt[kChunk * kLdG];  // dγ, staged for the scan
   };
   T x1[kChunk * tile_ld<T>(kDim)];                     // K
   T x3[kChunk * tile_ld<T>(kDim)];                     // V', then dW (delta rule)
+  Only<kVPrefetched<T, U>, T[kChunk * tile_ld<T>(kDim)]> v;  // V
   T y0[kChunk * tile_ld<T>(kChunk)];                   // dP, then dA, X = dA Aᵀ, dN
   Only<kDelta<U>, T[kChunk * tile_ld<T>(kChunk)]> y2;  // N = the gated K Kᵀ, strictly lower (from prepare)
   Only<kDelta<U>, T[kChunk * tile_ld<T>(kChunk)]> y3;  // A (from the forward pass)
@@ -873,10 +879,11 @@ __global__ void __launch_bounds__(kThreads, 1) intra_grad_vector_kernel(Backward
   extern __shared__ float4 smem4[];
   IntraGradVectorSmem<T, U>& sm = *reinterpret_cast<IntraGradVectorSmem<T, U>*>(smem4);
   static_assert(sizeof(sm.a) >= sizeof(sm.dgt), "dγ is staged over x0 and x2");
+  static_assert(sizeof(IntraGradVectorSmem<T, U>) <= 227 * 1024, "more than an sm_90 block's shared memory");
 
   const int c = blockIdx.x / p.HV, hv = blockIdx.x % p.HV, h = hv / (p.HV / p.H);
   const ChunkRef ch = chunk_ref(ws.fwd.seqs, ws.fwd.chunk_seq, c);
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, tid = threadIdx.x, g8 = lane >> 2, t4 = lane & 3;
+  const int warp = threadIdx.x >> 5, tid = threadIdx.x;
   const long hc = long(c) * p.HV + hv, base = hc * kChunk * kDim;
   const long row_stride = long(p.HV) * kDim, qk_stride = long(p.H) * kDim;
   const T* q_rows = p.q + (long(ch.start) * p.H + h) * kDim;
@@ -884,60 +891,53 @@ __global__ void __launch_bounds__(kThreads, 1) intra_grad_vector_kernel(Backward
   float* dq_rows = ws.dq_hat + (long(ch.start) * p.HV + hv) * kDim;
   float* dk_rows = ws.dk_hat + (long(ch.start) * p.HV + hv) * kDim;
 
+  // Every tile by cp.async at once (q, k and dO zero past the chunk's end, as load_rows left
+  // them), the state parts' global reads into registers meanwhile, then the L2 norm in place.
   load_tile(sm.x3, ldK, ws.fwd.vn + base, kDim, kChunk, kDim);
   load_tile(sm.gv, kLdG, ws.fwd.gam + base, kDim, kChunk, kDim);
   if constexpr (kDelta<U>) {
     load_tile(sm.y3, ldC, ws.fwd.a + hc * kChunk * kChunk, kChunk, kChunk, kChunk);
     load_tile(sm.y2, ldC, ws.fwd.n + hc * kChunk * kChunk, kChunk, kChunk, kChunk);
   }
+  const T* v_rows = p.v + (long(ch.start) * p.HV + hv) * kDim;
+  if constexpr (kVPrefetched<T, U>) load_tile_zero_fill(sm.v, ldK, v_rows, row_stride, ch.len, kDim);
+  load_tile_zero_fill(sm.a.x0, ldK, q_rows, qk_stride, ch.len, kDim);
+  load_tile_zero_fill(sm.x1, ldK, k_rows, qk_stride, ch.len, kDim);
+  load_tile_zero_fill(sm.a.x2, ldK, bp.d_o + (long(ch.start) * p.HV + hv) * kDim, row_stride, ch.len, kDim);
   commit_async();
-  load_rows(sm.a.x0, ldK, q_rows, qk_stride, ch.len, p.l2norm);
-  load_rows(sm.x1, ldK, k_rows, qk_stride, ch.len, p.l2norm);
-  load_rows(sm.a.x2, ldK, bp.d_o + (long(ch.start) * p.HV + hv) * kDim, row_stride, ch.len, false);
+
+  // 64x128 products: warp tile 32x32 (the accumulators below). 64x64 products: warp tile 16x32.
+  const int m0 = (warp % 2) * 32, n0 = (warp / 2) * 32;
+  const int s0 = (warp % 4) * 16, t0 = (warp / 4) * 32;
+  // The state parts (state_grad_kernel) in dq, dk; q and k raw for their gate terms.
+  float dq[2][4][4], dk[2][4][4], dg[2][4][4], qv[2][4][4], kv[2][4][4];
+  for_each_index<2, 4>(m0, n0, [&](int mt, int nt, int e, int i, int d) {
+    if (e % 2) return;  // pairs
+    float2 a = make_float2(0.f, 0.f), b = a, x = a, y = a;
+    if (i < ch.len) {
+      a = load2(dq_rows + i * row_stride + d), b = load2(dk_rows + i * row_stride + d);
+      x = load2(q_rows + i * qk_stride + d), y = load2(k_rows + i * qk_stride + d);
+    }
+    dq[mt][nt][e] = a.x, dq[mt][nt][e + 1] = a.y, dk[mt][nt][e] = b.x, dk[mt][nt][e + 1] = b.y;
+    qv[mt][nt][e] = x.x, qv[mt][nt][e + 1] = x.y, kv[mt][nt][e] = y.x, kv[mt][nt][e + 1] = y.y;
+  });
   if (tid < kChunk) {
     if constexpr (kDelta<U>) sm.bet[tid] = tid < ch.len ? p.beta[long(ch.start + tid) * p.HV + hv] : 0.f;
     sm.dbet[tid] = 0.f;
   }
   if (tid < kDim) sm.kdsum[tid] = 0.f;
-  for (int r = warp; r < kChunk; r += 8) {  // reciprocal row norms of q and k in fp32 (1 without the L2 norm)
-    float nq = 1.f, nk = 1.f;
-    if (p.l2norm && r < ch.len) {
-      const float4 a = load4(q_rows + r * qk_stride + 4 * lane), b = load4(k_rows + r * qk_stride + 4 * lane);
-      nq = rsqrtf(warp_sum(a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w) + 1e-6f);
-      nk = rsqrtf(warp_sum(b.x * b.x + b.y * b.y + b.z * b.z + b.w * b.w) + 1e-6f);
-    }
-    if (lane == 0) sm.rq[r] = nq, sm.rk[r] = nk;
-  }
   wait_async();
   __syncthreads();
+  normalize_rows_if(sm.a.x0, ldK, p.l2norm, sm.rq);  // reciprocal row norms in fp32 (1 without the L2 norm)
+  normalize_rows_if(sm.x1, ldK, p.l2norm, sm.rk);
+  __syncthreads();
 
-  // 64x128 products: warp tile 32x32 (the accumulators below). 64x64 products: warp tile 16x32.
-  const int m0 = (warp % 2) * 32, n0 = (warp / 2) * 32;
-  const int s0 = (warp % 4) * 16, t0 = (warp / 4) * 32;
-  float dq[2][4][4], dk[2][4][4], dg[2][4][4];
-  {  // the state parts (state_grad_kernel) and their gate terms
-    float kd_terms[2][4][4];
-#pragma unroll
-    for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-      for (int hh = 0; hh < 2; ++hh)
-#pragma unroll
-        for (int nt = 0; nt < 4; ++nt) {
-          const int i = m0 + 16 * mt + g8 + 8 * hh, d = n0 + 8 * nt + 2 * t4;
-          float2 a = make_float2(0.f, 0.f), b = a, qv = a, kv = a;
-          if (i < ch.len) {
-            a = load2(dq_rows + i * row_stride + d), b = load2(dk_rows + i * row_stride + d);
-            qv = load2(q_rows + i * qk_stride + d), kv = load2(k_rows + i * qk_stride + d);
-          }
-          const float rq = sm.rq[i], rk = sm.rk[i];
-          const int e = 2 * hh;
-          dq[mt][nt][e] = a.x, dq[mt][nt][e + 1] = a.y;
-          dk[mt][nt][e] = b.x, dk[mt][nt][e + 1] = b.y;
-          kd_terms[mt][nt][e] = rk * kv.x * b.x, kd_terms[mt][nt][e + 1] = rk * kv.y * b.y;
-          dg[mt][nt][e] = rq * qv.x * a.x - kd_terms[mt][nt][e];
-          dg[mt][nt][e + 1] = rq * qv.y * a.y - kd_terms[mt][nt][e + 1];
-        }
-    add_col_sums(kd_terms, m0, n0, sm.kdsum, [](int, int, float x) { return x; });
+  {  // the state parts' gate terms, with q̂, k̂ normalised in fp32
+    for_each_index<2, 4>(m0, n0, [&](int mt, int nt, int e, int i, int) {
+      kv[mt][nt][e] *= sm.rk[i] * dk[mt][nt][e];  // the Kd term
+      dg[mt][nt][e] = sm.rq[i] * qv[mt][nt][e] * dq[mt][nt][e] - kv[mt][nt][e];
+    });
+    add_col_sums(kv, m0, n0, sm.kdsum, [](int, int, float x) { return x; });
   }
   {  // dP = scale dO V'ᵀ, lower with the diagonal
     float acc[1][4][4];
@@ -964,10 +964,16 @@ __global__ void __launch_bounds__(kThreads, 1) intra_grad_vector_kernel(Backward
     float acc[1][4][4];  // dA = (dW (K ⊙ e^γ)ᵀ + dV' Vᵀ) diag(β)
     zero(acc);
     warp_mma(acc, row_major(sm.x3, ldK), row_major(sm.a.x2, ldK), s0, t0, kDim);
-    __syncthreads();  // K ⊙ e^γ is read: V over it
-    load_rows(sm.a.x2, ldK, p.v + (long(ch.start) * p.HV + hv) * kDim, row_stride, ch.len, false);
-    __syncthreads();
-    warp_mma(acc, row_major(sm.a.x0, ldK), row_major(sm.a.x2, ldK), s0, t0, kDim);
+    const T* v_tile;
+    if constexpr (kVPrefetched<T, U>) {
+      v_tile = sm.v;
+    } else {
+      __syncthreads();  // K ⊙ e^γ is read: V over it
+      load_rows(sm.a.x2, ldK, v_rows, row_stride, ch.len, false);
+      __syncthreads();
+      v_tile = sm.a.x2;
+    }
+    warp_mma(acc, row_major(sm.a.x0, ldK), row_major(v_tile, ldK), s0, t0, kDim);
     for_each(acc, s0, t0, [&](int, int j, float& x) { x *= sm.bet[j]; });
     store_acc(sm.y0, ldC, acc, s0, t0);
     __syncthreads();
@@ -1002,7 +1008,7 @@ __global__ void __launch_bounds__(kThreads, 1) intra_grad_vector_kernel(Backward
       zero(tu);
       warp_mma(tu, col_major(sm.y3, ldC), col_major(sm.a.x0, ldK), m0, n0, kChunk);
       add_row_sums(tu, m0, n0, sm.dbet, [&](int i, int j, float a, float b) {
-        const float2 x = load2(sm.a.x2 + i * ldK + j);
+        const float2 x = load2(v_tile + i * ldK + j);
         return a * x.x + b * x.y;
       });
       T* dv_rows = bp.dv + (long(ch.start) * p.HV + hv) * kDim;
@@ -1010,7 +1016,7 @@ __global__ void __launch_bounds__(kThreads, 1) intra_grad_vector_kernel(Backward
         if (i < ch.len) store2(dv_rows + i * row_stride + j, sm.bet[i] * x0, sm.bet[i] * x1);
       });
     }
-    __syncthreads();  // dN complete; V read (x2 becomes scratch)
+    __syncthreads();  // dN complete; K ⊙ e^γ (fp32: V) read (x2 becomes scratch)
     gated_lower_backward(sm.y0, ldC, sm.x1, sm.x1, ldK, sm.gv, sm.a.x2, dk, dk, dg);  // N = gated K Kᵀ
   }
   for_each_pair(dq, m0, n0, [&](int i, int j, float x0, float x1) {

@@ -19,8 +19,9 @@
 //                P = Q Kᵀ ⊙ Γ ⊙ LowerInclDiag; when a backward follows it also stores P and
 //                Q e^γ, the reverse state pass's operands.
 // The vector gate (template parameter G; GLA, KDA) keeps the cumulative gate per key dimension,
-// a [64][128] tile: prepare forms the gated products N (for L) and P by gate.cuh's sub-chunked
-// scheme and stores them (output and backward read them), W, Kd and Q e^γ scale elements instead
+// a [64][128] tile: prepare forms the gated products P (first, from q in v's tile; v is copied
+// while N is formed) and N (for L) by gate.cuh's sub-chunked scheme and stores them (output and
+// backward read them), W, Kd and Q e^γ scale elements instead
 // of rows, and the state decays row by row (e^{γ_L} per dimension).
 // Stages 1–2 (the state pass without the output) are reused by the backward pass. The GDN forward
 // of 16-bit inputs without a backward runs as one kernel instead where sequences × value heads fill
@@ -60,7 +61,7 @@ struct InverseSmem {
 template <class T, Update U, Gate G>
 struct PrepareSmem {
   T k[kChunk * tile_ld<T>(kDim)];  // k; the delta rule's W operand β e^γ ⊙ k after N is formed
-  T v[kChunk * tile_ld<T>(kDim)];  // v; the delta rule's U operand β ⊙ v likewise (vector gate: then q)
+  T v[kChunk * tile_ld<T>(kDim)];  // v; the delta rule's U operand β ⊙ v likewise (vector gate: q first, for P)
   Only<kDelta<U>, InverseSmem<T>> inv;
   Only<kVector<G>, float[kChunk * kLdG]> gv;                       // cumulative vector gate
   Only<kVector<G>, T[kChunk * tile_ld<T>(kDim)]> scratch;          // gated_lower's operands
@@ -87,9 +88,14 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
   const int warp = threadIdx.x >> 5, tid = threadIdx.x;
   const long hc = long(c) * p.HV + hv;
 
-  // k, v (and q) by cp.async, all in flight at once, then the L2 norm in place.
+  // k, v (and q) by cp.async, all in flight at once, then the L2 norm in place. The vector gate
+  // takes q first in v's tile, for P, and v while it forms N.
+  const T* v_rows = p.v + (long(ch.start) * p.HV + hv) * kDim;
   load_tile_zero_fill(sm.k, ldK, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, kDim);
-  load_tile_zero_fill(sm.v, ldK, p.v + (long(ch.start) * p.HV + hv) * kDim, long(p.HV) * kDim, ch.len, kDim);
+  if constexpr (kVector<G>)
+    load_tile_zero_fill(sm.v, ldK, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, kDim);
+  else
+    load_tile_zero_fill(sm.v, ldK, v_rows, long(p.HV) * kDim, ch.len, kDim);
   if constexpr (kFusedOutput<T, U, G>)
     load_tile_zero_fill(sm.inv.q, ldK, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, kDim);
   commit_async();
@@ -103,8 +109,23 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
       normalize_rows(sm.inv.q, ldK, sm.rnorm[1]);
     } else {
       normalize_rows(sm.k, ldK);
+      if constexpr (kVector<G>) normalize_rows(sm.v, ldK);
     }
     __syncthreads();
+  }
+  if constexpr (kVector<G>) {  // P = gated Q Kᵀ for the output pass and the backward; then v over q
+    T* pt;
+    if constexpr (kDelta<U>)
+      pt = sm.inv.a;
+    else
+      pt = sm.p;
+    gated_lower(sm.v, sm.k, ldK, sm.gv, sm.scratch, true,
+                [&](int i, int j, float x) { pt[i * ldC + j] = from_float<T>(x); });
+    __syncthreads();
+    load_tile_zero_fill(sm.v, ldK, v_rows, long(p.HV) * kDim, ch.len, kDim);
+    commit_async();
+    store_tile(ws.p + hc * kChunk * kChunk, kChunk, pt, ldC, kChunk, kChunk);
+    if constexpr (kDelta<U>) __syncthreads();  // P is read: N goes over it
   }
 
   if constexpr (!kVector<G>) {
@@ -180,6 +201,7 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
   if constexpr (kDelta<U>) {
     // Warps 0–3 invert I + L while warps 4–7 scale.
     if (warp < 4) invert_diagonal_blocks(sm.inv.l);
+    if constexpr (kVector<G>) wait_async();  // v
     __syncthreads();
     if (warp < 4)
       inverse_rows<false>(sm.inv.l, [&](int i, int j, float x0, float x1) { store2(sm.inv.a + i * ldC + j, x0, x1); });
@@ -212,26 +234,15 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
     __syncthreads();
     store_tile(ws.w + base, kDim, sm.inv.w, ldK, kChunk, kDim);
   } else {
+    if constexpr (kVector<G>) {  // v
+      wait_async();
+      __syncthreads();
+    }
     scale_rows(0, kThreads);
     store_tile(ws.vn + base, kDim, sm.v, ldK, kChunk, kDim);  // V' = V
   }
   if constexpr (kVector<G>) {
     store_tile(ws.gam + hc * kChunk * kDim, kDim, sm.gv, kLdG, kChunk, kDim);
-    // P = gated Q Kᵀ for the output pass and the backward, over the inputs' tiles (free now; k is
-    // reloaded, its tile holds β K e^γ for the delta rule).
-    __syncthreads();
-    load_rows(sm.k, ldK, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
-    load_rows(sm.v, ldK, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, p.l2norm);
-    __syncthreads();
-    T* pt;
-    if constexpr (kDelta<U>)
-      pt = sm.inv.a;
-    else
-      pt = sm.p;
-    gated_lower(sm.v, sm.k, ldK, sm.gv, sm.scratch, true,
-                [&](int i, int j, float x) { pt[i * ldC + j] = from_float<T>(x); });
-    __syncthreads();
-    store_tile(ws.p + hc * kChunk * kChunk, kChunk, pt, ldC, kChunk, kChunk);
   } else if (tid < kChunk) {
     ws.gam[hc * kGateStride + tid] = sm.gam[tid].x;
     ws.gam[hc * kGateStride + kChunk + tid] = sm.gam[tid].y;
