@@ -59,9 +59,10 @@ def main():
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         fla_fwd = r.get("fla_fwd_ms")
-        lines.append(f"| {r['B']}×{r['T']}×{r['H']} ({r['HV']}) ×{r['D']} | {f(r.get('fwd_infer_ms'))} | {f(fla_fwd)} | "
-                     f"{ratio(fla_fwd, r.get('fwd_infer_ms'))} | {f(r['fwd_ms'])} | {ratio(fla_fwd, r['fwd_ms'])} | "
-                     f"{f(r['fwdbwd_ms'])} | {f(r.get('fla_fwdbwd_ms'))} | {ratio(r.get('fla_fwdbwd_ms'), r['fwdbwd_ms'])} |")
+        lines.append(f"| {r['B']}×{r['T']}×{r['H']} ({r['HV']}) ×{r['D']} | {f(r.get('fwd_infer_ms'))} | "
+                     f"{fla_cell(r, 'fla_fwd', 'ms')} | {ratio(fla_fwd, r.get('fwd_infer_ms'))} | {f(r['fwd_ms'])} | "
+                     f"{ratio(fla_fwd, r['fwd_ms'])} | {f(r['fwdbwd_ms'])} | {fla_cell(r, 'fla_fwdbwd', 'ms')} | "
+                     f"{ratio(r.get('fla_fwdbwd_ms'), r['fwdbwd_ms'])} |")
     if any("fla_kda_fwd_ms" in r or "fla_kda_fwd_error" in r for r in rows):
         lines += ["", "KDA (a gate per key dimension; FLA's chunk_kda):", "",
                   "| B×T×H (HV) ×D | gdn fwd ms | FLA fwd ms | speed-up | gdn fwd of a training step ms | "
