@@ -137,6 +137,10 @@ struct Case {
   bool l2norm = true;  // the fused L2 norm of q and k
   // The gradients' tolerance multiple for an ill-conditioned problem (see zero_gates_one_token).
   double bwd_tol_scale = 1;
+  // Log-gates of every other 16-token block times 24 (the vector gate): such a block's gates fall
+  // by ~60 from its first row, past gate.cuh's kDiagSpread, the next block's by ~2.5, so one chunk
+  // has diagonal blocks on both of gated_lower's paths, forward and backward.
+  bool steep_odd_blocks = false;
 };
 
 constexpr Variant kGdn = Variant::gated_deltanet, kMamba2 = Variant::mamba2, kLinear = Variant::linear_attention,
@@ -221,6 +225,8 @@ std::vector<Case> vector_cases() {
       {"gla_very_negative", kGla, 1, 64, 1, 1, {}, GateMode::very_negative, false, false},
       {"gla_long", kGla, 1, 1000, 1, 2, {}, GateMode::random, false, true},
       {"kda_many_sequences", kKda, 34, 70, 1, 2, {}, GateMode::random, true, true},
+      {"kda_steep_blocks", kKda, 1, 200, 1, 2, {}, GateMode::random, true, true, true, true, 1, true},
+      {"gla_steep_blocks", kGla, 1, 200, 1, 2, {}, GateMode::random, true, true, true, true, 1, true},
   };
 }
 
@@ -245,6 +251,9 @@ void check_chunk(const std::vector<Case>& cases, DType t, double tol, const std:
     Problem raw = gdn::test::make_problem(cfg, seed, cs.gates, cs.h0, cs.dht);
     if (!cs.l2norm)  // |k| ~ 1 as the L2 norm would make it: the delta rule stays finite (test_chunk)
       for (double& x : raw.k) x /= std::sqrt(128.0);
+    if (cs.steep_odd_blocks)  // g [T, HV, 128] of one sequence
+      for (size_t i = 0; i < raw.g.size(); ++i)
+        if ((i / (size_t(cs.HV) * 128) / 16) % 2) raw.g[i] *= 24;
     const Problem p = as_kernel_inputs(raw, t);
     const Result want = gdn::test::run_reference(p);
     // fp16 holds nothing below 6e-8. With every gate <= -30 the gate gradient is made of
