@@ -90,14 +90,14 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
 
   // k, v (and q) by cp.async, all in flight at once, then the L2 norm in place. The vector gate
   // takes q first in v's tile, for P, and v while it forms N.
+  const T* q_rows = p.q + (long(ch.start) * p.H + h) * kDim;
   const T* v_rows = p.v + (long(ch.start) * p.HV + hv) * kDim;
   load_tile_zero_fill(sm.k, ldK, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, kDim);
   if constexpr (kVector<G>)
-    load_tile_zero_fill(sm.v, ldK, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, kDim);
+    load_tile_zero_fill(sm.v, ldK, q_rows, long(p.H) * kDim, ch.len, kDim);
   else
     load_tile_zero_fill(sm.v, ldK, v_rows, long(p.HV) * kDim, ch.len, kDim);
-  if constexpr (kFusedOutput<T, U, G>)
-    load_tile_zero_fill(sm.inv.q, ldK, p.q + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, kDim);
+  if constexpr (kFusedOutput<T, U, G>) load_tile_zero_fill(sm.inv.q, ldK, q_rows, long(p.H) * kDim, ch.len, kDim);
   commit_async();
   load_gate_beta(sm.gam, sm.bet, kVector<G> ? nullptr : p.g, p.beta, ch.start, ch.len, p.HV, hv);
   if constexpr (kVector<G>) load_gate_vec(sm.gv, p.g, ch.start, ch.len, p.HV, hv);
