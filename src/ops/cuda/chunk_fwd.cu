@@ -167,6 +167,7 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
       store2(sm.inv.l + i * kLdL + j, decayed(sm.gam, i, j, b * x0, false), decayed(sm.gam, i, j + 1, b * x1, false));
     });
   }
+  if constexpr (kVector<G> && !kDelta<U>) wait_async();  // v (the delta rule waits for it at the inverse's barrier)
   __syncthreads();  // L, N and the row scales are complete; nothing reads K K^T's operands any more
   if constexpr (kFusedOutput<T, U, G>) store_tile(ws.p + hc * kChunk * kChunk, kChunk, sm.inv.a, ldC, kChunk, kChunk);
 
@@ -234,10 +235,6 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
     __syncthreads();
     store_tile(ws.w + base, kDim, sm.inv.w, ldK, kChunk, kDim);
   } else {
-    if constexpr (kVector<G>) {  // v
-      wait_async();
-      __syncthreads();
-    }
     scale_rows(0, kThreads);
     store_tile(ws.vn + base, kDim, sm.v, ldK, kChunk, kDim);  // V' = V
   }
