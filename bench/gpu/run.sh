@@ -44,7 +44,7 @@ echo "== check against the fp64 reference"
 echo "== compute-sanitizer memcheck (small cases)"
 compute-sanitizer --tool memcheck --error-exitcode 9 "$bin/gdn_gpu_check" \
   --gtest_filter='GpuChunkSmall.*:GpuDecodeSmall.*' || failed+=(memcheck)
-echo "== compute-sanitizer racecheck (shared-memory hazards, the bf16 chunk cases: two-kernel and single-pass forward)"
+echo "== compute-sanitizer racecheck (shared-memory hazards, the bf16 chunk cases: training path, chain and single-pass forward)"
 compute-sanitizer --tool racecheck --racecheck-report all --error-exitcode 9 "$bin/gdn_gpu_check" \
   --gtest_filter='GpuChunkSmall.Bf16:GpuChunkSmall.SinglePassBf16' || failed+=(racecheck)
 tmp=$(mktemp -d)

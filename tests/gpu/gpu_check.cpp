@@ -182,8 +182,8 @@ std::vector<Case> delta_cases() {
       {"many_sequences", kGdn, 34, 70, 1, 2, {}, GateMode::random, true, true},
       // The forward alone of 16-bit inputs in one kernel (chunk_fwd_single.cu), where sequences ×
       // value heads fill ≥ 85% of the SMs' slots: 120 on a GPU of 132 SMs (H100 SXM, H200); the
-      // two-kernel forward on others. Grouped heads with a partial last chunk; 120 sequences of
-      // 1 .. 130 tokens.
+      // chain forward (prepare, then chain_kernel) on others, and in every other case's forward
+      // alone. Grouped heads with a partial last chunk; 120 sequences of 1 .. 130 tokens.
       {"single_pass_gva", kGdn, 30, 100, 2, 4, {}, GateMode::random, true, true},
       {"single_pass_varlen", kGdn, 1, 6000, 1, 1, mixed_lengths(120), GateMode::mixed, true, true},
       {"single_pass_no_l2norm", kGdn, 30, 100, 2, 4, {}, GateMode::random, true, true, true, false},

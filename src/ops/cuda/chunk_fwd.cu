@@ -24,9 +24,14 @@
 // backward read them), W, Kd and Q e^γ scale elements instead
 // of rows, and the state decays row by row (e^{γ_L} per dimension).
 // Stages 1–2 (the state pass without the output) are reused by the backward pass. The GDN forward
-// of 16-bit inputs without a backward runs as one kernel instead where sequences × value heads fill
-// the GPU (chunk_fwd_single.cu).
+// of 16-bit inputs without a backward runs on sm_90a as one kernel instead where sequences × value
+// heads fill the GPU, else as prepare (Chain: A diag(β), P and the row scales, no W or U) and the
+// chain kernel (chunk_fwd_single.cu).
 #include "chunk_fwd.cuh"
+
+#include <cstddef>
+
+#include "core_tile.cuh"
 
 namespace gdn::cuda::detail {
 
@@ -61,7 +66,6 @@ struct InverseSmem {
 template <class T, Update U, Gate G>
 struct PrepareSmem {
   T k[kChunk * tile_ld<T>(kDim)];  // k; the delta rule's W operand β e^γ ⊙ k after N is formed
-  T v[kChunk * tile_ld<T>(kDim)];  // v; the delta rule's U operand β ⊙ v likewise (vector gate: q first, for P)
   Only<kDelta<U>, InverseSmem<T>> inv;
   Only<kVector<G>, float[kChunk * kLdG]> gv;                       // cumulative vector gate
   Only<kVector<G>, T[kChunk * tile_ld<T>(kDim)]> scratch;          // gated_lower's operands
@@ -70,15 +74,27 @@ struct PrepareSmem {
   Only<kFusedOutput<T, U, G>, float[2][kChunk]> rnorm;  // 1 / ‖k_r‖, 1 / ‖q_r‖ (with the L2 norm)
   float2 gam[kChunk];  // scalar gate: γ as hi + lo (chunk_fwd.cuh)
   float bet[kChunk];
+  // v; the delta rule's U operand β ⊙ v likewise (vector gate: q first, for P). Last: the chain's
+  // prepare, which reads no v, is launched without it (prepare_smem_bytes).
+  alignas(16) T v[kChunk * tile_ld<T>(kDim)];
 };
+template <class T, Update U, Gate G, bool Chain>
+constexpr int prepare_smem_bytes() {
+  using PS = PrepareSmem<T, U, G>;
+  return int(Chain ? offsetof(PS, v) : sizeof(PS));
+}
 
 // Scalar gate, bf16: 3 blocks per SM (at most 80 registers); fp32 tiles fit 2. The vector
-// gate's tiles fit 2 (bf16) or 1 (fp32).
-template <class T, Gate G>
-constexpr int kPrepareBlocksPerSm = kVector<G> ? (sizeof(T) == 2 ? 2 : 1) : sizeof(T) == 2 ? 3 : 2;
+// gate's tiles fit 2 (bf16) or 1 (fp32). The chain's, without v, 4 (at most 64 registers).
+template <class T, Gate G, bool Chain = false>
+constexpr int kPrepareBlocksPerSm = Chain ? 4 : kVector<G> ? (sizeof(T) == 2 ? 2 : 1) : sizeof(T) == 2 ? 3 : 2;
 
-template <class T, Update U, Gate G>
-__global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_kernel(ChunkParams<T> p, ForwardWorkspace<T> ws) {
+// Chain (the GDN forward of 16-bit inputs without a backward, for chain_kernel): no W, U, v or γ;
+// A diag(β) (its products in tf32, as the single pass's) into ws.a and P into ws.p, both in the
+// core layout (core_tile.cuh), and the row scales and decay of kChainRowScaleStride into ws.rs.
+template <class T, Update U, Gate G, bool Chain = false>
+__global__ void __launch_bounds__(kThreads, (kPrepareBlocksPerSm<T, G, Chain>)) prepare_kernel(ChunkParams<T> p, ForwardWorkspace<T> ws) {
+  static_assert(!Chain || kFusedOutput<T, U, G>, "the chain forward is the fused output's");
   constexpr int ldK = tile_ld<T>(kDim), ldC = tile_ld<T>(kChunk);
   extern __shared__ float4 smem4[];
   PrepareSmem<T, U, G>& sm = *reinterpret_cast<PrepareSmem<T, U, G>*>(smem4);
@@ -95,7 +111,7 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
   load_tile_zero_fill(sm.k, ldK, p.k + (long(ch.start) * p.H + h) * kDim, long(p.H) * kDim, ch.len, kDim);
   if constexpr (kVector<G>)
     load_tile_zero_fill(sm.v, ldK, q_rows, long(p.H) * kDim, ch.len, kDim);
-  else
+  else if constexpr (!Chain)
     load_tile_zero_fill(sm.v, ldK, v_rows, long(p.HV) * kDim, ch.len, kDim);
   if constexpr (kFusedOutput<T, U, G>) load_tile_zero_fill(sm.inv.q, ldK, q_rows, long(p.H) * kDim, ch.len, kDim);
   commit_async();
@@ -134,9 +150,14 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
       sm.row_scale[tid] = f;
       if constexpr (kFusedOutput<T, U, G>) {  // Kd's and Q e^γ's rows as scales of k and q
         const bool row = tid < ch.len;
-        float* rs = ws.rs + hc * kRowScaleStride;
-        rs[tid] = row ? f.x * (p.l2norm ? sm.rnorm[0][tid] : 1.f) : 0.f;
-        rs[kChunk + tid] = row ? f.w * (p.l2norm ? sm.rnorm[1][tid] : 1.f) : 0.f;
+        float* rs = ws.rs + hc * (Chain ? kChainRowScaleStride : kRowScaleStride);
+        const float rk = p.l2norm ? sm.rnorm[0][tid] : 1.f, rq = p.l2norm ? sm.rnorm[1][tid] : 1.f;
+        rs[tid] = row ? f.x * rk : 0.f;
+        rs[kChunk + tid] = row ? f.w * rq : 0.f;
+        if constexpr (Chain) {
+          rs[2 * kChunk + tid] = row ? f.w * rk : 0.f;
+          if (tid == 0) rs[3 * kChunk] = __expf(sm.gam[ch.len - 1].x);
+        }
       }
     }
   }
@@ -169,7 +190,10 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
   }
   if constexpr (kVector<G> && !kDelta<U>) wait_async();  // v (the delta rule waits for it at the inverse's barrier)
   __syncthreads();  // L, N and the row scales are complete; nothing reads K K^T's operands any more
-  if constexpr (kFusedOutput<T, U, G>) store_tile(ws.p + hc * kChunk * kChunk, kChunk, sm.inv.a, ldC, kChunk, kChunk);
+  if constexpr (Chain)  // in the core layout that chain_kernel's wgmma reads, copied as it lies
+    store_core_tile(ws.p + hc * kChunk * kChunk, sm.inv.a, ldC);
+  else if constexpr (kFusedOutput<T, U, G>)
+    store_tile(ws.p + hc * kChunk * kChunk, kChunk, sm.inv.a, ldC, kChunk, kChunk);
 
   // Kd = K e^{γ_L − γ} for the state passes (not kFusedOutput: there they scale k as they read it),
   // by threads [t0, t0 + n); for the delta rule the operands of W = A diag(β e^γ) K and
@@ -199,7 +223,16 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
     }
   };
   const long base = hc * kChunk * kDim;
-  if constexpr (kDelta<U>) {
+  if constexpr (Chain) {
+    if (warp < 4) invert_diagonal_blocks(sm.inv.l);
+    __syncthreads();
+    if (warp < 4)
+      inverse_rows<true>(sm.inv.l, [&](int i, int j, float x0, float x1) {
+        store2(sm.inv.a + i * ldC + j, x0 * sm.bet[j], x1 * sm.bet[j + 1]);
+      });
+    __syncthreads();
+    store_core_tile(ws.a + hc * kChunk * kChunk, sm.inv.a, ldC);
+  } else if constexpr (kDelta<U>) {
     // Warps 0–3 invert I + L while warps 4–7 scale.
     if (warp < 4) invert_diagonal_blocks(sm.inv.l);
     if constexpr (kVector<G>) wait_async();  // v
@@ -240,7 +273,7 @@ __global__ void __launch_bounds__(kThreads, kPrepareBlocksPerSm<T, G>) prepare_k
   }
   if constexpr (kVector<G>) {
     store_tile(ws.gam + hc * kChunk * kDim, kDim, sm.gv, kLdG, kChunk, kDim);
-  } else if (tid < kChunk) {
+  } else if (!Chain && tid < kChunk) {
     ws.gam[hc * kGateStride + tid] = sm.gam[tid].x;
     ws.gam[hc * kGateStride + kChunk + tid] = sm.gam[tid].y;
   }
@@ -545,7 +578,7 @@ ForwardWorkspace<T> carve_forward(Carve& cv, const ChunkPlan& plan, int HV, Upda
   ws.w = delta ? cv.take<T>(heads * kChunk * kDim) : nullptr;
   const bool row_scales = fused_output<T>(update, gate);  // in place of Kd and Q e^γ
   ws.kd = row_scales ? nullptr : cv.take<T>(heads * kChunk * kDim);
-  ws.rs = row_scales ? cv.take<float>(heads * kRowScaleStride) : nullptr;
+  ws.rs = row_scales ? cv.take<float>(heads * kChainRowScaleStride) : nullptr;  // the chain's the most
   ws.vn = cv.take<T>(heads * kChunk * kDim);
   ws.h = cv.take<T>(heads * kDim * kDim);
   ws.h_ext = sizeof(T) == 2 ? cv.take<int8_t>(heads * kDim * kDim) : nullptr;
@@ -566,13 +599,14 @@ Status upload_plan(const ChunkPlan& plan, SeqInfo* seqs, int* chunk_seq, cudaStr
   return {};
 }
 
-template <class T, Update U, Gate G>
+template <class T, Update U, Gate G, bool Chain = false>
 Status launch_prepare(const ChunkPlan& plan, const ChunkParams<T>& p, const ForwardWorkspace<T>& ws,
                       cudaStream_t stream) {
-  using PS = PrepareSmem<T, U, G>;
-  GDN_CUDA_TRY(cudaFuncSetAttribute(prepare_kernel<T, U, G>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sizeof(PS))));
+  const auto kernel = prepare_kernel<T, U, G, Chain>;
+  constexpr int bytes = prepare_smem_bytes<T, U, G, Chain>();
+  GDN_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
   if (plan.NC > 0) {
-    prepare_kernel<T, U, G><<<unsigned(plan.NC * p.HV), kThreads, sizeof(PS), stream>>>(p, ws);
+    kernel<<<unsigned(plan.NC * p.HV), kThreads, bytes, stream>>>(p, ws);
     GDN_CUDA_LAUNCHED("gdn::cuda prepare_kernel");
   }
   return {};
@@ -668,8 +702,15 @@ Status forward_typed(const ChunkShape& s, const ChunkForwardArgs& a, void* works
   ForwardWorkspace<T> ws = carve_forward<T>(cv, plan, s.HV, U, G);
   if (cv.used > bytes)
     return bad_input(gdn::cat("gdn::cuda::chunk_forward: workspace of ", bytes, " bytes, needs ", cv.used));
+  // The GDN forward of 16-bit inputs without a backward, where the sm_90a kernels are built: the
+  // single pass where its blocks fill the SMs, else the chain forward.
+  int sms = 0;
+  if (Status st = current_sm_count(sms); !st.ok()) return st;
+  const bool sm90a = kFusedOutput<T, U, G> && !a.for_backward && single_pass_built();
+  const bool single = sm90a && single_pass_pays(long(plan.N) * s.HV, sms), chain = sm90a && !single;
   if (!a.for_backward) {  // the backward's alone: not stored (the vector gate's output pass reads P)
-    ws.a = ws.n = nullptr;
+    if (!chain) ws.a = nullptr;
+    ws.n = nullptr;
     ws.h_ext = nullptr;
     if constexpr (kFusedOutput<T, U, G>) {
       ws.h = ws.vn = nullptr;  // the fused output pass reads P, q and the row scales instead
@@ -682,10 +723,11 @@ Status forward_typed(const ChunkShape& s, const ChunkForwardArgs& a, void* works
                          a.g, a.beta, s.H, s.HV, plan.scale, s.l2norm_qk};
   if (Status st = upload_plan(plan, ws.seqs, ws.chunk_seq, stream); !st.ok()) return st;
   if constexpr (kFusedOutput<T, U, G>) {
-    int sms = 0;
-    if (Status st = current_sm_count(sms); !st.ok()) return st;
-    if (!a.for_backward && single_pass_pays(long(plan.N) * s.HV, sms) && single_pass_built())
-      return forward_single_pass<T>(plan, p, ws.seqs, a.h0, a.ht, static_cast<T*>(a.o), stream);
+    if (single) return forward_single_pass<T>(plan, p, ws.seqs, a.h0, a.ht, static_cast<T*>(a.o), stream);
+    if (chain) {
+      if (Status st = launch_prepare<T, U, G, true>(plan, p, ws, stream); !st.ok()) return st;
+      return launch_chain<T>(plan, p, ws, a.h0, a.ht, static_cast<T*>(a.o), stream);
+    }
     return forward_fused<T, U, G>(plan, p, ws, a.h0, a.ht, static_cast<T*>(a.o), sms, stream);
   } else {
     if (Status st = forward_states<T, U, G>(plan, p, ws, a.h0, a.ht, stream); !st.ok()) return st;

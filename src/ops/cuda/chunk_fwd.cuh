@@ -122,6 +122,9 @@ __device__ __forceinline__ float2 split_gate(double x) {
 }
 constexpr int kGateStride = 2 * kChunk;  // floats per (chunk, value head) of the scalar gate
 constexpr int kRowScaleStride = 2 * kChunk;  // floats per (chunk, value head) of rs: k's, q's
+// The chain forward's row scales (chain_kernel), floats per (chunk, value head) of rs: rows 0..63
+// e^{γ_L − γ} / ‖k‖, 64.. e^γ / ‖q‖ (those of rs above), 128.. e^γ / ‖k‖; then e^{γ_L}.
+constexpr int kChainRowScaleStride = 4 * kChunk;
 
 // Entry (i, j) of a causal product decayed by the scalar gate: x e^{γ_i − γ_j} where j < i (and
 // j == i with `diagonal`: P, dP), else 0 (L, M: strictly lower).
@@ -366,10 +369,10 @@ inline bool wide_state_blocks(long heads, int sms) { return heads * (kDim / 64) 
 
 // The GDN forward of 16-bit inputs when no backward follows: one kernel (chunk_fwd_single.cu), a
 // block per (sequence, value head) that walks its chunks alone. It pays where those blocks fill 85%
-// or more of the SM slots of the waves they take (one block per SM): below that, the two-kernel
-// forward's chunk-parallel prepare wins (H100: 0.35 vs 0.43 ms at 128 sequence-heads of 2048
-// tokens; 0.98 vs 0.53 ms for 32 sequence-heads of 8192 tokens, even split into 128 blocks of 32
-// value columns; bench/gpu/NOTES.md).
+// or more of the SM slots of the waves they take (one block per SM): below that, the chain forward's
+// chunk-parallel prepare wins (H100, forward alone: 0.68 ms single pass, 0.35 chain for 32
+// sequence-heads of 8192 tokens; 0.18 against 0.26 at 128 sequence-heads of 2048 tokens;
+// bench/gpu/NOTES.md, twenty-second session).
 inline bool single_pass_pays(long heads, int sms) {
   const long waves = (heads + sms - 1) / sms;
   return heads >= 0.85 * double(waves * sms);
@@ -380,6 +383,14 @@ bool single_pass_built();
 template <class T>
 Status forward_single_pass(const ChunkPlan& plan, const ChunkParams<T>& p, const SeqInfo* seqs, const float* h0,
                            float* ht, T* o, cudaStream_t stream);
+
+// The GDN forward of 16-bit inputs without a backward where the single pass does not pay: prepare
+// (Chain: A diag(β), P and the row scales; no W or U), then chain_kernel (chunk_fwd_single.cu), a
+// block per (sequence, value head, 64 value columns) whose one warpgroup steps the chunks on wgmma.
+// sm_90a only, as the single pass.
+template <class T>
+Status launch_chain(const ChunkPlan& plan, const ChunkParams<T>& p, const ForwardWorkspace<T>& ws, const float* h0,
+                    float* ht, T* o, cudaStream_t stream);
 
 // Stage 3: o = scale (e^γ ⊙ Q S + P V'); also P and Q e^γ for the backward where ws.p, ws.qg are
 // set. o == null: those two alone (the backward recomputing the forward).

@@ -1,6 +1,8 @@
-// The GDN forward without a backward (16-bit inputs, delta rule, scalar gate) in one kernel, where
-// there are sequences × value heads enough to fill the GPU's SMs (chunk_fwd.cuh, single_pass_pays)
-// and the kernel was built for sm_90a (wgmma, setmaxnreg; single_pass_built).
+// The GDN forward without a backward (16-bit inputs, delta rule, scalar gate) on sm_90a (wgmma,
+// setmaxnreg; single_pass_built): in one kernel where there are sequences × value heads enough to
+// fill the GPU's SMs (chunk_fwd.cuh, single_pass_pays), else as the chain forward (chain_kernel
+// below, after prepare). Both step a state Sᵀ held by value columns in registers through the same
+// products (the helpers before single_pass_kernel).
 //
 // The two-kernel forward (chunk_fwd.cu) sends ~210 KB per chunk-head through memory: prepare's W,
 // U, Kd, P and Q e^γ out and back into the state pass, beside q, k, v in and o out (64 KB). Here a
@@ -91,6 +93,96 @@ __device__ __forceinline__ uint32_t transposed_pair_addr(const T* tile, int ld, 
   return smem_addr(tile + (16 * p + 8 * (m >> 1) + (l & 7)) * ld + v0 + 8 * (m & 1));
 }
 
+// The products of a state warp (a warpgroup's 64 value columns at once), shared by the single pass
+// and the chain kernel. Sᵀ: value columns by all 128 keys, fp32, in mma's accumulator layout.
+using StateTile = float[1][kDim / 8][4];
+using ChunkTile = float[1][kChunk / 8][4];  // a product over a chunk's 64 rows
+using ChunkFrags = uint32_t[kChunk / 16][4];
+
+// Sᵀ as the A fragments of a product over keys: all formed before the first wgmma reads them (formed
+// between wgmmas, ptxas waited for each before reusing its registers).
+template <class T>
+__device__ __forceinline__ void state_fragments(const StateTile& st, uint32_t (&sa)[kDim / 16][4]) {
+#pragma unroll
+  for (int ks = 0; ks < kDim / 16; ++ks) acc_a_fragment<T>(st, ks, sa[ks]);
+}
+// acc += Sᵀ Xᵀ (Overwrite: acc = Sᵀ Xᵀ), x a chunk's sw128 tile (k or q), issued (the caller fences
+// and commits).
+template <class T, bool Overwrite = false>
+__device__ __forceinline__ void issue_state_times(ChunkTile& acc, const uint32_t (&sa)[kDim / 16][4], const T* x) {
+  wgmma_n64_k<T, !Overwrite>(acc[0], sa[0], sw128_desc<kChunk>(x, 0));
+#pragma unroll
+  for (int ks = 1; ks < kDim / 16; ++ks) wgmma_n64_k<T>(acc[0], sa[ks], sw128_desc<kChunk>(x, ks));
+}
+// Vᵀ: the warp's columns v0..v0+15 of the [64][ldV] tile v, loaded transposed in the accumulator
+// layout (as 16-bit pairs).
+template <class T>
+__device__ __forceinline__ void load_values_transposed(ChunkFrags& vt, const T* v, int ldV, int v0) {
+#pragma unroll
+  for (int pr = 0; pr < kChunk / 16; ++pr) ldmatrix_x4<true>(vt[pr], transposed_pair_addr(v, ldV, v0, pr));
+}
+// Xᵀ = Vᵀ − acc diag(xs) in place, acc = Sᵀ Kᵀ, vt = Vᵀ (load_values_transposed).
+template <class T>
+__device__ __forceinline__ void subtract_from_values(ChunkTile& acc, const ChunkFrags& vt, const float* xs) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int pr = 0; pr < kChunk / 16; ++pr) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      float(&x)[4] = acc[0][2 * pr + (e >> 1)];
+      const float2 vv = load2(reinterpret_cast<const T*>(&vt[pr][e]));
+      const float2 s = load2(xs + 16 * pr + 8 * (e >> 1) + 2 * (lane & 3));
+      const int i = 2 * (e & 1);
+      x[i] = vv.x - x[i] * s.x;
+      x[i + 1] = vv.y - x[i + 1] * s.y;
+    }
+  }
+}
+// Oᵀ (acc) into the warp's columns v0..v0+15 of v, transposed (a k step's fragment is the register
+// order of transposed_pair_addr).
+template <class T>
+__device__ __forceinline__ void stage_transposed(const ChunkTile& acc, T* v, int ldV, int v0) {
+#pragma unroll
+  for (int pr = 0; pr < kChunk / 16; ++pr) {
+    uint32_t r[4];
+    acc_a_fragment<T>(acc, pr, r);
+    stmatrix_x4_trans(transposed_pair_addr(v, ldV, v0, pr), r);
+  }
+}
+// V'ᵀ diag(us) as A fragments: the update's Sᵀ += V'ᵀ diag(us) K.
+template <class T>
+__device__ __forceinline__ void scaled_fragments(const ChunkFrags& vn, const float* us, ChunkFrags& a) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int ks = 0; ks < kChunk / 16; ++ks) {
+    const int j = 16 * ks + 2 * (lane & 3);
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const float2 x = load2(reinterpret_cast<const T*>(&vn[ks][e]));
+      const float2 d = load2(us + j + 8 * (e >> 1));
+      a[ks][e] = pack2<T>(x.x * d.x, x.y * d.y);
+    }
+  }
+}
+// Sᵀ += a K, K a chunk's sw128 tile read with keys along N, issued.
+template <class T>
+__device__ __forceinline__ void issue_update(StateTile& st, const ChunkFrags& a, const T* k) {
+#pragma unroll
+  for (int ks = 0; ks < kChunk / 16; ++ks) wgmma_n128_mn<T>(st[0], a[ks], sw128_desc_mn<kChunk>(k, ks));
+}
+// The warp's 16 columns of O, staged in v (columns v0..), to out (their first, row stride ld): 64
+// rows of 32 bytes, rows < len.
+template <class T>
+__device__ __forceinline__ void store_staged_rows(T* out, long ld, const T* v, int ldV, int v0, int len) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int i = 0; i < 2 * kChunk / 32; ++i) {
+    const int row = (lane + 32 * i) >> 1, half = lane & 1;
+    if (row < len)
+      *reinterpret_cast<uint4*>(out + row * ld + 8 * half) = *reinterpret_cast<const uint4*>(v + row * ldV + v0 + 8 * half);
+  }
+}
+
 template <class T>
 __global__ void __launch_bounds__(kSinglePassThreads, 1)
     single_pass_kernel(ChunkParams<T> p, const SeqInfo* seqs, const float* h0, float* ht, T* o) {
@@ -155,8 +247,8 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
 
   // A state warp's Sᵀ: rows v0..v0+15 (value columns of S), all 128 key columns; between phases 1
   // and 3, V'ᵀ as the A fragments of its two products.
-  float st[1][kDim / 8][4];
-  uint32_t vn[kChunk / 16][4];
+  StateTile st;
+  ChunkFrags vn;
   if (state_warp) {
     if (chunks > 0) copy_k(0), copy_qv(0);
     for_each(st, v0, 0, [&](int i, int j, float& x) { x = h0 ? h0[state_base + j * kDim + i] : 0.f; });
@@ -174,14 +266,12 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
     // acc = Sᵀ Xᵀ for a chunk's sw128 tile x (k or q), the warpgroup's 64 value columns at once. Sᵀ's
     // A fragments are all formed before the first wgmma reads them (formed between wgmmas, ptxas
     // waited for each before reusing its registers).
-    auto state_times = [&](const T* x, float(&acc)[1][kChunk / 8][4]) {
+    auto state_times = [&](const T* x, ChunkTile& acc) {
       zero(acc);
       uint32_t sa[kDim / 16][4];
-#pragma unroll
-      for (int ks = 0; ks < kDim / 16; ++ks) acc_a_fragment<T>(st, ks, sa[ks]);
+      state_fragments<T>(st, sa);
       wgmma_fence();
-#pragma unroll
-      for (int ks = 0; ks < kDim / 16; ++ks) wgmma_n64_k<T>(acc[0], sa[ks], sw128_desc<kChunk>(x, ks));
+      issue_state_times<T>(acc, sa, x);
       wgmma_commit_wait();
     };
     for (int c = -1; c < chunks; ++c) {
@@ -203,27 +293,15 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
       };
       if (!step) normalize_group();
       if (step) {
-        float acc[1][kChunk / 8][4];
+        ChunkTile acc;
         state_times(sm.k[b], acc);  // Sᵀ Kᵀ
-        // Xᵀ = Vᵀ − (Sᵀ Kᵀ) diag(e^γ), Vᵀ loaded transposed in the accumulator layout.
-#pragma unroll
-        for (int pr = 0; pr < kChunk / 16; ++pr) {
-          uint32_t vt[4];
-          ldmatrix_x4<true>(vt, transposed_pair_addr(sm.v[b], ldK, v0, pr));
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            float(&x)[4] = acc[0][2 * pr + (e >> 1)];
-            const float2 vv = load2(reinterpret_cast<const T*>(&vt[e]));
-            const float2 eg = load2(sm.eg[b2] + 16 * pr + 8 * (e >> 1) + 2 * (lane & 3));
-            const int i = 2 * (e & 1);
-            x[i] = vv.x - x[i] * eg.x;
-            x[i + 1] = vv.y - x[i + 1] * eg.y;
-          }
-        }
-        uint32_t xa[kChunk / 16][4];  // Xᵀ as fragments before V'ᵀ's accumulators: 16 registers, not 32
+        ChunkFrags vt;
+        load_values_transposed<T>(vt, sm.v[b], ldK, v0);
+        subtract_from_values<T>(acc, vt, sm.eg[b2]);  // Xᵀ = Vᵀ − (Sᵀ Kᵀ) diag(e^γ)
+        ChunkFrags xa;  // Xᵀ as fragments before V'ᵀ's accumulators: 16 registers, not 32
 #pragma unroll
         for (int ks = 0; ks < kChunk / 16; ++ks) acc_a_fragment<T>(acc, ks, xa[ks]);
-        float vacc[1][kChunk / 8][4];
+        ChunkTile vacc;
         zero(vacc);
         wgmma_fence();  // V'ᵀ = Xᵀ (A diag β)ᵀ
 #pragma unroll
@@ -238,7 +316,7 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
       __syncthreads();
       // Phase 2.
       if (step) {
-        float acc[1][kChunk / 8][4];
+        ChunkTile acc;
         state_times(sm.q[b], acc);  // Sᵀ Qᵀ
         for_each(acc, 0, 0, [&](int, int j, float& x) { x *= sm.eg[b2][j]; });
         wgmma_fence();  // + V'ᵀ Pᵀ
@@ -246,15 +324,9 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
         for (int ks = 0; ks < kChunk / 16; ++ks)
           wgmma_n64_k<T>(acc[0], vn[ks], core_tile_desc<kChunk>(sm.pm[b2], ks));
         wgmma_commit_wait();
-        // Oᵀ into the warp's columns of V, transposed (a k step's fragment is the register order of
-        // transposed_pair_addr); its 64 rows of 32 bytes leave in phase 3.
+        // Oᵀ into the warp's columns of V; its 64 rows of 32 bytes leave in phase 3.
         for_each(acc, 0, 0, [&](int, int, float& x) { x *= p.scale; });
-#pragma unroll
-        for (int pr = 0; pr < kChunk / 16; ++pr) {
-          uint32_t r[4];
-          acc_a_fragment<T>(acc, pr, r);
-          stmatrix_x4_trans(transposed_pair_addr(sm.v[b], ldK, v0, pr), r);
-        }
+        stage_transposed<T>(acc, sm.v[b], ldK, v0);
       }
       // L's six blocks below the diagonal of chunk nc, a block each to state warps 0..5 (the
       // prepare warps form and invert the diagonal ones meanwhile).
@@ -272,33 +344,15 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
       if (step) {
         const float decay = sm.decay[b2];
         for_each(st, 0, 0, [&](int, int, float& x) { x *= decay; });
-        // Sᵀ += V'ᵀ diag(e^{γ_L − γ}) K
-        uint32_t a[kChunk / 16][4];
-#pragma unroll
-        for (int ks = 0; ks < kChunk / 16; ++ks) {
-          const int j = 16 * ks + 2 * (lane & 3);
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const float2 x = load2(reinterpret_cast<const T*>(&vn[ks][e]));
-            const float2 d = load2(sm.ed[b2] + j + 8 * (e >> 1));
-            a[ks][e] = pack2<T>(x.x * d.x, x.y * d.y);
-          }
-        }
+        ChunkFrags a;  // Sᵀ += V'ᵀ diag(e^{γ_L − γ}) K
+        scaled_fragments<T>(vn, sm.ed[b2], a);
         wgmma_fence();
-#pragma unroll
-        for (int ks = 0; ks < kChunk / 16; ++ks) wgmma_n128_mn<T>(st[0], a[ks], sw128_desc_mn<kChunk>(sm.k[b], ks));
+        issue_update<T>(st, a, sm.k[b]);
         wgmma_commit();
         // O's rows (staged in phase 2) leave while the update runs: phase 2 holds the step, phase 3
         // has room on the state warps.
-        const int len = chunk_len(seq, c);
-        T* out = o + (long(start(c)) * p.HV + hv) * kDim + v0;
-#pragma unroll
-        for (int i = 0; i < 2 * kChunk / 32; ++i) {
-          const int row = (lane + 32 * i) >> 1, half = lane & 1;
-          if (row < len)
-            *reinterpret_cast<uint4*>(out + long(row) * p.HV * kDim + 8 * half) =
-                *reinterpret_cast<const uint4*>(sm.v[b] + row * ldK + v0 + 8 * half);
-        }
+        store_staged_rows<T>(o + (long(start(c)) * p.HV + hv) * kDim + v0, long(p.HV) * kDim, sm.v[b], ldK, v0,
+                             chunk_len(seq, c));
         wgmma_wait();
       }
       // P of chunk nc: a warpgroup's 32 columns, a warp's 16 rows of them; tiles wholly above the
@@ -369,6 +423,147 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
 #endif
 }
 
+// The chain kernel: the single pass's state products without its prepare, for sequence-heads too
+// few for the single pass to pay (chunk_fwd.cuh, single_pass_pays). A block per (sequence, value head, 64 value columns): one state
+// warpgroup (Sᵀ of its 64 columns in registers) steps the chunks, prepare (Chain) having formed
+// every chunk's A diag(β), P and row scales beforehand in parallel; a copy warpgroup loads chunk
+// c + 2 meanwhile. q and k are read as they are in memory: 1 / ‖k‖ and 1 / ‖q‖ ride on the row
+// scales (kChainRowScaleStride), so that no one normalises the tiles. A step, one block barrier:
+//   Sᵀ Kᵀ, Sᵀ Qᵀ (one set of fragments)      Xᵀ = Vᵀ − (Sᵀ Kᵀ) diag(e^γ / ‖k‖)      V'ᵀ = Xᵀ (A diag β)ᵀ
+//   Oᵀ = scale ((Sᵀ Qᵀ) diag(e^γ / ‖q‖) + V'ᵀ Pᵀ)  beside  Sᵀ ← e^{γ_L} Sᵀ + V'ᵀ diag(e^{γ_L − γ} / ‖k‖) K
+constexpr int kChainCols = 64;            // value columns a block: one warpgroup's
+constexpr int kChainThreads = 2 * 128;    // the state warpgroup, then the copy warpgroup
+
+template <class T>
+struct ChainSmem {
+  alignas(1024) T q[3][kChunk * kDim];       // buffer c % 3: chunk c's q, a sw128 tile
+  T k[3][kChunk * kDim];                     // k, a sw128 tile
+  T v[3][kChunk * tile_ld<T>(kChainCols)];  // the block's columns of v; then O, staged over them
+  T ab[3][kChunk * kChunk];                  // A diag(β), a core tile
+  T pm[3][kChunk * kChunk];                  // P, a core tile
+  float rs[3][kChainRowScaleStride];         // the row scales (kChainRowScaleStride) and e^{γ_L}
+};
+
+// A [64][64] core tile as prepare stored it (store_core_tile) by cp.async, by 128 threads (t: this
+// one's index). Copied from a row-major block into the core layout, the pieces of 8 lanes landed
+// 128 bytes apart (8-way bank conflicts): the chain kernel took 230 µs at 2×8192×16, 185 this way
+// (H100; bench/gpu/NOTES.md, twenty-second session).
+template <class T>
+__device__ __forceinline__ void load_core_tile(T* dst, const T* src, int t) {
+#pragma unroll
+  for (int i = 0; i < kChunk * kChunk / 8 / 128; ++i) cp_async16(dst + 8 * (t + 128 * i), src + 8 * (t + 128 * i));
+}
+
+template <class T>
+__global__ void __launch_bounds__(kChainThreads, 1)
+    chain_kernel(ChunkParams<T> p, ForwardWorkspace<T> ws, const float* h0, float* ht, T* o) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using Smem = ChainSmem<T>;
+  constexpr int ldV = tile_ld<T>(kChainCols), kBlocks = kDim / kChainCols;
+  extern __shared__ float4 smem4[];
+  Smem& sm = *reinterpret_cast<Smem*>(smem4);
+  if (smem_addr(&sm) & 1023) __trap();  // the sw128 tiles' atoms must be 1024-byte aligned
+
+  const int n = blockIdx.x / (p.HV * kBlocks), hv = blockIdx.x / kBlocks % p.HV, h = hv / (p.HV / p.H);
+  const int c0 = blockIdx.x % kBlocks * kChainCols;  // the block's first value column
+  const int warp = __shfl_sync(0xffffffffu, int(threadIdx.x >> 5), 0);
+  const bool state_warp = warp < 4;
+  const int v0 = 16 * warp;  // a state warp's value columns within the block's
+  const SeqInfo seq = ws.seqs[n];
+  const int chunks = chunk_count(seq);
+  const long state_base = (long(n) * p.HV + hv) * kDim * kDim;
+  auto start = [&](int ci) { return seq.bos + ci * kChunk; };
+  auto head_chunk = [&](int ci) { return long(seq.first_chunk + ci) * p.HV + hv; };
+
+  // Chunk ci's tiles into buffer ci % 3, zero rows beyond its length, by the copy warpgroup (the
+  // tile copies' 256 shares, two a thread).
+  auto copy = [&](int ci) {
+    const int b = ci % 3, len = chunk_len(seq, ci), t = threadIdx.x - 128;
+    const long row = (long(start(ci)) * p.H + h) * kDim;  // chunk ci's first row of q and k
+    const T* vs = p.v + (long(start(ci)) * p.HV + hv) * kDim + c0;
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      load_sw128_tile_zero_tail(sm.k[b], p.k + row, long(p.H) * kDim, len, t + 128 * half);
+      load_sw128_tile_zero_tail(sm.q[b], p.q + row, long(p.H) * kDim, len, t + 128 * half);
+      load_tile_zero_fill(sm.v[b], ldV, vs, long(p.HV) * kDim, len, kChainCols, t + 128 * half);
+    }
+    const long hc = head_chunk(ci);
+    load_core_tile(sm.ab[b], ws.a + hc * kChunk * kChunk, t);
+    load_core_tile(sm.pm[b], ws.p + hc * kChunk * kChunk, t);
+    if (t < kChainRowScaleStride / 4) cp_async16(sm.rs[b] + 4 * t, ws.rs + hc * kChainRowScaleStride + 4 * t);
+  };
+
+  StateTile st;
+  if (state_warp) {
+    for_each(st, c0 + v0, 0, [&](int i, int j, float& x) { x = h0 ? h0[state_base + j * kDim + i] : 0.f; });
+  } else {
+    for (int ci = 0; ci < 2; ++ci) {
+      if (ci < chunks) copy(ci);
+      commit_async();
+    }
+    wait_async<1>();
+    fence_proxy_async();  // for wgmma's reads (the async proxy)
+  }
+  __syncthreads();
+  for (int c = 0; c < chunks; ++c) {
+    const int b = c % 3;
+    if (state_warp) {
+      const float* rs = sm.rs[b];
+      ChunkTile acc_k, acc_q;
+      {
+        uint32_t sa[kDim / 16][4];
+        state_fragments<T>(st, sa);
+        wgmma_fence();
+        issue_state_times<T, true>(acc_k, sa, sm.k[b]);
+        wgmma_commit();
+        issue_state_times<T, true>(acc_q, sa, sm.q[b]);
+        wgmma_commit();
+      }
+      ChunkFrags vt;  // Vᵀ, read while the products run
+      load_values_transposed<T>(vt, sm.v[b], ldV, v0);
+      wgmma_wait<1>();  // Sᵀ Kᵀ; Sᵀ Qᵀ runs on
+      subtract_from_values<T>(acc_k, vt, rs + 2 * kChunk);
+      ChunkFrags xa, vn;
+#pragma unroll
+      for (int ks = 0; ks < kChunk / 16; ++ks) acc_a_fragment<T>(acc_k, ks, xa[ks]);
+      ChunkTile vacc;
+      wgmma_fence();  // V'ᵀ = Xᵀ (A diag β)ᵀ
+      wgmma_n64_k<T, false>(vacc[0], xa[0], core_tile_desc<kChunk>(sm.ab[b], 0));
+#pragma unroll
+      for (int ks = 1; ks < kChunk / 16; ++ks) wgmma_n64_k<T>(vacc[0], xa[ks], core_tile_desc<kChunk>(sm.ab[b], ks));
+      wgmma_commit_wait();
+#pragma unroll
+      for (int ks = 0; ks < kChunk / 16; ++ks) acc_a_fragment<T>(vacc, ks, vn[ks]);
+      for_each(acc_q, 0, 0, [&](int, int j, float& x) { x *= rs[kChunk + j]; });
+      const float decay = rs[3 * kChunk];
+      for_each(st, 0, 0, [&](int, int, float& x) { x *= decay; });
+      ChunkFrags a;
+      scaled_fragments<T>(vn, rs, a);
+      wgmma_fence();  // Oᵀ += V'ᵀ Pᵀ, then the update
+#pragma unroll
+      for (int ks = 0; ks < kChunk / 16; ++ks) wgmma_n64_k<T>(acc_q[0], vn[ks], core_tile_desc<kChunk>(sm.pm[b], ks));
+      wgmma_commit();
+      issue_update<T>(st, a, sm.k[b]);
+      wgmma_commit();
+      wgmma_wait<1>();  // Oᵀ: staged and stored while the update runs
+      for_each(acc_q, 0, 0, [&](int, int, float& x) { x *= p.scale; });
+      stage_transposed<T>(acc_q, sm.v[b], ldV, v0);
+      __syncwarp();
+      store_staged_rows<T>(o + (long(start(c)) * p.HV + hv) * kDim + c0 + v0, long(p.HV) * kDim, sm.v[b], ldV, v0,
+                           chunk_len(seq, c));
+      wgmma_wait();
+    } else {
+      if (c + 2 < chunks) copy(c + 2);  // over chunk c − 1's buffers
+      commit_async();
+      wait_async<1>();  // chunk c + 1's
+      fence_proxy_async();
+    }
+    __syncthreads();
+  }
+  if (state_warp && ht) for_each(st, c0 + v0, 0, [&](int i, int j, float& x) { ht[state_base + j * kDim + i] = x; });
+#endif
+}
+
 // 1 in the code built for sm_90a, where the kernel above has a body (single_pass_built).
 __device__ int single_pass_arch =
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -400,6 +595,21 @@ Status forward_single_pass(const ChunkPlan& plan, const ChunkParams<T>& p, const
   return {};
 }
 
+template <class T>
+Status launch_chain(const ChunkPlan& plan, const ChunkParams<T>& p, const ForwardWorkspace<T>& ws, const float* h0,
+                    float* ht, T* o, cudaStream_t stream) {
+  const auto kernel = chain_kernel<T>;
+  constexpr int bytes = int(sizeof(ChainSmem<T>));
+  GDN_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+  kernel<<<unsigned(plan.N * p.HV * (kDim / kChainCols)), kChainThreads, bytes, stream>>>(p, ws, h0, ht, o);
+  GDN_CUDA_LAUNCHED("gdn::cuda chain_kernel");
+  return {};
+}
+
+template Status launch_chain<bf16>(const ChunkPlan&, const ChunkParams<bf16>&, const ForwardWorkspace<bf16>&,
+                                   const float*, float*, bf16*, cudaStream_t);
+template Status launch_chain<f16>(const ChunkPlan&, const ChunkParams<f16>&, const ForwardWorkspace<f16>&,
+                                  const float*, float*, f16*, cudaStream_t);
 template Status forward_single_pass<bf16>(const ChunkPlan&, const ChunkParams<bf16>&, const SeqInfo*, const float*,
                                           float*, bf16*, cudaStream_t);
 template Status forward_single_pass<f16>(const ChunkPlan&, const ChunkParams<f16>&, const SeqInfo*, const float*,

@@ -14,6 +14,19 @@ __device__ __forceinline__ int core_offset(int r, int c) {
   return ((r >> 3) * (C / 8) + (c >> 3)) * 64 + (r & 7) * 8 + (c & 7);
 }
 
+// A [64][64] tile (row stride ld) stored in the core layout (core_offset<64>) at dst, by 256
+// threads: 16-byte piece i of the layout is row (i / 64) · 8 + i % 8, columns 8 ((i / 8) % 8)..,
+// so that consecutive threads write consecutive global pieces and read 8 rows of one column piece
+// (conflict-free for a row stride ≡ 16 bytes mod 128, e.g. 72 elements).
+template <class T>
+__device__ __forceinline__ void store_core_tile(T* dst, const T* src, int ld) {
+#pragma unroll
+  for (int i = threadIdx.x; i < kChunk * kChunk / 8; i += kBlockThreads) {
+    const int r = (i >> 6) * 8 + (i & 7), c = ((i >> 3) & 7) * 8;
+    *reinterpret_cast<uint4*>(dst + 8 * i) = *reinterpret_cast<const uint4*>(src + r * ld + c);
+  }
+}
+
 // Element (r, c) of a [Rows][kDim] 16-bit tile in wgmma's 128-byte swizzle, K-major along c: two
 // 64-column halves of Rows × 128 bytes, each row's eight 16-byte pieces XOR-permuted by r % 8 within
 // its 128 bytes (8-row atoms of 1024 bytes, 1024-byte aligned: the hardware swizzles address bits).
@@ -78,13 +91,18 @@ __device__ __forceinline__ uint64_t wgmma_desc(const void* p, uint32_t lbo, uint
 __device__ __forceinline__ uint64_t wgmma_desc_sw128(const void* p, uint32_t lbo, uint32_t sbo) {
   return wgmma_desc(p, lbo, sbo) | (uint64_t(1) << 62);
 }
+// A descriptor moved `bytes` into its tile: the start field counts 16-byte units and a shared-memory
+// address never carries out of it. The helpers below form each operand's descriptor as its tile's
+// plus a constant, so that a product's k steps share one address conversion (forming every step's
+// from its address took ~5 instructions a wgmma: 20% of the chain kernel's state-warp samples).
+__device__ __forceinline__ uint64_t desc_plus(uint64_t d, int bytes) { return d + uint64_t(bytes >> 4); }
 // Operand of k step ks (16 columns) from a sw128 tile of Rows rows whose rows are its M or N and
 // columns its K (K-major): 8-row atoms 1024 bytes apart (the stride offset); the step moves the
 // start 32 bytes along a 128-byte row, or to the second half (the leading offset is unused within
 // the swizzle's width).
 template <int Rows, class T>
 __device__ __forceinline__ uint64_t sw128_desc(const T* tile, int ks) {
-  return wgmma_desc_sw128(tile + (ks >> 2) * Rows * 64 + (ks & 3) * 16, 16, 1024);
+  return desc_plus(wgmma_desc_sw128(tile, 16, 1024), ((ks >> 2) * Rows * 64 + (ks & 3) * 16) * int(sizeof(T)));
 }
 // B of k step ks (16 rows) from a sw128 tile of Rows rows whose rows are B's K and columns its N
 // (MN-major): the 64-column halves Rows × 128 bytes apart along N (the leading offset), 8-row atoms
@@ -92,20 +110,22 @@ __device__ __forceinline__ uint64_t sw128_desc(const T* tile, int ks) {
 // which swap the no-swizzle MN-major layout's; the update's checks passed with them on the H100 (s20).
 template <int Rows, class T>
 __device__ __forceinline__ uint64_t sw128_desc_mn(const T* tile, int ks) {
-  return wgmma_desc_sw128(tile + ks * 16 * 64, Rows * 128, 1024);
+  return desc_plus(wgmma_desc_sw128(tile, Rows * 128, 1024), ks * 16 * 64 * int(sizeof(T)));
 }
 // B of k step ks (16 columns) from a core tile of C columns whose rows are B's N and columns its K
 // (K-major): core matrices 128 bytes apart along K, 8-row groups C * 16 bytes apart along N.
 template <int C, class T>
 __device__ __forceinline__ uint64_t core_tile_desc(const T* tile, int ks) {
-  return wgmma_desc(tile + 2 * 64 * ks, 128, C * 16);
+  return desc_plus(wgmma_desc(tile, 128, C * 16), 2 * 64 * ks * int(sizeof(T)));
 }
 
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 // Commits the wgmmas issued as a group; other work may run before wgmma_wait.
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-// Waits for every committed group: their accumulators may be read after.
-__device__ __forceinline__ void wgmma_wait() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+// Waits until at most N committed groups are pending (every group: N = 0): the accumulators of the
+// others may be read after.
+template <int N = 0>
+__device__ __forceinline__ void wgmma_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
 __device__ __forceinline__ void wgmma_commit_wait() {
   wgmma_commit();
   wgmma_wait();
@@ -121,16 +141,17 @@ __device__ __forceinline__ void wgmma_commit_wait() {
     WGMMA("bf16");                        \
   else                                    \
     WGMMA("f16")
-// N = 64, B K-major.
-template <class T>
+// N = 64, B K-major. Accumulate false: d = A B (d's old values unread, so that no instruction
+// between the fence and the wgmma has to zero it: ptxas then waits for earlier wgmmas, C7517).
+template <class T, bool Accumulate = true>
 __device__ __forceinline__ void wgmma_n64_k(float (&d)[8][4], const uint32_t (&a)[4], uint64_t b) {
 #define GDN_WGMMA_N64(type)                                                                                          \
   asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32." type "." type " "                                     \
                "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26," \
-               "%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, 1, 1, 1, 0;\n"                                         \
+               "%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, %37, 1, 1, 0;\n"                                       \
                : GDN_WGMMA_D8(0), GDN_WGMMA_D8(1), GDN_WGMMA_D8(2), GDN_WGMMA_D8(3), GDN_WGMMA_D8(4),              \
                  GDN_WGMMA_D8(5), GDN_WGMMA_D8(6), GDN_WGMMA_D8(7)                                                   \
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b))
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "n"(int(Accumulate)))
   GDN_WGMMA_TYPED(GDN_WGMMA_N64);
 #undef GDN_WGMMA_N64
 }
