@@ -388,9 +388,18 @@ Status forward_single_pass(const ChunkPlan& plan, const ChunkParams<T>& p, const
 // (Chain: A diag(β), P and the row scales; no W or U), then chain_kernel (chunk_fwd_single.cu), a
 // block per (sequence, value head, 64 value columns) whose one warpgroup steps the chunks on wgmma.
 // sm_90a only, as the single pass.
+constexpr int kChainCols = 64;  // value columns a chain_kernel block: one warpgroup's
+// The chain forward may run in two pieces, each sequence's first half of chunks and then its
+// second, so that the second half's prepare runs beside the first half's chain kernel on the SMs
+// the chain leaves idle (forward_typed, chain_pieces).
+enum class ChainPiece { whole, first_half, second_half };
+// Whether chunk ci (of `chunks`) of a sequence belongs to the piece.
+__host__ __device__ inline bool in_piece(ChainPiece piece, int ci, int chunks) {
+  return piece == ChainPiece::whole || (ci < chunks / 2) == (piece == ChainPiece::first_half);
+}
 template <class T>
 Status launch_chain(const ChunkPlan& plan, const ChunkParams<T>& p, const ForwardWorkspace<T>& ws, const float* h0,
-                    float* ht, T* o, cudaStream_t stream);
+                    float* ht, T* o, ChainPiece piece, cudaStream_t stream);
 
 // Stage 3: o = scale (e^γ ⊙ Q S + P V'); also P and Q e^γ for the backward where ws.p, ws.qg are
 // set. o == null: those two alone (the backward recomputing the forward).

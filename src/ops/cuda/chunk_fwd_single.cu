@@ -431,8 +431,7 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
 // scales (kChainRowScaleStride), so that no one normalises the tiles. A step, one block barrier:
 //   Sᵀ Kᵀ, Sᵀ Qᵀ (one set of fragments)      Xᵀ = Vᵀ − (Sᵀ Kᵀ) diag(e^γ / ‖k‖)      V'ᵀ = Xᵀ (A diag β)ᵀ
 //   Oᵀ = scale ((Sᵀ Qᵀ) diag(e^γ / ‖q‖) + V'ᵀ Pᵀ)  beside  Sᵀ ← e^{γ_L} Sᵀ + V'ᵀ diag(e^{γ_L − γ} / ‖k‖) K
-constexpr int kChainCols = 64;            // value columns a block: one warpgroup's
-constexpr int kChainThreads = 2 * 128;    // the state warpgroup, then the copy warpgroup
+constexpr int kChainThreads = 2 * 128;  // the state warpgroup, then the copy warpgroup
 
 template <class T>
 struct ChainSmem {
@@ -456,7 +455,7 @@ __device__ __forceinline__ void load_core_tile(T* dst, const T* src, int t) {
 
 template <class T>
 __global__ void __launch_bounds__(kChainThreads, 1)
-    chain_kernel(ChunkParams<T> p, ForwardWorkspace<T> ws, const float* h0, float* ht, T* o) {
+    chain_kernel(ChunkParams<T> p, ForwardWorkspace<T> ws, const float* h0, float* ht, T* o, ChainPiece piece) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Smem = ChainSmem<T>;
   constexpr int ldV = tile_ld<T>(kChainCols), kBlocks = kDim / kChainCols;
@@ -470,7 +469,9 @@ __global__ void __launch_bounds__(kChainThreads, 1)
   const bool state_warp = warp < 4;
   const int v0 = 16 * warp;  // a state warp's value columns within the block's
   const SeqInfo seq = ws.seqs[n];
-  const int chunks = chunk_count(seq);
+  const int all = chunk_count(seq);  // the piece's chunks: [first, chunks)
+  const int first = piece == ChainPiece::second_half ? all / 2 : 0;
+  const int chunks = piece == ChainPiece::first_half ? all / 2 : all;
   const long state_base = (long(n) * p.HV + hv) * kDim * kDim;
   auto start = [&](int ci) { return seq.bos + ci * kChunk; };
   auto head_chunk = [&](int ci) { return long(seq.first_chunk + ci) * p.HV + hv; };
@@ -497,7 +498,7 @@ __global__ void __launch_bounds__(kChainThreads, 1)
   if (state_warp) {
     for_each(st, c0 + v0, 0, [&](int i, int j, float& x) { x = h0 ? h0[state_base + j * kDim + i] : 0.f; });
   } else {
-    for (int ci = 0; ci < 2; ++ci) {
+    for (int ci = first; ci < first + 2; ++ci) {
       if (ci < chunks) copy(ci);
       commit_async();
     }
@@ -505,7 +506,7 @@ __global__ void __launch_bounds__(kChainThreads, 1)
     fence_proxy_async();  // for wgmma's reads (the async proxy)
   }
   __syncthreads();
-  for (int c = 0; c < chunks; ++c) {
+  for (int c = first; c < chunks; ++c) {
     const int b = c % 3;
     if (state_warp) {
       const float* rs = sm.rs[b];
@@ -597,19 +598,19 @@ Status forward_single_pass(const ChunkPlan& plan, const ChunkParams<T>& p, const
 
 template <class T>
 Status launch_chain(const ChunkPlan& plan, const ChunkParams<T>& p, const ForwardWorkspace<T>& ws, const float* h0,
-                    float* ht, T* o, cudaStream_t stream) {
+                    float* ht, T* o, ChainPiece piece, cudaStream_t stream) {
   const auto kernel = chain_kernel<T>;
   constexpr int bytes = int(sizeof(ChainSmem<T>));
   GDN_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
-  kernel<<<unsigned(plan.N * p.HV * (kDim / kChainCols)), kChainThreads, bytes, stream>>>(p, ws, h0, ht, o);
+  kernel<<<unsigned(plan.N * p.HV * (kDim / kChainCols)), kChainThreads, bytes, stream>>>(p, ws, h0, ht, o, piece);
   GDN_CUDA_LAUNCHED("gdn::cuda chain_kernel");
   return {};
 }
 
 template Status launch_chain<bf16>(const ChunkPlan&, const ChunkParams<bf16>&, const ForwardWorkspace<bf16>&,
-                                   const float*, float*, bf16*, cudaStream_t);
+                                   const float*, float*, bf16*, ChainPiece, cudaStream_t);
 template Status launch_chain<f16>(const ChunkPlan&, const ChunkParams<f16>&, const ForwardWorkspace<f16>&,
-                                  const float*, float*, f16*, cudaStream_t);
+                                  const float*, float*, f16*, ChainPiece, cudaStream_t);
 template Status forward_single_pass<bf16>(const ChunkPlan&, const ChunkParams<bf16>&, const SeqInfo*, const float*,
                                           float*, bf16*, cudaStream_t);
 template Status forward_single_pass<f16>(const ChunkPlan&, const ChunkParams<f16>&, const SeqInfo*, const float*,
