@@ -1,7 +1,9 @@
 // `gdn bench ops --device cuda` (see ops_bench.h). Compiled in every build; without CUDA it
 // checks its options and explains why it cannot run.
 #include <cstdio>
+#include <cmath>
 #include <numeric>
+#include <random>
 #include <thread>
 
 #include "bench/ops_bench.h"
@@ -102,6 +104,31 @@ double gemm_bf16_tflops(int n, int warmup, int reps) {
   return 2.0 * n * n * n / (ms * 1e-3) / 1e12;
 }
 
+// How far the CPU chunk form's dg moves when q, k, v and dO move by the 16-bit type's own precision
+// (each element times 1 + u·r, r uniform in [−1, 1], u = 2^-8 for bf16, 2^-11 for fp16): the RMS of
+// three draws' relative errors. dg sums O(1) terms a token that cancel (tests/gpu/gpu_check.cpp,
+// dg_spread, whose criterion this is): on a small problem its relative error at bf16's precision
+// exceeds 1e-2 for some inputs (test_bench_ops' B=1, T=70, H=1, HV=2 at the bench's fixed seed:
+// 1.076e-2, the same digits from 52d48cf's kernels and from 1178403's; bench/gpu/NOTES.md).
+double dg_input_spread(const OpConfig& c, const Problem& p, const std::vector<float>& dg_ref, DType t) {
+  const double u = t == DType::bf16 ? 0x1p-8 : 0x1p-11;
+  std::mt19937_64 rng(20261127);
+  std::uniform_real_distribution<double> r(-1, 1);
+  const size_t BT = size_t(c.B) * c.T;
+  std::vector<float> dq(BT * c.H * c.K), dk(dq.size()), dv(BT * c.HV * c.V), dg(p.g.size()), db(BT * c.HV);
+  double ss = 0;
+  for (int draw = 0; draw < 3; ++draw) {
+    Problem moved = p;
+    for (auto* x : {&moved.q, &moved.k, &moved.v, &moved.d_o})
+      for (float& e : *x) e = float(e * (1 + u * r(rng)));
+    backward(Form::chunk, c, moved.inputs(), {moved.d_o.data(), nullptr},
+             {dq.data(), dk.data(), dv.data(), dg.data(), db.data(), nullptr});
+    const double e = rel_err(dg, dg_ref);
+    ss += e * e / 3;
+  }
+  return std::sqrt(ss);
+}
+
 // Chunk forward and forward + backward: checked against the CPU chunk form, then timed.
 void bench_chunk(const OpsBenchOptions& opt, DType dt, json& r, const std::function<void(const std::string&)>& progress) {
   const OpConfig& c = opt.cfg;
@@ -163,7 +190,19 @@ void bench_chunk(const OpsBenchOptions& opt, DType dt, json& r, const std::funct
     if (kv.gated) errors["dg"] = rel_err(cuda::download_vector<float>(dg, p.g.size()), dg_ref);
   }
   r["chunk_check_rel_err"] = errors;
-  for (const auto& [name, err] : errors.items()) expect_close(cat("CUDA chunk ", name).c_str(), err.get<double>(), tol);
+  for (const auto& [name, err] : errors.items()) {
+    if (name == "dg" && dt != DType::f32 && err.get<double>() > tol) {  // held to its own conditioning instead
+      const double spread = dg_input_spread(c, p, dg_ref, dt);
+      r["chunk_check_dg_input_spread"] = spread;
+      GDN_CHECK(err.get<double>() <= 2 * spread, "--device cuda: CUDA chunk dg disagrees with the CPU form: relative "
+                "error ", err.get<double>(), " > ", tol, " and > twice what input rounding moves the CPU form's dg (",
+                spread, "); not timing a wrong kernel");
+      progress(cat("  dg: relative error ", err.get<double>(), " above ", tol, ", within twice what ", opt.dtype,
+                   " rounding of the inputs moves the CPU form's dg (", spread, ")"));
+      continue;
+    }
+    expect_close(cat("CUDA chunk ", name).c_str(), err.get<double>(), tol);
+  }
   progress(cat("  agrees with the CPU chunk form (largest relative error ",
                std::max_element(errors.begin(), errors.end(),
                                 [](const json& a, const json& b) { return a.get<double>() < b.get<double>(); })
