@@ -183,17 +183,14 @@ __global__ void __launch_bounds__(kThreads, (kPrepareBlocksPerSm<T, G, Chain>))
       // P = Q Kᵀ ⊙ Γ (lower with the diagonal), staged over A's tile, for the fused output pass and
       // the backward.
       warp_mma(acc, row_major(sm.inv.q, ldK), row_major(sm.k, ldK), m0, n0, kDim);
-      for_each_pair(acc, m0, n0, [&](int i, int j, float x0, float x1) {
-        store2(sm.inv.a + i * ldC + j, decayed(sm.gam, i, j, x0, true), decayed(sm.gam, i, j + 1, x1, true));
-      });
+      for_each_decayed_pair(acc, m0, n0, sm.gam, true, NoRowScale{},
+                            [&](int i, int j, float v0, float v1) { store2(sm.inv.a + i * ldC + j, v0, v1); });
       zero(acc);
       __syncthreads();  // Q is read: L goes over it
     }
     warp_mma(acc, row_major(sm.k, ldK), row_major(sm.k, ldK), m0, n0, kDim);
-    for_each_pair(acc, m0, n0, [&](int i, int j, float x0, float x1) {
-      const float b = sm.bet[i];
-      store2(sm.inv.l + i * kLdL + j, decayed(sm.gam, i, j, b * x0, false), decayed(sm.gam, i, j + 1, b * x1, false));
-    });
+    for_each_decayed_pair(acc, m0, n0, sm.gam, false, [&](int i) { return sm.bet[i]; },
+                          [&](int i, int j, float v0, float v1) { store2(sm.inv.l + i * kLdL + j, v0, v1); });
   }
   if constexpr (kVector<G> && !kDelta<U>) wait_async();  // v (the delta rule waits for it at the inverse's barrier)
   __syncthreads();  // L, N and the row scales are complete; nothing reads K K^T's operands any more
@@ -543,9 +540,8 @@ __global__ void __launch_bounds__(kThreads) output_kernel(ChunkParams<T> p, Forw
     float acc[1][4][4];
     zero(acc);
     warp_mma(acc, row_major(sm.q, ldK), row_major(sm.k, ldK), m0, n0, kDim);
-    for_each_pair(acc, m0, n0, [&](int i, int j, float x0, float x1) {
-      store2(sm.pm + i * ldC + j, decayed(sm.gam, i, j, x0, true), decayed(sm.gam, i, j + 1, x1, true));
-    });
+    for_each_decayed_pair(acc, m0, n0, sm.gam, true, NoRowScale{},
+                          [&](int i, int j, float v0, float v1) { store2(sm.pm + i * ldC + j, v0, v1); });
   }
   float acc[1][8][4];
   if constexpr (Out) {

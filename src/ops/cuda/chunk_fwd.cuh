@@ -136,6 +136,45 @@ __device__ __forceinline__ float decayed(const float2* gam, int i, int j, float 
   const float e = x * __expf(gate_diff(gam[i], gam[j]));
   return below ? e : 0.f;
 }
+// for_each_pair over a causal product's accumulators, each entry as decayed() forms it from
+// row_scale(i) · x, so the same values bit for bit: f(i, j, v0, v1) with v the decayed entries
+// (i, j), (i, j + 1). Each thread's row and column gates are read once, where decayed() per entry
+// read both for every pair, between the caller's stores (which the compiler may not read across):
+// those shared loads were ~19% of prepare's stall samples (bench/gpu/NOTES.md, twenty-second session).
+template <int MT, int NT, class S, class F>
+__device__ __forceinline__ void for_each_decayed_pair(float (&acc)[MT][NT][4], int m0, int n0, const float2* gam,
+                                                      bool diagonal, S&& row_scale, F&& f) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  float2 gc[NT][2];
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) gc[nt][e] = gam[n0 + 8 * nt + 2 * t + e];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int i = m0 + 16 * mt + g + 8 * h;
+      const float2 gi = gam[i];
+      const float rs = row_scale(i);
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        const int j = n0 + 8 * nt + 2 * t;
+        float v[2];
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const bool below = j + e < i || (diagonal && j + e == i);
+          const float x = (rs * acc[mt][nt][2 * h + e]) * __expf(gate_diff(gi, gc[nt][e]));
+          v[e] = below ? x : 0.f;
+        }
+        f(i, j, v[0], v[1]);
+      }
+    }
+}
+struct NoRowScale {  // for_each_decayed_pair's row scale where there is none
+  __device__ float operator()(int) const { return 1.f; }
+};
+
 // Row r's scalars of the scalar gate, from γ_r, the chunk's last γ_L and β_r: e^{γ_L − γ_r} (Kd),
 // β_r e^{γ_r} (W's operand), β_r (U's), e^{γ_r} (Q e^γ).
 __device__ __forceinline__ float4 gate_row_scale(float2 gL, float2 gr, float beta) {

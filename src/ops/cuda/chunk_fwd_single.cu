@@ -239,10 +239,8 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
         mma_16bit<T>(acc[0][1], af, bf[2], bf[3]);
       }
     }
-    for_each_pair(acc, 16 * r, 16 * c, [&](int i, int j, float x0, float x1) {
-      const float bi = sm.bet[i];
-      store2(sm.l + i * kLdL + j, decayed(sm.gam, i, j, bi * x0, false), decayed(sm.gam, i, j + 1, bi * x1, false));
-    });
+    for_each_decayed_pair(acc, 16 * r, 16 * c, sm.gam, false, [&](int i) { return sm.bet[i]; },
+                          [&](int i, int j, float v0, float v1) { store2(sm.l + i * kLdL + j, v0, v1); });
   };
 
   // A state warp's Sᵀ: rows v0..v0+15 (value columns of S), all 128 key columns; between phases 1
@@ -367,9 +365,8 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
           wgmma_n32_ss<T>(acc[0], sw128_desc<kChunk>(sm.q[nb], ks), sw128_desc<kChunk>(sm.k[nb] + ln * 64, ks));
         wgmma_commit_wait();
         if (ln < lm + 16)
-          for_each_pair(acc, lm, ln, [&](int i, int j, float x0, float x1) {
-            store2(sm.pm[nb2] + core_offset<kChunk>(i, j), decayed(sm.gam, i, j, x0, true),
-                   decayed(sm.gam, i, j + 1, x1, true));
+          for_each_decayed_pair(acc, lm, ln, sm.gam, true, NoRowScale{}, [&](int i, int j, float v0, float v1) {
+            store2(sm.pm[nb2] + core_offset<kChunk>(i, j), v0, v1);
           });
       }
       wait_async();         // chunk c + 2's copies
