@@ -722,7 +722,7 @@ template <class T, Update U, Gate G>
 Status forward_chain(const ChunkPlan& plan, const ChunkParams<T>& p, const ForwardWorkspace<T>& ws, const float* h0,
                      float* ht, T* o, int sms, cudaStream_t stream) {
   int longest = 0;
-  for (const SeqInfo& s : plan.seqs) longest = std::max(longest, (s.eos - s.bos + kChunk - 1) / kChunk);
+  for (const SeqInfo& s : plan.seqs) longest = std::max(longest, chunk_count(s));
   const long blocks = long(plan.N) * p.HV * (kDim / kChainCols);
   const bool split = 2 * blocks <= sms && longest >= 8 && plan.NC >= 2 * plan.N;
   if (!split) {

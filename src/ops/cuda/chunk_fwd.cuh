@@ -430,7 +430,7 @@ Status forward_single_pass(const ChunkPlan& plan, const ChunkParams<T>& p, const
 constexpr int kChainCols = 64;  // value columns a chain_kernel block: one warpgroup's
 // The chain forward may run in two pieces, each sequence's first half of chunks and then its
 // second, so that the second half's prepare runs beside the first half's chain kernel on the SMs
-// the chain leaves idle (forward_typed, chain_pieces).
+// the chain leaves idle (chunk_fwd.cu, forward_chain).
 enum class ChainPiece { whole, first_half, second_half };
 // Whether chunk ci (of `chunks`) of a sequence belongs to the piece.
 __host__ __device__ inline bool in_piece(ChainPiece piece, int ci, int chunks) {

@@ -99,12 +99,21 @@ using StateTile = float[1][kDim / 8][4];
 using ChunkTile = float[1][kChunk / 8][4];  // a product over a chunk's 64 rows
 using ChunkFrags = uint32_t[kChunk / 16][4];
 
-// Sᵀ as the A fragments of a product over keys: all formed before the first wgmma reads them (formed
-// between wgmmas, ptxas waited for each before reusing its registers).
-template <class T>
-__device__ __forceinline__ void state_fragments(const StateTile& st, uint32_t (&sa)[kDim / 16][4]) {
+// Accumulators (Sᵀ, Xᵀ, V'ᵀ) as the A fragments of every k step of the next product: all formed
+// before its first wgmma reads them (formed between wgmmas, ptxas waited for each before reusing
+// its registers).
+template <class T, int NT>
+__device__ __forceinline__ void a_fragments(const float (&acc)[1][NT][4], uint32_t (&a)[NT / 2][4]) {
 #pragma unroll
-  for (int ks = 0; ks < kDim / 16; ++ks) acc_a_fragment<T>(st, ks, sa[ks]);
+  for (int ks = 0; ks < NT / 2; ++ks) acc_a_fragment<T>(acc, ks, a[ks]);
+}
+// acc (+)= Xᵀ (A diag β)ᵀ, xa the A fragments of Xᵀ, ab A diag(β)'s core tile: V'ᵀ, issued
+// (Overwrite: acc's old values unread, as issue_state_times's).
+template <class T, bool Overwrite = false>
+__device__ __forceinline__ void issue_times_ab(ChunkTile& acc, const ChunkFrags& xa, const T* ab) {
+  wgmma_n64_k<T, !Overwrite>(acc[0], xa[0], core_tile_desc<kChunk>(ab, 0));
+#pragma unroll
+  for (int ks = 1; ks < kChunk / 16; ++ks) wgmma_n64_k<T>(acc[0], xa[ks], core_tile_desc<kChunk>(ab, ks));
 }
 // acc += Sᵀ Xᵀ (Overwrite: acc = Sᵀ Xᵀ), x a chunk's sw128 tile (k or q), issued (the caller fences
 // and commits).
@@ -267,7 +276,7 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
     auto state_times = [&](const T* x, ChunkTile& acc) {
       zero(acc);
       uint32_t sa[kDim / 16][4];
-      state_fragments<T>(st, sa);
+      a_fragments<T>(st, sa);
       wgmma_fence();
       issue_state_times<T>(acc, sa, x);
       wgmma_commit_wait();
@@ -297,19 +306,15 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
         load_values_transposed<T>(vt, sm.v[b], ldK, v0);
         subtract_from_values<T>(acc, vt, sm.eg[b2]);  // Xᵀ = Vᵀ − (Sᵀ Kᵀ) diag(e^γ)
         ChunkFrags xa;  // Xᵀ as fragments before V'ᵀ's accumulators: 16 registers, not 32
-#pragma unroll
-        for (int ks = 0; ks < kChunk / 16; ++ks) acc_a_fragment<T>(acc, ks, xa[ks]);
+        a_fragments<T>(acc, xa);
         ChunkTile vacc;
         zero(vacc);
         wgmma_fence();  // V'ᵀ = Xᵀ (A diag β)ᵀ
-#pragma unroll
-        for (int ks = 0; ks < kChunk / 16; ++ks)
-          wgmma_n64_k<T>(vacc[0], xa[ks], core_tile_desc<kChunk>(sm.ab[b2], ks));
+        issue_times_ab<T>(vacc, xa, sm.ab[b2]);
         wgmma_commit();
         normalize_group();
         wgmma_wait();
-#pragma unroll
-        for (int ks = 0; ks < kChunk / 16; ++ks) acc_a_fragment<T>(vacc, ks, vn[ks]);
+        a_fragments<T>(vacc, vn);
       }
       __syncthreads();
       // Phase 2.
@@ -510,7 +515,7 @@ __global__ void __launch_bounds__(kChainThreads, 1)
       ChunkTile acc_k, acc_q;
       {
         uint32_t sa[kDim / 16][4];
-        state_fragments<T>(st, sa);
+        a_fragments<T>(st, sa);
         wgmma_fence();
         issue_state_times<T, true>(acc_k, sa, sm.k[b]);
         wgmma_commit();
@@ -522,16 +527,12 @@ __global__ void __launch_bounds__(kChainThreads, 1)
       wgmma_wait<1>();  // Sᵀ Kᵀ; Sᵀ Qᵀ runs on
       subtract_from_values<T>(acc_k, vt, rs + 2 * kChunk);
       ChunkFrags xa, vn;
-#pragma unroll
-      for (int ks = 0; ks < kChunk / 16; ++ks) acc_a_fragment<T>(acc_k, ks, xa[ks]);
+      a_fragments<T>(acc_k, xa);
       ChunkTile vacc;
       wgmma_fence();  // V'ᵀ = Xᵀ (A diag β)ᵀ
-      wgmma_n64_k<T, false>(vacc[0], xa[0], core_tile_desc<kChunk>(sm.ab[b], 0));
-#pragma unroll
-      for (int ks = 1; ks < kChunk / 16; ++ks) wgmma_n64_k<T>(vacc[0], xa[ks], core_tile_desc<kChunk>(sm.ab[b], ks));
+      issue_times_ab<T, true>(vacc, xa, sm.ab[b]);
       wgmma_commit_wait();
-#pragma unroll
-      for (int ks = 0; ks < kChunk / 16; ++ks) acc_a_fragment<T>(vacc, ks, vn[ks]);
+      a_fragments<T>(vacc, vn);
       for_each(acc_q, 0, 0, [&](int, int j, float& x) { x *= rs[kChunk + j]; });
       const float decay = rs[3 * kChunk];
       for_each(st, 0, 0, [&](int, int, float& x) { x *= decay; });

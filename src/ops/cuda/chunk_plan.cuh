@@ -23,7 +23,7 @@ struct SeqInfo {
 };
 
 // Chunks of sequence s, and the tokens in chunk ci (its index within s).
-__device__ __forceinline__ int chunk_count(const SeqInfo& s) { return (s.eos - s.bos + kChunk - 1) / kChunk; }
+__host__ __device__ __forceinline__ int chunk_count(const SeqInfo& s) { return (s.eos - s.bos + kChunk - 1) / kChunk; }
 __device__ __forceinline__ int chunk_len(const SeqInfo& s, int ci) { return min(kChunk, s.eos - (s.bos + kChunk * ci)); }
 
 // Where chunk `c` (global index) lives: its sequence and its flat token range.
