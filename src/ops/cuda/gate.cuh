@@ -174,7 +174,12 @@ __device__ void gated_lower_backward(const T* dz, int ldz, const T* x, const T* 
   for (int mt = 0; mt < 2; ++mt) {
     const int b = m0 + 16 * mt;
     if (kDiagThroughFirstRow<T> && __all_sync(0xffffffffu, diagonal_spread_ok(gam, b, n0 + lane))) {
-      // The warp's 16 × 32 part of the block's rows in scratch: y (then x) scaled through row b.
+      // The warp's 16 × 32 part of the block's rows in scratch: y (then x) scaled through row b. A
+      // 16-bit tile holds it as hi + lo, hi at rows b.., lo at the warp's other 16 rows (block 1 − mt
+      // is not staged meanwhile), so that the products keep fp32's precision in the operand as the
+      // element path does: rounded once to bf16, it made KDA's and GLA's dg 2.4× what input rounding
+      // moves them on a 70-token problem (bench/gpu/NOTES.md, twenty-third session).
+      const int lo = m0 + kSub * (1 - mt);
       auto stage = [&](const T* src, bool rise) {
 #pragma unroll
         for (int r = lane / 16; r < kSub; r += 2) {
@@ -182,18 +187,42 @@ __device__ void gated_lower_backward(const T* dz, int ldz, const T* x, const T* 
           const float2 v = load2(src + (b + r) * ld + d), gr = load2(gam + (b + r) * kLdG + d),
                        gb = load2(gam + b * kLdG + d);
           const float2 e = rise ? make_float2(gb.x - gr.x, gb.y - gr.y) : make_float2(gr.x - gb.x, gr.y - gb.y);
-          store2(scratch + (b + r) * ld + d, v.x * __expf(e.x), v.y * __expf(e.y));
+          const float sx = v.x * __expf(e.x), sy = v.y * __expf(e.y);
+          store2(scratch + (b + r) * ld + d, sx, sy);
+          if constexpr (k16Bit<T>) {
+            const float2 h = load2(scratch + (b + r) * ld + d);
+            store2(scratch + (lo + r) * ld + d, sx - h.x, sy - h.y);
+          }
         }
         __syncwarp();
+      };
+      // acc += Σ_{m in the block} dZ(i, m) (hi + lo)_m, dZ's rows (row product, dz_rows) or columns:
+      // rows lo.. stand in for b.. as scratch's rows 16 further on (mt = 0) or as dZ's 16 columns
+      // (rows, for the column product) further on, over k = m0.. (mt = 1).
+      auto product = [&](float (&acc)[1][4][4], bool dz_rows) {
+        if (dz_rows)
+          warp_mma(acc, row_major(dz, ldz), col_major(scratch, ld), b, n0, b + kSub, b);
+        else
+          warp_mma(acc, col_major(dz, ldz), col_major(scratch, ld), b, n0, b + kSub, b);
+        if constexpr (!k16Bit<T>) return;
+        if (mt == 0 && dz_rows)
+          warp_mma(acc, row_major(dz, ldz), col_major(scratch + kSub * ld, ld), b, n0, b + kSub, b);
+        else if (mt == 0)
+          warp_mma(acc, col_major(dz, ldz), col_major(scratch + kSub * ld, ld), b, n0, b + kSub, b);
+        else if (dz_rows)
+          warp_mma(acc, row_major(dz + kSub, ldz), col_major(scratch, ld), b, n0, b, m0);
+        else
+          warp_mma(acc, col_major(dz + kSub * ldz, ldz), col_major(scratch, ld), b, n0, b, m0);
       };
       float row[1][4][4], col[1][4][4];
       zero(row);
       zero(col);
       stage(y, true);
-      warp_mma(row, row_major(dz, ldz), col_major(scratch, ld), b, n0, b + kSub, b);
+      product(row, true);
       __syncwarp();  // read before x goes over it
       stage(x, false);
-      warp_mma(col, col_major(dz, ldz), col_major(scratch, ld), b, n0, b + kSub, b);
+      product(col, false);
+      __syncwarp();  // read before block 1's staging goes over rows lo and b
       for_each_index<1, 4>(b, n0, [&](int, int nt, int e, int i, int d) {
         const float e_ib = gam[i * kLdG + d] - gam[b * kLdG + d];
         const float r = row[0][nt][e] * __expf(e_ib), c = col[0][nt][e] * __expf(-e_ib);
