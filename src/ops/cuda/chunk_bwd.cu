@@ -592,21 +592,20 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
     zero(acc);
     if (!above) warp_mma(acc, row_major(x2, ldK), row_major(sm.x3, ldK), s0, t0, kDim);
     const float scale = p.scale;
+    for_each_decayed_pair(acc, s0, t0, gam, true, [&](int) { return scale; },
+                          [&](int i, int j, float a, float b) { store2(sm.y1 + i * ldC + j, a, b); });  // dP ⊙ Γ
     for_each_pair(acc, s0, t0, [&](int i, int j, float& a, float& b) {
-      a = j <= i ? scale * a : 0.f;
-      b = j + 1 <= i ? scale * b : 0.f;
-      store2(sm.y1 + i * ldC + j, decayed(gam, i, j, a, true), decayed(gam, i, j + 1, b, true));
       const float2 pm = load2(sm.y0 + i * ldC + j);
-      a = j < i ? a * pm.x : 0.f;  // the diagonal's row and column terms cancel
-      b = j + 1 < i ? b * pm.y : 0.f;
+      a = j < i ? scale * a * pm.x : 0.f;  // the diagonal's row and column terms cancel
+      b = j + 1 < i ? scale * b * pm.y : 0.f;
     });
     add_row_sums(acc, s0, t0, dgam, [](int, int, float a, float b) { return a + b; });
     add_col_sums(acc, s0, t0, dgam, [](int, int, float x) { return -x; });
   }
-  __syncthreads();  // P, dO and V' are read; Q (and K) normalised
-  // The rows of q and k for the state parts' gate terms, ahead of the copies.
+  // The rows of q and k for the state parts' gate terms, ahead of the copies and the barrier.
   const RowPieces q_pieces = load_row_pieces(q_rows, qk_stride, ch.len, m0, n0);
   const RowPieces k_pieces = load_row_pieces(k_rows, qk_stride, ch.len, m0, n0);
+  __syncthreads();  // P, dO and V' are read; Q (and K) normalised
   if constexpr (kDelta<U>) {  // the gradient through A, W and U needs A, dV' and V: copied during dQ, dK +=
     load_tile(sm.y0, ldC, ws.fwd.a + hc * kChunk * kChunk, kChunk, kChunk, kChunk);
     load_tile(sm.x2, ldK, ws.dvp + base, kDim, kChunk, kDim);
@@ -627,9 +626,8 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
       float acc[1][4][4];
       zero(acc);
       if (!above) warp_mma(acc, row_major(x1, ldK), row_major(x1, ldK), s0, t0, kDim);
-      for_each(acc, s0, t0, [&](int i, int j, float x) {
-        sm.y2[i * ldC + j] = from_float<T>(decayed(gam, i, j, x, false));
-      });
+      for_each_decayed_pair(acc, s0, t0, gam, false, NoRowScale{},
+                            [&](int i, int j, float a, float b) { store2(sm.y2 + i * ldC + j, a, b); });
     }
     const T *dw = sm.x0, *dvp = sm.x2, *v = sm.x3;
     {  // dA = (dW Kᵀ diag(e^γ) + dV' Vᵀ) diag(β), lower part: A is lower triangular, so StrictLower(Aᵀ
@@ -675,12 +673,13 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
       add_row_sums(u, s0, t0, sm.dbg, [](int, int, float a, float b) { return a + b; });
       add_col_sums(u, s0, t0, dgam, [&](int i, int, float x) { return -bet[i] * x; });
       // F + Fᵀ (F strictly lower): dK takes F K + Fᵀ K as one product.
-      for_each(acc, s0, t0, [&](int i, int j, float x) {
-        if (j > i) return;
-        const T f = from_float<T>(decayed(gam, i, j, bet[i] * x, false));
-        sm.y1[i * ldC + j] = f;
-        sm.y1[j * ldC + i] = f;
-      });
+      for_each_decayed_pair(acc, s0, t0, gam, false, [&](int i) { return bet[i]; },
+                            [&](int i, int j, float a, float b) {
+                              const T f[2] = {from_float<T>(a), from_float<T>(b)};
+#pragma unroll
+                              for (int e = 0; e < 2; ++e)
+                                if (j + e <= i) sm.y1[i * ldC + j + e] = sm.y1[(j + e) * ldC + i] = f[e];
+                            });
     }
     {  // W = A diag(β e^γ) K: Tw = Aᵀ dW
       float acc[2][4][4];
@@ -711,6 +710,28 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
     __syncthreads();
     warp_mma(dk, row_major(sm.y1, ldC), col_major(x1, ldK), m0, n0, kChunk);  // dK += (F + Fᵀ) K
   }
+  const int group = bp.qk_group;
+  const int rank = group > 1 ? hv % group : 0;  // the block's rank in its cluster (blockIdx.x % G)
+  const int first_row = 8 * rank + warp, row_step = 8 * max(group, 1);
+  // The L2-norm backward's x: the warp's rows of q and k as stored, every load issued here, ahead of
+  // the barrier (rows past the chunk read its last row), and staged in the free y tiles after warp
+  // 0's scan below, each thread its own values; a load per row in the loop put 16 round trips on
+  // the path (12% of intra_grad's stall samples), a register array indexed in a loop went to local
+  // memory (+12% DRAM traffic).
+  constexpr int kRowsPerWarp = kChunk / 8;
+  using Raw4 = std::conditional_t<sizeof(T) == 2, uint2, float4>;  // four elements as stored
+  static_assert(sizeof(Raw4) * kRowsPerWarp * 2 * kThreads <= 4 * sizeof(sm.y0), "the rows fit over y0..y3");
+  const bool l2_rows = p.l2norm && group > 0;
+  Raw4 x[kRowsPerWarp][2];
+  if (l2_rows) {
+#pragma unroll
+    for (int it = 0; it < kRowsPerWarp; ++it)
+      if (it * row_step < kChunk) {  // warp-uniform: the rows of this block's rank
+        const long at = min(first_row + it * row_step, ch.len - 1) * qk_stride + 4 * lane;
+        x[it][0] = *reinterpret_cast<const Raw4*>(q_rows + at);
+        x[it][1] = *reinterpret_cast<const Raw4*>(k_rows + at);
+      }
+  }
   __syncthreads();  // every tile read; dγ, dβ and the Kd row sums complete
   // dQ and dK in fp32 over the tiles (x0|x1 and x2|x3, all read), then whole rows per warp (a
   // lane 4 columns), summed over the group's blocks in rank order: block `rank` of a cluster of
@@ -725,31 +746,6 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
   const float dss = warp == 0 && lane < kStateTiles ? ws.dss[hc * kStateTiles + lane] : 0.f;
   store_acc(dq_f, ldF, dq, m0, n0);
   store_acc(dk_f, ldF, dk, m0, n0);
-  const int group = bp.qk_group;
-  const int rank = group > 1 ? hv % group : 0;  // the block's rank in its cluster (blockIdx.x % G)
-  const int first_row = 8 * rank + warp, row_step = 8 * max(group, 1);
-  // The L2-norm backward's x: the warp's rows of q and k as stored, every load issued here (rows
-  // past the chunk read its last row) and staged in the free y tiles, each thread its own values,
-  // so that they land during the barrier below; a load per row in the loop put 16 round trips on
-  // the path (12% of intra_grad's stall samples), a register array indexed in a loop went to local
-  // memory (+12% DRAM traffic).
-  constexpr int kRowsPerWarp = kChunk / 8;
-  using Raw4 = std::conditional_t<sizeof(T) == 2, uint2, float4>;  // four elements as stored
-  static_assert(sizeof(Raw4) * kRowsPerWarp * 2 * kThreads <= 4 * sizeof(sm.y0), "the rows fit over y0..y3");
-  Raw4* raw = reinterpret_cast<Raw4*>(sm.y0) + tid;  // [row it][q, k][thread]
-  if (p.l2norm && group > 0) {
-    Raw4 x[kRowsPerWarp][2];
-#pragma unroll
-    for (int it = 0; it < kRowsPerWarp; ++it)
-      if (it * row_step < kChunk) {  // warp-uniform: the rows of this block's rank
-        const long at = min(first_row + it * row_step, ch.len - 1) * qk_stride + 4 * lane;
-        x[it][0] = *reinterpret_cast<const Raw4*>(q_rows + at);
-        x[it][1] = *reinterpret_cast<const Raw4*>(k_rows + at);
-      }
-#pragma unroll
-    for (int it = 0; it < kRowsPerWarp; ++it)
-      if (it * row_step < kChunk) raw[(2 * it) * kThreads] = x[it][0], raw[(2 * it + 1) * kThreads] = x[it][1];
-  }
   if (group > 1) cluster_arrive();  // the peers read the tiles once every block has arrived
   if (warp == 0) {
     // Kd = K e^{γ_L − γ}: −Σ k̂ ⊙ dK_state on each row, +their total on γ_L; then the state
@@ -776,6 +772,12 @@ __global__ void __launch_bounds__(kThreads, 2) intra_grad_kernel(BackwardParams<
       if (r0 < ch.len) bp.dbeta[tok0] = dbet[r0] + sm.dbg[r0];
       if (r1 < ch.len) bp.dbeta[tok1] = dbet[r1] + sm.dbg[r1];
     }
+  }
+  Raw4* raw = reinterpret_cast<Raw4*>(sm.y0) + tid;  // [row it][q, k][thread]
+  if (l2_rows) {
+#pragma unroll
+    for (int it = 0; it < kRowsPerWarp; ++it)
+      if (it * row_step < kChunk) raw[(2 * it) * kThreads] = x[it][0], raw[(2 * it + 1) * kThreads] = x[it][1];
   }
   if (group > 1)
     cluster_wait();

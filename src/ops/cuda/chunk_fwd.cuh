@@ -126,21 +126,14 @@ constexpr int kRowScaleStride = 2 * kChunk;  // floats per (chunk, value head) o
 // e^{γ_L − γ} / ‖k‖, 64.. e^γ / ‖q‖ (those of rs above), 128.. e^γ / ‖k‖; then e^{γ_L}.
 constexpr int kChainRowScaleStride = 4 * kChunk;
 
-// Entry (i, j) of a causal product decayed by the scalar gate: x e^{γ_i − γ_j} where j < i (and
-// j == i with `diagonal`: P, dP), else 0 (L, M: strictly lower).
-// The exponential is formed for every entry and the mask selects (above the diagonal it may be
-// inf, never selected): a branch around it cost a convergence barrier per entry (with -ftz, prepare
-// −7% and intra_grad −4%).
-__device__ __forceinline__ float decayed(const float2* gam, int i, int j, float x, bool diagonal) {
-  const bool below = j < i || (diagonal && j == i);
-  const float e = x * __expf(gate_diff(gam[i], gam[j]));
-  return below ? e : 0.f;
-}
-// for_each_pair over a causal product's accumulators, each entry as decayed() forms it from
-// row_scale(i) · x, so the same values bit for bit: f(i, j, v0, v1) with v the decayed entries
-// (i, j), (i, j + 1). Each thread's row and column gates are read once, where decayed() per entry
-// read both for every pair, between the caller's stores (which the compiler may not read across):
-// those shared loads were ~19% of prepare's stall samples (bench/gpu/NOTES.md, twenty-second session).
+// for_each_pair over a causal product's accumulators decayed by the scalar gate: f(i, j, v0, v1)
+// with v the entries (i, j), (i, j + 1), each row_scale(i) · x e^{γ_i − γ_j} where j < i (and
+// j == i with `diagonal`: P, dP), else 0 (L, M: strictly lower). Each thread's row and column gates
+// are read once: read per entry between the caller's stores (which the compiler may not read
+// across), those shared loads were ~19% of prepare's stall samples (bench/gpu/NOTES.md,
+// twenty-second session). The exponential is formed for every entry and the mask selects (above
+// the diagonal it may be inf, never selected): a branch around it cost a convergence barrier per
+// entry (with -ftz, prepare −7% and intra_grad −4%).
 template <int MT, int NT, class S, class F>
 __device__ __forceinline__ void for_each_decayed_pair(float (&acc)[MT][NT][4], int m0, int n0, const float2* gam,
                                                       bool diagonal, S&& row_scale, F&& f) {
