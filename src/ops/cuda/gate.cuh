@@ -10,7 +10,8 @@
 //   - a 16×16 diagonal block goes through its own first row b where its gates fall by at most
 //     kDiagSpread from that row in every dimension concerned (40 over 15 steps: a log-decay of −2.6
 //     a token on average): x e^{γ − γ_b} ≤ 1 and y e^{γ_b − γ} ≤ e^{kDiagSpread},
-//     so the block is one more tensor-core product (16-bit: bf16 only, since fp16 overflows at e^11);
+//     so the block is one more tensor-core product (16-bit: bf16 only, since fp16 overflows at e^11;
+//     the backward stages its operands as bf16 hi + lo, two products, see gated_lower_backward);
 //   - other diagonal blocks take one exponential per term, in fp32 (no reference keeps both factors
 //     bounded inside a block whose gates may reach −30 per token).
 // 256 threads per block throughout.
