@@ -196,8 +196,8 @@ void bench_chunk(const OpsBenchOptions& opt, DType dt, json& r, const std::funct
       const double spread = dg_input_spread(c, p, dg_ref, dt);
       r["chunk_check_dg_input_spread"] = spread;
       GDN_CHECK(err.get<double>() <= 2 * spread, "--device cuda: CUDA chunk dg (", c.info().name, ", ", opt.dtype,
-                ") disagrees with the CPU form: relative error ", err.get<double>(), " > ", tol, " and > twice what input rounding moves the CPU form's dg (",
-                spread, "); not timing a wrong kernel");
+                ") disagrees with the CPU form: relative error ", err.get<double>(), " > ", tol,
+                " and > twice what input rounding moves the CPU form's dg (", spread, "); not timing a wrong kernel");
       progress(cat("  dg: relative error ", err.get<double>(), " above ", tol, ", within twice what ", opt.dtype,
                    " rounding of the inputs moves the CPU form's dg (", spread, ")"));
       continue;

@@ -190,16 +190,17 @@ __device__ void gated_lower_backward(const T* dz, int ldz, const T* x, const T* 
           const float2 e = rise ? make_float2(gb.x - gr.x, gb.y - gr.y) : make_float2(gr.x - gb.x, gr.y - gb.y);
           const float sx = v.x * __expf(e.x), sy = v.y * __expf(e.y);
           store2(scratch + (b + r) * ld + d, sx, sy);
-          if constexpr (k16Bit<T>) {
+          if constexpr (k16Bit<T>) {  // lo = s − hi, hi read back as rounded
             const float2 h = load2(scratch + (b + r) * ld + d);
             store2(scratch + (lo + r) * ld + d, sx - h.x, sy - h.y);
           }
         }
         __syncwarp();
       };
-      // acc += Σ_{m in the block} dZ(i, m) (hi + lo)_m, dZ's rows (row product, dz_rows) or columns:
-      // rows lo.. stand in for b.. as scratch's rows 16 further on (mt = 0) or as dZ's 16 columns
-      // (rows, for the column product) further on, over k = m0.. (mt = 1).
+      // acc += Σ_{m in the block} A(i, m) (hi + lo)_m, A = dZ (the row product, dz_rows) or dZᵀ. The
+      // lo rows lie 16 after b for mt = 0 (a view of scratch 16 rows on) and 16 before it for mt = 1
+      // (k runs over m0.. and the view of A moves 16 on along k instead), so that no view starts
+      // before its array.
       auto product = [&](float (&acc)[1][4][4], bool dz_rows) {
         if (dz_rows)
           warp_mma(acc, row_major(dz, ldz), col_major(scratch, ld), b, n0, b + kSub, b);
