@@ -107,13 +107,13 @@ __device__ __forceinline__ void a_fragments(const float (&acc)[1][NT][4], uint32
 #pragma unroll
   for (int ks = 0; ks < NT / 2; ++ks) acc_a_fragment<T>(acc, ks, a[ks]);
 }
-// acc (+)= Xᵀ (A diag β)ᵀ, xa the A fragments of Xᵀ, ab A diag(β)'s core tile: V'ᵀ, issued
-// (Overwrite: acc's old values unread, as issue_state_times's).
+// acc (+)= Xᵀ Bᵀ, xa the A fragments of Xᵀ, b a [64][64] core tile: V'ᵀ = Xᵀ (A diag β)ᵀ and
+// Oᵀ += V'ᵀ Pᵀ, issued (Overwrite: acc's old values unread, as issue_state_times's).
 template <class T, bool Overwrite = false>
-__device__ __forceinline__ void issue_times_ab(ChunkTile& acc, const ChunkFrags& xa, const T* ab) {
-  wgmma_n64_k<T, !Overwrite>(acc[0], xa[0], core_tile_desc<kChunk>(ab, 0));
+__device__ __forceinline__ void issue_times_core_tile(ChunkTile& acc, const ChunkFrags& xa, const T* b) {
+  wgmma_n64_k<T, !Overwrite>(acc[0], xa[0], core_tile_desc<kChunk>(b, 0));
 #pragma unroll
-  for (int ks = 1; ks < kChunk / 16; ++ks) wgmma_n64_k<T>(acc[0], xa[ks], core_tile_desc<kChunk>(ab, ks));
+  for (int ks = 1; ks < kChunk / 16; ++ks) wgmma_n64_k<T>(acc[0], xa[ks], core_tile_desc<kChunk>(b, ks));
 }
 // acc += Sᵀ Xᵀ (Overwrite: acc = Sᵀ Xᵀ), x a chunk's sw128 tile (k or q), issued (the caller fences
 // and commits).
@@ -310,7 +310,7 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
         ChunkTile vacc;
         zero(vacc);
         wgmma_fence();  // V'ᵀ = Xᵀ (A diag β)ᵀ
-        issue_times_ab<T>(vacc, xa, sm.ab[b2]);
+        issue_times_core_tile<T>(vacc, xa, sm.ab[b2]);
         wgmma_commit();
         normalize_group();
         wgmma_wait();
@@ -323,9 +323,7 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
         state_times(sm.q[b], acc);  // Sᵀ Qᵀ
         for_each(acc, 0, 0, [&](int, int j, float& x) { x *= sm.eg[b2][j]; });
         wgmma_fence();  // + V'ᵀ Pᵀ
-#pragma unroll
-        for (int ks = 0; ks < kChunk / 16; ++ks)
-          wgmma_n64_k<T>(acc[0], vn[ks], core_tile_desc<kChunk>(sm.pm[b2], ks));
+        issue_times_core_tile<T>(acc, vn, sm.pm[b2]);
         wgmma_commit_wait();
         // Oᵀ into the warp's columns of V; its 64 rows of 32 bytes leave in phase 3.
         for_each(acc, 0, 0, [&](int, int, float& x) { x *= p.scale; });
@@ -530,7 +528,7 @@ __global__ void __launch_bounds__(kChainThreads, 1)
       a_fragments<T>(acc_k, xa);
       ChunkTile vacc;
       wgmma_fence();  // V'ᵀ = Xᵀ (A diag β)ᵀ
-      issue_times_ab<T, true>(vacc, xa, sm.ab[b]);
+      issue_times_core_tile<T, true>(vacc, xa, sm.ab[b]);
       wgmma_commit_wait();
       a_fragments<T>(vacc, vn);
       for_each(acc_q, 0, 0, [&](int, int j, float& x) { x *= rs[kChunk + j]; });
@@ -539,8 +537,7 @@ __global__ void __launch_bounds__(kChainThreads, 1)
       ChunkFrags a;
       scaled_fragments<T>(vn, rs, a);
       wgmma_fence();  // Oᵀ += V'ᵀ Pᵀ, then the update
-#pragma unroll
-      for (int ks = 0; ks < kChunk / 16; ++ks) wgmma_n64_k<T>(acc_q[0], vn[ks], core_tile_desc<kChunk>(sm.pm[b], ks));
+      issue_times_core_tile<T>(acc_q, vn, sm.pm[b]);
       wgmma_commit();
       issue_update<T>(st, a, sm.k[b]);
       wgmma_commit();

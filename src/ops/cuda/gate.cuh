@@ -197,33 +197,29 @@ __device__ void gated_lower_backward(const T* dz, int ldz, const T* x, const T* 
         }
         __syncwarp();
       };
-      // acc += Σ_{m in the block} A(i, m) (hi + lo)_m, A = dZ (the row product, dz_rows) or dZᵀ. The
-      // lo rows lie 16 after b for mt = 0 (a view of scratch 16 rows on) and 16 before it for mt = 1
-      // (k runs over m0.. and the view of A moves 16 on along k instead), so that no view starts
-      // before its array.
-      auto product = [&](float (&acc)[1][4][4], bool dz_rows) {
-        if (dz_rows)
-          warp_mma(acc, row_major(dz, ldz), col_major(scratch, ld), b, n0, b + kSub, b);
-        else
-          warp_mma(acc, col_major(dz, ldz), col_major(scratch, ld), b, n0, b + kSub, b);
-        if constexpr (!k16Bit<T>) return;
-        if (mt == 0 && dz_rows)
-          warp_mma(acc, row_major(dz, ldz), col_major(scratch + kSub * ld, ld), b, n0, b + kSub, b);
-        else if (mt == 0)
-          warp_mma(acc, col_major(dz, ldz), col_major(scratch + kSub * ld, ld), b, n0, b + kSub, b);
-        else if (dz_rows)
-          warp_mma(acc, row_major(dz + kSub, ldz), col_major(scratch, ld), b, n0, b, m0);
-        else
-          warp_mma(acc, col_major(dz + kSub * ldz, ldz), col_major(scratch, ld), b, n0, b, m0);
+      // acc += Σ_{m in the block} A(i, m) (hi + lo)_m, a_at(s) the view of A moved s along k (A = dZ
+      // for the row product, dZᵀ for the column one). The lo rows lie 16 after b for mt = 0 (a view
+      // of scratch 16 rows on) and 16 before it for mt = 1 (k runs over m0.. and A's view moves 16 on
+      // along k instead), so that no view starts before its array.
+      auto product = [&](float (&acc)[1][4][4], auto a_at) {
+        warp_mma(acc, a_at(0), col_major(scratch, ld), b, n0, b + kSub, b);
+        if constexpr (k16Bit<T>) {
+          if (mt == 0)
+            warp_mma(acc, a_at(0), col_major(scratch + kSub * ld, ld), b, n0, b + kSub, b);
+          else
+            warp_mma(acc, a_at(kSub), col_major(scratch, ld), b, n0, b, m0);
+        }
       };
+      auto dz_rows = [&](int s) { return row_major(dz + s, ldz); };
+      auto dz_cols = [&](int s) { return col_major(dz + s * ldz, ldz); };
       float row[1][4][4], col[1][4][4];
       zero(row);
       zero(col);
       stage(y, true);
-      product(row, true);
+      product(row, dz_rows);
       __syncwarp();  // read before x goes over it
       stage(x, false);
-      product(col, false);
+      product(col, dz_cols);
       __syncwarp();  // read before block 1's staging goes over rows lo and b
       for_each_index<1, 4>(b, n0, [&](int, int nt, int e, int i, int d) {
         const float e_ib = gam[i * kLdG + d] - gam[b * kLdG + d];
