@@ -51,7 +51,8 @@ struct ChunkShape {
 // g: optional for the scalar gate (null: no gate), required for the vector gate. beta:
 // required by the delta rule, null for the additive rule.
 struct ChunkForwardArgs {
-  // q, k and v must be 16-byte aligned (the kernels copy them by cp.async; refused otherwise).
+  // q, k and v must be 16-byte aligned (the kernels copy them by cp.async or the tensor memory
+  // accelerator; refused otherwise).
   const void *q = nullptr, *k = nullptr, *v = nullptr;
   const float *g = nullptr, *beta = nullptr;
   const float* h0 = nullptr;  // optional

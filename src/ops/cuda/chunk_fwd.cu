@@ -604,7 +604,7 @@ Status upload_plan(const ChunkPlan& plan, SeqInfo* seqs, int* chunk_seq, cudaStr
 
 template <class T, Update U, Gate G, bool Chain = false>
 Status launch_prepare(const ChunkPlan& plan, const ChunkParams<T>& p, const ForwardWorkspace<T>& ws,
-                      cudaStream_t stream, ChainPiece piece = ChainPiece::whole) {
+                      cudaStream_t stream, ChainPiece piece = {}) {
   const auto kernel = prepare_kernel<T, U, G, Chain>;
   constexpr int bytes = prepare_smem_bytes<T, U, G, Chain>();
   GDN_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
@@ -691,11 +691,16 @@ GDN_FORWARD_OUTPUT(f16)
 #undef GDN_FORWARD_OUTPUT
 
 namespace {
-// A second stream and two events of this host thread on the current device, for the chain forward
-// in two pieces: created at the first use, kept for the process.
+// The chain forward's pieces where sequences are long (forward_chain). Two: at 2×8192×16 four took
+// 0.30–0.31 ms and eight 0.33, against 0.27 (H100, s24f): each piece's chain kernel fills and
+// drains its pipeline again, and each prepare launch walks every chunk-head's block.
+constexpr int kChainPieces = 2;
+
+// A second stream and an event for each piece of the chain forward, of this host thread on the
+// current device: created at the first use, kept for the process.
 struct SideStream {
   cudaStream_t stream = nullptr;
-  cudaEvent_t fork = nullptr, join = nullptr;
+  cudaEvent_t ready[kChainPieces] = {};  // ready[0]: the first piece's prepare issued; then piece i's done
 };
 Status side_stream(SideStream*& out) {
   thread_local std::map<int, SideStream> per_device;
@@ -704,44 +709,50 @@ Status side_stream(SideStream*& out) {
   SideStream& side = per_device[device];
   if (!side.stream) {
     GDN_CUDA_TRY(cudaStreamCreateWithFlags(&side.stream, cudaStreamNonBlocking));
-    GDN_CUDA_TRY(cudaEventCreateWithFlags(&side.fork, cudaEventDisableTiming));
-    GDN_CUDA_TRY(cudaEventCreateWithFlags(&side.join, cudaEventDisableTiming));
+    for (cudaEvent_t& e : side.ready) GDN_CUDA_TRY(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
   }
   out = &side;
   return {};
 }
 
 // The chain forward (launch_chain). Where its blocks leave half the SMs idle and sequences are long,
-// in two pieces: prepare of every sequence's first half of chunks, then the first half's chain
-// kernel beside the second half's prepare (on the side stream, from the fork after the first
-// prepare), then the second half's chain kernel from the state the first left in h's space (16-bit
-// h of every chunk-head, unused without a backward, holds the fp32 state of every sequence-head
-// where there are twice as many chunks as sequences). Without the split the chain kernel waits for
-// all of prepare while half the GPU idles (H100, 2×8192×16: prepare 107 µs, chain 185 µs).
+// in pieces: prepare of every sequence's first piece of chunks, then each piece's chain kernel beside
+// the next piece's prepare (on the side stream, from the fork after the first prepare), each chain
+// kernel from the state the last left in h's space (16-bit h of every chunk-head, unused without a
+// backward, holds the fp32 state of every sequence-head where there are twice as many chunks as
+// sequences; a block reads its part of it before it writes it). Without the pieces the chain kernel
+// waits for all of prepare while half the GPU idles (H100, 2×8192×16: prepare 107 µs, chain 173 µs).
 template <class T, Update U, Gate G>
 Status forward_chain(const ChunkPlan& plan, const ChunkParams<T>& p, const ForwardWorkspace<T>& ws, const float* h0,
                      float* ht, T* o, int sms, cudaStream_t stream) {
   int longest = 0;
   for (const SeqInfo& s : plan.seqs) longest = std::max(longest, chunk_count(s));
   const long blocks = long(plan.N) * p.HV * (kDim / kChainCols);
-  const bool split = 2 * blocks <= sms && longest >= 8 && plan.NC >= 2 * plan.N;
-  if (!split) {
+  const int count = 2 * blocks <= sms && plan.NC >= 2 * plan.N && longest >= 4 * kChainPieces ? kChainPieces : 1;
+  if (count == 1) {
     if (Status st = launch_prepare<T, U, G, true>(plan, p, ws, stream); !st.ok()) return st;
-    return launch_chain<T>(plan, p, ws, h0, ht, o, ChainPiece::whole, stream);
+    return launch_chain<T>(plan, p, ws, h0, ht, o, ChainPiece{}, stream);
   }
   SideStream* side = nullptr;
   if (Status st = side_stream(side); !st.ok()) return st;
   float* mid = reinterpret_cast<float*>(ws.h);
-  if (Status st = launch_prepare<T, U, G, true>(plan, p, ws, stream, ChainPiece::first_half); !st.ok()) return st;
-  GDN_CUDA_TRY(cudaEventRecord(side->fork, stream));
-  // The chain kernel first, so that its blocks take their SMs before the second prepare's fill them.
-  if (Status st = launch_chain<T>(plan, p, ws, h0, mid, o, ChainPiece::first_half, stream); !st.ok()) return st;
-  GDN_CUDA_TRY(cudaStreamWaitEvent(side->stream, side->fork));
-  if (Status st = launch_prepare<T, U, G, true>(plan, p, ws, side->stream, ChainPiece::second_half); !st.ok())
-    return st;
-  GDN_CUDA_TRY(cudaEventRecord(side->join, side->stream));
-  GDN_CUDA_TRY(cudaStreamWaitEvent(stream, side->join));
-  return launch_chain<T>(plan, p, ws, mid, ht, o, ChainPiece::second_half, stream);
+  if (Status st = launch_prepare<T, U, G, true>(plan, p, ws, stream, ChainPiece{0, count}); !st.ok()) return st;
+  GDN_CUDA_TRY(cudaEventRecord(side->ready[0], stream));
+  GDN_CUDA_TRY(cudaStreamWaitEvent(side->stream, side->ready[0]));
+  for (int i = 0; i < count; ++i) {
+    if (i > 0) GDN_CUDA_TRY(cudaStreamWaitEvent(stream, side->ready[i]));
+    // The chain kernel first, so that its blocks take their SMs before the next prepare's fill them.
+    const ChainPiece piece{i, count};
+    if (Status st = launch_chain<T>(plan, p, ws, i == 0 ? h0 : mid, i + 1 == count ? ht : mid, o, piece, stream);
+        !st.ok())
+      return st;
+    if (i + 1 < count) {
+      if (Status st = launch_prepare<T, U, G, true>(plan, p, ws, side->stream, ChainPiece{i + 1, count}); !st.ok())
+        return st;
+      GDN_CUDA_TRY(cudaEventRecord(side->ready[i + 1], side->stream));
+    }
+  }
+  return {};
 }
 
 template <class T, Update U, Gate G>
@@ -769,7 +780,7 @@ Status forward_typed(const ChunkShape& s, const ChunkForwardArgs& a, void* works
     ws.n = nullptr;
     ws.h_ext = nullptr;
     if constexpr (kFusedOutput<T, U, G>) {
-      if (!chain) ws.h = nullptr;  // the chain forward in two pieces keeps its state in h's space
+      if (!chain) ws.h = nullptr;  // the chain forward in pieces keeps its state in h's space
       ws.vn = nullptr;  // the fused output pass reads P, q and the row scales instead
     } else {
       ws.qg = nullptr;

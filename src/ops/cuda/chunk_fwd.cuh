@@ -421,13 +421,19 @@ Status forward_single_pass(const ChunkPlan& plan, const ChunkParams<T>& p, const
 // block per (sequence, value head, 64 value columns) whose one warpgroup steps the chunks on wgmma.
 // sm_90a only, as the single pass.
 constexpr int kChainCols = 64;  // value columns a chain_kernel block: one warpgroup's
-// The chain forward may run in two pieces, each sequence's first half of chunks and then its
-// second, so that the second half's prepare runs beside the first half's chain kernel on the SMs
-// the chain leaves idle (chunk_fwd.cu, forward_chain).
-enum class ChainPiece { whole, first_half, second_half };
-// Whether chunk ci (of `chunks`) of a sequence belongs to the piece.
+// The chain forward may run in pieces, each sequence's chunks cut into `count` consecutive runs,
+// so that piece i + 1's prepare runs beside piece i's chain kernel on the SMs the chain leaves idle
+// (chunk_fwd.cu, forward_chain).
+struct ChainPiece {
+  int index = 0, count = 1;
+};
+// The chunks [begin, end) of a sequence of `chunks` that the piece holds.
+__host__ __device__ inline int piece_begin(ChainPiece piece, int chunks) { return chunks * piece.index / piece.count; }
+__host__ __device__ inline int piece_end(ChainPiece piece, int chunks) {
+  return chunks * (piece.index + 1) / piece.count;
+}
 __host__ __device__ inline bool in_piece(ChainPiece piece, int ci, int chunks) {
-  return piece == ChainPiece::whole || (ci < chunks / 2) == (piece == ChainPiece::first_half);
+  return piece_begin(piece, chunks) <= ci && ci < piece_end(piece, chunks);
 }
 template <class T>
 Status launch_chain(const ChunkPlan& plan, const ChunkParams<T>& p, const ForwardWorkspace<T>& ws, const float* h0,

@@ -51,6 +51,8 @@
 // A diag(β) (V − diag(e^γ) K S)), V' is rounded and then, scaled by e^{γ_L − γ}, rounded again
 // for the update (where that path rounds the scale and Kd), and e^γ scales Q S in fp32. A's
 // products by blocks are tf32 (chunk_fwd.cuh inverse::Frag), where that path splits them.
+#include <cudaTypedefs.h>  // CUtensorMap, PFN_cuTensorMapEncodeTiled
+
 #include "chunk_fwd.cuh"
 #include "core_tile.cuh"
 
@@ -84,13 +86,27 @@ struct SinglePassSmem {
   float bet[kChunk];                  // its β
 };
 
+// The [64][*] 16-bit tiles that hold v, then O: rows of stride ld (the single pass's, padded), or
+// 64 columns in wgmma's 128-byte swizzle (the chain kernel's, as the tensor copy lands them).
+template <class T>
+struct PaddedRows {
+  T* base;
+  int ld;
+  __device__ __forceinline__ T* at(int r, int c) const { return base + r * ld + c; }
+};
+template <class T>
+struct SwizzledRows {
+  T* base;
+  __device__ __forceinline__ T* at(int r, int c) const { return base + sw128_offset<kChunk>(r, c); }
+};
+
 // The lane's address for ldmatrix / stmatrix .x4 .trans between the accumulator tiles 2p, 2p + 1 of
 // a warp's 16 rows (the transposed tile's columns v0..v0+15) and rows 16p..16p+15, columns
-// v0..v0+15 of a [*][ld] tile: registers 0, 1 tile 2p's rows v0 + g, v0 + 8 + g; 2, 3 tile 2p + 1's.
-template <class T>
-__device__ __forceinline__ uint32_t transposed_pair_addr(const T* tile, int ld, int v0, int p) {
+// v0..v0+15 of a tile: registers 0, 1 tile 2p's rows v0 + g, v0 + 8 + g; 2, 3 tile 2p + 1's.
+template <class Tile>
+__device__ __forceinline__ uint32_t transposed_pair_addr(const Tile& tile, int v0, int p) {
   const int l = threadIdx.x & 31, m = l >> 3;
-  return smem_addr(tile + (16 * p + 8 * (m >> 1) + (l & 7)) * ld + v0 + 8 * (m & 1));
+  return smem_addr(tile.at(16 * p + 8 * (m >> 1) + (l & 7), v0 + 8 * (m & 1)));
 }
 
 // The products of a state warp (a warpgroup's 64 value columns at once), shared by the single pass
@@ -123,12 +139,12 @@ __device__ __forceinline__ void issue_state_times(ChunkTile& acc, const uint32_t
 #pragma unroll
   for (int ks = 1; ks < kDim / 16; ++ks) wgmma_n64_k<T>(acc[0], sa[ks], sw128_desc<kChunk>(x, ks));
 }
-// Vᵀ: the warp's columns v0..v0+15 of the [64][ldV] tile v, loaded transposed in the accumulator
-// layout (as 16-bit pairs).
-template <class T>
-__device__ __forceinline__ void load_values_transposed(ChunkFrags& vt, const T* v, int ldV, int v0) {
+// Vᵀ: the warp's columns v0..v0+15 of the tile v, loaded transposed in the accumulator layout (as
+// 16-bit pairs).
+template <class Tile>
+__device__ __forceinline__ void load_values_transposed(ChunkFrags& vt, const Tile& v, int v0) {
 #pragma unroll
-  for (int pr = 0; pr < kChunk / 16; ++pr) ldmatrix_x4<true>(vt[pr], transposed_pair_addr(v, ldV, v0, pr));
+  for (int pr = 0; pr < kChunk / 16; ++pr) ldmatrix_x4<true>(vt[pr], transposed_pair_addr(v, v0, pr));
 }
 // Xᵀ = Vᵀ − acc diag(xs) in place, acc = Sᵀ Kᵀ, vt = Vᵀ (load_values_transposed).
 template <class T>
@@ -149,13 +165,13 @@ __device__ __forceinline__ void subtract_from_values(ChunkTile& acc, const Chunk
 }
 // Oᵀ (acc) into the warp's columns v0..v0+15 of v, transposed (a k step's fragment is the register
 // order of transposed_pair_addr).
-template <class T>
-__device__ __forceinline__ void stage_transposed(const ChunkTile& acc, T* v, int ldV, int v0) {
+template <class T, class Tile>
+__device__ __forceinline__ void stage_transposed(const ChunkTile& acc, const Tile& v, int v0) {
 #pragma unroll
   for (int pr = 0; pr < kChunk / 16; ++pr) {
     uint32_t r[4];
     acc_a_fragment<T>(acc, pr, r);
-    stmatrix_x4_trans(transposed_pair_addr(v, ldV, v0, pr), r);
+    stmatrix_x4_trans(transposed_pair_addr(v, v0, pr), r);
   }
 }
 // V'ᵀ diag(us) as A fragments: the update's Sᵀ += V'ᵀ diag(us) K.
@@ -181,14 +197,14 @@ __device__ __forceinline__ void issue_update(StateTile& st, const ChunkFrags& a,
 }
 // The warp's 16 columns of O, staged in v (columns v0..), to out (their first, row stride ld): 64
 // rows of 32 bytes, rows < len.
-template <class T>
-__device__ __forceinline__ void store_staged_rows(T* out, long ld, const T* v, int ldV, int v0, int len) {
+template <class T, class Tile>
+__device__ __forceinline__ void store_staged_rows(T* out, long ld, const Tile& v, int v0, int len) {
   const int lane = threadIdx.x & 31;
 #pragma unroll
   for (int i = 0; i < 2 * kChunk / 32; ++i) {
     const int row = (lane + 32 * i) >> 1, half = lane & 1;
     if (row < len)
-      *reinterpret_cast<uint4*>(out + row * ld + 8 * half) = *reinterpret_cast<const uint4*>(v + row * ldV + v0 + 8 * half);
+      *reinterpret_cast<uint4*>(out + row * ld + 8 * half) = *reinterpret_cast<const uint4*>(v.at(row, v0 + 8 * half));
   }
 }
 
@@ -303,7 +319,7 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
         ChunkTile acc;
         state_times(sm.k[b], acc);  // Sᵀ Kᵀ
         ChunkFrags vt;
-        load_values_transposed<T>(vt, sm.v[b], ldK, v0);
+        load_values_transposed(vt, PaddedRows<T>{sm.v[b], ldK}, v0);
         subtract_from_values<T>(acc, vt, sm.eg[b2]);  // Xᵀ = Vᵀ − (Sᵀ Kᵀ) diag(e^γ)
         ChunkFrags xa;  // Xᵀ as fragments before V'ᵀ's accumulators: 16 registers, not 32
         a_fragments<T>(acc, xa);
@@ -327,7 +343,7 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
         wgmma_commit_wait();
         // Oᵀ into the warp's columns of V; its 64 rows of 32 bytes leave in phase 3.
         for_each(acc, 0, 0, [&](int, int, float& x) { x *= p.scale; });
-        stage_transposed<T>(acc, sm.v[b], ldK, v0);
+        stage_transposed<T>(acc, PaddedRows<T>{sm.v[b], ldK}, v0);
       }
       // L's six blocks below the diagonal of chunk nc, a block each to state warps 0..5 (the
       // prepare warps form and invert the diagonal ones meanwhile).
@@ -352,8 +368,8 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
         wgmma_commit();
         // O's rows (staged in phase 2) leave while the update runs: phase 2 holds the step, phase 3
         // has room on the state warps.
-        store_staged_rows<T>(o + (long(start(c)) * p.HV + hv) * kDim + v0, long(p.HV) * kDim, sm.v[b], ldK, v0,
-                             chunk_len(seq, c));
+        store_staged_rows(o + (long(start(c)) * p.HV + hv) * kDim + v0, long(p.HV) * kDim, PaddedRows<T>{sm.v[b], ldK},
+                          v0, chunk_len(seq, c));
         wgmma_wait();
       }
       // P of chunk nc: a warpgroup's 32 columns, a warp's 16 rows of them; tiles wholly above the
@@ -424,41 +440,75 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
 }
 
 // The chain kernel: the single pass's state products without its prepare, for sequence-heads too
-// few for the single pass to pay (chunk_fwd.cuh, single_pass_pays). A block per (sequence, value head, 64 value columns): one state
-// warpgroup (Sᵀ of its 64 columns in registers) steps the chunks, prepare (Chain) having formed
-// every chunk's A diag(β), P and row scales beforehand in parallel; a copy warpgroup loads chunk
-// c + 2 meanwhile. q and k are read as they are in memory: 1 / ‖k‖ and 1 / ‖q‖ ride on the row
-// scales (kChainRowScaleStride), so that no one normalises the tiles. A step, one block barrier:
+// few for the single pass to pay (chunk_fwd.cuh, single_pass_pays). A block per (sequence, value
+// head, 64 value columns), prepare (Chain) having formed every chunk's A diag(β), P and row scales
+// beforehand in parallel. One state warpgroup (Sᵀ of its 64 columns in fp32 registers) steps the
+// chunks, one block barrier a step:
 //   Sᵀ Kᵀ, Sᵀ Qᵀ (one set of fragments)      Xᵀ = Vᵀ − (Sᵀ Kᵀ) diag(e^γ / ‖k‖)      V'ᵀ = Xᵀ (A diag β)ᵀ
 //   Oᵀ = scale ((Sᵀ Qᵀ) diag(e^γ / ‖q‖) + V'ᵀ Pᵀ)  beside  Sᵀ ← e^{γ_L} Sᵀ + V'ᵀ diag(e^{γ_L − γ} / ‖k‖) K
-constexpr int kChainThreads = 2 * 128;  // the state warpgroup, then the copy warpgroup
+// Its step is a chain of short dependent pieces on one warp a scheduler, so the second warpgroup
+// takes what the chain does not need:
+//   - one thread issues chunk c + 3's copies when step c ends, on the tensor memory accelerator (q,
+//     k and the block's columns of v as they lie, in the 128-byte swizzle; A diag(β), P and the row
+//     scales contiguous), which completes them on buffer c % 3's mbarrier. cp.async kept the
+//     copying warps' few 16-byte copies in flight and reached two chunks ahead: forward 0.283 →
+//     0.270 ms at 2×8192×16 (H100; bench/gpu/NOTES.md, twenty-fourth session);
+//   - its warps take Oᵀ's accumulators through shared memory during step c + 1 (each thread those of
+//     the same thread of the state warpgroup) and scale, stage and store O, where the state warps'
+//     ~80 instructions of it outlasted the update they ran beside: 0.270 → 0.262 ms.
+// q and k are read raw: 1 / ‖k‖ and 1 / ‖q‖ ride on the row scales (kChainRowScaleStride), so that
+// no one normalises the tiles. Rows past a chunk's length hold the next sequence's (past the
+// tensor, zeros): their β and row scales are zero, so they reach neither V' nor the state, and their
+// rows of O are not stored.
+constexpr int kChainThreads = 2 * 128;  // the state warpgroup, then the copy and output warpgroup
 
 template <class T>
 struct ChainSmem {
-  alignas(1024) T q[3][kChunk * kDim];       // buffer c % 3: chunk c's q, a sw128 tile
-  T k[3][kChunk * kDim];                     // k, a sw128 tile
-  T v[3][kChunk * tile_ld<T>(kChainCols)];  // the block's columns of v; then O, staged over them
-  T ab[3][kChunk * kChunk];                  // A diag(β), a core tile
-  T pm[3][kChunk * kChunk];                  // P, a core tile
-  float rs[3][kChainRowScaleStride];         // the row scales (kChainRowScaleStride) and e^{γ_L}
+  alignas(1024) T q[3][kChunk * kDim];  // buffer c % 3: chunk c's q, a sw128 tile
+  T k[3][kChunk * kDim];                // k, a sw128 tile
+  T v[3][kChunk * kChainCols];          // the block's columns of v, 64 in the 128-byte swizzle
+  T o[kChunk * kChainCols];             // O, staged over each output warp's columns, likewise
+  T ab[3][kChunk * kChunk];             // A diag(β), a core tile
+  T pm[3][kChunk * kChunk];             // P, a core tile
+  float rs[3][kChainRowScaleStride];    // the row scales (kChainRowScaleStride) and e^{γ_L}
+  uint4 oacc[2][kChunk / 8][128];       // buffer c % 2: Oᵀ's accumulators, a state thread's 32 at [i][t] by fours
+  uint64_t full[3];                     // buffer c % 3's copies complete
 };
 
-// A [64][64] core tile as prepare stored it (store_core_tile) by cp.async, by 128 threads (t: this
-// one's index). Copied from a row-major block into the core layout, the pieces of 8 lanes landed
-// 128 bytes apart (8-way bank conflicts): the chain kernel took 230 µs at 2×8192×16, 185 this way
-// (H100; bench/gpu/NOTES.md, twenty-second session).
-template <class T>
-__device__ __forceinline__ void load_core_tile(T* dst, const T* src, int t) {
+// A thread's registers to, and from, the same thread of the other warpgroup: 16 bytes at [i][t].
+template <class R>
+__device__ __forceinline__ void put_registers(uint4 (*buf)[128], const R& regs) {
+  static_assert(sizeof(R) % 16 == 0);
+  const uint4* r = reinterpret_cast<const uint4*>(&regs);
 #pragma unroll
-  for (int i = 0; i < kChunk * kChunk / 8 / 128; ++i) cp_async16(dst + 8 * (t + 128 * i), src + 8 * (t + 128 * i));
+  for (int i = 0; i < int(sizeof(R) / 16); ++i) buf[i][threadIdx.x & 127] = r[i];
 }
+template <class R>
+__device__ __forceinline__ void get_registers(const uint4 (*buf)[128], R& regs) {
+  uint4* r = reinterpret_cast<uint4*>(&regs);
+#pragma unroll
+  for (int i = 0; i < int(sizeof(R) / 16); ++i) r[i] = buf[i][threadIdx.x & 127];
+}
+
+// The bytes a chunk's copies bring (the mbarrier's expected count; boxes past the tensor count whole).
+template <class T>
+constexpr uint32_t kChainChunkBytes = uint32_t(sizeof(T)) *
+                                          (2 * kChunk * kDim + kChunk * kChainCols + 2 * kChunk * kChunk) +
+                                      uint32_t(sizeof(float)) * kChainRowScaleStride;
+
+// The tensor maps of q, k (rows of H heads) and v (HV): [tokens][heads][128] as 3-D tensors,
+// boxes of 64 columns × 1 head × 64 tokens in the 128-byte swizzle.
+struct ChainMaps {
+  CUtensorMap q, k, v;
+};
 
 template <class T>
 __global__ void __launch_bounds__(kChainThreads, 1)
-    chain_kernel(ChunkParams<T> p, ForwardWorkspace<T> ws, const float* h0, float* ht, T* o, ChainPiece piece) {
+    chain_kernel(ChunkParams<T> p, ForwardWorkspace<T> ws, const float* h0, float* ht, T* o, ChainPiece piece,
+                 const __grid_constant__ ChainMaps maps) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Smem = ChainSmem<T>;
-  constexpr int ldV = tile_ld<T>(kChainCols), kBlocks = kDim / kChainCols;
+  constexpr int kBlocks = kDim / kChainCols;
   extern __shared__ float4 smem4[];
   Smem& sm = *reinterpret_cast<Smem*>(smem4);
   if (smem_addr(&sm) & 1023) __trap();  // the sw128 tiles' atoms must be 1024-byte aligned
@@ -467,49 +517,49 @@ __global__ void __launch_bounds__(kChainThreads, 1)
   const int c0 = blockIdx.x % kBlocks * kChainCols;  // the block's first value column
   const int warp = __shfl_sync(0xffffffffu, int(threadIdx.x >> 5), 0);
   const bool state_warp = warp < 4;
-  const int v0 = 16 * warp;  // a state warp's value columns within the block's
+  const bool copier = threadIdx.x == 128;  // issues every copy
+  const int v0 = 16 * (warp % 4);          // a state (or output) warp's value columns within the block's
   const SeqInfo seq = ws.seqs[n];
   const int all = chunk_count(seq);  // the piece's chunks: [first, chunks)
-  const int first = piece == ChainPiece::second_half ? all / 2 : 0;
-  const int chunks = piece == ChainPiece::first_half ? all / 2 : all;
+  const int first = piece_begin(piece, all), chunks = piece_end(piece, all);
   const long state_base = (long(n) * p.HV + hv) * kDim * kDim;
   auto start = [&](int ci) { return seq.bos + ci * kChunk; };
-  auto head_chunk = [&](int ci) { return long(seq.first_chunk + ci) * p.HV + hv; };
 
-  // Chunk ci's tiles into buffer ci % 3, zero rows beyond its length, by the copy warpgroup (the
-  // tile copies' 256 shares, two a thread).
+  // Chunk ci's tiles into buffer ci % 3; the use of a buffer (ci − first) / 3 waits for parity
+  // ((ci − first) / 3) & 1 of its mbarrier.
   auto copy = [&](int ci) {
-    const int b = ci % 3, len = chunk_len(seq, ci), t = threadIdx.x - 128;
-    const long row = (long(start(ci)) * p.H + h) * kDim;  // chunk ci's first row of q and k
-    const T* vs = p.v + (long(start(ci)) * p.HV + hv) * kDim + c0;
-#pragma unroll
+    const int b = ci % 3, t0 = start(ci);
+    uint64_t* bar = &sm.full[b];
+    mbarrier_arrive_expect(bar, kChainChunkBytes<T>);
     for (int half = 0; half < 2; ++half) {
-      load_sw128_tile_zero_tail(sm.k[b], p.k + row, long(p.H) * kDim, len, t + 128 * half);
-      load_sw128_tile_zero_tail(sm.q[b], p.q + row, long(p.H) * kDim, len, t + 128 * half);
-      load_tile_zero_fill(sm.v[b], ldV, vs, long(p.HV) * kDim, len, kChainCols, t + 128 * half);
+      tma_load_3d(sm.q[b] + half * kChunk * 64, &maps.q, 64 * half, h, t0, bar);
+      tma_load_3d(sm.k[b] + half * kChunk * 64, &maps.k, 64 * half, h, t0, bar);
     }
-    const long hc = head_chunk(ci);
-    load_core_tile(sm.ab[b], ws.a + hc * kChunk * kChunk, t);
-    load_core_tile(sm.pm[b], ws.p + hc * kChunk * kChunk, t);
-    if (t < kChainRowScaleStride / 4) cp_async16(sm.rs[b] + 4 * t, ws.rs + hc * kChainRowScaleStride + 4 * t);
+    tma_load_3d(sm.v[b], &maps.v, c0, hv, t0, bar);
+    const long hc = long(seq.first_chunk + ci) * p.HV + hv;
+    bulk_load(sm.ab[b], ws.a + hc * kChunk * kChunk, sizeof(sm.ab[b]), bar);
+    bulk_load(sm.pm[b], ws.p + hc * kChunk * kChunk, sizeof(sm.pm[b]), bar);
+    bulk_load(sm.rs[b], ws.rs + hc * kChainRowScaleStride, sizeof(sm.rs[b]), bar);
   };
+  auto wait_chunk = [&](int ci) { mbarrier_wait(&sm.full[ci % 3], ((ci - first) / 3) & 1); };
 
-  StateTile st;
-  if (state_warp) {
-    for_each(st, c0 + v0, 0, [&](int i, int j, float& x) { x = h0 ? h0[state_base + j * kDim + i] : 0.f; });
-  } else {
-    for (int ci = first; ci < first + 2; ++ci) {
-      if (ci < chunks) copy(ci);
-      commit_async();
-    }
-    wait_async<1>();
-    fence_proxy_async();  // for wgmma's reads (the async proxy)
+  if (copier) {
+    for (int b = 0; b < 3; ++b) mbarrier_init(&sm.full[b], 1);
+    fence_proxy_async();  // the initialised barriers, for the copies (the async proxy)
   }
   __syncthreads();
+  if (copier)
+    for (int ci = first; ci < first + 3 && ci < chunks; ++ci) copy(ci);
+
+  StateTile st;
+  if (state_warp)
+    for_each(st, c0 + v0, 0, [&](int i, int j, float& x) { x = h0 ? h0[state_base + j * kDim + i] : 0.f; });
   for (int c = first; c < chunks; ++c) {
     const int b = c % 3;
     if (state_warp) {
+      const SwizzledRows<T> v{sm.v[b]};
       const float* rs = sm.rs[b];
+      wait_chunk(c);
       ChunkTile acc_k, acc_q;
       {
         uint32_t sa[kDim / 16][4];
@@ -521,7 +571,7 @@ __global__ void __launch_bounds__(kChainThreads, 1)
         wgmma_commit();
       }
       ChunkFrags vt;  // Vᵀ, read while the products run
-      load_values_transposed<T>(vt, sm.v[b], ldV, v0);
+      load_values_transposed(vt, v, v0);
       wgmma_wait<1>();  // Sᵀ Kᵀ; Sᵀ Qᵀ runs on
       subtract_from_values<T>(acc_k, vt, rs + 2 * kChunk);
       ChunkFrags xa, vn;
@@ -541,20 +591,24 @@ __global__ void __launch_bounds__(kChainThreads, 1)
       wgmma_commit();
       issue_update<T>(st, a, sm.k[b]);
       wgmma_commit();
-      wgmma_wait<1>();  // Oᵀ: staged and stored while the update runs
-      for_each(acc_q, 0, 0, [&](int, int, float& x) { x *= p.scale; });
-      stage_transposed<T>(acc_q, sm.v[b], ldV, v0);
-      __syncwarp();
-      store_staged_rows<T>(o + (long(start(c)) * p.HV + hv) * kDim + c0 + v0, long(p.HV) * kDim, sm.v[b], ldV, v0,
-                           chunk_len(seq, c));
+      wgmma_wait<1>();  // Oᵀ, to the output warps while the update runs
+      put_registers(sm.oacc[c % 2], acc_q);
       wgmma_wait();
-    } else {
-      if (c + 2 < chunks) copy(c + 2);  // over chunk c − 1's buffers
-      commit_async();
-      wait_async<1>();  // chunk c + 1's
-      fence_proxy_async();
+      fence_proxy_async();  // v's reads before the copy that overwrites the buffer
     }
     __syncthreads();
+    if (!state_warp) {                            // during step c + 1: chunk c's O, each warp a state warp's columns
+      if (copier && c + 3 < chunks) copy(c + 3);  // over chunk c's buffers
+      ChunkTile acc;
+      get_registers(sm.oacc[c % 2], acc);
+      for_each(acc, 0, 0, [&](int, int, float& x) { x *= p.scale; });
+      const SwizzledRows<T> staged{sm.o};
+      stage_transposed<T>(acc, staged, v0);
+      __syncwarp();
+      store_staged_rows(o + (long(start(c)) * p.HV + hv) * kDim + c0 + v0, long(p.HV) * kDim, staged, v0,
+                        chunk_len(seq, c));
+      __syncwarp();  // the staged rows are read before the next chunk's land
+    }
   }
   if (state_warp && ht) for_each(st, c0 + v0, 0, [&](int i, int j, float& x) { ht[state_base + j * kDim + i] = x; });
 #endif
@@ -591,21 +645,53 @@ Status forward_single_pass(const ChunkPlan& plan, const ChunkParams<T>& p, const
   return {};
 }
 
+// A [tokens][heads][128] tensor's map for chain_kernel's boxes (ChainMaps). The driver's encoder
+// is reached through the runtime, so that nothing links libcuda.
+template <class T>
+Status encode_rows_map(CUtensorMap& map, const T* base, int heads, int tokens) {
+  static const auto encode = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found) !=
+            cudaSuccess ||
+        found != cudaDriverEntryPointSuccess)
+      fn = nullptr;
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
+  }();
+  if (!encode) return {cudaErrorNotSupported, "gdn::cuda: the driver has no cuTensorMapEncodeTiled"};
+  const cuuint64_t dims[3] = {cuuint64_t(kDim), cuuint64_t(heads), cuuint64_t(tokens)};
+  const cuuint64_t strides[2] = {kDim * sizeof(T), cuuint64_t(heads) * kDim * sizeof(T)};  // bytes, of dims 1, 2
+  const cuuint32_t box[3] = {64, 1, kChunk}, unit[3] = {1, 1, 1};
+  const CUresult r =
+      encode(&map, std::is_same_v<T, bf16> ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 3,
+             const_cast<T*>(base), dims, strides, box, unit, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+             CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS)
+    return {cudaErrorInvalidValue, gdn::cat("gdn::cuda: cuTensorMapEncodeTiled failed (", int(r), ")")};
+  return {};
+}
+
 template <class T>
 Status launch_chain(const ChunkPlan& plan, const ChunkParams<T>& p, const ForwardWorkspace<T>& ws, const float* h0,
                     float* ht, T* o, ChainPiece piece, cudaStream_t stream) {
+  const int tokens = plan.seqs.back().eos;
+  ChainMaps maps;
+  if (Status st = encode_rows_map(maps.q, p.q, p.H, tokens); !st.ok()) return st;
+  if (Status st = encode_rows_map(maps.k, p.k, p.H, tokens); !st.ok()) return st;
+  if (Status st = encode_rows_map(maps.v, p.v, p.HV, tokens); !st.ok()) return st;
   const auto kernel = chain_kernel<T>;
   constexpr int bytes = int(sizeof(ChainSmem<T>));
   GDN_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
-  kernel<<<unsigned(plan.N * p.HV * (kDim / kChainCols)), kChainThreads, bytes, stream>>>(p, ws, h0, ht, o, piece);
+  kernel<<<unsigned(plan.N * p.HV * (kDim / kChainCols)), kChainThreads, bytes, stream>>>(p, ws, h0, ht, o, piece,
+                                                                                          maps);
   GDN_CUDA_LAUNCHED("gdn::cuda chain_kernel");
   return {};
 }
 
 template Status launch_chain<bf16>(const ChunkPlan&, const ChunkParams<bf16>&, const ForwardWorkspace<bf16>&,
                                    const float*, float*, bf16*, ChainPiece, cudaStream_t);
-template Status launch_chain<f16>(const ChunkPlan&, const ChunkParams<f16>&, const ForwardWorkspace<f16>&,
-                                  const float*, float*, f16*, ChainPiece, cudaStream_t);
+template Status launch_chain<f16>(const ChunkPlan&, const ChunkParams<f16>&, const ForwardWorkspace<f16>&, const float*,
+                                  float*, f16*, ChainPiece, cudaStream_t);
 template Status forward_single_pass<bf16>(const ChunkPlan&, const ChunkParams<bf16>&, const SeqInfo*, const float*,
                                           float*, bf16*, cudaStream_t);
 template Status forward_single_pass<f16>(const ChunkPlan&, const ChunkParams<f16>&, const SeqInfo*, const float*,
