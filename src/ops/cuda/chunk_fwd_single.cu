@@ -525,8 +525,8 @@ __global__ void __launch_bounds__(kChainThreads, 1)
   const long state_base = (long(n) * p.HV + hv) * kDim * kDim;
   auto start = [&](int ci) { return seq.bos + ci * kChunk; };
 
-  // Chunk ci's tiles into buffer ci % 3; the use of a buffer (ci − first) / 3 waits for parity
-  // ((ci − first) / 3) & 1 of its mbarrier.
+  // Chunk ci's tiles into buffer ci % 3. They are the buffer's load number (ci − first) / 3 (from 0),
+  // whose completion is that phase of its mbarrier: parity ((ci − first) / 3) & 1.
   auto copy = [&](int ci) {
     const int b = ci % 3, t0 = start(ci);
     uint64_t* bar = &sm.full[b];
