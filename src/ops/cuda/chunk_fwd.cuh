@@ -427,10 +427,22 @@ constexpr int kChainCols = 64;  // value columns a chain_kernel block: one warpg
 struct ChainPiece {
   int index = 0, count = 1;
 };
-// The chunks [begin, end) of a sequence of `chunks` that the piece holds.
-__host__ __device__ inline int piece_begin(ChainPiece piece, int chunks) { return chunks * piece.index / piece.count; }
+// The first piece's share of a sequence's chunks, in 64ths (the others share the rest equally):
+// its prepare runs alone on the whole GPU, the later ones beside a chain kernel on the SMs it
+// leaves, where they take about twice as long. H100, 2×8192×16, forward alone: 32 (halves)
+// 0.263–0.266 ms, 36 0.257–0.258, 40 0.261–0.262 (bench/gpu/NOTES.md, twenty-fourth session).
+constexpr int kFirstPieceShare = 36;
+// Chunk boundary b (0..count) of a sequence of `chunks`: piece i holds [boundary i, boundary i + 1).
+__host__ __device__ inline int piece_boundary(int b, int count, int chunks) {
+  if (b == 0 || count == 1) return b == 0 ? 0 : chunks;
+  const int first = chunks * kFirstPieceShare / 64;
+  return first + (chunks - first) * (b - 1) / (count - 1);
+}
+__host__ __device__ inline int piece_begin(ChainPiece piece, int chunks) {
+  return piece_boundary(piece.index, piece.count, chunks);
+}
 __host__ __device__ inline int piece_end(ChainPiece piece, int chunks) {
-  return chunks * (piece.index + 1) / piece.count;
+  return piece_boundary(piece.index + 1, piece.count, chunks);
 }
 __host__ __device__ inline bool in_piece(ChainPiece piece, int ci, int chunks) {
   return piece_begin(piece, chunks) <= ci && ci < piece_end(piece, chunks);
