@@ -450,9 +450,11 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
 // takes what the chain does not need:
 //   - one thread issues chunk c + 3's copies when step c ends, on the tensor memory accelerator (q,
 //     k and the block's columns of v as they lie, in the 128-byte swizzle; A diag(β), P and the row
-//     scales contiguous), which completes them on buffer c % 3's mbarrier. cp.async kept the
-//     copying warps' few 16-byte copies in flight and reached two chunks ahead: forward 0.283 →
-//     0.270 ms at 2×8192×16 (H100; bench/gpu/NOTES.md, twenty-fourth session);
+//     scales contiguous), which completes them on buffer c % 3's mbarrier. cp.async by the
+//     warpgroup's 128 threads reached two chunks ahead; the forward at 2×8192×16 went 0.283 →
+//     0.270 ms, its chain kernel unchanged when timed alone: the gain is beside the second
+//     piece's prepare, whose traffic those copies waited behind (H100; bench/gpu/NOTES.md,
+//     twenty-fourth session);
 //   - its warps take Oᵀ's accumulators through shared memory during step c + 1 (each thread those of
 //     the same thread of the state warpgroup) and scale, stage and store O, where the state warps'
 //     ~80 instructions of it outlasted the update they ran beside: 0.270 → 0.262 ms.

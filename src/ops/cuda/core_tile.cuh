@@ -1,5 +1,6 @@
 // Tiles in wgmma's 128-byte swizzle (q, k) and no-swizzle "core matrix" layout (A diag(β), P), and
-// the wgmma and setmaxnreg wrappers of the single pass (chunk_fwd_single.cu; sm_90a).
+// the wgmma, setmaxnreg, mbarrier and tensor-copy wrappers of the single pass and the chain kernel
+// (chunk_fwd_single.cu; sm_90a).
 #pragma once
 
 #include "tile.cuh"
@@ -120,8 +121,7 @@ __device__ __forceinline__ uint64_t core_tile_desc(const T* tile, int ks) {
 }
 
 // The tensor memory accelerator's copies into shared memory, each completing on an mbarrier that
-// counts the bytes expected (the chain kernel's loads: cp.async kept a block's few outstanding
-// 16-byte copies in flight, ~57 KB a step, and its steps waited for them).
+// counts the bytes expected (the chain kernel's loads, ~57 KB a chunk, issued by one thread).
 __device__ __forceinline__ void mbarrier_init(uint64_t* bar, int arrivals) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(arrivals) : "memory");
 }
