@@ -492,11 +492,12 @@ __device__ __forceinline__ void get_registers(const uint4 (*buf)[128], R& regs) 
   for (int i = 0; i < int(sizeof(R) / 16); ++i) r[i] = buf[i][threadIdx.x & 127];
 }
 
-// The bytes a chunk's copies bring (the mbarrier's expected count; boxes past the tensor count whole).
+// The bytes a chunk's copies bring, one buffer of each tile whole (the mbarrier's expected count;
+// boxes past the tensor count whole).
 template <class T>
-constexpr uint32_t kChainChunkBytes = uint32_t(sizeof(T)) *
-                                          (2 * kChunk * kDim + kChunk * kChainCols + 2 * kChunk * kChunk) +
-                                      uint32_t(sizeof(float)) * kChainRowScaleStride;
+constexpr uint32_t kChainChunkBytes =
+    sizeof(ChainSmem<T>::q[0]) + sizeof(ChainSmem<T>::k[0]) + sizeof(ChainSmem<T>::v[0]) +
+    sizeof(ChainSmem<T>::ab[0]) + sizeof(ChainSmem<T>::pm[0]) + sizeof(ChainSmem<T>::rs[0]);
 
 // The tensor maps of q, k (rows of H heads) and v (HV): [tokens][heads][128] as 3-D tensors,
 // boxes of 64 columns × 1 head × 64 tokens in the 128-byte swizzle.
