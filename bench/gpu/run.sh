@@ -44,9 +44,9 @@ echo "== check against the fp64 reference"
 echo "== compute-sanitizer memcheck (small cases)"
 compute-sanitizer --tool memcheck --error-exitcode 9 "$bin/gdn_gpu_check" \
   --gtest_filter='GpuChunkSmall.*:GpuDecodeSmall.*' || failed+=(memcheck)
-echo "== compute-sanitizer racecheck (shared-memory hazards, the bf16 chunk cases: training path, chain and single-pass forward)"
+echo "== compute-sanitizer racecheck (shared-memory hazards, the bf16 chunk cases: training path, chain (streamed too) and single-pass forward)"
 compute-sanitizer --tool racecheck --racecheck-report all --error-exitcode 9 "$bin/gdn_gpu_check" \
-  --gtest_filter='GpuChunkSmall.Bf16:GpuChunkSmall.SinglePassBf16' || failed+=(racecheck)
+  --gtest_filter='GpuChunkSmall.Bf16:GpuChunkSmall.SinglePassBf16:GpuChunkSmall.ChainStreamedBf16' || failed+=(racecheck)
 tmp=$(mktemp -d)
 echo "== timing gdn"
 "$bench_bin" "$tmp/gdn.json" $quick || failed+=(bench)

@@ -187,9 +187,9 @@ std::vector<Case> delta_cases() {
       {"single_pass_gva", kGdn, 30, 100, 2, 4, {}, GateMode::random, true, true},
       {"single_pass_varlen", kGdn, 1, 6000, 1, 1, mixed_lengths(120), GateMode::mixed, true, true},
       {"single_pass_no_l2norm", kGdn, 30, 100, 2, 4, {}, GateMode::random, true, true, true, false},
-      // The chain forward in two pieces (chunk_fwd.cu, forward_chain), the forward alone: a
-      // one-token sequence (its first half empty), one of two chunks and two long ones.
-      {"chain_pieces_varlen", kGdn, 1, 1766, 1, 2, {0, 1, 701, 766, 1766}, GateMode::mixed, true, true},
+      // The chain forward streamed (chunk_fwd.cu, forward_chain), the forward alone: prepare in the
+      // order of the chain's steps, across a one-token sequence, one of two chunks and two long ones.
+      {"chain_streamed_varlen", kGdn, 1, 1766, 1, 2, {0, 1, 701, 766, 1766}, GateMode::mixed, true, true},
       // Grouped value heads: intra_grad sums a group of 2..8 in a thread block cluster (4 with
       // varlen chunks, 3 and 8), a group of 16 through qk_finish.
       {"gva4_varlen_mixed", kGdn, 1, 330, 1, 4, {0, 1, 65, 200, 330}, GateMode::mixed, true, true},
@@ -317,6 +317,8 @@ TEST(GpuChunkSmall, VectorFp32) { check_chunk(vector_cases(), DType::f32, 1e-4, 
 TEST(GpuChunkSmall, VectorBf16) { check_chunk(vector_cases(), DType::bf16, 1e-2, "gla_gva_h0_dht"); }
 TEST(GpuChunkSmall, SinglePassBf16) { check_chunk(delta_cases(), DType::bf16, 1e-2, "single_pass_gva"); }
 TEST(GpuChunkSmall, Fp16) { check_chunk(delta_cases(), DType::f16, 1e-2, "varlen_mixed_gates"); }
+// The chain forward streamed: its prepare and chain kernel beside each other, under the sanitizers too.
+TEST(GpuChunkSmall, ChainStreamedBf16) { check_chunk(delta_cases(), DType::bf16, 1e-2, "chain_streamed_varlen"); }
 
 // Decode: `seqs` sequences in a pool of seqs + 3 states addressed through a random
 // permutation; the reference runs the same tokens from the same states. At most 64

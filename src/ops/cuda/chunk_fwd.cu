@@ -32,6 +32,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <map>
+#include <vector>
 
 #include "core_tile.cuh"
 
@@ -96,18 +97,15 @@ constexpr int kPrepareBlocksPerSm = Chain ? 4 : kVector<G> ? (sizeof(T) == 2 ? 2
 // core layout (core_tile.cuh), and the row scales and decay of kChainRowScaleStride into ws.rs.
 template <class T, Update U, Gate G, bool Chain = false>
 __global__ void __launch_bounds__(kThreads, (kPrepareBlocksPerSm<T, G, Chain>))
-    prepare_kernel(ChunkParams<T> p, ForwardWorkspace<T> ws, ChainPiece piece) {
+    prepare_kernel(ChunkParams<T> p, ForwardWorkspace<T> ws) {
   static_assert(!Chain || kFusedOutput<T, U, G>, "the chain forward is the fused output's");
   constexpr int ldK = tile_ld<T>(kDim), ldC = tile_ld<T>(kChunk);
   extern __shared__ float4 smem4[];
   PrepareSmem<T, U, G>& sm = *reinterpret_cast<PrepareSmem<T, U, G>*>(smem4);
 
-  const int c = blockIdx.x / p.HV, hv = blockIdx.x % p.HV, h = hv / (p.HV / p.H);
+  const int c = Chain && ws.order ? ws.order[blockIdx.x / p.HV] : blockIdx.x / p.HV;
+  const int hv = blockIdx.x % p.HV, h = hv / (p.HV / p.H);
   const ChunkRef ch = chunk_ref(ws.seqs, ws.chunk_seq, c);
-  if constexpr (Chain) {
-    const SeqInfo& seq = ws.seqs[ch.seq];
-    if (!in_piece(piece, (ch.start - seq.bos) / kChunk, chunk_count(seq))) return;
-  }
   const int warp = threadIdx.x >> 5, tid = threadIdx.x;
   const long hc = long(c) * p.HV + hv;
 
@@ -236,6 +234,10 @@ __global__ void __launch_bounds__(kThreads, (kPrepareBlocksPerSm<T, G, Chain>))
       });
     __syncthreads();
     store_core_tile(ws.a + hc * kChunk * kChunk, sm.inv.a, ldC);
+    if (ws.ready) {  // streamed: the chain kernel may copy this chunk-head's tiles
+      __syncthreads();
+      if (tid == 0) publish_flag(ws.ready + hc);
+    }
   } else if constexpr (kDelta<U>) {
     // Warps 0–3 invert I + L while warps 4–7 scale.
     if (warp < 4) invert_diagonal_blocks(sm.inv.l);
@@ -582,6 +584,8 @@ ForwardWorkspace<T> carve_forward(Carve& cv, const ChunkPlan& plan, int HV, Upda
   const bool row_scales = fused_output<T>(update, gate);  // in place of Kd and Q e^γ
   ws.kd = row_scales ? nullptr : cv.take<T>(heads * kChunk * kDim);
   ws.rs = row_scales ? cv.take<float>(heads * kChainRowScaleStride) : nullptr;  // the chain's the most
+  ws.order = row_scales ? cv.take<int>(plan.NC) : nullptr;
+  ws.ready = row_scales ? cv.take<int>(heads) : nullptr;
   ws.vn = cv.take<T>(heads * kChunk * kDim);
   ws.h = cv.take<T>(heads * kDim * kDim);
   ws.h_ext = sizeof(T) == 2 ? cv.take<int8_t>(heads * kDim * kDim) : nullptr;
@@ -604,12 +608,12 @@ Status upload_plan(const ChunkPlan& plan, SeqInfo* seqs, int* chunk_seq, cudaStr
 
 template <class T, Update U, Gate G, bool Chain = false>
 Status launch_prepare(const ChunkPlan& plan, const ChunkParams<T>& p, const ForwardWorkspace<T>& ws,
-                      cudaStream_t stream, ChainPiece piece = {}) {
+                      cudaStream_t stream) {
   const auto kernel = prepare_kernel<T, U, G, Chain>;
   constexpr int bytes = prepare_smem_bytes<T, U, G, Chain>();
   GDN_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
   if (plan.NC > 0) {
-    kernel<<<unsigned(plan.NC * p.HV), kThreads, bytes, stream>>>(p, ws, piece);
+    kernel<<<unsigned(plan.NC * p.HV), kThreads, bytes, stream>>>(p, ws);
     GDN_CUDA_LAUNCHED("gdn::cuda prepare_kernel");
   }
   return {};
@@ -691,16 +695,11 @@ GDN_FORWARD_OUTPUT(f16)
 #undef GDN_FORWARD_OUTPUT
 
 namespace {
-// The chain forward's pieces where sequences are long (forward_chain). Two: at 2×8192×16 four took
-// 0.30–0.31 ms and eight 0.33, against 0.27 (H100, s24f): each piece's chain kernel fills and
-// drains its pipeline again, and each prepare launch walks every chunk-head's block.
-constexpr int kChainPieces = 2;
-
-// A second stream and an event for each piece of the chain forward, of this host thread on the
-// current device: created at the first use, kept for the process.
+// The chain forward's second stream, of the greatest priority, and its fork and join events, of this
+// host thread on the current device: created at the first use, kept for the process.
 struct SideStream {
   cudaStream_t stream = nullptr;
-  cudaEvent_t ready[kChainPieces] = {};  // ready[0]: the first piece's prepare issued; then piece i's done
+  cudaEvent_t fork = nullptr, join = nullptr;
 };
 Status side_stream(SideStream*& out) {
   thread_local std::map<int, SideStream> per_device;
@@ -708,50 +707,58 @@ Status side_stream(SideStream*& out) {
   GDN_CUDA_TRY(cudaGetDevice(&device));
   SideStream& side = per_device[device];
   if (!side.stream) {
-    GDN_CUDA_TRY(cudaStreamCreateWithFlags(&side.stream, cudaStreamNonBlocking));
-    for (cudaEvent_t& e : side.ready) GDN_CUDA_TRY(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    int least = 0, greatest = 0;
+    GDN_CUDA_TRY(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+    GDN_CUDA_TRY(cudaStreamCreateWithPriority(&side.stream, cudaStreamNonBlocking, greatest));
+    GDN_CUDA_TRY(cudaEventCreateWithFlags(&side.fork, cudaEventDisableTiming));
+    GDN_CUDA_TRY(cudaEventCreateWithFlags(&side.join, cudaEventDisableTiming));
   }
   out = &side;
   return {};
 }
 
-// The chain forward (launch_chain). Where its blocks leave half the SMs idle and sequences are long,
-// in pieces: prepare of every sequence's first piece of chunks, then each piece's chain kernel beside
-// the next piece's prepare (on the side stream, from the fork after the first prepare), each chain
-// kernel from the state the last left in h's space (16-bit h of every chunk-head, unused without a
-// backward, holds the fp32 state of every sequence-head where there are twice as many chunks as
-// sequences; a block reads its part of it before it writes it). Without the pieces the chain kernel
-// waits for all of prepare while half the GPU idles (H100, 2×8192×16: prepare 107 µs, chain 173 µs).
+// The chain forward is streamed where the longest sequence has this many chunks or more: below,
+// its steps hide little of prepare (the threshold of the two pieces that streaming replaced).
+constexpr int kStreamedChunks = 8;
+
+// The chain forward (launch_chain). Where its blocks take at most half the SMs and sequences are
+// long, streamed: prepare walks the chunk-heads in the order of the chain's steps (ws.order) and
+// publishes each (ws.ready), and the chain kernel runs beside it on the side stream, copying a
+// chunk's tiles once they are published. The forward then takes about the longer of the chain
+// kernel and prepare on the SMs the chain leaves (at most twice prepare alone), where it took their
+// sum: at 2×8192×16 on an H100, 0.260 → 0.208 ms (chain kernel 173 µs on 64 SMs, prepare alone 107;
+// bench/gpu/NOTES.md, twenty-fifth session); two pieces of the sequences, each chain kernel beside
+// the next piece's prepare, took 0.257. It cannot deadlock: prepare waits for nothing and is enqueued
+// first, so that a device that runs kernels one at a time (a profiler's replay) completes it before
+// the chain starts; beside each other, the chain's blocks leave prepare half the SMs, and the side
+// stream's priority gives them their SMs as prepare's first blocks end. Else prepare, then the
+// chain kernel.
 template <class T, Update U, Gate G>
-Status forward_chain(const ChunkPlan& plan, const ChunkParams<T>& p, const ForwardWorkspace<T>& ws, const float* h0,
+Status forward_chain(const ChunkPlan& plan, const ChunkParams<T>& p, ForwardWorkspace<T> ws, const float* h0,
                      float* ht, T* o, int sms, cudaStream_t stream) {
   int longest = 0;
   for (const SeqInfo& s : plan.seqs) longest = std::max(longest, chunk_count(s));
   const long blocks = long(plan.N) * p.HV * (kDim / kChainCols);
-  const int count = 2 * blocks <= sms && plan.NC >= 2 * plan.N && longest >= 4 * kChainPieces ? kChainPieces : 1;
-  if (count == 1) {
+  if (2 * blocks > sms || longest < kStreamedChunks) {
+    ws.order = ws.ready = nullptr;
     if (Status st = launch_prepare<T, U, G, true>(plan, p, ws, stream); !st.ok()) return st;
-    return launch_chain<T>(plan, p, ws, h0, ht, o, ChainPiece{}, stream);
+    return launch_chain<T>(plan, p, ws, h0, ht, o, stream);
   }
   SideStream* side = nullptr;
   if (Status st = side_stream(side); !st.ok()) return st;
-  float* mid = reinterpret_cast<float*>(ws.h);
-  if (Status st = launch_prepare<T, U, G, true>(plan, p, ws, stream, ChainPiece{0, count}); !st.ok()) return st;
-  GDN_CUDA_TRY(cudaEventRecord(side->ready[0], stream));
-  GDN_CUDA_TRY(cudaStreamWaitEvent(side->stream, side->ready[0]));
-  for (int i = 0; i < count; ++i) {
-    if (i > 0) GDN_CUDA_TRY(cudaStreamWaitEvent(stream, side->ready[i]));
-    // The chain kernel first, so that its blocks take their SMs before the next prepare's fill them.
-    const ChainPiece piece{i, count};
-    if (Status st = launch_chain<T>(plan, p, ws, i == 0 ? h0 : mid, i + 1 == count ? ht : mid, o, piece, stream);
-        !st.ok())
-      return st;
-    if (i + 1 < count) {
-      if (Status st = launch_prepare<T, U, G, true>(plan, p, ws, side->stream, ChainPiece{i + 1, count}); !st.ok())
-        return st;
-      GDN_CUDA_TRY(cudaEventRecord(side->ready[i + 1], side->stream));
-    }
-  }
+  std::vector<int> order;  // pageable: the copy has taken it when cudaMemcpyAsync returns
+  order.reserve(plan.NC);
+  for (int j = 0; j < longest; ++j)
+    for (const SeqInfo& s : plan.seqs)
+      if (j < chunk_count(s)) order.push_back(s.first_chunk + j);
+  GDN_CUDA_TRY(cudaMemcpyAsync(ws.order, order.data(), order.size() * sizeof(int), cudaMemcpyHostToDevice, stream));
+  GDN_CUDA_TRY(cudaMemsetAsync(ws.ready, 0, size_t(plan.NC) * p.HV * sizeof(int), stream));
+  GDN_CUDA_TRY(cudaEventRecord(side->fork, stream));
+  GDN_CUDA_TRY(cudaStreamWaitEvent(side->stream, side->fork));
+  if (Status st = launch_prepare<T, U, G, true>(plan, p, ws, stream); !st.ok()) return st;
+  if (Status st = launch_chain<T>(plan, p, ws, h0, ht, o, side->stream); !st.ok()) return st;
+  GDN_CUDA_TRY(cudaEventRecord(side->join, side->stream));
+  GDN_CUDA_TRY(cudaStreamWaitEvent(stream, side->join));
   return {};
 }
 
@@ -775,12 +782,13 @@ Status forward_typed(const ChunkShape& s, const ChunkForwardArgs& a, void* works
   if (Status st = current_sm_count(sms); !st.ok()) return st;
   const bool sm90a = kFusedOutput<T, U, G> && !a.for_backward && single_pass_built();
   const bool single = sm90a && single_pass_pays(long(plan.N) * s.HV, sms), chain = sm90a && !single;
+  if (!chain) ws.order = ws.ready = nullptr;
   if (!a.for_backward) {  // the backward's alone: not stored (the vector gate's output pass reads P)
     if (!chain) ws.a = nullptr;
     ws.n = nullptr;
     ws.h_ext = nullptr;
     if constexpr (kFusedOutput<T, U, G>) {
-      if (!chain) ws.h = nullptr;  // the chain forward in pieces keeps its state in h's space
+      ws.h = nullptr;
       ws.vn = nullptr;  // the fused output pass reads P, q and the row scales instead
     } else {
       ws.qg = nullptr;

@@ -46,6 +46,11 @@ struct ForwardWorkspace {
   int8_t* h_ext;
   T* qg;      // Q e^γ for the backward's reverse state pass (null when no backward follows)
   float* rs;  // kFusedOutput: the row scales of k and q
+  // The chain forward streamed (chunk_fwd.cu, forward_chain): prepare's chunks in the order of the
+  // chain's steps (every sequence's first, then every second, ...) and a flag a chunk-head, set when
+  // prepare has stored its A diag(β), P and row scales. Null otherwise.
+  int* order;
+  int* ready;
 };
 
 // The 8-bit extension of a 16-bit state element h = T(S): fp32 bit patterns are monotonic in the
@@ -421,35 +426,9 @@ Status forward_single_pass(const ChunkPlan& plan, const ChunkParams<T>& p, const
 // block per (sequence, value head, 64 value columns) whose one warpgroup steps the chunks on wgmma.
 // sm_90a only, as the single pass.
 constexpr int kChainCols = 64;  // value columns a chain_kernel block: one warpgroup's
-// The chain forward may run in pieces, each sequence's chunks cut into `count` consecutive runs,
-// so that piece i + 1's prepare runs beside piece i's chain kernel on the SMs the chain leaves idle
-// (chunk_fwd.cu, forward_chain).
-struct ChainPiece {
-  int index = 0, count = 1;
-};
-// The first piece's share of a sequence's chunks, in 64ths (the others share the rest equally):
-// its prepare runs alone on the whole GPU, the later ones beside a chain kernel on the SMs it
-// leaves, where they take about twice as long. H100, 2×8192×16, forward alone: 32 (halves)
-// 0.263–0.266 ms, 36 0.257–0.258, 40 0.261–0.262 (bench/gpu/NOTES.md, twenty-fourth session).
-constexpr int kFirstPieceShare = 36;
-// Chunk boundary b (0..count) of a sequence of `chunks`: piece i holds [boundary i, boundary i + 1).
-__host__ __device__ inline int piece_boundary(int b, int count, int chunks) {
-  if (b == 0 || count == 1) return b == 0 ? 0 : chunks;
-  const int first = chunks * kFirstPieceShare / 64;
-  return first + (chunks - first) * (b - 1) / (count - 1);
-}
-__host__ __device__ inline int piece_begin(ChainPiece piece, int chunks) {
-  return piece_boundary(piece.index, piece.count, chunks);
-}
-__host__ __device__ inline int piece_end(ChainPiece piece, int chunks) {
-  return piece_boundary(piece.index + 1, piece.count, chunks);
-}
-__host__ __device__ inline bool in_piece(ChainPiece piece, int ci, int chunks) {
-  return piece_begin(piece, chunks) <= ci && ci < piece_end(piece, chunks);
-}
 template <class T>
 Status launch_chain(const ChunkPlan& plan, const ChunkParams<T>& p, const ForwardWorkspace<T>& ws, const float* h0,
-                    float* ht, T* o, ChainPiece piece, cudaStream_t stream);
+                    float* ht, T* o, cudaStream_t stream);
 
 // Stage 3: o = scale (e^γ ⊙ Q S + P V'); also P and Q e^γ for the backward where ws.p, ws.qg are
 // set. o == null: those two alone (the backward recomputing the forward).

@@ -441,9 +441,9 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
 
 // The chain kernel: the single pass's state products without its prepare, for sequence-heads too
 // few for the single pass to pay (chunk_fwd.cuh, single_pass_pays). A block per (sequence, value
-// head, 64 value columns), prepare (Chain) having formed every chunk's A diag(β), P and row scales
-// beforehand in parallel. One state warpgroup (Sᵀ of its 64 columns in fp32 registers) steps the
-// chunks, one block barrier a step:
+// head, 64 value columns), prepare (Chain) forming every chunk's A diag(β), P and row scales in
+// parallel, beforehand or beside it (streamed: chunk_fwd.cu, forward_chain). One state warpgroup
+// (Sᵀ of its 64 columns in fp32 registers) steps the chunks, one block barrier a step:
 //   Sᵀ Kᵀ, Sᵀ Qᵀ (one set of fragments)      Xᵀ = Vᵀ − (Sᵀ Kᵀ) diag(e^γ / ‖k‖)      V'ᵀ = Xᵀ (A diag β)ᵀ
 //   Oᵀ = scale ((Sᵀ Qᵀ) diag(e^γ / ‖q‖) + V'ᵀ Pᵀ)  beside  Sᵀ ← e^{γ_L} Sᵀ + V'ᵀ diag(e^{γ_L − γ} / ‖k‖) K
 // Its step is a chain of short dependent pieces on one warp a scheduler, so the second warpgroup
@@ -452,9 +452,9 @@ __global__ void __launch_bounds__(kSinglePassThreads, 1)
 //     k and the block's columns of v as they lie, in the 128-byte swizzle; A diag(β), P and the row
 //     scales contiguous), which completes them on buffer c % 3's mbarrier. cp.async by the
 //     warpgroup's 128 threads reached two chunks ahead; the forward at 2×8192×16 went 0.283 →
-//     0.270 ms, its chain kernel unchanged when timed alone: the gain is beside the second
-//     piece's prepare, whose traffic those copies waited behind (H100; bench/gpu/NOTES.md,
-//     twenty-fourth session);
+//     0.270 ms, its chain kernel unchanged when timed alone: the gain was beside prepare, whose
+//     traffic those copies waited behind (H100; bench/gpu/NOTES.md, twenty-fourth session).
+//     Streamed, prepare's tiles wait for its flags, which the thread's warp reads 32 at a time;
 //   - its warps take Oᵀ's accumulators through shared memory during step c + 1 (each thread those of
 //     the same thread of the state warpgroup) and scale, stage and store O, where the state warps'
 //     ~80 instructions of it outlasted the update they ran beside: 0.270 → 0.262 ms.
@@ -507,7 +507,7 @@ struct ChainMaps {
 
 template <class T>
 __global__ void __launch_bounds__(kChainThreads, 1)
-    chain_kernel(ChunkParams<T> p, ForwardWorkspace<T> ws, const float* h0, float* ht, T* o, ChainPiece piece,
+    chain_kernel(ChunkParams<T> p, ForwardWorkspace<T> ws, const float* h0, float* ht, T* o,
                  const __grid_constant__ ChainMaps maps) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Smem = ChainSmem<T>;
@@ -523,14 +523,15 @@ __global__ void __launch_bounds__(kChainThreads, 1)
   const bool copier = threadIdx.x == 128;  // issues every copy
   const int v0 = 16 * (warp % 4);          // a state (or output) warp's value columns within the block's
   const SeqInfo seq = ws.seqs[n];
-  const int all = chunk_count(seq);  // the piece's chunks: [first, chunks)
-  const int first = piece_begin(piece, all), chunks = piece_end(piece, all);
+  const int chunks = chunk_count(seq);
   const long state_base = (long(n) * p.HV + hv) * kDim * kDim;
   auto start = [&](int ci) { return seq.bos + ci * kChunk; };
 
-  // Chunk ci's tiles into buffer ci % 3. They are the buffer's load number (ci − first) / 3 (from 0),
-  // whose completion is that phase of its mbarrier: parity ((ci − first) / 3) & 1.
-  auto copy = [&](int ci) {
+  // Chunk ci's tiles into buffer ci % 3. They are the buffer's load number ci / 3 (from 0), whose
+  // completion is that phase of its mbarrier: parity (ci / 3) & 1. The inputs' rows
+  // first, then prepare's tiles: streamed (forward_chain, ws.ready), once await_prepared(ci) has
+  // returned.
+  auto copy_rows = [&](int ci) {
     const int b = ci % 3, t0 = start(ci);
     uint64_t* bar = &sm.full[b];
     mbarrier_arrive_expect(bar, kChainChunkBytes<T>);
@@ -539,25 +540,52 @@ __global__ void __launch_bounds__(kChainThreads, 1)
       tma_load_3d(sm.k[b] + half * kChunk * 64, &maps.k, 64 * half, h, t0, bar);
     }
     tma_load_3d(sm.v[b], &maps.v, c0, hv, t0, bar);
-    const long hc = long(seq.first_chunk + ci) * p.HV + hv;
+  };
+  auto head_chunk = [&](int ci) { return long(seq.first_chunk + ci) * p.HV + hv; };
+  auto copy_prepared = [&](int ci) {
+    const int b = ci % 3;
+    const long hc = head_chunk(ci);
+    if (ws.ready) fence_proxy_async_global();
+    uint64_t* bar = &sm.full[b];
     bulk_load(sm.ab[b], ws.a + hc * kChunk * kChunk, sizeof(sm.ab[b]), bar);
     bulk_load(sm.pm[b], ws.p + hc * kChunk * kChunk, sizeof(sm.pm[b]), bar);
     bulk_load(sm.rs[b], ws.rs + hc * kChainRowScaleStride, sizeof(sm.rs[b]), bar);
   };
-  auto wait_chunk = [&](int ci) { mbarrier_wait(&sm.full[ci % 3], ((ci - first) / 3) & 1); };
+  // Streamed, by the copier's warp: returns when prepare has published chunk ci. Its lanes read the
+  // flags of 32 chunks from the first not yet seen at once (one acquire load each, the __syncwarp
+  // orders them before the copier's copies), so that a load's latency is paid every few steps,
+  // not every step (each step: chain kernel 174 → 208 µs at 2×8192×16).
+  int prepared = 0;  // the chunks before it are published
+  auto await_prepared = [&](int ci) {
+    for (int spins = 0; ci >= prepared; ++spins) {
+      const int cj = prepared + (threadIdx.x & 31);
+      const unsigned set = __ballot_sync(~0u, cj >= chunks || acquire_flag(ws.ready + head_chunk(cj)));
+      prepared += set == ~0u ? 32 : __ffs(~set) - 1;
+      if (spins > (1 << 22)) __trap();  // prepare never ran: an error, not a hang
+      if (ci >= prepared) __nanosleep(64);
+    }
+    __syncwarp();
+  };
+  auto wait_chunk = [&](int ci) { mbarrier_wait(&sm.full[ci % 3], (ci / 3) & 1); };
 
   if (copier) {
     for (int b = 0; b < 3; ++b) mbarrier_init(&sm.full[b], 1);
     fence_proxy_async();  // the initialised barriers, for the copies (the async proxy)
   }
   __syncthreads();
-  if (copier)
-    for (int ci = first; ci < first + 3 && ci < chunks; ++ci) copy(ci);
+  if (warp == 4) {
+    const int last = min(3, chunks) - 1;
+    if (copier)
+      for (int ci = 0; ci <= last; ++ci) copy_rows(ci);
+    if (ws.ready && last >= 0) await_prepared(last);
+    if (copier)
+      for (int ci = 0; ci <= last; ++ci) copy_prepared(ci);
+  }
 
   StateTile st;
   if (state_warp)
     for_each(st, c0 + v0, 0, [&](int i, int j, float& x) { x = h0 ? h0[state_base + j * kDim + i] : 0.f; });
-  for (int c = first; c < chunks; ++c) {
+  for (int c = 0; c < chunks; ++c) {
     const int b = c % 3;
     if (state_warp) {
       const SwizzledRows<T> v{sm.v[b]};
@@ -601,7 +629,11 @@ __global__ void __launch_bounds__(kChainThreads, 1)
     }
     __syncthreads();
     if (!state_warp) {                            // during step c + 1: chunk c's O, each warp a state warp's columns
-      if (copier && c + 3 < chunks) copy(c + 3);  // over chunk c's buffers
+      if (warp == 4 && c + 3 < chunks) {  // chunk c + 3's, over chunk c's buffers
+        if (copier) copy_rows(c + 3);
+        if (ws.ready) await_prepared(c + 3);
+        if (copier) copy_prepared(c + 3);
+      }
       ChunkTile acc;
       get_registers(sm.oacc[c % 2], acc);
       for_each(acc, 0, 0, [&](int, int, float& x) { x *= p.scale; });
@@ -676,7 +708,7 @@ Status encode_rows_map(CUtensorMap& map, const T* base, int heads, int tokens) {
 
 template <class T>
 Status launch_chain(const ChunkPlan& plan, const ChunkParams<T>& p, const ForwardWorkspace<T>& ws, const float* h0,
-                    float* ht, T* o, ChainPiece piece, cudaStream_t stream) {
+                    float* ht, T* o, cudaStream_t stream) {
   const int tokens = plan.seqs.back().eos;
   ChainMaps maps;
   if (Status st = encode_rows_map(maps.q, p.q, p.H, tokens); !st.ok()) return st;
@@ -685,16 +717,15 @@ Status launch_chain(const ChunkPlan& plan, const ChunkParams<T>& p, const Forwar
   const auto kernel = chain_kernel<T>;
   constexpr int bytes = int(sizeof(ChainSmem<T>));
   GDN_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
-  kernel<<<unsigned(plan.N * p.HV * (kDim / kChainCols)), kChainThreads, bytes, stream>>>(p, ws, h0, ht, o, piece,
-                                                                                          maps);
+  kernel<<<unsigned(plan.N * p.HV * (kDim / kChainCols)), kChainThreads, bytes, stream>>>(p, ws, h0, ht, o, maps);
   GDN_CUDA_LAUNCHED("gdn::cuda chain_kernel");
   return {};
 }
 
 template Status launch_chain<bf16>(const ChunkPlan&, const ChunkParams<bf16>&, const ForwardWorkspace<bf16>&,
-                                   const float*, float*, bf16*, ChainPiece, cudaStream_t);
+                                   const float*, float*, bf16*, cudaStream_t);
 template Status launch_chain<f16>(const ChunkPlan&, const ChunkParams<f16>&, const ForwardWorkspace<f16>&, const float*,
-                                  float*, f16*, ChainPiece, cudaStream_t);
+                                  float*, f16*, cudaStream_t);
 template Status forward_single_pass<bf16>(const ChunkPlan&, const ChunkParams<bf16>&, const SeqInfo*, const float*,
                                           float*, bf16*, cudaStream_t);
 template Status forward_single_pass<f16>(const ChunkPlan&, const ChunkParams<f16>&, const SeqInfo*, const float*,

@@ -153,6 +153,21 @@ __device__ __forceinline__ void bulk_load(void* dst, const void* src, uint32_t b
       : "memory");
 }
 
+// A flag in global memory from one kernel to another running beside it (the chain forward's
+// prepare to its chain kernel). publish_flag: after the block's barrier that follows its stores, by
+// one thread. The reader's acquire load; then (the thread that copies, after a barrier with the
+// readers) fence_proxy_async_global, as it copies the data by the async proxy (cp.async.bulk).
+__device__ __forceinline__ void publish_flag(int* flag) {
+  __threadfence();
+  asm volatile("st.release.gpu.global.b32 [%0], %1;\n" ::"l"(flag), "r"(1) : "memory");
+}
+__device__ __forceinline__ int acquire_flag(const int* flag) {
+  int set;
+  asm volatile("ld.acquire.gpu.global.b32 %0, [%1];\n" : "=r"(set) : "l"(flag) : "memory");
+  return set;
+}
+__device__ __forceinline__ void fence_proxy_async_global() { asm volatile("fence.proxy.async.global;\n" ::: "memory"); }
+
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 // Commits the wgmmas issued as a group; other work may run before wgmma_wait.
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
