@@ -528,9 +528,8 @@ __global__ void __launch_bounds__(kChainThreads, 1)
   auto start = [&](int ci) { return seq.bos + ci * kChunk; };
 
   // Chunk ci's tiles into buffer ci % 3. They are the buffer's load number ci / 3 (from 0), whose
-  // completion is that phase of its mbarrier: parity (ci / 3) & 1. The inputs' rows
-  // first, then prepare's tiles: streamed (forward_chain, ws.ready), once await_prepared(ci) has
-  // returned.
+  // completion is that phase of its mbarrier: parity (ci / 3) & 1. The inputs' rows first, then
+  // prepare's tiles: streamed (forward_chain, ws.ready), once await_prepared(ci) has returned.
   auto copy_rows = [&](int ci) {
     const int b = ci % 3, t0 = start(ci);
     uint64_t* bar = &sm.full[b];
@@ -552,9 +551,10 @@ __global__ void __launch_bounds__(kChainThreads, 1)
     bulk_load(sm.rs[b], ws.rs + hc * kChainRowScaleStride, sizeof(sm.rs[b]), bar);
   };
   // Streamed, by the copier's warp: returns when prepare has published chunk ci. Its lanes read the
-  // flags of 32 chunks from the first not yet seen at once (one acquire load each, the __syncwarp
-  // orders them before the copier's copies), so that a load's latency is paid every few steps,
-  // not every step (each step: chain kernel 174 → 208 µs at 2×8192×16).
+  // flags of the 32 chunks from the first not yet seen at once (an acquire load each; the __syncwarp
+  // orders them before the copier's copies), so that a load's latency is paid every few steps: one
+  // flag a step, read by the copy thread, held its warp's share of O and the step's barrier (chain
+  // kernel 173 → 208 µs at 2×8192×16, H100).
   int prepared = 0;  // the chunks before it are published
   auto await_prepared = [&](int ci) {
     for (int spins = 0; ci >= prepared; ++spins) {
