@@ -746,11 +746,7 @@ Status forward_chain(const ChunkPlan& plan, const ChunkParams<T>& p, ForwardWork
   }
   SideStream* side = nullptr;
   if (Status st = side_stream(side); !st.ok()) return st;
-  std::vector<int> order;  // pageable: the copy has taken it when cudaMemcpyAsync returns
-  order.reserve(plan.NC);
-  for (int j = 0; j < longest; ++j)
-    for (const SeqInfo& s : plan.seqs)
-      if (j < chunk_count(s)) order.push_back(s.first_chunk + j);
+  const std::vector<int> order = chunks_in_step_order(plan);  // pageable: copied when cudaMemcpyAsync returns
   GDN_CUDA_TRY(cudaMemcpyAsync(ws.order, order.data(), order.size() * sizeof(int), cudaMemcpyHostToDevice, stream));
   GDN_CUDA_TRY(cudaMemsetAsync(ws.ready, 0, size_t(plan.NC) * p.HV * sizeof(int), stream));
   GDN_CUDA_TRY(cudaEventRecord(side->fork, stream));

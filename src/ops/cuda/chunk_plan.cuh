@@ -4,6 +4,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <initializer_list>
@@ -184,5 +185,19 @@ struct ChunkPlan {
     }
   }
 };
+
+// The plan's chunks (global indices) in the order of a sequential pass's steps: every sequence's
+// first chunk, then every second, ... (sequences that have ended drop out). The chain forward's
+// prepare walks them so, beside the chain kernel that consumes them (chunk_fwd.cu, forward_chain).
+inline std::vector<int> chunks_in_step_order(const ChunkPlan& plan) {
+  int longest = 0;
+  for (const SeqInfo& s : plan.seqs) longest = std::max(longest, chunk_count(s));
+  std::vector<int> order;
+  order.reserve(plan.NC);
+  for (int step = 0; step < longest; ++step)
+    for (const SeqInfo& s : plan.seqs)
+      if (step < chunk_count(s)) order.push_back(s.first_chunk + step);
+  return order;
+}
 
 }  // namespace gdn::cuda::detail
