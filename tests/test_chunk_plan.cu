@@ -55,7 +55,9 @@ TEST(ChunkPlan, StepOrderOfEqualSequences) {
 
 TEST(ChunkPlan, StepOrderOfVarlenSequences) {
   // gpu_check's chain_streamed_varlen: 1, 700, 65 and 1000 tokens (1, 11, 2 and 16 chunks).
-  expect_step_order(plan_of(1, 1766, {0, 1, 701, 766, 1766}));
+  const d::ChunkPlan plan = plan_of(1, 1766, {0, 1, 701, 766, 1766});
+  EXPECT_EQ(plan.longest, 16);
+  expect_step_order(plan);
   expect_step_order(plan_of(1, 130, {0, 0, 64, 130}));  // an empty sequence too
 }
 

@@ -29,7 +29,6 @@
 // chain kernel (chunk_fwd_single.cu).
 #include "chunk_fwd.cuh"
 
-#include <algorithm>
 #include <cstddef>
 #include <map>
 #include <vector>
@@ -736,10 +735,8 @@ constexpr int kStreamedChunks = 8;
 template <class T, Update U, Gate G>
 Status forward_chain(const ChunkPlan& plan, const ChunkParams<T>& p, ForwardWorkspace<T> ws, const float* h0,
                      float* ht, T* o, int sms, cudaStream_t stream) {
-  int longest = 0;
-  for (const SeqInfo& s : plan.seqs) longest = std::max(longest, chunk_count(s));
   const long blocks = long(plan.N) * p.HV * (kDim / kChainCols);
-  if (2 * blocks > sms || longest < kStreamedChunks) {
+  if (2 * blocks > sms || plan.longest < kStreamedChunks) {
     ws.order = ws.ready = nullptr;
     if (Status st = launch_prepare<T, U, G, true>(plan, p, ws, stream); !st.ok()) return st;
     return launch_chain<T>(plan, p, ws, h0, ht, o, stream);

@@ -139,6 +139,7 @@ struct Carve {
 
 struct ChunkPlan {
   int N = 0, NC = 0;  // sequences, chunks
+  int longest = 0;    // the most chunks of one sequence
   std::vector<SeqInfo> seqs;
   std::vector<int> chunk_seq;
   float scale = 0.f;
@@ -182,6 +183,7 @@ struct ChunkPlan {
       const int chunks = (eos - bos + kChunk - 1) / kChunk;
       for (int c = 0; c < chunks; ++c) chunk_seq.push_back(n);
       NC += chunks;
+      longest = std::max(longest, chunks);
     }
   }
 };
@@ -190,11 +192,9 @@ struct ChunkPlan {
 // first chunk, then every second, ... (sequences that have ended drop out). The chain forward's
 // prepare walks them so, beside the chain kernel that consumes them (chunk_fwd.cu, forward_chain).
 inline std::vector<int> chunks_in_step_order(const ChunkPlan& plan) {
-  int longest = 0;
-  for (const SeqInfo& s : plan.seqs) longest = std::max(longest, chunk_count(s));
   std::vector<int> order;
   order.reserve(plan.NC);
-  for (int step = 0; step < longest; ++step)
+  for (int step = 0; step < plan.longest; ++step)
     for (const SeqInfo& s : plan.seqs)
       if (step < chunk_count(s)) order.push_back(s.first_chunk + step);
   return order;
